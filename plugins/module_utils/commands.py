@@ -125,7 +125,7 @@ def _communicate(processes, input_text, timeout):
         first.stdin.close()
         input_text = None
     try:
-        stdout, _ = last.communicate(input=input_text.encode() if input_text is not None else None, timeout=timeout)
+        stdout, _stderr = last.communicate(input=input_text.encode() if input_text is not None else None, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise PgdrError("%s did not finish within %s seconds" % (os.path.basename(last.args[0]), timeout)) from None
     return stdout or b""

@@ -20,7 +20,6 @@ from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrErro
 
 try:
     import psycopg
-    from psycopg import sql  # noqa: F401  (re-exported for modules)
 
     HAS_PSYCOPG = True
     PSYCOPG_IMPORT_ERROR = None

@@ -115,8 +115,9 @@ class Action:
         self.effect = effect  # (path tuple, value); value None deletes the key
         self.hint = hint  # what the login role needs when this is refused
 
-    def text(self):
-        return self.statement.as_string(None)
+    def text(self, conn=None):
+        """The statement as SQL text; psycopg before 3.2 needs a connection to quote."""
+        return self.statement.as_string(conn)
 
 
 # ---------------------------------------------------------------- reading
@@ -403,11 +404,11 @@ def apply_actions(conn, actions, login):
                     cur.execute(action.statement)
     except pg_errors.InsufficientPrivilege as exc:
         raise PgdrError(
-            "%s was refused (%s); login role %s needs %s" % (action.text(), _first_line(exc), login, action.hint),
-            statement=action.text(),
+            "%s was refused (%s); login role %s needs %s" % (action.text(conn), _first_line(exc), login, action.hint),
+            statement=action.text(conn),
         ) from None
     except pg_errors.Error as exc:
-        raise PgdrError("%s failed: %s" % (action.text(), _first_line(exc)), statement=action.text()) from None
+        raise PgdrError("%s failed: %s" % (action.text(conn), _first_line(exc)), statement=action.text(conn)) from None
 
 
 def _first_line(exc):
@@ -452,17 +453,17 @@ def preflight_database(conn, database, user, as_user):
     findings = []
     for kind, schema, name, missing in rows:
         findings.append(dict(database=database, kind=kind, schema=schema, name=name, missing=missing,
-                             fix=fix_statement(kind, schema, name, user)))
+                             fix=fix_statement(kind, schema, name, user, conn)))
     return findings
 
 
-def connect_finding(database, user, reason):
+def connect_finding(database, user, reason, conn):
     fix = sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(user))
     return dict(database=database, kind="database", schema=None, name=database, missing="CONNECT",
-                fix=fix.as_string(None), error=reason)
+                fix=fix.as_string(conn), error=reason)
 
 
-def fix_statement(kind, schema, name, user):
+def fix_statement(kind, schema, name, user, conn=None):
     """The GRANT (or ALTER ROLE) that gives ``user`` what a finding says it lacks."""
     role = sql.Identifier(user)
     if kind == "schema":
@@ -473,4 +474,4 @@ def fix_statement(kind, schema, name, user):
         statement = sql.SQL("GRANT SELECT ON SEQUENCE {} TO {}").format(sql.Identifier(schema, name), role)
     else:
         statement = sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(sql.Identifier(schema, name), role)
-    return statement.as_string(None)
+    return statement.as_string(conn)

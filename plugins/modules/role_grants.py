@@ -8,18 +8,18 @@ short_description: Give a backup or export role exactly the access it needs, and
 version_added: 0.1.0
 description:
   - Grants (or revokes) what a role needs to take logical dumps, physical base backups or pg_probackup
-    backups: role memberships such as C(pg_read_all_data), the REPLICATION attribute, EXECUTE on the backup
+    backups - role memberships such as C(pg_read_all_data), the REPLICATION attribute, EXECUTE on the backup
     functions of the server's version, and USAGE/SELECT on schemas, tables and sequences with default
     privileges for future tables.
   - A preflight (O(check_access) or O(state=check)) lists every schema, table, view and sequence the role
     cannot read, and every table whose row-level security would stop C(pg_dump), each with the statement that
     fixes it. This is the check that prevents C(permission denied for relation) half way through a dump.
-  - Idempotent: compares explicit grants to the role (ACL entries, memberships, attributes) and reports
+  - Idempotent - compares explicit grants to the role (ACL entries, memberships, attributes) and reports
     RV(ignore:changed) only when it ran a statement. All statements of one database run in one transaction.
   - After granting, the module reads the catalog again and fails if anything asked for is still missing
     (for example because PostgreSQL turned a GRANT by a non-owner into a warning).
 author:
-  - pgdr.backup contributors
+  - pgdr.backup developers (@pgdr)
 extends_documentation_fragment:
   - pgdr.backup.connection
 attributes:
@@ -350,14 +350,14 @@ def _run(module, params, connections):
             raise PgdrError(
                 "statements ran but %d grant(s) are still missing (PostgreSQL only warns when a non-owner grants); "
                 "login role %s needs %s" % (len(remaining), login, remaining[0].hint),
-                still_missing=[a.text() for a in remaining],
+                still_missing=[a.text(admin) for a in remaining],
             )
     else:
         after = grants.simulate(before, actions)
 
     result = dict(
         changed=bool(actions),
-        queries=[dict(database=a.database, query=a.text()) for a in actions],
+        queries=[dict(database=a.database, query=a.text(admin)) for a in actions],
         access=after,
         server_version=version,
         databases=databases,
@@ -388,7 +388,7 @@ def preflight(p, params, connections, user, databases):
             try:
                 conn = user_params.connect(db, autocommit=True)
             except PgdrError as exc:
-                findings.append(grants.connect_finding(db, user, exc.msg))
+                findings.append(grants.connect_finding(db, user, exc.msg, connections.get(params.dbname)))
                 continue
             try:
                 findings += grants.preflight_database(conn, db, user, as_user=True)
@@ -400,7 +400,7 @@ def preflight(p, params, connections, user, databases):
                 cur.execute("SELECT has_database_privilege(%s, %s, 'CONNECT')", [user, db])
                 can_connect = cur.fetchone()[0]
             if not can_connect:
-                findings.append(grants.connect_finding(db, user, "no CONNECT privilege"))
+                findings.append(grants.connect_finding(db, user, "no CONNECT privilege", conn))
                 continue
             findings += grants.preflight_database(conn, db, user, as_user=False)
     return findings, ("login" if as_user else "on_behalf")
