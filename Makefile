@@ -69,7 +69,7 @@ integration: lab-up
 	$(BIN)/pytest -q tests/integration
 
 molecule: lab-up
-	$(BIN)/molecule test --all
+	for scenario in $$(ls molecule); do $(BIN)/molecule test -s $$scenario; done
 
 test: deps lint sanity unit integration molecule
 

@@ -8,7 +8,8 @@ testinfra_hosts = ["primary15", "primary18"]
 
 
 def psql(host, query, db="molecule_shop"):
-    cmd = host.run("runuser -u postgres -- psql -X -At -d %s -c %s", db, query)
+    psql_bin = "/usr/lib/postgresql/%s/bin/psql" % host.ansible.get_variables()["pg_major"]
+    cmd = host.run("runuser -u postgres -- %s -h /run/postgresql -X -At -d %s -c %s", psql_bin, db, query)
     assert cmd.rc == 0, cmd.stderr
     return cmd.stdout.strip()
 
