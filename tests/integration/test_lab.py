@@ -197,3 +197,11 @@ def test_inventory_python_runs_as_postgres_with_psycopg(running_lab):
     for host in running_lab.hosts.values():
         done = host.run([python, "-c", "import psycopg, getpass; print(getpass.getuser(), psycopg.__version__)"], user="postgres")
         assert done.stdout.split()[0] == "postgres", host.name
+
+
+def test_postgres_user_runs_both_servers_binaries(running_lab):
+    # The wheel must be reachable without traversing the checkout's parents (CI may clone into a 0700 folder).
+    for host in running_lab.hosts.values():
+        for major in (15, 18):
+            done = host.run(["/usr/lib/postgresql/%d/bin/postgres" % major, "--version"], user="postgres")
+            assert done.stdout.startswith("postgres (PostgreSQL) %d." % major), (host.name, done.stdout)

@@ -167,7 +167,7 @@ def _build(paths):
             "postgres": None,
         }
         rec.update(lambda s: s["hosts"].update({plan.name: entry}))
-        holder = hosts.start_holder(plan.netns, plan.name, host_dir)
+        holder = hosts.start_holder(plan.netns, plan.name, host_dir, pginstall)
         rec.update(lambda s: s["hosts"][plan.name].update(holder=holder))
         sshd = hosts.start_sshd(holder["pid"], plan.address, host_dir, paths.authorized_keys)
         rec.update(lambda s: s["hosts"][plan.name].update(sshd=sshd))

