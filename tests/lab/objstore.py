@@ -46,8 +46,15 @@ def start(weed, netns, address, root, access_key, secret_key):
     data.mkdir(parents=True, exist_ok=True)
     config = root / "s3.json"
     write_secret(config, json.dumps(identities(access_key, secret_key), indent=2))
-    # nsenter (not `ip netns exec`) execs in place, so the pid we get is weed's own.
-    argv = ["nsenter", "--net=/run/netns/%s" % netns, "--", *weed_argv(weed, address, str(data), str(config))]
+    # weed keeps its logs and gRPC sockets (seaweedfs-*-grpc-<port>.sock, which it dials in
+    # preference to TCP) in /tmp whatever it is told, so a second lab's weed would talk to the
+    # first one's: give it a private /tmp in a mount namespace of its own.
+    tmp = root / "tmp"
+    tmp.mkdir(exist_ok=True)
+    private_tmp = ["unshare", "--mount", "--propagation", "private", "--",
+                   "sh", "-c", 'mount --bind "$0" /tmp && exec "$@"', str(tmp)]
+    # nsenter, unshare and sh all exec in place (not `ip netns exec`), so the pid we get is weed's own.
+    argv = ["nsenter", "--net=/run/netns/%s" % netns, "--", *private_tmp, *weed_argv(weed, address, str(data), str(config))]
     proc = spawn(argv, root / "weed.log", cwd=str(root))
     return proc_ident(proc.pid), proc
 
