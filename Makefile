@@ -13,7 +13,7 @@ APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl p
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit integration molecule test demo build clean changelog
+.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit integration molecule test demo build clean
 
 ## deps: system packages, the .venv and the collection link
 deps: apt venv collection
@@ -50,6 +50,7 @@ lab-status:
 lint: venv
 	$(BIN)/ruff check plugins tests bench
 	$(BIN)/ansible-lint --offline -q roles playbooks molecule
+	$(BIN)/antsibull-changelog lint
 
 ## sanity: ansible-test insists on running inside ansible_collections/<ns>/<name>
 sanity: venv
@@ -81,9 +82,6 @@ build: venv
 	rm -rf .build/dist && mkdir -p .build/dist
 	$(BIN)/ansible-galaxy collection build --force --output-path .build/dist .
 	$(BIN)/ansible-galaxy collection install --force -p .build/installed .build/dist/pgdr-backup-*.tar.gz
-
-changelog: venv
-	$(BIN)/antsibull-changelog lint
 
 clean: lab-down
 	rm -rf .build .collections .ruff_cache .pytest_cache tests/output

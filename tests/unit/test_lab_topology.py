@@ -168,12 +168,14 @@ def test_sshd_config_and_holder_script(tmp_path):
 
 
 def test_weed_argv_keeps_sockets_and_data_in_the_lab(tmp_path):
-    argv = objstore.weed_argv("/venv/bin/weed", "10.1.2.2", str(tmp_path), "/cfg.json")
+    argv = objstore.weed_argv("/venv/bin/weed", "10.1.2.2", str(tmp_path), "/cfg.json", "f2af")
     assert argv[:2] == ["/venv/bin/weed", "server"]
     assert "-s3" in argv and "-s3.port=8333" in argv and "-s3.config=/cfg.json" in argv
     assert "-master.volumeSizeLimitMB=1024" in argv and "-dir=%s" % tmp_path in argv
     for arg in argv:
         if "localSocket" in arg:
             assert arg.split("=", 1)[1].startswith(str(tmp_path) + os.sep)
+    assert objstore.grpc_ports("f2af") != objstore.grpc_ports("2a95")  # two labs, two sets of socket names
+    assert "-master.port.grpc=%d" % objstore.grpc_ports("f2af")["master"] in argv
     ident = objstore.identities("AK", "SK")["identities"][0]
     assert ident["credentials"] == [{"accessKey": "AK", "secretKey": "SK"}] and "Admin" in ident["actions"]
