@@ -13,11 +13,13 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
 
 STDERR_TAIL = 4000  # characters of a tool's stderr kept in a result
+CHUNK = 1024 * 1024
 
 
 class Result:
@@ -40,13 +42,18 @@ def run(argv, env=None, cwd=None, input_text=None, check=True, timeout=None):
     return run_pipeline([argv], env=env, cwd=cwd, input_text=input_text, check=check, timeout=timeout)
 
 
-def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdout_path=None, check=True, timeout=None):
+def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdin_reader=None, stdout_path=None, sink=None, check=True,
+                 timeout=None):
     """Run ``argv1 | argv2 | ...`` and check every exit code.
 
-    stdout of the last process goes to ``stdout_path`` (created 0600) when
-    given, otherwise it is captured. Raises PgdrError naming the first process
-    that failed for a reason of its own (one killed by SIGPIPE only because a
-    later one died is not the cause).
+    ``stdin_reader`` (a binary file-like object, such as a repository
+    reader) is streamed into the first process by a thread.
+    stdout of the last process goes to ``stdout_path`` (created 0600), or is
+    handed to ``sink(chunk)`` as it arrives (streaming to a repository), or
+    else is captured. If ``sink`` raises, every process is killed and the
+    exception propagates. Raises PgdrError naming the process that failed for
+    a reason of its own (one killed by SIGPIPE only because a later one died
+    is not the cause).
     """
     for argv in argvs:
         _check_argv(argv)
@@ -57,7 +64,7 @@ def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdout_path=None, c
         if stdout_path:
             fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             out_handle = os.fdopen(fd, "wb")
-        previous_stdout = subprocess.PIPE if input_text is not None else subprocess.DEVNULL
+        previous_stdout = subprocess.PIPE if (input_text is not None or stdin_reader is not None) else subprocess.DEVNULL
         for index, argv in enumerate(argvs):
             last = index == len(argvs) - 1
             err = tempfile.TemporaryFile()
@@ -74,8 +81,19 @@ def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdout_path=None, c
             if index > 0:
                 processes[-1].stdout.close()  # the next process owns the pipe now
             processes.append(proc)
-        stdout_bytes = _communicate(processes, input_text, timeout)
+        feeder = _Feeder(stdin_reader, processes[0].stdin) if stdin_reader is not None else None
+        if sink is not None:
+            stdout_bytes = _pump(processes[-1], sink)
+        elif feeder is not None:  # communicate() would close the stdin the feeder writes to
+            collected = []
+            if processes[-1].stdout:
+                _pump(processes[-1], collected.append)
+            stdout_bytes = b"".join(collected)
+        else:
+            stdout_bytes = _communicate(processes, input_text, timeout)
         returncodes = [proc.wait() for proc in processes]
+        if feeder:
+            feeder.join()
     finally:
         if out_handle:
             out_handle.close()
@@ -109,13 +127,63 @@ def check_result(result):
     code = result.returncodes[index]
     stderr = result.stderrs[index].strip()
     reason = ("killed by signal %d" % -code) if code < 0 else ("exit code %d" % code)
-    last_line = stderr.splitlines()[-1] if stderr else "no error output"
     raise PgdrError(
-        "%s failed (%s): %s" % (os.path.basename(argv[0]), reason, last_line),
+        "%s failed (%s): %s" % (os.path.basename(argv[0]), reason, telling_line(stderr)),
         cmd=[os.path.basename(a) if i == 0 else a for i, a in enumerate(argv)],
         rc=code,
         stderr=stderr[-STDERR_TAIL:],
     )
+
+
+def telling_line(stderr):
+    """The line of a tool's stderr that says what went wrong: its first error, else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if any(mark in line for mark in ("error:", "ERROR:", "FATAL:", "fatal:")):
+            return line
+    return lines[-1] if lines else "no error output"
+
+
+class _Feeder:
+    """Copies a reader into a process's stdin; a process that stops reading just ends the copy."""
+
+    def __init__(self, reader, stdin):
+        self.error = None
+        self.thread = threading.Thread(target=self._copy, args=(reader, stdin), daemon=True)
+        self.thread.start()
+
+    def _copy(self, reader, stdin):
+        try:
+            while True:
+                chunk = reader.read(CHUNK)
+                if not chunk:
+                    break
+                stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the process exited; its exit code tells why
+        except Exception as exc:  # a repository read failed: the restore must fail too
+            self.error = exc
+        finally:
+            try:
+                stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def join(self):
+        self.thread.join()
+        if self.error:
+            raise PgdrError("reading the backup failed: %s" % self.error)
+
+
+def _pump(last, sink):
+    """Hand the last process's output to ``sink`` in 1 MiB chunks until EOF."""
+    while True:
+        chunk = last.stdout.read(CHUNK)
+        if not chunk:
+            break
+        sink(chunk)
+    last.stdout.close()
+    return b""
 
 
 def _communicate(processes, input_text, timeout):

@@ -71,6 +71,9 @@ class ConnectionParams:
             if value not in (None, ""):
                 self.settings[keyword] = str(value)
         self.settings.setdefault("dbname", "postgres")
+        # Without login_host libpq picks its compiled-in socket folder, which differs between builds
+        # (Debian: /var/run/postgresql, upstream: /tmp); child tools go where psycopg went.
+        self.reached_host = None
 
     @property
     def dbname(self):
@@ -88,6 +91,7 @@ class ConnectionParams:
         other = ConnectionParams({})
         other.settings = dict(self.settings, user=user)
         other.password = password
+        other.reached_host = self.reached_host
         return other
 
     def connect(self, dbname=None, autocommit=False):
@@ -98,12 +102,15 @@ class ConnectionParams:
         if self.password:
             kwargs["password"] = self.password
         try:
-            return psycopg.connect(autocommit=autocommit, **kwargs)
+            conn = psycopg.connect(autocommit=autocommit, **kwargs)
         except psycopg.OperationalError as exc:
             raise PgdrError(
                 "cannot connect to %s: %s; check login_host/login_port/login_user, the password and pg_hba.conf"
                 % (self.describe(dbname), _first_line(exc))
             ) from None
+        if "host" not in self.settings and self.reached_host is None:
+            self.reached_host = conn.info.host
+        return conn
 
     @contextlib.contextmanager
     def child_env(self, base_env=None):
@@ -117,6 +124,8 @@ class ConnectionParams:
         env.pop("PGPASSWORD", None)
         for keyword, value in self.settings.items():
             env[_env_name(keyword)] = value
+        if "host" not in self.settings and self.reached_host:
+            env["PGHOST"] = self.reached_host
         if not self.password:
             yield env
             return

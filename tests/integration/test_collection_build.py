@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import PROJECT_DIR
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BIN = os.path.dirname(sys.executable)
 

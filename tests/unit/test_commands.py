@@ -72,3 +72,44 @@ def test_check_false_returns_the_failure():
 def test_environment_is_kept_and_extended():
     env = dict(os.environ, PGSSLMODE="verify-full")
     assert commands.run(["sh", "-c", "echo $PGSSLMODE"], env=env).stdout.strip() == "verify-full"
+
+
+def test_sink_receives_the_stream():
+    chunks = []
+    commands.run_pipeline([["head", "-c", "3000000", "/dev/zero"], ["cat"]], sink=chunks.append)
+    assert sum(len(c) for c in chunks) == 3000000 and len(chunks) >= 3
+
+
+def test_a_failing_sink_kills_the_pipeline():
+    def sink(chunk):
+        raise RuntimeError("upload failed")
+
+    with pytest.raises(RuntimeError):
+        commands.run_pipeline([["yes"]], sink=sink)
+
+
+def test_stdin_reader_streams_into_the_first_process(tmp_path):
+    import io
+
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    out = tmp_path / "out"
+    commands.run_pipeline([["gzip", "-c"], ["gzip", "-dc"]], stdin_reader=io.BytesIO(data), stdout_path=str(out))
+    assert out.read_bytes() == data
+
+
+def test_a_reader_that_fails_fails_the_pipeline():
+    class Broken:
+        def read(self, n):
+            raise OSError("connection reset by the object store")
+
+    with pytest.raises(PgdrError) as err:
+        commands.run_pipeline([["cat"]], stdin_reader=Broken())
+    assert "reading the backup failed: connection reset" in err.value.msg
+
+
+def test_the_telling_line_is_the_error_not_the_hint():
+    stderr = ("pg_dump: error: connection to server on socket \"/tmp/.s.PGSQL.5432\" failed: No such file or directory\n"
+              "\tIs the server running locally and accepting connections on that socket?\n")
+    assert commands.telling_line(stderr).startswith("pg_dump: error: connection to server")
+    assert commands.telling_line("just one line\n") == "just one line"
+    assert commands.telling_line("") == "no error output"

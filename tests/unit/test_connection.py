@@ -79,3 +79,14 @@ def test_with_user_keeps_server_and_tls_settings():
     other = p.with_user("exporter", "b")
     assert other.settings["user"] == "exporter" and other.settings["sslmode"] == "verify-ca"
     assert other.password == "b" and p.password == "a"
+
+
+def test_children_go_to_the_socket_psycopg_reached():
+    p = params(login_user="u")
+    p.reached_host = "/var/run/postgresql"
+    with p.child_env({}) as env:
+        assert env["PGHOST"] == "/var/run/postgresql"
+    explicit = params(login_host="db1")
+    explicit.reached_host = None
+    with explicit.child_env({}) as env:
+        assert env["PGHOST"] == "db1"
