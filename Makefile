@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 COLLECTION_LINK := .collections/ansible_collections/pgdr/backup
 SANITY_ROOT := .build/sanity/ansible_collections/pgdr/backup
-APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl procps postgresql-15 postgresql-client-15 git python3-psycopg
+APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl procps git gnupg zstd lz4 postgresql-15 postgresql-client-15 python3-psycopg python3-paramiko python3-boto3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 

@@ -1,0 +1,223 @@
+"""Repositories: the local backend in full, the option spec and its documentation, argument checks."""
+
+import os
+import stat
+
+import pytest
+import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.pgdr.backup.plugins.doc_fragments.storage import ModuleDocFragment
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.storage import (
+    TEMP_MARK,
+    LocalRepository,
+    S3Repository,
+    SftpRepository,
+    repository_from_params,
+    storage_argument_spec,
+)
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)  # the usual umask, under which only explicit modes give 0600/0700
+    yield
+    os.umask(old)
+
+
+@pytest.fixture
+def repo(tmp_path, umask_022):
+    return LocalRepository(str(tmp_path / "repo" / "pgdr"))
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def leftovers(root):
+    return [os.path.join(folder, name) for folder, _dirs, files in os.walk(root) for name in files if TEMP_MARK in name]
+
+
+def test_streamed_round_trip(repo):
+    chunks = [os.urandom(65536 + n) for n in range(10)]
+    with repo.open_writer("c1/b1/db.dump") as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+        assert writer.tell() == sum(map(len, chunks))
+        assert not repo.exists("c1/b1/db.dump"), "visible before the writer finished"
+    expected = b"".join(chunks)
+    assert repo.exists("c1/b1/db.dump")
+    assert repo.size("c1/b1/db.dump") == len(expected)
+    got = []
+    with repo.open_reader("c1/b1/db.dump") as reader:
+        while piece := reader.read(100000):
+            got.append(piece)
+    assert b"".join(got) == expected
+    assert repo.get_bytes("c1/b1/db.dump") == expected
+    assert leftovers(repo.root) == []
+
+
+def test_files_are_0600_and_created_folders_0700(repo, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    repo.put_bytes_atomic("c1/b1/manifest.json", b"{}")
+    assert mode(os.path.join(repo.root, "c1", "b1", "manifest.json")) == 0o600
+    # every folder the repository had to create, the root and its missing parent included
+    for folder in (tmp_path / "repo", tmp_path / "repo" / "pgdr", tmp_path / "repo" / "pgdr" / "c1", tmp_path / "repo" / "pgdr" / "c1" / "b1"):
+        assert mode(folder) == 0o700, folder
+    assert mode(tmp_path) == 0o755  # an existing folder keeps its mode
+
+
+def test_exception_inside_the_writer_leaves_nothing(repo):
+    with pytest.raises(RuntimeError, match="pg_dump died"):
+        with repo.open_writer("c1/b1/db.dump") as writer:
+            writer.write(b"x" * 100000)
+            raise RuntimeError("pg_dump died")
+    assert not repo.exists("c1/b1/db.dump")
+    assert os.listdir(os.path.join(repo.root, "c1", "b1")) == []
+    assert leftovers(repo.root) == []
+
+
+def test_a_failed_rewrite_keeps_the_previous_object(repo):
+    repo.put_bytes_atomic("c1/b1/manifest.json", b"v1")
+    with pytest.raises(KeyboardInterrupt):
+        with repo.open_writer("c1/b1/manifest.json") as writer:
+            writer.write(b"v2, half")
+            raise KeyboardInterrupt
+    assert repo.get_bytes("c1/b1/manifest.json") == b"v1"
+    repo.put_bytes_atomic("c1/b1/manifest.json", b"v2")
+    assert repo.get_bytes("c1/b1/manifest.json") == b"v2"
+    assert leftovers(repo.root) == []
+
+
+def test_list_and_delete_tree(repo):
+    for key in ("c1/b1/manifest.json", "c1/b1/data/t1.copy", "c1/b10/manifest.json", "c1/b2/manifest.json", "c2/b1/manifest.json"):
+        repo.put_bytes_atomic(key, key.encode())
+    # an unfinished write of someone else is not an object
+    with open(os.path.join(repo.root, "c1", "b2", "db.dump" + TEMP_MARK + "0123"), "wb") as stray:
+        stray.write(b"half")
+    assert repo.list_dirs("") == ["c1", "c2"]
+    assert repo.list_dirs("c1") == ["b1", "b10", "b2"]
+    assert repo.list_dirs("c1/b1") == ["data"]
+    assert repo.list_dirs("c9") == []
+    assert repo.list_files("c1/b1") == ["c1/b1/data/t1.copy", "c1/b1/manifest.json"]
+    assert repo.list_files("c1/b2") == ["c1/b2/manifest.json"]
+    assert repo.list_files("c1/b1/manifest.json") == []  # nothing below an object
+    assert len(repo.list_files("")) == 5
+    assert repo.list_files("c9") == []
+
+    repo.delete_tree("c1/b1")
+    assert repo.list_dirs("c1") == ["b10", "b2"]  # b10 is not inside b1
+    assert repo.get_bytes("c1/b10/manifest.json") == b"c1/b10/manifest.json"
+    repo.delete_tree("c1/b1")  # already gone: no error
+    repo.delete_tree("c2/b1/manifest.json")  # a single object
+    assert repo.list_files("c2") == []
+    repo.delete_tree("c1")
+    assert repo.list_dirs("") == ["c2"]
+    with pytest.raises(PgdrError, match="refusing to delete the whole repository"):
+        repo.delete_tree("")
+
+
+def test_missing_objects(repo):
+    assert not repo.exists("c1/b1/manifest.json")
+    for call in (repo.get_bytes, repo.size):
+        with pytest.raises(PgdrError, match="c1/b1/manifest.json not found in local:"):
+            call("c1/b1/manifest.json")
+    repo.put_bytes_atomic("c1/b1/manifest.json", b"{}")
+    assert not repo.exists("c1/b1"), "a folder is not an object"
+    with pytest.raises(PgdrError, match="not found"):
+        repo.size("c1/b1")
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "c1/../../x", "/etc/passwd", "c1/./b1", "c1/b1/x" + TEMP_MARK + "1", ""])
+def test_keys_cannot_leave_the_root(repo, key):
+    with pytest.raises(PgdrError, match="key"):
+        with repo.open_writer(key) as writer:
+            writer.write(b"x")
+    assert not os.path.exists(repo.root) or leftovers(repo.root) == []
+
+
+def test_keys_are_normalised(repo):
+    repo.put_bytes_atomic("c1//b1/manifest.json", b"{}")
+    assert repo.list_files("c1/") == ["c1/b1/manifest.json"]
+
+
+def test_describe_never_shows_secrets():
+    assert LocalRepository("/var/backups/pgdr/").describe() == "local:/var/backups/pgdr"
+    sftp = SftpRepository("10.0.0.5", "/var/backups/pgdr")
+    assert sftp.describe() == "sftp://root@10.0.0.5:22/var/backups/pgdr"
+    assert SftpRepository("fd00::5", "/srv/b", port=2222, user="backup").describe() == "sftp://backup@[fd00::5]:2222/srv/b"
+    s3 = S3Repository("bkt", prefix="/pgdr/prod/", endpoint_url="http://10.0.0.9:8333", access_key="AKID", secret_key="SeCrEt")
+    assert s3.describe() == "s3://bkt/pgdr/prod (endpoint http://10.0.0.9:8333)"
+    assert S3Repository("bkt", region="eu-central-1").describe() == "s3://bkt (region eu-central-1)"
+    assert "SeCrEt" not in s3.describe() and "AKID" not in s3.describe()
+
+
+def validated(repository):
+    result = ArgumentSpecValidator(storage_argument_spec()).validate({"repository": repository})
+    assert not result.error_messages, result.error_messages
+    return result
+
+
+def test_argument_spec_defaults_and_no_log():
+    result = validated({"type": "s3", "bucket": "b", "access_key": "AKID", "secret_key": "SeCrEt"})
+    repo = result.validated_parameters["repository"]
+    assert (repo["port"], repo["user"], repo["prefix"], repo["addressing_style"], repo["part_size_mb"]) == (22, "root", "", "path", 64)
+    assert {"AKID", "SeCrEt"} <= result._no_log_values  # what AnsibleModule masks in every output
+    rejected = ArgumentSpecValidator(storage_argument_spec()).validate({"repository": {"type": "ftp", "path": "/x"}})
+    assert "ftp" in " ".join(rejected.error_messages)
+
+
+def test_doc_fragment_matches_the_spec():
+    doc = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"]["repository"]
+    spec = storage_argument_spec()["repository"]
+    assert (doc["type"], doc["required"]) == (spec["type"], spec["required"])
+    assert list(doc["suboptions"]) == list(spec["options"])
+    for name, option in spec["options"].items():
+        documented = doc["suboptions"][name]
+        for field in ("type", "default", "choices"):
+            assert documented.get(field) == option.get(field), (name, field)
+        assert documented.get("required", False) == option.get("required", False), name
+        assert documented["description"], name
+
+
+@pytest.mark.parametrize(
+    "repository, message",
+    [
+        ({"type": "local"}, "repository.path is required for type local"),
+        ({"type": "local", "path": "backups"}, "repository.path must be an absolute path for type local"),
+        ({"type": "sftp", "path": "/srv/b"}, "repository.host is required for type sftp"),
+        ({"type": "sftp", "host": "h"}, "repository.path is required for type sftp"),
+        ({"type": "sftp", "host": "h", "path": "b"}, "repository.path must be an absolute path for type sftp"),
+        ({"type": "sftp", "host": "h", "path": "/b", "port": 70000}, "repository.port must be between 1 and 65535"),
+        ({"type": "sftp", "host": "h", "path": "/b", "key_file": "/nonexistent/id_ed25519"}, "repository.key_file /nonexistent/id_ed25519 does not exist"),
+        ({"type": "sftp", "host": "h", "path": "/b", "known_hosts": "/nonexistent/kh"}, "repository.known_hosts /nonexistent/kh does not exist"),
+        ({"type": "s3", "prefix": "p"}, "repository.bucket is required for type s3"),
+        ({"type": "s3", "bucket": "b", "part_size_mb": 4}, r"repository.part_size_mb must be between 5 and 5120"),
+        ({"type": "s3", "bucket": "b", "addressing_style": "dns"}, "repository.addressing_style must be one of path, virtual, auto"),
+        ({"type": "nfs"}, "repository.type must be one of local, sftp, s3"),
+    ],
+)
+def test_argument_errors(repository, message):
+    with pytest.raises(PgdrError) as caught:
+        repository_from_params(repository)
+    assert message in caught.value.msg
+
+
+def test_repository_from_params_builds_each_backend(tmp_path):
+    local = repository_from_params(validated({"type": "local", "path": str(tmp_path)}).validated_parameters["repository"])
+    assert isinstance(local, LocalRepository) and local.root == str(tmp_path)
+    sftp = repository_from_params(validated({"type": "sftp", "host": "h", "path": "/srv/b", "port": 2222, "user": "bk"}).validated_parameters["repository"])
+    assert isinstance(sftp, SftpRepository) and sftp.describe() == "sftp://bk@h:2222/srv/b"
+    params = validated({"type": "s3", "bucket": "b", "prefix": "p/", "part_size_mb": 8, "addressing_style": "virtual"}).validated_parameters["repository"]
+    s3 = repository_from_params(params)
+    assert isinstance(s3, S3Repository)
+    assert (s3.bucket, s3.prefix, s3.part_size, s3.addressing_style) == ("b", "p", 8 * 1024 * 1024, "virtual")
+
+
+def test_a_broken_known_hosts_file_is_a_clear_error_before_connecting(tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("192.0.2.1 ssh-ed25519 AAAAnot-base64\n")
+    repo = SftpRepository("192.0.2.1", "/srv/backups", known_hosts=str(known_hosts))  # TEST-NET: never reached
+    with pytest.raises(PgdrError, match="known_hosts file .* has an invalid line"):
+        repo.list_dirs("")
