@@ -1,0 +1,323 @@
+# Copyright: pgdr.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Per-table row counts and content fingerprints, taken in the same snapshot as a dump.
+
+Method ``md5-sum64-v1``: for every row, the text of the whole row as a
+composite value (``(t.*)::text``, e.g. ``(1,"a b",)``) is hashed with md5; the
+first 16 hex digits are read as a signed 64-bit integer; the fingerprint is the
+exact (numeric) sum of those integers over the table, written in decimal, next
+to the row count. So:
+
+* row order does not matter (a sum), and identical duplicate rows do count
+  (a sum, not xor, which would cancel them);
+* NULL and the empty string differ: a composite prints NULL as nothing and ''
+  as ``""`` (``(1,)`` vs ``(1,"")``);
+* the text of every type is made the same on every server and version by
+  SESSION_SETTINGS (time zone, date/interval style, float digits, bytea
+  output, money locale, search_path for reg* types), so a backup taken on
+  PostgreSQL 15 and restored on 18 compares equal;
+* the hash covers the bytes in the database encoding: compare databases of the
+  same encoding (pg_dump/pg_restore with --create keeps it);
+* ``FROM ONLY``: an inheritance parent counts its own rows, as pg_dump dumps them;
+  partitioned parents are skipped (their rows are in the leaf partitions).
+
+Cost: a full sequential scan of every table plus an md5 over the text of each
+row. It is CPU-bound on the server and costs roughly as much as COPYing the data
+out (without sending it anywhere); on a busy server run it with the dump, in the
+dump's snapshot, on a replica if possible. ``fingerprint: false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError:  # reported by the module through HAS_PSYCOPG
+    psycopg = sql = None
+
+METHOD = "md5-sum64-v1"
+
+# Applied with set_config(..., is_local => true): they last until the end of the
+# fingerprint transaction. Each one fixes the text output of some types.
+SESSION_SETTINGS = (
+    ("TimeZone", "UTC"),  # timestamptz
+    ("DateStyle", "ISO, YMD"),  # date, timestamp, timestamptz
+    ("IntervalStyle", "postgres"),  # interval
+    ("extra_float_digits", "1"),  # float4/float8/geometric: shortest exact text (PostgreSQL 12+)
+    ("bytea_output", "hex"),  # bytea
+    ("lc_monetary", "C"),  # money (currency symbol, separators)
+    ("search_path", ""),  # regclass/regtype/...: always schema-qualified; no shadowing of pg_catalog
+    ("row_security", "off"),  # as pg_dump: fail rather than silently count only the rows a policy shows
+    ("statement_timeout", "0"),  # as pg_dump: a big table must not time out half way
+)
+
+_SNAPSHOT_RE = re.compile(r"^[0-9A-Fa-f]+-[0-9A-Fa-f]+(-[0-9]+)?$")
+
+_LIST_TABLES = """
+SELECT n.nspname, c.relname, c.relpersistence
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND c.relpersistence IN ('p', 'u')
+  AND n.nspname !~ '^pg_'
+  AND n.nspname <> 'information_schema'
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_depend AS d
+    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e'
+  )
+ORDER BY n.nspname, c.relname
+"""
+
+
+def fingerprint_query(schema, table):
+    """The statement that returns (row count, fingerprint text) of one table.
+
+    Functions are schema-qualified and the table is read with ONLY (its own
+    rows, not those of inheritance children). ``(t.*)`` rather than ``t``:
+    a bare ``t`` would mean a column if the table had one named t.
+    """
+    return sql.SQL(
+        "SELECT pg_catalog.count(*), "
+        "COALESCE(pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5((t.*)::text), 1, 16))::bit(64)::bigint::numeric), 0)::text "
+        "FROM ONLY {}.{} AS t"
+    ).format(sql.Identifier(schema), sql.Identifier(table))
+
+
+def fingerprint_of_row_texts(row_texts):
+    """The md5-sum64-v1 (rows, fingerprint) of rows given as their composite text (UTF-8).
+
+    The same arithmetic the server does; used by tests and for documentation.
+    """
+    total = 0
+    rows = 0
+    for text in row_texts:
+        prefix = int(hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()[:16], 16)
+        total += prefix - (1 << 64) if prefix >= (1 << 63) else prefix
+        rows += 1
+    return rows, str(total)
+
+
+def apply_session_settings(conn):
+    """Set SESSION_SETTINGS for the rest of the current transaction."""
+    calls = ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(SESSION_SETTINGS))
+    params = [item for pair in SESSION_SETTINGS for item in pair]
+    conn.execute("SELECT " + calls, params)
+
+
+def _transaction_status(conn):
+    return conn.info.transaction_status
+
+
+def begin_snapshot(conn, snapshot=None):
+    """Start a REPEATABLE READ, READ ONLY transaction on ``conn``, importing ``snapshot`` if given.
+
+    Without ``snapshot`` the transaction's own snapshot is taken by its first
+    query; export it with export_snapshot() for pg_dump --snapshot.
+    """
+    if _transaction_status(conn) != psycopg.pq.TransactionStatus.IDLE:
+        raise PgdrError("cannot start the snapshot transaction: the connection is already in a transaction; commit or roll it back first")
+    if snapshot is not None and not (isinstance(snapshot, str) and _SNAPSHOT_RE.match(snapshot)):
+        raise PgdrError("%r is not a snapshot id such as 00000003-0000001B-1 (from pg_export_snapshot())" % (snapshot,))
+    if conn.autocommit:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    else:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+    if snapshot is not None:
+        try:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        except psycopg.Error as exc:
+            raise PgdrError(
+                "cannot import snapshot %s: %s; the exporting transaction must still be open on the same server and database"
+                % (snapshot, _first_line(exc))
+            ) from None
+    else:
+        conn.execute("SELECT 1")  # take the snapshot now
+
+
+def export_snapshot(conn):
+    """pg_export_snapshot() of the current transaction (for pg_dump --snapshot)."""
+    return conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+
+
+def require_snapshot_transaction(conn):
+    """Raise unless ``conn`` is inside a REPEATABLE READ or SERIALIZABLE transaction."""
+    isolation = conn.execute("SELECT pg_catalog.current_setting('transaction_isolation')").fetchone()[0]
+    if isolation not in ("repeatable read", "serializable") or _transaction_status(conn) != psycopg.pq.TransactionStatus.INTRANS:
+        raise PgdrError(
+            "table fingerprints must be taken inside one REPEATABLE READ transaction (the dump's snapshot), "
+            "but the connection is in %s%s; start it with begin_snapshot()"
+            % (isolation, "" if _transaction_status(conn) == psycopg.pq.TransactionStatus.INTRANS else " autocommit")
+        )
+
+
+def list_tables(conn, schemas=None, tables=None, include_unlogged=None):
+    """[(schema, table)] whose rows a dump holds, sorted.
+
+    Ordinary tables and leaf partitions (relkind 'r'); not partitioned parents
+    (their rows are in the partitions), views, materialized views, foreign
+    tables, temporary tables, system schemas or tables that belong to an
+    extension. Unlogged tables are included unless the server is a standby
+    (they cannot be read there, and pg_dump skips their data there too);
+    ``include_unlogged`` forces the choice. ``schemas`` keeps only those
+    schemas; ``tables`` keeps only those (schema, table) pairs.
+    """
+    if include_unlogged is None:
+        include_unlogged = not conn.execute("SELECT pg_catalog.pg_is_in_recovery()").fetchone()[0]
+    wanted = None if tables is None else {tuple(pair) for pair in tables}
+    schema_set = None if schemas is None else set(schemas)
+    found = []
+    for schema, table, persistence in conn.execute(_LIST_TABLES).fetchall():
+        if persistence == "u" and not include_unlogged:
+            continue
+        if schema_set is not None and schema not in schema_set:
+            continue
+        if wanted is not None and (schema, table) not in wanted:
+            continue
+        found.append((schema, table))
+    return found
+
+
+def table_fingerprints(conn, database, tables):
+    """[{database, schema, table, rows, fingerprint, fingerprint_method}] of ``tables`` in the current transaction.
+
+    The caller has opened a REPEATABLE READ transaction in the dump's snapshot
+    (begin_snapshot, then export_snapshot for pg_dump, or begin_snapshot with
+    the snapshot pg_dump exported). ``database`` is the name recorded in the
+    entries (the source database; defaults to the connection's).
+    """
+    require_snapshot_transaction(conn)
+    apply_session_settings(conn)
+    database = database or conn.info.dbname
+    results = []
+    for schema, table in tables:
+        try:
+            rows, fingerprint = conn.execute(fingerprint_query(schema, table)).fetchone()
+        except psycopg.Error as exc:
+            advice = "turn fingerprints off (fingerprint: false) or leave the table out"
+            if "row-level security" in str(exc):
+                advice = "give the backup role BYPASSRLS (pgdr.backup.role_grants bypassrls: true) so every row is read, or " + advice
+            elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                advice = "grant the backup role read access (pgdr.backup.role_grants profile logical), or " + advice
+            raise PgdrError(
+                "cannot fingerprint table %s in database %s: %s; %s" % (_qualified(schema, table), database, _first_line(exc), advice),
+                table=_qualified(schema, table),
+                database=database,
+            ) from None
+        results.append({
+            "database": database,
+            "schema": schema,
+            "table": table,
+            "rows": int(rows),
+            "fingerprint": fingerprint,
+            "fingerprint_method": METHOD,
+        })
+    return results
+
+
+def _qualified(schema, table):
+    return "%s.%s" % (_quote(schema), _quote(table))
+
+
+def _quote(name):
+    """Identifier text for messages only (never for SQL)."""
+    if re.match(r"^[a-z_][a-z0-9_$]*$", name):
+        return name
+    return '"%s"' % name.replace('"', '""')
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+# --- comparing ------------------------------------------------------------------------
+
+
+def _index(entries, what, database_map=None):
+    indexed = {}
+    for entry in entries:
+        database = entry["database"]
+        if database_map:
+            database = database_map.get(database, database)
+        key = (database, entry["schema"], entry["table"])
+        if key in indexed:
+            raise PgdrError("table %s of database %s is listed twice in the %s fingerprints" % (_qualified(key[1], key[2]), key[0], what))
+        indexed[key] = entry
+    return indexed
+
+
+def compare(expected, actual, database_map=None):
+    """Mismatches between two fingerprint lists (e.g. a manifest's tables and a restored database's).
+
+    ``database_map`` maps an expected (source) database name to the actual one
+    (a restore into a scratch database). Returns a list sorted by table of
+    {database, schema, table, expected_rows, actual_rows, expected_fingerprint,
+    actual_fingerprint, problem} where problem is 'missing' (expected, not
+    found), 'extra' (found, not expected), 'method differs', 'rows differ' or
+    'content differs'; ``database`` is the expected (source) name. Empty: all match.
+    """
+    database_map = dict(database_map or {})
+    reverse = {target: source for source, target in database_map.items()}
+    wanted = _index(expected, "expected", database_map)
+    found = _index(actual, "actual")
+    mismatches = []
+    for key in sorted(set(wanted) | set(found)):
+        exp, act = wanted.get(key), found.get(key)
+        if act is None:
+            problem = "missing"
+        elif exp is None:
+            problem = "extra"
+        elif exp["fingerprint_method"] != act["fingerprint_method"]:
+            problem = "method differs"
+        elif exp["rows"] != act["rows"]:
+            problem = "rows differ"
+        elif exp["fingerprint"] != act["fingerprint"]:
+            problem = "content differs"
+        else:
+            continue
+        mismatches.append({
+            "database": exp["database"] if exp else reverse.get(key[0], key[0]),
+            "schema": key[1],
+            "table": key[2],
+            "expected_rows": exp["rows"] if exp else None,
+            "actual_rows": act["rows"] if act else None,
+            "expected_fingerprint": exp["fingerprint"] if exp else None,
+            "actual_fingerprint": act["fingerprint"] if act else None,
+            "problem": problem,
+        })
+    return mismatches
+
+
+def summary(expected, actual, mismatches):
+    """Counts and a one-line text for a comparison's result (for module results and drill reports)."""
+    counts = {}
+    for item in mismatches:
+        counts[item["problem"]] = counts.get(item["problem"], 0) + 1
+    matched = len(expected) - sum(n for problem, n in counts.items() if problem != "extra")
+    result = {
+        "ok": not mismatches,
+        "tables_expected": len(expected),
+        "tables_actual": len(actual),
+        "matched": matched,
+        "missing": counts.get("missing", 0),
+        "extra": counts.get("extra", 0),
+        "method_differs": counts.get("method differs", 0),
+        "rows_differ": counts.get("rows differ", 0),
+        "content_differs": counts.get("content differs", 0),
+        "rows_expected": sum(entry["rows"] for entry in expected),
+        "rows_actual": sum(entry["rows"] for entry in actual),
+    }
+    if not mismatches:
+        result["text"] = "all %d tables match (%d rows)" % (len(expected), result["rows_expected"])
+    else:
+        parts = ["%d %s" % (n, problem) for problem, n in sorted(counts.items())]
+        first = mismatches[0]
+        result["text"] = "%d of %d expected tables match; %s; first: table %s in database %s, %s" % (
+            matched, len(expected), ", ".join(parts), _qualified(first["schema"], first["table"]), first["database"], first["problem"])
+    return result
