@@ -5,6 +5,8 @@ import uuid
 import pytest
 from psycopg import sql
 
+from tests.manifest_schema import assert_valid_manifest
+
 DUMP = "pgdr.backup.pg_logical_dump"
 SSH_DIR = "/var/lib/postgresql/.ssh/"
 RESTORE = "pgdr.backup.restore_cluster"
@@ -118,7 +120,7 @@ def test_round_trip_restores_exactly_what_was_dumped(ansible, lab, host, source,
         args["jobs"] = 2
     dumped = assert_ok(dump(ansible, host, source, repository, **args))
     assert dumped["changed"] is True
-    manifest = dumped["manifest"]
+    manifest = assert_valid_manifest(dumped["manifest"])
     assert manifest["kind"] == "logical-db" and manifest["source"]["major"] == host.major
     counts = {(t["schema"], t["table"]): t["rows"] for t in dumped["tables"]}
     assert counts[("Mixed Case ü", 'we"ird table')] == 3
@@ -156,6 +158,7 @@ def test_cluster_set_from_15_restores_globals_and_databases_into_18(ansible, lab
         repository = repositories(lab, "s3", source.suffix)
         cluster_dump = dict(mode="cluster", cluster=source.cluster, repository=repository, parallel=2)
         dumped = assert_ok(ansible.module(source.host.name, DUMP, cluster_dump))
+        assert_valid_manifest(dumped["manifest"])
         names = {f["database"] for f in dumped["manifest"]["files"] if f["role"] == "database"}
         assert source.name in names and "postgres" in names
         assert any(f["role"] == "globals" for f in dumped["manifest"]["files"])
