@@ -214,6 +214,10 @@ class Repository:
         """Where the repository is, for messages and results; never includes secrets."""
         raise NotImplementedError
 
+    def location(self, key):
+        """The URL (or local path) of ``key``, for results: where a user finds a set; never includes secrets."""
+        raise NotImplementedError
+
     def open_writer(self, key):
         """Context manager yielding a binary file-like object with ``write(bytes)`` and ``tell()``.
 
@@ -296,6 +300,9 @@ class LocalRepository(Repository):
 
     def describe(self):
         return "local:%s" % self.root
+
+    def location(self, key):
+        return self._path(key, allow_root=True)
 
     def _path(self, key, allow_root=False):
         key = clean_key(key, allow_root)
@@ -508,6 +515,9 @@ class SftpRepository(Repository):
     def describe(self):
         host = "[%s]" % self.host if ":" in self.host else self.host
         return "sftp://%s@%s:%d%s" % (self.user, host, self.port, self.root)
+
+    def location(self, key):
+        return "%s/%s" % (self.describe().rstrip("/"), clean_key(key, allow_root=True))
 
     @property
     def sftp(self):
@@ -831,6 +841,10 @@ class S3Repository(Repository):
         if self.endpoint_url:
             return "%s (endpoint %s)" % (where, self.endpoint_url)
         return "%s (region %s)" % (where, self.region) if self.region else where
+
+    def location(self, key):
+        parts = [part for part in (self.prefix, clean_key(key, allow_root=True)) if part]
+        return "s3://%s/%s" % (self.bucket, "/".join(parts))
 
     @property
     def client(self):

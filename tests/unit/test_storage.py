@@ -153,6 +153,17 @@ def test_describe_never_shows_secrets():
     assert "SeCrEt" not in s3.describe() and "AKID" not in s3.describe()
 
 
+def test_location_of_a_set_is_a_url_a_user_can_follow():
+    assert LocalRepository("/var/backups/pgdr/").location("db1/20261121T020000Z") == "/var/backups/pgdr/db1/20261121T020000Z"
+    sftp = SftpRepository("backup1", "/var/backups/pgdr", user="pgdr")
+    assert sftp.location("db1/20261121T020000Z/") == "sftp://pgdr@backup1:22/var/backups/pgdr/db1/20261121T020000Z"
+    s3 = S3Repository("bkt", prefix="/pgdr/prod/", endpoint_url="http://10.0.0.9:8333", access_key="AKID", secret_key="SeCrEt")
+    assert s3.location("db1/20261121T020000Z") == "s3://bkt/pgdr/prod/db1/20261121T020000Z"
+    assert S3Repository("bkt").location("db1/x") == "s3://bkt/db1/x"
+    with pytest.raises(PgdrError):
+        s3.location("../elsewhere")
+
+
 def validated(repository):
     result = ArgumentSpecValidator(storage_argument_spec()).validate({"repository": repository})
     assert not result.error_messages, result.error_messages
