@@ -31,6 +31,7 @@ PHYSICAL_KINDS = ("base", "probackup")
 KINDS = LOGICAL_KINDS + PHYSICAL_KINDS
 
 COMPRESSION_METHODS = ("none", "gzip", "lz4", "zstd")
+FINGERPRINT_METHODS = ("hash64-sum-v1", "md5-sum64-v1")  # fingerprint.METHODS (no psycopg needed here)
 ENCRYPTION_METHODS = ("none", "gpg-symmetric-aes256")
 # Short names other module_utils use for the same methods.
 _ENCRYPTION_ALIASES = {"gpg": "gpg-symmetric-aes256"}
@@ -670,7 +671,8 @@ def _check_tables(shape, tables, options):
         shape.check(_is_int(entry.get("rows")) and entry.get("rows") >= 0, where + ".rows", "must be a non-negative integer")
         shape.check(_is_str(entry.get("fingerprint")) and bool(_FINGERPRINT_RE.match(entry.get("fingerprint"))),
                     where + ".fingerprint", "must be a decimal integer as text")
-        shape.check(entry.get("fingerprint_method") == "md5-sum64-v1", where + ".fingerprint_method", "must be md5-sum64-v1")
+        shape.check(entry.get("fingerprint_method") in FINGERPRINT_METHODS, where + ".fingerprint_method",
+                    "must be one of %s" % ", ".join(FINGERPRINT_METHODS))
     if isinstance(options, dict) and options.get("fingerprint") is False:
         shape.check(not tables, "tables", "must be empty when options.fingerprint is false")
 

@@ -2,11 +2,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Per-table row counts and content fingerprints, taken in the same snapshot as a dump.
 
-Method ``md5-sum64-v1``: for every row, the text of the whole row as a
-composite value (``(t.*)::text``, e.g. ``(1,"a b",)``) is hashed with md5; the
-first 16 hex digits are read as a signed 64-bit integer; the fingerprint is the
-exact (numeric) sum of those integers over the table, written in decimal, next
-to the row count. So:
+Method ``hash64-sum-v1`` (the default): for every row, the text of the whole
+row as a composite value (``(t.*)::text``, e.g. ``(1,"a b",)``) is hashed
+with ``hashtextextended(text COLLATE "C", 0)``, PostgreSQL's own 64-bit hash
+of the text's bytes (the one hash partitioning relies on, so it does not change
+between major versions); the fingerprint is the exact (numeric) sum of those
+signed 64-bit integers over the table, written in decimal, next to the row
+count. Method ``md5-sum64-v1`` (the first 64 bits of each row's md5 instead)
+is still computed when a manifest asks for it; it costs about 2.5 times as much. So:
 
 * row order does not matter (a sum), and identical duplicate rows do count
   (a sum, not xor, which would cancel them);
@@ -17,13 +20,16 @@ to the row count. So:
   output, money locale, search_path for reg* types), so a backup taken on
   PostgreSQL 15 and restored on 18 compares equal;
 * the hash covers the bytes in the database encoding: compare databases of the
-  same encoding (pg_dump/pg_restore with --create keeps it);
+  same encoding (pg_dump/pg_restore with --create keeps it), on servers of the
+  same byte order (hashtextextended differs between little- and big-endian
+  machines; every mainstream platform is little-endian);
 * ``FROM ONLY``: an inheritance parent counts its own rows, as pg_dump dumps them;
   partitioned parents are skipped (their rows are in the leaf partitions).
 
-Cost: a full sequential scan of every table plus an md5 over the text of each
-row. It is CPU-bound on the server and costs roughly as much as COPYing the data
-out (without sending it anywhere); on a busy server run it with the dump, in the
+Cost: a full sequential scan of every table, the text of each row and a hash
+of it. It is CPU-bound on the server and costs about as much as COPYing the data
+out (without sending it anywhere): 7 s for the 7 million rows of pgbench scale 70,
+against 18 s with md5 (docs/performance.md); on a busy server run it with the dump, in the
 dump's snapshot, on a replica if possible. ``fingerprint: false`` turns it off.
 """
 
@@ -40,7 +46,12 @@ try:
 except ImportError:  # reported by the module through HAS_PSYCOPG
     psycopg = sql = None
 
-METHOD = "md5-sum64-v1"
+METHOD = "hash64-sum-v1"  # what new backups record
+# What each method sums over the rows; {row} is the row's composite text.
+METHODS = {
+    "hash64-sum-v1": "pg_catalog.hashtextextended({row} COLLATE \"C\", 0)",
+    "md5-sum64-v1": "('x' || pg_catalog.substr(pg_catalog.md5({row}), 1, 16))::bit(64)::bigint",
+}
 
 # Applied with set_config(..., is_local => true): they last until the end of the
 # fingerprint transaction. Each one fixes the text output of some types.
@@ -74,24 +85,26 @@ ORDER BY n.nspname, c.relname
 """
 
 
-def fingerprint_query(schema, table):
+def fingerprint_query(schema, table, method=METHOD):
     """The statement that returns (row count, fingerprint text) of one table.
 
     Functions are schema-qualified and the table is read with ONLY (its own
     rows, not those of inheritance children). ``(t.*)`` rather than ``t``:
     a bare ``t`` would mean a column if the table had one named t.
     """
+    if method not in METHODS:
+        raise PgdrError("fingerprint method %r is not known to this pgdr.backup (known: %s); upgrade the collection"
+                        % (method, ", ".join(sorted(METHODS))))
+    per_row = METHODS[method].format(row="(t.*)::text")
     return sql.SQL(
-        "SELECT pg_catalog.count(*), "
-        "COALESCE(pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5((t.*)::text), 1, 16))::bit(64)::bigint::numeric), 0)::text "
-        "FROM ONLY {}.{} AS t"
+        "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(" + per_row + "::numeric), 0)::text FROM ONLY {}.{} AS t"
     ).format(sql.Identifier(schema), sql.Identifier(table))
 
 
 def fingerprint_of_row_texts(row_texts):
     """The md5-sum64-v1 (rows, fingerprint) of rows given as their composite text (UTF-8).
 
-    The same arithmetic the server does; used by tests and for documentation.
+    The same arithmetic the server does for that method; used by tests and for documentation.
     """
     total = 0
     rows = 0
@@ -183,8 +196,10 @@ def list_tables(conn, schemas=None, tables=None, include_unlogged=None):
     return found
 
 
-def table_fingerprints(conn, database, tables):
+def table_fingerprints(conn, database, tables, method=METHOD):
     """[{database, schema, table, rows, fingerprint, fingerprint_method}] of ``tables`` in the current transaction.
+
+    ``method`` is METHOD for a backup; a verification passes the method its manifest recorded.
 
     The caller has opened a REPEATABLE READ transaction in the dump's snapshot
     (begin_snapshot, then export_snapshot for pg_dump, or begin_snapshot with
@@ -197,7 +212,7 @@ def table_fingerprints(conn, database, tables):
     results = []
     for schema, table in tables:
         try:
-            rows, fingerprint = conn.execute(fingerprint_query(schema, table)).fetchone()
+            rows, fingerprint = conn.execute(fingerprint_query(schema, table, method)).fetchone()
         except psycopg.Error as exc:
             advice = "turn fingerprints off (fingerprint: false) or leave the table out"
             if "row-level security" in str(exc):
@@ -215,7 +230,7 @@ def table_fingerprints(conn, database, tables):
             "table": table,
             "rows": int(rows),
             "fingerprint": fingerprint,
-            "fingerprint_method": METHOD,
+            "fingerprint_method": method,
         })
     return results
 

@@ -152,8 +152,18 @@ def row_texts(box, dbname, schema, table, settings):
     return texts
 
 
+def documented_fingerprint(box, dbname, texts, method=fp.METHOD):
+    """(rows, fingerprint) of row texts by the documented formula, computed apart from the module's query."""
+    per_row = {"hash64-sum-v1": "hashtextextended(x COLLATE \"C\", 0)",
+               "md5-sum64-v1": "('x' || substr(md5(x), 1, 16))::bit(64)::bigint"}[method]
+    with box.connect(dbname, autocommit=True) as conn:
+        rows, total = conn.execute("SELECT count(*), coalesce(sum(%s::numeric), 0)::text FROM unnest(%%s::text[]) AS x" % per_row,
+                                   [texts]).fetchone()
+    return rows, total
+
+
 def test_same_data_gives_the_same_fingerprint_on_15_and_18(lab):
-    results, texts = {}, {}
+    results, texts, documented, md5 = {}, {}, {}, {}
     boxes = [Scratch(lab, lab.host(name)) for name in ("primary15", "primary18")]
     try:
         for box in boxes:
@@ -161,17 +171,25 @@ def test_same_data_gives_the_same_fingerprint_on_15_and_18(lab):
             schema, table = build_types(box, dbname)
             results[box.host.major] = fingerprints(box, dbname, database="shop")
             texts[box.host.major] = row_texts(box, dbname, schema, table, fp.SESSION_SETTINGS)
+            documented[box.host.major] = documented_fingerprint(box, dbname, texts[box.host.major])
+            with box.connect(dbname, autocommit=True) as conn:
+                fp.begin_snapshot(conn)
+                md5[box.host.major] = fp.table_fingerprints(conn, "shop", [(schema, table)], method="md5-sum64-v1")
     finally:
         for box in boxes:
             box.cleanup()
     assert results[15] == results[18]
     assert fp.compare(results[15], results[18]) == []
     [entry] = results[15]
-    assert entry["rows"] == 4 and entry["fingerprint_method"] == "md5-sum64-v1"
+    assert entry["rows"] == 4 and entry["fingerprint_method"] == "hash64-sum-v1"
     assert (entry["schema"], entry["table"], entry["database"]) == ("Odd Schema", "All Types", "shop")
-    # the server computes exactly the documented method over the rows' text
+    # the server computes exactly the documented method over the rows' text, the same on 15 and 18
     assert texts[15] == texts[18]
-    assert fp.fingerprint_of_row_texts(texts[15]) == (entry["rows"], entry["fingerprint"])
+    assert documented[15] == documented[18] == (entry["rows"], entry["fingerprint"])
+    # the older md5 method, still used to verify sets that recorded it, matches its Python twin
+    assert md5[15] == md5[18]
+    assert md5[15][0]["fingerprint_method"] == "md5-sum64-v1" and md5[15][0]["fingerprint"] != entry["fingerprint"]
+    assert fp.fingerprint_of_row_texts(texts[15]) == (4, md5[15][0]["fingerprint"])
     # the whole row, not the column named t; NULL and '' differ; reg* types are schema-qualified
     assert texts[15][0].startswith('(1,,"2026-03-29 00:30:00+00",2026-02-28,')
     assert texts[15][1].startswith('(2,"",')
@@ -220,7 +238,7 @@ def test_row_order_does_not_matter_and_duplicates_count(scratch):
     result = {e["table"]: (e["rows"], e["fingerprint"]) for e in fingerprints(scratch, dbname)}
     assert result["forward"] == result["backward"] and result["forward"][0] == 2000
     assert result["empty"] == (0, "0")
-    single = fp.fingerprint_of_row_texts(["(1,x)"])
+    single = documented_fingerprint(scratch, dbname, ["(1,x)"])
     assert result["twice"] == (2, str(2 * int(single[1])))  # not 0, as xor would give
     assert result["pairs"][1] != "0"
 

@@ -14,9 +14,16 @@ def test_query_reads_only_the_table_itself_as_whole_rows():
     text = fp.fingerprint_query("Odd \"Schema\"", "t").as_string(None)
     assert text == (
         "SELECT pg_catalog.count(*), "
-        "COALESCE(pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5((t.*)::text), 1, 16))::bit(64)::bigint::numeric), 0)::text "
+        "COALESCE(pg_catalog.sum(pg_catalog.hashtextextended((t.*)::text COLLATE \"C\", 0)::numeric), 0)::text "
         'FROM ONLY "Odd ""Schema"""."t" AS t'
     )
+
+
+def test_the_md5_method_is_still_computed_for_manifests_that_recorded_it():
+    text = fp.fingerprint_query("s", "t", "md5-sum64-v1").as_string(None)
+    assert "pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5((t.*)::text), 1, 16))::bit(64)::bigint::numeric)" in text
+    with pytest.raises(PgdrError, match="fingerprint method 'sha1-v9' is not known"):
+        fp.fingerprint_query("s", "t", "sha1-v9")
 
 
 def test_arithmetic_matches_the_server():
