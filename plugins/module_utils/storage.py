@@ -24,6 +24,7 @@ import posixpath
 import secrets
 import shutil
 import stat
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
 
@@ -753,7 +754,13 @@ class SftpRepository(Repository):
 
 
 class _S3Writer:
-    """Streams into a multipart upload with one part buffered at a time; an object smaller than a part is one put_object."""
+    """Streams into a multipart upload; an object smaller than a part is one put_object.
+
+    A full part is uploaded by a background thread while the next one fills, so
+    the producer (pg_dump behind a pipe) never waits for the network unless two
+    parts are pending: memory stays at two parts. A failed part upload is raised
+    by the next write or by finish.
+    """
 
     def __init__(self, repo, key):
         self._repo = repo
@@ -763,6 +770,8 @@ class _S3Writer:
         self._upload_id = None
         self._parts = []
         self._written = 0
+        self._uploader = None
+        self._pending = None  # the future of the part being uploaded
 
     def write(self, data):
         view = memoryview(data).cast("B")
@@ -784,15 +793,25 @@ class _S3Writer:
         what = "uploading %s" % self._key
         if self._upload_id is None:
             self._upload_id = self._repo._call("create_multipart_upload", what, Key=self._name)["UploadId"]
+            self._uploader = ThreadPoolExecutor(max_workers=1)
         number = len(self._parts) + 1
         if number > S3_MAX_PARTS:
             raise PgdrError(
                 "%s is larger than %d parts of %d MiB: raise repository.part_size_mb" % (self._key, S3_MAX_PARTS, self._repo.part_size // MIB), key=self._key
             )
-        part = dict(Key=self._name, UploadId=self._upload_id, PartNumber=number, Body=self._buf, ContentMD5=_content_md5(self._buf))
-        reply = self._repo._call("upload_part", what, **part)
-        self._parts.append({"ETag": reply["ETag"], "PartNumber": number})
-        self._buf = bytearray()
+        body, self._buf = bytes(self._buf), bytearray()
+        self._wait_pending()
+        part = dict(Key=self._name, UploadId=self._upload_id, PartNumber=number, Body=body, ContentMD5=_content_md5(body))
+        self._parts.append({"ETag": None, "PartNumber": number})
+        self._pending = self._uploader.submit(self._send_part, part, self._parts[-1], what)
+
+    def _send_part(self, part, record, what):
+        record["ETag"] = self._repo._call("upload_part", what, **part)["ETag"]
+
+    def _wait_pending(self):
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()  # re-raises the upload's PgdrError
 
     def finish(self):
         what = "uploading %s" % self._key
@@ -801,10 +820,16 @@ class _S3Writer:
             return
         if self._buf:
             self._upload_part()
+        self._wait_pending()
+        self._uploader.shutdown()
         self._repo._call("complete_multipart_upload", what, Key=self._name, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
 
     def abort(self):
         self._buf = bytearray()
+        if self._uploader is not None:
+            with contextlib.suppress(Exception):  # the original failure is the one to report
+                self._wait_pending()
+            self._uploader.shutdown()
         if self._upload_id is not None:
             # if even this fails, the parts stay invisible until a bucket lifecycle rule removes them
             _quietly(self._repo.client.abort_multipart_upload, Bucket=self._repo.bucket, Key=self._name, UploadId=self._upload_id)
@@ -1014,9 +1039,23 @@ class S3Repository(Repository):
             for entry in page.get("CommonPrefixes", []):
                 self._walk(entry["Prefix"], what, objects, folders)
 
+    def _abort_uploads(self, key, what):
+        """Abort the unfinished multipart uploads of ``key`` and below it: parts nobody can list as objects, but
+        that the store keeps (and bills) until aborted, e.g. those of a writer that died with the store unreachable."""
+        name, folder = self._object(key), self._folder(key)
+        try:
+            pages = list(self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=name))
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._error(what, exc) from exc
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == name or upload["Key"].startswith(folder):
+                    self._call("abort_multipart_upload", what, missing=None, Key=upload["Key"], UploadId=upload["UploadId"])
+
     def delete_tree(self, key):
         key = self._tree_key(key)
         what = "deleting %s" % key
+        self._abort_uploads(key, what)
         objects, folders = [], []
         self._walk(self._folder(key), what, objects, folders)
         # Stores with real folders (SeaweedFS) keep them, empty, once their objects are gone, and show them only
