@@ -235,6 +235,14 @@ def table_fingerprints(conn, database, tables, method=METHOD):
     return results
 
 
+def recorded_method(entries):
+    """The one fingerprint method ``entries`` (a manifest's tables) were taken with; a verification must use it."""
+    methods = {entry["fingerprint_method"] for entry in entries}
+    if len(methods) > 1:
+        raise PgdrError("the manifest mixes fingerprint methods (%s); it was not written by pgdr.backup" % ", ".join(sorted(methods)))
+    return methods.pop() if methods else METHOD
+
+
 def _qualified(schema, table):
     return "%s.%s" % (_quote(schema), _quote(table))
 

@@ -188,6 +188,15 @@ def dump_directory(ctx, database, snapshot, env):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def tables_in_dump(conn, options):
+    """[(schema, table)] whose rows a pg_dump with these include/exclude options holds."""
+    names = fingerprint.list_tables(conn, schemas=options.get("schemas"),
+                                    tables=[split_table(t) for t in options.get("tables") or []] or None)
+    excluded_schemas = set(options.get("exclude_schemas") or [])
+    excluded_tables = {split_table(t) for t in options.get("exclude_tables") or []}
+    return [n for n in names if n[0] not in excluded_schemas and tuple(n) not in excluded_tables]
+
+
 class FingerprintThread:
     """Counts and fingerprints tables in the snapshot's own transaction while pg_dump runs."""
 
@@ -202,12 +211,7 @@ class FingerprintThread:
             if options.get("schema_only"):
                 self.tables = []
                 return
-            names = fingerprint.list_tables(conn, schemas=options.get("schemas"),
-                                            tables=[split_table(t) for t in options.get("tables") or []] or None)
-            excluded_schemas = set(options.get("exclude_schemas") or [])
-            excluded_tables = {split_table(t) for t in options.get("exclude_tables") or []}
-            names = [n for n in names if n[0] not in excluded_schemas and tuple(n) not in excluded_tables]
-            self.tables = fingerprint.table_fingerprints(conn, database, names)
+            self.tables = fingerprint.table_fingerprints(conn, database, tables_in_dump(conn, options))
         except Exception as exc:  # handed to the main thread, which fails the backup
             self.error = exc
 
@@ -257,3 +261,45 @@ def run_backup(ctx, mode, databases, parallel, superuser):
         results = list(pool.map(lambda db: dump_database(ctx, db), databases))
     tables = [table for db_tables, _info in results for table in db_tables]
     return tables, [info for _tables, info in results], time.monotonic() - started
+
+
+def run_table_backup(ctx, database, selection, parallel):
+    """``mode: table``: COPY each table (and query) on one exported snapshot, ``parallel`` at a time.
+
+    ``selection`` holds tables, schemas, query, name and copy_format. Returns
+    (fingerprints, per-table results, skipped, database info, seconds).
+    """
+    from ansible_collections.pgdr.backup.plugins.module_utils import table_copy
+
+    started = time.monotonic()
+    snapshot = Snapshot(ctx.params, database)
+    try:
+        info = database_info(snapshot.conn, database)
+        info["extensions"] = [list(r) for r in snapshot.conn.execute(
+            "SELECT e.extname, n.nspname FROM pg_catalog.pg_extension AS e JOIN pg_catalog.pg_namespace AS n "
+            "ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY e.extname").fetchall()]
+        leaves, objects, skipped = table_copy.resolve(snapshot.conn, selection.get("tables"), selection.get("schemas"))
+        jobs = [table_copy.TableJob(schema=s, table=t) for s, t in leaves]
+        if selection.get("query"):
+            jobs.append(table_copy.TableJob(query=selection["query"], name=selection["name"]))
+        if not jobs:
+            raise PgdrError("nothing to export in database %s: %s" % (
+                database, "; ".join("%s skipped (%s)" % (s["name"], s["reason"]) for s in skipped) or "no tables selected"), skipped=skipped)
+        with ctx.params.child_env() as env:
+            env["PGDATABASE"] = database
+            if objects:
+                table_copy.dump_schema(ctx, env, snapshot.id, objects)
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs)))) as pool:
+            done = list(pool.map(lambda job: table_copy.copy_job(ctx, snapshot.id, database, job, selection["copy_format"],
+                                                                 ctx.fingerprint), jobs))
+    finally:
+        snapshot.close()
+    fingerprints = [d["fingerprint"] for d in done if d["fingerprint"]]
+    results = []
+    for index, job in enumerate(jobs):
+        outcome = done[index]
+        if job.query is None:
+            results.append(dict(schema=job.schema, table=job.table, rows=outcome["rows"], path=outcome["path"]))
+        else:
+            results.append(dict(query=job.name, rows=outcome["rows"], path=outcome["path"]))
+    return fingerprints, results, skipped, info, objects, time.monotonic() - started

@@ -46,8 +46,9 @@ def input_stages(entry, gpg):
         if gpg is None:
             raise PgdrError("file %s is encrypted; give encryption.passphrase to restore it" % entry["path"])
         stages.append(gpg.decrypt_argv())
-    # custom and directory dumps are compressed inside the archive, pg_restore reads them as they are
-    if entry["format"] in ("plain", "tar"):
+    # custom and directory dumps are compressed inside the archive, pg_restore reads them as they are;
+    # plain, tar, and COPY files (csv, text, binary) are compressed as whole streams
+    if entry["format"] not in ("custom", "directory"):
         method = entry["compression"]["method"]
         if method != "none":
             stages.append(compression.decompress_argv(method))
@@ -57,7 +58,14 @@ def input_stages(entry, gpg):
 def feed(repo, key, argvs, env, sink=None, stdout_path=None):
     """Stream one stored file into the first process of a pipeline."""
     with repo.open_reader(key) as reader:
-        return run_pipeline(argvs, env=env, stdin_reader=reader, sink=sink, stdout_path=stdout_path)
+        try:
+            return run_pipeline(argvs, env=env, stdin_reader=reader, sink=sink, stdout_path=stdout_path)
+        except PgdrError as exc:
+            cmd = exc.details.get("cmd") or []
+            if cmd[:1] == ["gpg"] and "--decrypt" in cmd:  # a wrong passphrase is by far the likeliest cause
+                exc.msg += "; check encryption.passphrase: it must be the one the set was encrypted with"
+                exc.args = (exc.msg,)
+            raise
 
 
 def conninfo_dbname(database):
@@ -83,7 +91,7 @@ def restore_command(entry, pg_restore, psql, database, options, jobs=1, path=Non
     return argv + ([path] if path else [])
 
 
-def restore_directory(repo, manifest, cluster, entries, database, tools, gpg, env, options):
+def restore_directory(repo, manifest, cluster, entries, database, tools, gpg, env, options, jobs=None):
     """Directory dumps are folders: fetch (and decrypt) them into a 0700 staging folder, then pg_restore -j."""
     staging = tempfile.mkdtemp(prefix="pgdr-restore-")
     try:
@@ -97,7 +105,7 @@ def restore_directory(repo, manifest, cluster, entries, database, tools, gpg, en
             key = set_key(cluster, manifest["backup_id"], entry["path"])
             stages = input_stages(entry, gpg) or [["cat"]]
             feed(repo, key, stages, None, stdout_path=os.path.join(folder, name))
-        jobs = max(1, int(manifest.get("options", {}).get("jobs") or 1))
+        jobs = max(1, int(jobs or manifest.get("options", {}).get("jobs") or 1))
         argv = restore_command(entries[0], tools["pg_restore"], tools["psql"], database, options, jobs=jobs, path=folder)
         run_pipeline([argv], env=env)
     finally:
@@ -171,7 +179,8 @@ def verify_database(params, restored_name, source_name, manifest):
         fingerprint.begin_snapshot(conn)
         names = [(t["schema"], t["table"]) for t in expected]
         present = set(map(tuple, fingerprint.list_tables(conn)))
-        actual = fingerprint.table_fingerprints(conn, source_name, [n for n in names if n in present])
+        actual = fingerprint.table_fingerprints(conn, source_name, [n for n in names if n in present],
+                                                method=fingerprint.recorded_method(expected))
     finally:
         conn.close()
     mismatches = fingerprint.compare(expected, actual)
@@ -186,3 +195,29 @@ def analyze(params, database):
             cur.execute("ANALYZE")
     finally:
         conn.close()
+
+
+def load_database(repo, manifest, cluster, entries, database, tools, gpg, env, options, jobs=None):
+    """Load one database's dump (custom, directory, tar, plain) into the existing ``database``.
+
+    ``jobs`` > 1 runs pg_restore in parallel: directory dumps are staged anyway,
+    a custom dump is fetched (and decrypted) into a 0700 staging folder first
+    (pg_restore -j cannot read a pipe).
+    """
+    entry = entries[0]
+    if entry["format"] == "directory":
+        restore_directory(repo, manifest, cluster, entries, database, tools, gpg, env, options, jobs=jobs)
+        return
+    key = set_key(cluster, manifest["backup_id"], entry["path"])
+    if entry["format"] == "custom" and (jobs or 1) > 1:
+        staging = tempfile.mkdtemp(prefix="pgdr-restore-")
+        try:
+            os.chmod(staging, 0o700)
+            path = os.path.join(staging, "dump.custom")
+            feed(repo, key, input_stages(entry, gpg) or [["cat"]], None, stdout_path=path)
+            run_pipeline([restore_command(entry, tools["pg_restore"], tools["psql"], database, options, jobs=jobs, path=path)], env=env)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return
+    argv = restore_command(entry, tools["pg_restore"], tools["psql"], database, options)
+    feed(repo, key, input_stages(entry, gpg) + [argv], env)

@@ -36,8 +36,16 @@ options:
       - V(database) dumps O(database) with C(pg_dump).
       - V(cluster) dumps the globals with C(pg_dumpall --globals-only) and then every database that allows
         connections and is not a template, O(parallel) at a time, into one set with one file per database.
+      - V(table) exports O(tables), every table of O(schemas) and/or one O(query) of O(database) with
+        C(COPY ... TO STDOUT) in O(copy_format), one file per table, O(parallel) tables at once, into a set of
+        kind C(logical-table). Every COPY worker has its own connection that imports the one exported snapshot
+        (C(SET TRANSACTION SNAPSHOT)), so all files are consistent with each other and with the fingerprints.
+        A partitioned table is exported as its leaf partitions; views, materialized views, foreign and
+        temporary tables are skipped and listed in RV(skipped_relations). The set also holds C(schema.sql)
+        (C(pg_dump --schema-only) of those tables and their partition parents, on the same snapshot), so a
+        restore into a fresh database can create them.
     type: str
-    choices: [database, cluster]
+    choices: [database, cluster, table]
     default: database
   database:
     description:
@@ -69,6 +77,7 @@ options:
   parallel:
     description:
       - With O(mode=cluster), how many databases are dumped at once.
+      - With O(mode=table), how many tables are copied at once (one connection each).
     type: int
     default: 1
   compression:
@@ -101,7 +110,10 @@ options:
         description: The passphrase. Required with V(gpg). Never logged; gpg reads it from a 0600 file.
         type: str
   schemas:
-    description: Dump only these schemas (exact names, not patterns).
+    description:
+      - Dump only these schemas (exact names, not patterns).
+      - With O(mode=table), export every table of these schemas (partitions of a partitioned table in the
+        same schema come with it; views and the like are listed in RV(skipped_relations)).
     type: list
     elements: str
   exclude_schemas:
@@ -109,7 +121,11 @@ options:
     type: list
     elements: str
   tables:
-    description: Dump only these tables, as C(schema.table) (exact names; a bare name is in C(public)).
+    description:
+      - Dump only these tables, as C(schema.table) (exact names; a bare name is in C(public); the first dot
+        separates schema from table).
+      - With O(mode=table), the tables to export; a partitioned table is exported as its leaf partitions,
+        a name that does not exist fails the task.
     type: list
     elements: str
   exclude_tables:
@@ -155,9 +171,29 @@ options:
     description:
       - Count the rows of every dumped table and compute an order-independent content hash in the dump's
         snapshot, recorded in the manifest for restore verification.
-      - Costs one extra read of every table (C(md5) of each row's text) on the server, while pg_dump runs.
+      - Costs one extra read of every table (a 64-bit hash of each row's text) on the server, while pg_dump runs:
+        about as much server CPU as the dump's own COPY (see C(docs/performance.md)).
     type: bool
     default: true
+  query:
+    description:
+      - With O(mode=table), a query whose result is exported too, with C(COPY (query) TO STDOUT), on the same
+        snapshot, into C(queries/<name>.<ext>). It is run as given (it is the playbook author's SQL); it
+        gets no fingerprint and is not restored by M(pgdr.backup.restore_cluster).
+    type: str
+  name:
+    description:
+      - The file name (without extension) of the O(query) export. Required with O(query).
+    type: str
+  copy_format:
+    description:
+      - With O(mode=table), the C(COPY) format of the data files. V(csv) and V(text) are written in UTF8
+        (C(ENCODING 'UTF8')) and keep NULL apart from the empty string; V(binary) is the fastest and
+        restores only into columns of the same types.
+      - Compression and encryption apply to each file as a whole stream.
+    type: str
+    choices: [csv, text, binary]
+    default: csv
   if_running:
     description:
       - What to do when another run for the same source and repository holds the lock on this host.
@@ -194,6 +230,18 @@ EXAMPLES = r"""
   become: true
   become_user: postgres
 
+- name: Export two tables and a report query as CSV, three COPYs at a time, on one snapshot
+  pgdr.backup.pg_logical_dump:
+    mode: table
+    database: sales
+    tables: [public.orders, "Billing.Invoices"]
+    query: "SELECT id, total FROM public.orders WHERE total > 1000"
+    name: big_orders
+    copy_format: csv
+    parallel: 3
+    cluster: "{{ inventory_hostname }}"
+    repository: {type: local, path: /var/backups/pgdr}
+
 - name: Every database and the globals, two at a time, to the backup host over SFTP
   pgdr.backup.pg_logical_dump:
     mode: cluster
@@ -227,8 +275,10 @@ duration:
   returned: when a set was written
   type: float
 tables:
-  description: Per-table row counts and fingerprints taken in the dump's snapshot.
-  returned: when a set was written or already existed
+  description:
+    - Per-table row counts and fingerprints taken in the dump's snapshot.
+    - In check mode, the tables that would be dumped (O(mode=database)) or exported (O(mode=table)).
+  returned: when a set was written or already existed, and in check mode with O(mode=database) or O(mode=table)
   type: list
   elements: dict
 databases:
@@ -237,9 +287,27 @@ databases:
   type: list
   elements: str
 estimated_bytes:
-  description: In check mode, the size of the databases on the server (the dump is usually smaller).
+  description:
+    - In check mode, the size of the databases on the server (the dump is usually smaller).
+    - With O(mode=table), the size of the tables that would be exported.
   returned: in check mode
   type: int
+skipped_relations:
+  description:
+    - With O(mode=table), the named relations that were not exported and why (view, materialized view,
+      foreign table, temporary table, partitioned table whose partitions are exported, extension member).
+    - In check mode too.
+  returned: with O(mode=table)
+  type: list
+  elements: dict
+  sample: [{"name": "public.v_orders", "reason": "view"}]
+copied:
+  description: With O(mode=table), per table or query - the file written and the rows COPY wrote.
+  returned: with O(mode=table), when a set was written or already existed
+  type: list
+  elements: dict
+  sample: [{"schema": "public", "table": "orders", "rows": 1200, "path": "tables/public/orders.csv.gz"},
+           {"query": "big_orders", "rows": 12, "path": "queries/big_orders.csv.gz"}]
 skipped_reason:
   description: Why nothing was done (another run holds the lock, with O(if_running=skip)).
   returned: when skipped
@@ -251,7 +319,14 @@ import socket
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, compression, encryption, locks, logical_dump
+from ansible_collections.pgdr.backup.plugins.module_utils import (
+    backup_set,
+    compression,
+    encryption,
+    locks,
+    logical_dump,
+    table_copy,
+)
 from ansible_collections.pgdr.backup.plugins.module_utils.connection import (
     HAS_PSYCOPG,
     PSYCOPG_IMPORT_ERROR,
@@ -271,7 +346,7 @@ def argument_spec():
     spec = connection_argument_spec()
     spec.update(storage_argument_spec())
     spec.update(
-        mode=dict(type="str", default="database", choices=["database", "cluster"]),
+        mode=dict(type="str", default="database", choices=["database", "cluster", "table"]),
         database=dict(type="str"),
         cluster=dict(type="str"),
         backup_id=dict(type="str"),
@@ -299,6 +374,9 @@ def argument_spec():
         no_privileges=dict(type="bool", default=False),
         extra_args=dict(type="list", elements="str", default=[]),
         fingerprint=dict(type="bool", default=True),
+        query=dict(type="str"),
+        name=dict(type="str"),
+        copy_format=dict(type="str", default="csv", choices=list(table_copy.COPY_FORMATS)),
         if_running=dict(type="str", default="fail", choices=["fail", "skip"]),
         pg_bin_dir=dict(type="path"),
     )
@@ -327,8 +405,20 @@ def estimate(conn, databases):
         return cur.fetchone()[0]
 
 
+def would_dump(params, database, p):
+    """The tables whose rows a database dump with these options would hold (for check mode)."""
+    conn = params.connect(database, autocommit=True)
+    try:
+        return [dict(database=database, schema=s, table=t) for s, t in logical_dump.tables_in_dump(conn, p)]
+    finally:
+        conn.close()
+
+
 def summary(manifest):
-    return dict(manifest=manifest, bytes=sum(f["size"] for f in manifest["files"]), tables=manifest.get("tables", []))
+    result = dict(manifest=manifest, bytes=sum(f["size"] for f in manifest["files"]), tables=manifest.get("tables", []))
+    if manifest["kind"] == "logical-table":
+        result.update(skipped_relations=manifest["options"].get("skipped", []), copied=manifest["options"].get("copied", []))
+    return result
 
 
 def validate(p):
@@ -338,10 +428,35 @@ def validate(p):
         raise PgdrError("data_only and schema_only exclude each other; choose one")
     if p["mode"] == "cluster" and (p["database"] or p["schemas"] or p["tables"]):
         raise PgdrError("mode cluster dumps every database; database, schemas and tables go with mode database")
+    if p["mode"] == "table":
+        validate_table_mode(p)
+    elif p["query"] or p["name"]:
+        raise PgdrError("query and name go with mode table")
     enc = p["encryption"] or {"method": "none"}
     if enc["method"] == "gpg" and not enc.get("passphrase"):
         raise PgdrError("encryption.passphrase is required with encryption.method gpg")
     logical_dump.check_extra_args(p["extra_args"])
+
+
+def validate_table_mode(p):
+    if not (p["tables"] or p["schemas"] or p["query"]):
+        raise PgdrError("mode table needs tables (schema.table), schemas or a query")
+    if p["query"] and not p["name"]:
+        raise PgdrError("a query export needs name (the output file's name)")
+    if p["name"] and not p["query"]:
+        raise PgdrError("name goes with query")
+    if p["name"]:
+        backup_set.validate_file_path(p["name"])
+        if "/" in p["name"]:
+            raise PgdrError("name %r must be a plain file name without slashes" % p["name"])
+    unused = [o for o in ("exclude_schemas", "exclude_tables") if p[o]] + [o for o in (
+        "data_only", "schema_only", "create", "clean", "if_exists", "no_owner", "no_privileges") if p[o]]
+    if p["extra_args"]:
+        unused.append("extra_args")
+    if p["format"] != "custom" or p["jobs"] != 1:
+        unused.append("format/jobs")
+    if unused:
+        raise PgdrError("%s do not apply to mode table (COPY per table; use copy_format and parallel)" % ", ".join(unused))
 
 
 def run(module):
@@ -366,7 +481,7 @@ def _run(module, p, params, admin, repo, compression_spec, database):
     backup_id = p["backup_id"] or backup_set.new_backup_id()
     backup_set.validate_backup_id(backup_id)
     databases = list_databases(admin) if p["mode"] == "cluster" else [database]
-    location = "%s/%s" % (repo.describe().rstrip("/"), backup_set.set_key(cluster, backup_id))
+    location = repo.location(backup_set.set_key(cluster, backup_id))
     result = dict(changed=False, backup_id=backup_id, location=location, databases=databases)
 
     status = backup_set.set_status(repo, cluster, backup_id)
@@ -374,7 +489,14 @@ def _run(module, p, params, admin, repo, compression_spec, database):
         result.update(summary(backup_set.load_manifest(repo, cluster, backup_id)))
         return result
     if module.check_mode:
+        if p["mode"] == "table":
+            leaves, _objects, skipped = table_copy.resolve(admin, p["tables"], p["schemas"])
+            result.update(changed=True, tables=[dict(schema=s, table=t) for s, t in leaves], skipped_relations=skipped,
+                          estimated_bytes=table_copy.estimate_bytes(admin, leaves))
+            return result
         result.update(changed=True, estimated_bytes=estimate(admin, databases))
+        if p["mode"] == "database":
+            result["tables"] = would_dump(params, database, p)
         return result
 
     source = "%s:%s" % (params.describe(), cluster)
@@ -385,8 +507,9 @@ def _run(module, p, params, admin, repo, compression_spec, database):
                 result.update(skipped_reason=reason)
                 return result
             raise PgdrError(reason + "; wait for it, or set if_running: skip")
-        if status == "incomplete":  # leftovers of an interrupted run with this id: never a backup
-            backup_set.delete_set(repo, cluster, backup_id)
+        # leftovers of an interrupted run with this id are never a backup; even an "absent" set may have some that
+        # no listing shows (S3 multipart uploads a writer could not abort because the store was down)
+        backup_set.delete_set(repo, cluster, backup_id)
         manifest, duration = write_set(p, params, admin, repo, compression_spec, version, cluster, backup_id, databases)
     result.update(summary(manifest), changed=True, duration=round(duration, 3))
     return result
@@ -403,9 +526,20 @@ def write_set(p, params, admin, repo, compression_spec, version, cluster, backup
             stages = logical_dump.Stages(compression_spec, gpg)
             options = {name: p[name] for name in DUMP_OPTIONS}
             ctx = logical_dump.DumpContext(params, options, writer, stages, version["major"], p["pg_bin_dir"], p["fingerprint"])
-            tables, database_infos, duration = logical_dump.run_backup(ctx, p["mode"], databases, max(1, p["parallel"]), superuser)
+            if p["mode"] == "table":
+                selection = dict(tables=p["tables"], schemas=p["schemas"], query=p["query"], name=p["name"], copy_format=p["copy_format"])
+                tables, copied, skipped, info, objects, duration = logical_dump.run_table_backup(ctx, databases[0], selection, max(1, p["parallel"]))
+                database_infos = [info]
+                options = dict(mode="table", fingerprint=p["fingerprint"], copy_format=p["copy_format"], tables=p["tables"],
+                               schemas=p["schemas"], parallel=p["parallel"],
+                               queries=[dict(name=p["name"], sql=p["query"])] if p["query"] else [], copied=copied, skipped=skipped,
+                               schema_objects=[list(o) for o in objects])
+            else:
+                tables, database_infos, duration = logical_dump.run_backup(ctx, p["mode"], databases, max(1, p["parallel"]), superuser)
+                options = dict({name: p[name] for name in DUMP_OPTIONS}, mode=p["mode"], fingerprint=p["fingerprint"])
+        kind = {"cluster": "logical-cluster", "table": "logical-table"}.get(p["mode"], "logical-db")
         manifest = writer.finish(dict(
-            kind="logical-cluster" if p["mode"] == "cluster" else "logical-db",
+            kind=kind,
             source=dict(host=params.settings.get("host") or socket.gethostname(), port=int(params.settings.get("port") or 5432),
                         database=None if p["mode"] == "cluster" else databases[0],
                         system_identifier=system_identifier(admin), server_version=version["text"],
@@ -413,16 +547,24 @@ def write_set(p, params, admin, repo, compression_spec, version, cluster, backup
             started_at=started_at,
             finished_at=backup_set.iso_utc(),
             duration_seconds=round(duration, 3),
-            tool=dict(name="pg_dump", version=ctx.tool_version, argv=[]),
+            tool=dict(name="copy" if p["mode"] == "table" else "pg_dump", version=ctx.tool_version, argv=[]),
             compression=dict(compression_spec),
             encryption=stages.manifest_encryption(),
-            consistency=dict(snapshot="exported per database", isolation="repeatable read"),
+            consistency=dict(snapshot="exported per database" if p["mode"] != "table" else "exported, imported by every COPY worker",
+                             isolation="repeatable read"),
             tables=tables,
             databases=database_infos,
-            options=dict({name: p[name] for name in DUMP_OPTIONS}, mode=p["mode"], fingerprint=p["fingerprint"]),
+            options=options,
         ))
-    except BaseException:
-        writer.abort()  # a half-written set must never look like a backup
+    except BaseException as exc:
+        try:
+            writer.abort()  # a half-written set must never look like a backup
+        except Exception as cleanup:  # e.g. the store is still down: the failure that stopped the dump is the one to report
+            if isinstance(exc, PgdrError):
+                exc.msg += "; its partial files could not be removed (the repository failed again), but without a manifest " \
+                           "they are never restored, and a rerun with backup_id %s removes them" % backup_id
+                exc.args = (exc.msg,)
+                exc.details["cleanup_error"] = str(cleanup)
         raise
     return manifest, duration
 

@@ -18,6 +18,12 @@ description:
     in the restored database and compared with the manifest; a mismatch fails the task with the list.
   - An existing database is never dropped before its replacement is restored and verified
     (O(if_exists=replace)).
+  - Table restores - a C(logical-table) set (from O(pgdr.backup.pg_logical_dump#module:mode=table)), or
+    O(tables) / O(schemas) chosen from a C(logical-db) set (or from one database of a cluster set). The set
+    is loaded into a scratch database created from C(template0) (its C(schema.sql) and C(COPY FROM) of the
+    data files, or C(pg_restore) of the whole dump), the chosen tables are fingerprinted there and compared
+    with the manifest, and only then is the target database (O(database), created if missing) touched, as
+    O(conflict) says. The scratch database is always dropped.
 author:
   - pgdr.backup developers (@pgdr)
 extends_documentation_fragment:
@@ -90,6 +96,41 @@ options:
       passphrase:
         description: The passphrase the set was encrypted with. Never logged.
         type: str
+  tables:
+    description:
+      - Restore only these tables, as C(schema.table) (exact names; a bare name is in C(public); the first dot
+        separates schema from table), from a C(logical-db) or C(logical-table) set, or from the one database of
+        a cluster set given in O(databases).
+      - Each must be a table the manifest has a fingerprint for; a partitioned table is restored by naming its
+        partitions (a partition created in the target is attached to its parent, which is created too if missing).
+      - The target is O(database), default the source database; it is created if it does not exist.
+    type: list
+    elements: str
+  schemas:
+    description:
+      - Restore every table of these schemas that the set holds (as with O(tables)).
+    type: list
+    elements: str
+  conflict:
+    description:
+      - For table restores, what to do with a table that already exists in the target database.
+      - V(error) fails before anything is changed, naming the tables.
+      - V(rename) restores into C(<table>_restored_<backup_id>) in the same schema (a standalone table with its
+        indexes and owned sequences renamed the same way) and leaves the existing table untouched.
+      - V(replace) empties the existing table (C(TRUNCATE ONLY)) and loads the backup's rows in one transaction
+        for all replaced tables, recomputes their fingerprints inside that transaction, and commits only if they
+        match the manifest; otherwise it rolls back and fails, and the old rows are still there. The table's
+        definition, indexes and grants stay as they are.
+      - Tables that do not exist in the target are created (with indexes, constraints and owned sequences).
+    type: str
+    choices: [error, rename, replace]
+    default: error
+  jobs:
+    description:
+      - Parallel C(pg_restore) jobs for custom and directory format dumps. A custom dump is then first fetched
+        (and decrypted) into a 0700 staging folder, as C(pg_restore -j) cannot read a pipe.
+      - Default - the set's own O(pgdr.backup.pg_logical_dump#module:jobs) for directory dumps, 1 otherwise.
+    type: int
   pg_bin_dir:
     description:
       - Folder with C(pg_restore) and C(psql) for the target server. Default - C(/usr/lib/postgresql/<major>/bin),
@@ -111,6 +152,21 @@ EXAMPLES = r"""
   become: true
   become_user: postgres
 
+- name: Put one table back as it was in a database dump, in one verified transaction
+  pgdr.backup.restore_cluster:
+    cluster: db1
+    backup_id: 20261121T020000Z
+    tables: ["public.orders"]
+    conflict: replace
+    repository: {type: local, path: /var/backups/pgdr}
+
+- name: Restore a COPY table set next to the live tables, as <table>_restored_<backup_id>
+  pgdr.backup.restore_cluster:
+    cluster: db1
+    database: sales
+    conflict: rename
+    repository: {type: local, path: /var/backups/pgdr}
+
 - name: Replace a database with a chosen backup; the old one is dropped only after the new one verifies
   pgdr.backup.restore_cluster:
     cluster: db1
@@ -125,7 +181,7 @@ backup_id:
   returned: always
   type: str
 kind:
-  description: Kind of the set (logical-db, logical-cluster).
+  description: Kind of the set (logical-db, logical-cluster, logical-table).
   returned: always
   type: str
 checked_files:
@@ -143,6 +199,28 @@ globals_restored:
   description: Whether the globals of a cluster set were applied.
   returned: always
   type: bool
+database:
+  description: For table restores, the target database.
+  returned: for table restores
+  type: str
+database_created:
+  description: For table restores, whether the target database did not exist and was (or, in check mode, would be) created.
+  returned: for table restores
+  type: bool
+tables:
+  description:
+    - For table restores, per table - source schema and table, target schema and table, action (created, renamed,
+      replaced), rows found, rows expected, whether they match the manifest's fingerprint, and the problem if not.
+    - In check mode, the plan (without rows and verification).
+  returned: for table restores
+  type: list
+  elements: dict
+  sample: [{"schema": "public", "table": "orders", "target_schema": "public", "target_table": "orders_restored_20261121T020000Z",
+            "action": "renamed", "rows": 1200, "expected_rows": 1200, "verified": true, "problem": null}]
+seconds:
+  description: For table restores, seconds taken.
+  returned: for table restores, when not in check mode
+  type: float
 """
 
 import contextlib
@@ -150,7 +228,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, encryption, logical_restore
+from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, encryption, logical_restore, table_copy
 from ansible_collections.pgdr.backup.plugins.module_utils.binaries import find_binary
 from ansible_collections.pgdr.backup.plugins.module_utils.commands import run as run_command
 from ansible_collections.pgdr.backup.plugins.module_utils.connection import (
@@ -163,7 +241,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrErro
 from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import server_version
 from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params, storage_argument_spec
 
-LOGICAL_KINDS = ("logical-db", "logical-cluster")
+LOGICAL_KINDS = ("logical-db", "logical-cluster", "logical-table")
 
 
 def argument_spec():
@@ -183,6 +261,10 @@ def argument_spec():
         no_privileges=dict(type="bool", default=False),
         encryption=dict(type="dict", options=dict(passphrase=dict(type="str", no_log=True))),
         pg_bin_dir=dict(type="path"),
+        tables=dict(type="list", elements="str"),
+        schemas=dict(type="list", elements="str"),
+        conflict=dict(type="str", default="error", choices=list(table_copy.CONFLICTS)),
+        jobs=dict(type="int"),
     )
     return spec
 
@@ -238,6 +320,8 @@ def _run(module, p, params, repo, admin):
     if manifest["kind"] not in LOGICAL_KINDS:
         raise PgdrError("set %s is a %s backup; this version restores logical sets only" % (manifest["backup_id"], manifest["kind"]))
     backup_set.check_files(repo, manifest, p["cluster"])  # before anything touches the target
+    if manifest["kind"] == "logical-table" or p["tables"] or p["schemas"]:
+        return run_table_restore(module, p, params, repo, admin, manifest)
     plans = plan_targets(p, manifest, admin)
     result = dict(changed=False, backup_id=manifest["backup_id"], kind=manifest["kind"], checked_files=len(manifest["files"]),
                   globals_restored=False,
@@ -246,8 +330,7 @@ def _run(module, p, params, repo, admin):
         result["changed"] = bool(plans)
         return result
 
-    major = server_version(admin)["major"]
-    tools = dict(pg_restore=find_binary("pg_restore", major, p["pg_bin_dir"])[0], psql=find_binary("psql", major, p["pg_bin_dir"])[0])
+    tools = find_tools(p, admin)
     passphrase = (p["encryption"] or {}).get("passphrase")
     gpg_context = encryption.gpg_session(passphrase) if passphrase else contextlib.nullcontext()
     by_db, globals_file = logical_restore.database_files(manifest)
@@ -265,6 +348,68 @@ def _run(module, p, params, repo, admin):
         first = failed[0]["verification"]["mismatches"][0]
         result["msg"] = "verification failed for %d database(s): %s.%s in %s: %s; the restored data differs from the backup" % (
             len(failed), first["schema"], first["table"], failed[0]["target"], first["problem"])
+        module.fail_json(**result)
+    return result
+
+
+def find_tools(p, admin):
+    major = server_version(admin)["major"]
+    return {name: find_binary(name, major, p["pg_bin_dir"])[0] for name in ("pg_restore", "psql", "pg_dump")}
+
+
+def table_source_database(p, manifest):
+    """The source database whose tables are restored."""
+    by_db, _globals = logical_restore.database_files(manifest)
+    if manifest["kind"] != "logical-cluster":
+        return manifest["source"]["database"] or (list(by_db) or [None])[0]
+    if not p["databases"] or len(p["databases"]) != 1:
+        raise PgdrError("restoring tables from a cluster set needs exactly one source database in databases; the set holds %s"
+                        % ", ".join(sorted(by_db)))
+    if p["databases"][0] not in by_db:
+        raise PgdrError("set %s has no dump of database %s; it holds %s" % (manifest["backup_id"], p["databases"][0], ", ".join(sorted(by_db))))
+    return p["databases"][0]
+
+
+def run_table_restore(module, p, params, repo, admin, manifest):
+    """Tables from a logical-table set, or chosen tables/schemas from a database set, with conflict handling."""
+    if p["if_exists"] != "fail" or p["keep_previous"]:
+        raise PgdrError("table restores use conflict (error, rename, replace), not if_exists or keep_previous")
+    source = table_source_database(p, manifest)
+    target = p["database"] or source
+    exists = logical_restore.database_exists(admin, target)
+    plans = table_copy.restore_plan(manifest, params, source, target, p["tables"], p["schemas"], p["conflict"], exists)
+    result = dict(changed=False, backup_id=manifest["backup_id"], kind=manifest["kind"], checked_files=len(manifest["files"]),
+                  globals_restored=False, database=target, database_created=not exists, databases=[],
+                  tables=[dict(schema=s, table=t, target_schema=s, target_table=x, action=a) for s, t, x, a in plans])
+    if module.check_mode:
+        result["changed"] = True
+        return result
+    started = time.monotonic()
+    tools = find_tools(p, admin)
+    passphrase = (p["encryption"] or {}).get("passphrase")
+    gpg_context = encryption.gpg_session(passphrase) if passphrase else contextlib.nullcontext()
+    by_db, _globals = logical_restore.database_files(manifest)
+    infos = {info["name"]: info for info in manifest.get("databases", [])}
+    options = dict(no_owner=p["no_owner"], no_privileges=p["no_privileges"], verify=p["verify"], analyze=p["analyze"])
+    with gpg_context as gpg:
+        def load_dump(scratch):
+            with params.child_env() as env:
+                env["PGDATABASE"] = scratch
+                logical_restore.load_database(repo, manifest, p["cluster"], by_db[source], scratch, tools, gpg, env, options,
+                                              jobs=p["jobs"])
+
+        def create_target():
+            if not exists:
+                logical_restore.create_database(admin, target, infos.get(source), keep_owner=not p["no_owner"])
+                result["changed"] = True
+
+        ctx = table_copy.RestoreContext(params, admin, repo, p["cluster"], manifest, tools, gpg, options)
+        result["tables"] = table_copy.restore_tables(ctx, source, target, plans, load_dump, create_target)
+    result.update(changed=True, seconds=round(time.monotonic() - started, 3))
+    failed = [t for t in result["tables"] if t["verified"] is False]
+    if failed:
+        result["msg"] = "verification failed for %d table(s): %s.%s in %s: %s; the restored data differs from the backup" % (
+            len(failed), failed[0]["target_schema"], failed[0]["target_table"], target, failed[0]["problem"])
         module.fail_json(**result)
     return result
 
@@ -300,8 +445,8 @@ def restore_one(p, params, admin, repo, manifest, entries, source, target, actio
             raise PgdrError("restored copy of %s does not match the backup (%s); the existing database was not touched"
                             % (target, verification["mismatches"][0]["problem"]), verification=verification)
     except BaseException:
-        if action == "replace":  # the existing database is untouched; remove the half-made copy
-            logical_restore.drop_database(admin, load_into)
+        if action in ("create", "replace"):  # made by this run: a half-loaded database must not pass for a restore
+            logical_restore.drop_database(admin, load_into)  # (with replace, the existing database is untouched)
         raise
     if action == "replace":
         previous = "%s_previous_%s" % (target, manifest["backup_id"])
@@ -321,13 +466,7 @@ def load(p, params, repo, manifest, entries, database, tools, gpg):
     options = dict(no_owner=p["no_owner"], no_privileges=p["no_privileges"])
     with params.child_env() as env:
         env["PGDATABASE"] = database
-        if entries[0]["format"] == "directory":
-            logical_restore.restore_directory(repo, manifest, p["cluster"], entries, database, tools, gpg, env, options)
-            return
-        entry = entries[0]
-        key = backup_set.set_key(p["cluster"], manifest["backup_id"], entry["path"])
-        argv = logical_restore.restore_command(entry, tools["pg_restore"], tools["psql"], database, options)
-        logical_restore.feed(repo, key, logical_restore.input_stages(entry, gpg) + [argv], env)
+        logical_restore.load_database(repo, manifest, p["cluster"], entries, database, tools, gpg, env, options, jobs=p["jobs"])
 
 
 def main():

@@ -72,6 +72,12 @@ class Source:
         for host, db in self.cleanup_dbs:
             host.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(db))
         self.host.run(["rm", "-rf", self.local_path])
+        # the SFTP and S3 repositories of repositories(): on the backup host and in the bucket
+        self.lab.host("backup1").run(["rm", "-rf", "/var/backups/pgdr-test-%s" % self.suffix])
+        s3 = self.lab.s3_client()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.lab.s3["bucket"], Prefix="test-%s/" % self.suffix):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=self.lab.s3["bucket"], Key=item["Key"])
 
 
 @pytest.fixture
@@ -230,6 +236,9 @@ def test_check_mode_writes_nothing(ansible, lab, host, source):
     checked = assert_ok(ansible.module(host.name, DUMP, dict(database=source.name, cluster=source.cluster, repository=repository,
                                                              backup_id="20260202T000000Z"), check=True))
     assert checked["changed"] is True and checked["estimated_bytes"] > 0
+    listed = {(t["schema"], t["table"]) for t in checked["tables"]}
+    assert {("Mixed Case ü", 'we"ird table'), ("public", "events_2025"), ("public", "docs")} <= listed
+    assert ("public", "events") not in listed  # the partitioned parent holds no rows
     assert host.run(["test", "-e", "%s/%s" % (repository["path"], source.cluster)], check=False).returncode != 0
 
 

@@ -109,3 +109,10 @@ def test_snapshot_ids_are_checked_before_use():
 
     with pytest.raises(PgdrError, match="not a snapshot id"):
         fp.begin_snapshot(IdleConnection(), snapshot="x'; DROP TABLE t; --")
+
+
+def test_verification_uses_the_method_the_manifest_recorded():
+    assert fp.recorded_method([entry("a", method="md5-sum64-v1"), entry("b", method="md5-sum64-v1")]) == "md5-sum64-v1"
+    assert fp.recorded_method([]) == fp.METHOD == "hash64-sum-v1"
+    with pytest.raises(PgdrError, match="mixes fingerprint methods"):
+        fp.recorded_method([entry("a"), entry("b", method="md5-sum64-v1")])

@@ -1,0 +1,94 @@
+"""Table backups and restores without a server: names, file paths, COPY options, selection, conflict plans."""
+
+import pytest
+
+from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, logical_restore
+from ansible_collections.pgdr.backup.plugins.module_utils import table_copy as tc
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+
+def entry(table, schema="public", database="sales", rows=3, fingerprint="42"):
+    return {"database": database, "schema": schema, "table": table, "rows": rows, "fingerprint": fingerprint,
+            "fingerprint_method": "md5-sum64-v1"}
+
+
+@pytest.mark.parametrize("text,pair", [
+    ("orders", ("public", "orders")),
+    ("Billing.Invoices", ("Billing", "Invoices")),
+    ('Mixed Case ü.we"ird table', ("Mixed Case ü", 'we"ird table')),
+    ("s.a.b", ("s", "a.b")),
+])
+def test_split_table_takes_the_first_dot(text, pair):
+    assert tc.split_table(text) == pair
+
+
+def test_data_file_names_are_valid_set_paths_that_never_collide():
+    a = tc.data_file_name("a.b", "c", "csv", "gzip", "gpg")
+    b = tc.data_file_name("a", "b.c", "csv", "gzip", "gpg")
+    assert a != b
+    assert a == "tables/a%2Eb/c.csv.gz.gpg"
+    for schema, table in ((".", ".."), ("Mixed Case ü", 'we"ird/table'), ("-x", "y z")):
+        path = tc.data_file_name(schema, table, "binary", "none", "none")
+        assert backup_set.validate_file_path(path) == path
+        assert path.count("/") == 2 and path.endswith(".bin")
+    assert tc.query_file_name("big orders", "text", "zstd", "none") == "queries/big%20orders.txt.zst"
+
+
+def test_copy_options_and_dump_patterns():
+    assert tc.copy_options("csv").as_string(None) == "(FORMAT csv, ENCODING 'UTF8')"
+    assert tc.copy_options("binary").as_string(None) == "(FORMAT binary)"
+    assert tc.pattern('Mixed Case ü', 'we"ird*table') == '"Mixed Case ü"."we""ird*table"'
+
+
+def test_select_tables_by_name_and_schema_and_refuse_what_is_not_in_the_set():
+    tables = [entry("a"), entry("b", schema="s"), entry("c", schema="s"), entry("x", database="other")]
+    assert tc.select_tables(tables, "sales") == [("public", "a"), ("s", "b"), ("s", "c")]
+    assert tc.select_tables(tables, "sales", tables=["s.c", "a", "s.c"]) == [("s", "c"), ("public", "a")]
+    assert tc.select_tables(tables, "sales", tables=["a"], schemas=["s"]) == [("public", "a"), ("s", "b"), ("s", "c")]
+    with pytest.raises(PgdrError, match="table public.x is not in the backup set"):
+        tc.select_tables(tables, "sales", tables=["x"])
+    with pytest.raises(PgdrError, match="schema nope has no tables"):
+        tc.select_tables(tables, "sales", schemas=["nope"])
+
+
+def test_conflict_error_names_every_existing_table_and_plans_nothing():
+    selected = [("public", "a"), ("s", "B c")]
+    with pytest.raises(PgdrError) as failure:
+        tc.plan_conflicts(selected, {("public", "a"), ("s", "B c")}, "error", "20260101T000000Z")
+    assert 'public.a, s."B c" already exist in the target database; nothing was changed' in failure.value.msg
+    assert tc.plan_conflicts(selected, set(), "error", "X") == [("public", "a", "a", "created"), ("s", "B c", "B c", "created")]
+
+
+def test_conflict_rename_and_replace_plans():
+    selected = [("public", "a"), ("public", "new")]
+    existing = {("public", "a")}
+    assert tc.plan_conflicts(selected, existing, "rename", "20260101T000000Z") == [
+        ("public", "a", "a_restored_20260101T000000Z", "renamed"), ("public", "new", "new", "created")]
+    assert tc.plan_conflicts(selected, existing, "replace", "id") == [
+        ("public", "a", "a", "replaced"), ("public", "new", "new", "created")]
+    with pytest.raises(PgdrError, match="already exists too"):
+        tc.plan_conflicts(selected, existing | {("public", "a_restored_id")}, "rename", "id")
+
+
+def test_renamed_refuses_names_postgres_would_truncate():
+    assert tc.renamed("t", "20260101T000000Z") == "t_restored_20260101T000000Z"
+    with pytest.raises(PgdrError, match="longer than 63 bytes"):
+        tc.renamed("ü" * 20, "20260101T000000Z")
+
+
+def test_verification_results_report_each_table():
+    plans = [("public", "a", "a_restored_x", "renamed"), ("public", "b", "b", "replaced"), ("public", "c", "c", "created")]
+    expected = {("public", n): entry(n) for n in "abc"}
+    actual = {("public", "a_restored_x"): entry("a_restored_x"), ("public", "b"): entry("b", fingerprint="41")}
+    results = tc.verification_results(plans, expected, actual)
+    assert [(r["target_table"], r["verified"], r["problem"]) for r in results] == [
+        ("a_restored_x", True, None), ("b", False, "content differs"), ("c", False, "missing")]
+
+
+def test_copy_files_are_decompressed_as_whole_streams():
+    for fmt in ("csv", "text", "binary", "plain"):
+        stages = logical_restore.input_stages({"path": "f", "format": fmt, "compression": {"method": "gzip"},
+                                               "encryption": {"method": "none"}}, None)
+        assert stages == [["gzip", "-dc"]]
+    assert logical_restore.input_stages({"path": "f", "format": "custom", "compression": {"method": "gzip"},
+                                         "encryption": {"method": "none"}}, None) == []
