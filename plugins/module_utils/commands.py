@@ -116,13 +116,17 @@ def check_result(result):
     """Raise PgdrError for the process whose failure caused the pipeline's.
 
     When a later process dies, the earlier ones fail only because their pipe
-    closed (SIGPIPE or a write error), so the last failure is the cause.
+    closed (SIGPIPE, or a "Broken pipe" write error): those are not the cause.
+    When an earlier process dies, the later ones fail only because their input
+    ended early (gpg refusing a wrong passphrase makes pg_restore report a
+    short input file): so of the remaining failures, the first is the cause.
     """
     failed = [i for i, code in enumerate(result.returncodes) if code != 0]
     if not failed:
         return
     own = [i for i in failed if result.returncodes[i] != -signal.SIGPIPE] or failed
-    index = own[-1]
+    own = [i for i in own if "broken pipe" not in result.stderrs[i].lower()] or own
+    index = own[0]
     argv = result.argvs[index]
     code = result.returncodes[index]
     stderr = result.stderrs[index].strip()

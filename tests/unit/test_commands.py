@@ -54,6 +54,22 @@ def test_downstream_death_is_the_cause_not_the_sigpipe_upstream():
     assert "disk full" in err.value.msg
 
 
+def test_upstream_death_is_the_cause_not_the_short_input_downstream():
+    # a wrong gpg passphrase: gpg exits 2, and pg_restore then fails on its empty input
+    with pytest.raises(PgdrError) as err:
+        commands.run_pipeline([["sh", "-c", "echo 'gpg: decryption failed: Bad session key' >&2; exit 2"],
+                               ["sh", "-c", "cat >/dev/null; echo 'pg_restore: error: input file is too short' >&2; exit 1"]])
+    assert err.value.msg == "sh failed (exit code 2): gpg: decryption failed: Bad session key"
+    assert err.value.details["rc"] == 2
+
+
+def test_a_broken_pipe_write_error_upstream_is_not_the_cause():
+    with pytest.raises(PgdrError) as err:
+        commands.run_pipeline([["sh", "-c", "trap '' PIPE; yes 2>/dev/null; echo 'write error: Broken pipe' >&2; exit 1"],
+                               ["sh", "-c", "head -c 10 >/dev/null; echo 'disk full' >&2; exit 4"]])
+    assert "disk full" in err.value.msg and err.value.details["rc"] == 4
+
+
 def test_missing_program_gives_a_clear_message():
     with pytest.raises(PgdrError) as err:
         commands.run(["/nonexistent/pg_dump", "--version"])
