@@ -147,6 +147,12 @@ class Lab:
         opts = ["-o", "UserKnownHostsFile=%s" % self.known_hosts, "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
         return ["ssh", "-i", str(self.ssh_key), *opts, "root@%s" % host.address, *command]
 
+    def objstore_outage(self):
+        """Context manager: the object store is killed inside the block and always started again after it."""
+        from .control import objstore_outage
+
+        return objstore_outage(self.paths)
+
     def s3_client(self):
         """A boto3 S3 client for the lab's object store (path-style addressing)."""
         from .objstore import client

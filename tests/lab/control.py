@@ -1,5 +1,6 @@
 """up, down and status: build the lab, check it, and remove exactly what was built."""
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -402,3 +403,40 @@ def _other_sshd_running():
             except OSError:
                 continue
     return False
+
+
+# ---------------------------------------------------------------- object store outage (tests)
+
+
+@contextlib.contextmanager
+def objstore_outage(paths):
+    """Kill the object store (a real outage: connections are refused), and always start it again.
+
+    Holds the lab lock for the whole outage, so a concurrent `up` waits instead of finding the store
+    down and rebuilding the lab under other users. On exit, weed is started with the same data folder
+    and credentials, the bucket is waited for, and state.json records the new process.
+    """
+    with st.locked(paths):
+        state = st.load(paths)
+        if not state or state.get("status") != "up":
+            raise LabError("the lab is not up; cannot stop its object store")
+        store, s3 = state["objstore"], state["s3"]
+        weed = store.get("weed")
+        if not ident_alive(weed):
+            raise LabError("the object store is not running (weed %s)" % weed)
+        try:
+            kill_all([weed["pid"]], grace=0)
+            if ident_alive(weed):
+                raise LabError("weed pid %d survived SIGKILL" % weed["pid"])
+            yield
+        finally:
+            objstore.remove_grpc_sockets(state["lab_id"])
+            weed_ident, weed_proc = objstore.start(
+                paths.weed(), store["netns"], store["address"], paths.objstore, s3["access_key"], s3["secret_key"], state["lab_id"]
+            )
+            state["objstore"]["weed"] = weed_ident
+            st.save(paths, state)
+            log_path = paths.objstore / "weed.log"
+            objstore.wait_and_create_bucket(weed_proc, store["address"], state["bridge"], s3["endpoint"], s3["access_key"], s3["secret_key"], log_path)
+            objstore.wait_writable(s3["endpoint"], s3["access_key"], s3["secret_key"])
+            log("object store restarted (pid %d)" % weed_ident["pid"])

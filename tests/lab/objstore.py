@@ -107,3 +107,19 @@ def bucket_exists(s3):
         return True
     except ClientError:
         return False
+
+
+def wait_writable(endpoint, access_key, secret_key, timeout=60):
+    """After a restart the gateway answers before its volume server has registered: wait until a write sticks."""
+    s3 = client(endpoint, access_key, secret_key)
+    key = ".pgdr-lab-probe-%d" % os.getpid()
+
+    def writable():
+        try:
+            s3.put_object(Bucket=S3_BUCKET, Key=key, Body=b"probe")
+            s3.delete_object(Bucket=S3_BUCKET, Key=key)
+            return True
+        except Exception:  # noqa: BLE001 - any failure here just means "not yet"
+            return False
+
+    wait_for(writable, timeout, "a writable bucket %s" % S3_BUCKET, interval=0.5)
