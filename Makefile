@@ -13,7 +13,7 @@ APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl p
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit integration molecule test demo build clean
+.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit integration molecule test demo bench build clean
 
 ## deps: system packages, the .venv and the collection link
 deps: apt venv collection
@@ -76,6 +76,10 @@ test: deps lint sanity unit integration molecule
 
 demo: lab-up
 	$(BIN)/ansible-playbook playbooks/demo.yml
+
+## bench: modules through ansible-playbook vs the raw tools, one run (BENCH_SCALE=70, BENCH_REPEAT; see bench/README.md)
+bench: lab-up
+	$(PY) -m bench
 
 ## build: the Galaxy tarball, installed into .build/ to prove it works the same
 build: venv
