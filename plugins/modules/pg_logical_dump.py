@@ -171,7 +171,7 @@ options:
     description:
       - Count the rows of every dumped table and compute an order-independent content hash in the dump's
         snapshot, recorded in the manifest for restore verification.
-      - Costs one extra read of every table (a 64-bit hash of each row's text) on the server, while pg_dump runs:
+      - Costs one extra read of every table (a 64-bit hash of each row's text) on the server while pg_dump runs,
         about as much server CPU as the dump's own COPY (see C(docs/performance.md)).
     type: bool
     default: true
