@@ -151,6 +151,7 @@ def test_pg_dump_killed_mid_run_fails_clearly_and_leaves_no_set(ansible, lab, bi
     run = Background(ansible, host, DUMP, args)
     pids = wait_for(lambda: tool_pids(host, "pg_dump", big.name), 120, "pg_dump to start", while_running=run)
     # let it write for a while: the set has data in it when the kill comes
+
     def dump_file_written():
         return host.run(["sh", "-c", "ls %s/db_* 2>/dev/null" % set_dir], check=False).stdout.strip()
 
