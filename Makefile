@@ -67,7 +67,7 @@ unit: venv
 	$(BIN)/pytest -q tests/unit
 
 integration: lab-up
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q --durations=15 tests/integration
 
 molecule: lab-up
 	for scenario in $$(ls molecule); do $(BIN)/molecule test -s $$scenario; done

@@ -150,11 +150,11 @@ def test_pg_dump_killed_mid_run_fails_clearly_and_leaves_no_set(ansible, lab, bi
 
     run = Background(ansible, host, DUMP, args)
     pids = wait_for(lambda: tool_pids(host, "pg_dump", big.name), 120, "pg_dump to start", while_running=run)
-    # let it write for a while: the set has data in it when the kill comes
 
     def dump_file_written():
         return host.run(["sh", "-c", "ls %s/db_* 2>/dev/null" % set_dir], check=False).stdout.strip()
 
+    # let it write for a while: the set has data in it when the kill comes
     wait_for(dump_file_written, 30, "the dump file to appear", while_running=run)
     time.sleep(1)
     assert run.running(), "the dump finished before it could be killed: make the big database bigger"
