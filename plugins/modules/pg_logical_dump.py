@@ -317,8 +317,6 @@ skipped_reason:
 import contextlib
 import socket
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.pgdr.backup.plugins.module_utils import (
     backup_set,
     compression,
@@ -327,14 +325,10 @@ from ansible_collections.pgdr.backup.plugins.module_utils import (
     logical_dump,
     table_copy,
 )
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import (
-    HAS_PSYCOPG,
-    PSYCOPG_IMPORT_ERROR,
-    ConnectionParams,
-    connection_argument_spec,
-)
+from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.grants import list_databases
+from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
 from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import server_version
 from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params, storage_argument_spec
 
@@ -570,14 +564,7 @@ def write_set(p, params, admin, repo, compression_spec, version, cluster, backup
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    if not HAS_PSYCOPG:
-        module.fail_json(msg=missing_required_lib("psycopg"), exception=str(PSYCOPG_IMPORT_ERROR))
-    try:
-        result = run(module)
-    except PgdrError as exc:
-        module.fail_json(**exc.fail_json_kwargs())
-    module.exit_json(**result)
+    run_module(argument_spec(), run)
 
 
 if __name__ == "__main__":
