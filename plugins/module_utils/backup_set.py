@@ -53,22 +53,21 @@ _SECRET_ARG_RE = re.compile(r"password\s*=", re.IGNORECASE)
 # --- names, ids, keys ----------------------------------------------------------------
 
 
+def _utc(moment):
+    """``moment`` in UTC (now if None; a naive one is taken as UTC already)."""
+    if moment is None:
+        return datetime.datetime.now(datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc) if moment.tzinfo is not None else moment
+
+
 def new_backup_id(now=None):
     """A sortable UTC id such as ``20261121T140051Z``; ``now`` may be given (naive means UTC)."""
-    if now is None:
-        now = datetime.datetime.now(datetime.timezone.utc)
-    elif now.tzinfo is not None:
-        now = now.astimezone(datetime.timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ")
+    return _utc(now).strftime("%Y%m%dT%H%M%SZ")
 
 
 def iso_utc(moment=None):
     """ISO 8601 UTC text (``2026-11-21T14:00:51Z``) for started_at / finished_at."""
-    if moment is None:
-        moment = datetime.datetime.now(datetime.timezone.utc)
-    elif moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso_utc(text):
