@@ -17,7 +17,8 @@ import yaml
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLAYBOOK_BIN = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins")
+# the integration tests' aggregate callback: one way to read task results back
+CALLBACK_DIR = os.path.join(PROJECT_DIR, "tests", "integration", "callback_plugins")
 
 
 class PlaybookFailed(RuntimeError):
@@ -46,9 +47,9 @@ class Playbooks:
             os.environ,
             ANSIBLE_CONFIG=os.path.join(PROJECT_DIR, "ansible.cfg"),
             ANSIBLE_CALLBACK_PLUGINS=CALLBACK_DIR,
-            ANSIBLE_CALLBACKS_ENABLED="pgdr_bench",
+            ANSIBLE_CALLBACKS_ENABLED="pgdr_results",
             ANSIBLE_NOCOLOR="1",
-            PGDR_BENCH_RESULTS=results_file,
+            PGDR_RESULTS_FILE=results_file,
         )
         argv = [PLAYBOOK_BIN, "-i", str(self.lab.inventory_path), playbook]
         started = time.monotonic()

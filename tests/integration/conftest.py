@@ -89,6 +89,12 @@ class Ansible:
         return run.result(task, host)
 
 
+@pytest.fixture(params=["primary15", "primary18"])
+def host(request, lab):
+    """Each test that takes ``host`` runs on PostgreSQL 15 and on 18."""
+    return lab.host(request.param)
+
+
 @pytest.fixture
 def ansible(lab, tmp_path):
     return Ansible(lab, tmp_path)

@@ -102,11 +102,6 @@ class Scratch:
             self.admin(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-@pytest.fixture(params=["primary15", "primary18"])
-def host(request, lab):
-    return lab.host(request.param)
-
-
 @pytest.fixture
 def scratch(lab, host):
     box = Scratch(lab, host)

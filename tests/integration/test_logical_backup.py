@@ -3,9 +3,9 @@
 import uuid
 
 import pytest
-from psycopg import sql
 
 from tests.manifest_schema import assert_valid_manifest
+from tests.sql_text import ident, literal
 
 DUMP = "pgdr.backup.pg_logical_dump"
 SSH_DIR = "/var/lib/postgresql/.ssh/"
@@ -29,19 +29,6 @@ SELECT setval('public.counter', 100);
 CREATE TABLE public.docs (id int, body oid);
 INSERT INTO public.docs VALUES (1, lo_from_bytea(0, 'large object payload'));
 """
-
-
-def ident(*names):
-    return sql.Identifier(*names).as_string(None)
-
-
-def literal(value):
-    return sql.Literal(value).as_string(None)
-
-
-@pytest.fixture(params=["primary15", "primary18"])
-def host(request, lab):
-    return lab.host(request.param)
 
 
 class Source:

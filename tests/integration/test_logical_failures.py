@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from tests.integration.test_logical_backup import DUMP, RESTORE, Source, assert_ok, ident, literal, repositories
+from tests.integration.test_logical_backup import DUMP, RESTORE, Source, assert_ok, repositories
+from tests.sql_text import ident, literal
 
 BIG_ROWS = 1_200_000  # three md5s a row: ~160 MB on disk; pg_dump (gzip) needs several seconds for it on the lab
 HOSTILE = 'Shop "x" ü; drop'

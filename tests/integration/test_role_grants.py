@@ -4,22 +4,10 @@ import os
 import uuid
 
 import pytest
-from psycopg import sql
+
+from tests.sql_text import ident, literal
 
 MODULE = "pgdr.backup.role_grants"
-
-
-def ident(*names):
-    return sql.Identifier(*names).as_string(None)
-
-
-def literal(value):
-    return sql.Literal(value).as_string(None)
-
-
-@pytest.fixture(params=["primary15", "primary18"])
-def host(request, lab):
-    return lab.host(request.param)
 
 
 class Scratch:

@@ -3,12 +3,8 @@
 import psycopg
 import pytest
 
-from tests.integration.test_logical_backup import DUMP, RESTORE, Source, assert_ok, dump, ident, literal, repositories, restore
-
-
-@pytest.fixture(params=["primary15", "primary18"])
-def host(request, lab):
-    return lab.host(request.param)
+from tests.integration.test_logical_backup import DUMP, RESTORE, Source, assert_ok, dump, repositories, restore
+from tests.sql_text import ident, literal
 
 
 @pytest.fixture
