@@ -1,0 +1,175 @@
+# Copyright: pgdr.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Start, stop and ask about the PostgreSQL server of the host the module runs on.
+
+Three ways, chosen by ``service_manager`` (``auto`` picks the first that fits):
+``systemd`` (``systemctl <action> <service_name>``) where systemd runs and a unit
+is named; ``pg_ctlcluster`` for Debian's cluster layout (``/etc/postgresql/<major>/<name>``);
+``pg_ctl`` for everything else (containers, hosts without systemd, the lab).
+Whatever starts the server, readiness is judged the same way: ``pg_ctl status``
+for running or not, and ``pg_isready`` on the server's socket for accepting connections.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import time
+
+from ansible_collections.pgdr.backup.plugins.module_utils.commands import run, telling_line
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+MANAGERS = ("auto", "systemd", "pg_ctlcluster", "pg_ctl")
+_DEBIAN_DATA_RE = re.compile(r"^/var/lib/postgresql/(\d+)/([^/]+)/?$")
+
+
+def service_argument_spec():
+    """Options that say where the server's data is and how it is started (doc fragment pgdr.backup.service)."""
+    return dict(
+        pg_data=dict(type="path"),
+        service_manager=dict(type="str", choices=list(MANAGERS), default="auto"),
+        service_name=dict(type="str"),
+        server_log=dict(type="path"),
+        os_user=dict(type="str", default="postgres"),
+    )
+
+
+def debian_cluster(pg_data):
+    """(major, name) when ``pg_data`` is a Debian cluster with its configuration in /etc/postgresql, else None."""
+    match = _DEBIAN_DATA_RE.match(pg_data or "")
+    if match and os.path.isdir("/etc/postgresql/%s/%s" % match.groups()):
+        return match.group(1), match.group(2)
+    return None
+
+
+def choose_manager(requested, pg_data, service_name, systemd_running=None):
+    """The manager to use for ``requested`` (pure apart from the two filesystem probes)."""
+    if systemd_running is None:
+        systemd_running = os.path.isdir("/run/systemd/system")
+    if requested != "auto":
+        return requested
+    if service_name and systemd_running:
+        return "systemd"
+    if debian_cluster(pg_data):
+        return "pg_ctlcluster"
+    return "pg_ctl"
+
+
+class Cluster:
+    """The server whose data directory is ``pg_data``, controlled as ``os_user``."""
+
+    def __init__(self, pg_data, bin_dir, manager="auto", service_name=None, server_log=None, os_user="postgres", port=None, socket_dir=None):
+        if not pg_data or not os.path.isabs(pg_data):
+            raise PgdrError("pg_data must be the absolute path of the cluster's data directory, got %r" % (pg_data,))
+        self.pg_data = os.path.normpath(pg_data)
+        self.bin_dir = bin_dir
+        self.manager = choose_manager(manager, self.pg_data, service_name)
+        if self.manager == "systemd" and not service_name:
+            raise PgdrError("service_manager systemd needs service_name, for example postgresql@16-main")
+        if self.manager == "pg_ctlcluster" and not debian_cluster(self.pg_data):
+            raise PgdrError("service_manager pg_ctlcluster needs pg_data of the form /var/lib/postgresql/<major>/<name> with /etc/postgresql/<major>/<name>")
+        self.service_name = service_name
+        # pg_ctl needs a log file: the server's startup messages have nowhere else to go.
+        self.server_log = server_log or os.path.join(os.path.dirname(self.pg_data), "postgresql.log")
+        self.os_user = os_user
+        self.port = port
+        self.socket_dir = socket_dir
+
+    @classmethod
+    def from_params(cls, params, bin_dir, port=None, socket_dir=None):
+        return cls(
+            params["pg_data"],
+            bin_dir,
+            params.get("service_manager") or "auto",
+            params.get("service_name"),
+            params.get("server_log"),
+            params.get("os_user") or "postgres",
+            port,
+            socket_dir,
+        )
+
+    # --- running commands as the cluster's owner -------------------------------------
+
+    def _as_owner(self, argv):
+        """pg_ctl refuses root: run it as the owner, through runuser when the module runs as root."""
+        if os.geteuid() == 0 and self.os_user != "root":
+            return ["runuser", "-u", self.os_user, "--"] + argv
+        current = pwd.getpwuid(os.geteuid()).pw_name
+        if current != self.os_user:
+            raise PgdrError("controlling the server needs root or the %s user (running as %s); use become" % (self.os_user, current))
+        return argv
+
+    def _pg_ctl(self, *args, timeout=None):
+        argv = self._as_owner([os.path.join(self.bin_dir, "pg_ctl"), "-D", self.pg_data] + list(args))
+        return run(argv, check=False, timeout=None if timeout is None else timeout + 30)
+
+    def _managed(self, action, timeout):
+        if self.manager == "systemd":
+            return run(["systemctl", action, self.service_name], check=False, timeout=timeout + 30)
+        major, name = debian_cluster(self.pg_data)
+        return run(["pg_ctlcluster", major, name, action], check=False, timeout=timeout + 30)
+
+    @staticmethod
+    def _fail(action, result, hint):
+        raise PgdrError(
+            "%s of the PostgreSQL server failed: %s; %s" % (action, telling_line(result.stderr + result.stdout), hint), stderr=result.stderr[-4000:]
+        )
+
+    # --- what callers use -------------------------------------------------------------
+
+    def status(self):
+        """'running' or 'stopped' (pg_ctl status: 0 running, 3 not running, 4 no usable data directory)."""
+        result = self._pg_ctl("status")
+        return "running" if result.returncodes[0] == 0 else "stopped"
+
+    def start(self, timeout=60):
+        if self.manager == "pg_ctl":
+            result = self._pg_ctl("-l", self.server_log, "-w", "-t", str(timeout), "start", timeout=timeout)
+        else:
+            result = self._managed("start", timeout)
+        if result.returncodes[0] != 0:
+            self._fail("start", result, "see the server log %s" % self.server_log)
+        self.wait_ready(timeout)
+
+    def stop(self, mode="fast", timeout=60):
+        if self.status() == "stopped":
+            return False
+        if self.manager == "pg_ctl":
+            result = self._pg_ctl("-m", mode, "-w", "-t", str(timeout), "stop", timeout=timeout)
+        else:
+            result = self._managed("stop", timeout)
+        if result.returncodes[0] != 0:
+            self._fail("stop", result, "stop it by hand and run again")
+        return True
+
+    def restart(self, timeout=60):
+        if self.manager == "pg_ctl":
+            result = self._pg_ctl("-l", self.server_log, "-m", "fast", "-w", "-t", str(timeout), "restart", timeout=timeout)
+        else:
+            result = self._managed("restart", timeout)
+        if result.returncodes[0] != 0:
+            self._fail("restart", result, "see the server log %s" % self.server_log)
+        self.wait_ready(timeout)
+
+    def reload(self):
+        result = self._pg_ctl("reload") if self.manager == "pg_ctl" else self._managed("reload", 30)
+        if result.returncodes[0] != 0:
+            self._fail("reload", result, "check the configuration with pg_ctl or the server log")
+
+    def wait_ready(self, timeout=60):
+        """Wait until the server accepts connections (a server in recovery that allows hot standby counts)."""
+        argv = [os.path.join(self.bin_dir, "pg_isready"), "-q", "-t", "2"]
+        if self.socket_dir:
+            argv += ["-h", self.socket_dir]
+        if self.port:
+            argv += ["-p", str(self.port)]
+        deadline = time.monotonic() + timeout
+        while True:
+            if run(argv, check=False, timeout=30).returncodes[0] == 0:
+                return
+            if self.status() == "stopped":
+                raise PgdrError("the PostgreSQL server in %s stopped while starting; see the server log %s" % (self.pg_data, self.server_log))
+            if time.monotonic() > deadline:
+                raise PgdrError("the PostgreSQL server in %s did not accept connections within %d seconds; see %s" % (self.pg_data, timeout, self.server_log))
+            time.sleep(0.5)
