@@ -4,7 +4,7 @@ Settings (environment):
   BENCH_SCALE   pgbench scale of the source database (default 70, about 1 GB)
   BENCH_REPEAT  rounds; each figure is the median over them (default 1 at scale >= 20, else 3)
   BENCH_HOST    lab host with the source cluster (default primary15)
-  BENCH_ONLY    what to run, from a,b,c,d,fp (fp: where the fingerprint's time goes; default all of them)
+  BENCH_ONLY    what to run, from a,b,c,d,fp,phys (fp: where the fingerprint's time goes; phys: pg_basebackup; default all)
   BENCH_OUTPUT  results file (default .build/bench/results.json)
 """
 
@@ -19,10 +19,11 @@ import time
 
 from bench import dataset
 from bench.logical import LogicalBench
+from bench.physical import PhysicalBench
 from bench.playbook import PROJECT_DIR, Playbooks
 from tests.lab import Lab
 
-COMPARISONS = ("a", "b", "c", "d", "fp")
+COMPARISONS = ("a", "b", "c", "d", "fp", "phys")
 
 
 def log(message):
@@ -78,6 +79,9 @@ def comparisons(m, only):
     if "d" in only:
         rows.append(row("d", "restore_cluster verify=true into a new db  vs  createdb + pg_restore -d",
                         m["module_restore"], m["raw_restore"], 1.5, own=m["module_restore_seconds"]))
+    if "phys" in only:
+        rows.append(row("phys", "pg_basebackup module tar stream, verify=false, local  vs  raw pg_basebackup",
+                        m["module_basebackup"], m["raw_pg_basebackup"], 1.05, own=m["module_basebackup_duration"]))
     return rows
 
 
@@ -114,6 +118,11 @@ def findings(m, only, info):
         parts = m["fingerprint_breakdown"]
         notes.append("fingerprint cost on %s (server time per statement): " % info.get("fingerprint_breakdown_table")
                      + "; ".join("%s %.2f s" % (label, seconds) for label, seconds in parts.items()))
+    if "phys" in only:
+        notes.append("phys: module with verify=true %.2f s (own %.2f s), of which pg_verifybackup %.2f s; pg_basebackup inside the module "
+                     "%.2f s vs raw %.2f s (the rest is hashing the files pg_basebackup did not write front to back, and the manifest)."
+                     % (m["module_basebackup_verify"], m["module_basebackup_verify_duration"], m["module_basebackup_verify_seconds"],
+                        m["module_basebackup_backup_seconds"], m["raw_pg_basebackup"]))
     notes.append("ansible-playbook fixed cost: start-up alone %.2f s, start-up + SSH + become + a trivial module (ping) %.2f s."
                  % (m["playbook_startup"], m["playbook_ping"]))
     return notes
@@ -159,11 +168,14 @@ def main():
         log("source database %s: %s" % (dataset.DATABASE, size_pretty))
         work_dir = os.path.join(os.path.dirname(cfg["output"]), "work")
         bench = LogicalBench(lab, host, Playbooks(lab, work_dir), log)
+        physical = PhysicalBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "phys" in cfg["only"] else None
         try:
             for round_no in range(1, cfg["repeat"] + 1):
                 bench.run_round(round_no, cfg["only"])
+                if physical:
+                    physical.run_round(round_no)
         finally:
-            problems = bench.cleanup()
+            problems = bench.cleanup() + (physical.cleanup() if physical else [])
     finally:
         dataset.park(host)
     medians = {name: median(values) for name, values in bench.samples.items()}

@@ -1,0 +1,836 @@
+# Copyright: pgdr.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Physical base backups with pg_basebackup into a backup set (kind "base").
+
+pg_basebackup runs on the host that holds the repository and connects to the
+server over the replication protocol. A local repository gets the backup
+written in place (plain: ``<set>/data/``; tar: the archives in ``<set>/``);
+SFTP and S3 get tar archives staged under ``work_dir`` and uploaded while
+hashed. ``pg_verifybackup`` checks the backup before ``manifest.json`` is
+written, so a set that failed verification is never complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+
+from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, compression
+from ansible_collections.pgdr.backup.plugins.module_utils.binaries import DEBIAN_BIN_DIR, find_binary, tool_version
+from ansible_collections.pgdr.backup.plugins.module_utils.commands import check_result, run, run_pipeline, telling_line
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+FORMATS = ("plain", "tar")
+WAL_METHODS = ("stream", "fetch", "none")
+CHECKPOINTS = ("fast", "spread")
+LOCATIONS = ("client", "server")
+MANIFEST_CHECKSUMS = ("CRC32C", "SHA224", "SHA256", "SHA384", "SHA512", "NONE")
+DATA_DIR = "data"
+FAILED_NAME = "verify-failed.json"  # kept in a set whose verification failed: what was checked and why it failed
+CHUNK = 4 * 1024 * 1024
+TAR_VERIFY_MAJOR = 18  # the first pg_verifybackup that reads tar archives
+_MAX_RATE_RE = re.compile(r"^[0-9]+[kM]?$")
+_PROGRESS_RE = re.compile(r"(\d+)/(\d+) kB \((\d+)%\), (\d+)/(\d+) tablespaces?")
+# archives pg_basebackup writes front to back (pg_wal.tar is not: its headers are rewritten on close)
+_SEQUENTIAL_RE = re.compile(r"^(base|[0-9]+)\.tar(\.gz|\.lz4|\.zst)?$")
+_ARCHIVE_RE = re.compile(r"^(base|pg_wal|[0-9]+)\.tar(\.gz|\.lz4|\.zst)?$")
+_SUFFIX_METHOD = {"": "none", ".gz": "gzip", ".lz4": "lz4", ".zst": "zstd"}
+
+
+# --- options and argv (pure) ---------------------------------------------------------
+
+
+def normalize_compression(spec, fmt, tool_major):
+    """{method, level, location} checked against the format and pg_basebackup's version."""
+    spec = dict(spec or {})
+    location = spec.get("location") or "client"
+    if location not in LOCATIONS:
+        raise PgdrError("compression.location %r is not one of client, server" % location)
+    checked = compression.normalize({"method": spec.get("method"), "level": spec.get("level")})
+    method, level = checked["method"], checked["level"]
+    if method == "none":
+        return {"method": "none", "level": None, "location": location}
+    if tool_major < 15:
+        if location == "server":
+            raise PgdrError(
+                "pg_basebackup %d cannot compress on the server; use compression.location client (PostgreSQL 15+ compresses on the server)" % tool_major
+            )
+        if method != "gzip":
+            raise PgdrError("pg_basebackup %d compresses only with gzip; use compression.method gzip or PostgreSQL 15+ client binaries and server" % tool_major)
+    if fmt == "plain" and location == "client":
+        raise PgdrError(
+            "format plain writes an uncompressed data directory; compress with format tar, or use "
+            "compression.location server (the server compresses the transfer, PostgreSQL 15+)"
+        )
+    if fmt == "plain" and tool_major < 15:
+        raise PgdrError("pg_basebackup %d cannot compress a plain backup; use format tar" % tool_major)
+    return {"method": method, "level": level, "location": location}
+
+
+def compress_args(spec, tool_major):
+    """pg_basebackup's compression option: ``--compress=[client-|server-]method[:level]`` (15+), ``-Z level`` (14)."""
+    if spec["method"] == "none":
+        return []
+    if tool_major < 15:
+        return ["--gzip"] if spec["level"] is None else ["--compress=%d" % spec["level"]]
+    text = "%s-%s" % (spec["location"], spec["method"])
+    if spec["level"] is not None:
+        text += ":%d" % spec["level"]
+    return ["--compress=%s" % text]
+
+
+def escape_mapping(path):
+    """pg_basebackup's --tablespace-mapping separates old and new with '='; one inside a path is written '\\='."""
+    return path.replace("=", "\\=")
+
+
+def check_options(opts, tool_major):
+    """Refuse combinations pg_basebackup would refuse (with a clearer message) or that cannot make a usable set."""
+    if opts["slot"] and opts["wal_method"] != "stream":
+        raise PgdrError("a replication slot is used only while WAL is streamed; set wal_method: stream or drop slot")
+    if opts["slot"] and not opts["temporary_slot"]:
+        raise PgdrError("slot names a permanent slot; temporary_slot: false goes without slot")
+    if opts["max_rate"] and not _MAX_RATE_RE.match(str(opts["max_rate"])):
+        raise PgdrError("max_rate %r must be kilobytes per second, optionally with k or M (e.g. 32M)" % opts["max_rate"])
+    if opts["tablespace_mapping"] and opts["format"] != "plain":
+        raise PgdrError("tablespace_mapping applies to format plain; format tar writes one archive per tablespace")
+    if opts["incremental_from"] and tool_major < 17:
+        raise PgdrError(
+            "incremental backups need PostgreSQL 17 or later (server and pg_basebackup); this is %d: take a full backup (no incremental_from)" % tool_major
+        )
+
+
+def build_argv(binary, tool_major, opts, target, compression_spec, create_slot=False, incremental_manifest=None, tablespace_map=None):
+    """pg_basebackup's argv (pure: unit-tested). Connection settings reach it through the environment."""
+    argv = [
+        binary,
+        "--pgdata=%s" % target,
+        "--format=%s" % opts["format"],
+        "--wal-method=%s" % opts["wal_method"],
+        "--checkpoint=%s" % opts["checkpoint"],
+        "--label=%s" % opts["label"],
+        "--no-password",
+        "--progress",
+        "--verbose",
+    ]
+    argv += compress_args(compression_spec, tool_major)
+    if opts["max_rate"]:
+        argv.append("--max-rate=%s" % opts["max_rate"])
+    if opts["slot"]:
+        argv.append("--slot=%s" % opts["slot"])
+        if create_slot:
+            argv.append("--create-slot")
+    elif not opts["temporary_slot"] and opts["wal_method"] == "stream":
+        argv.append("--no-slot")
+    for old, new in sorted((tablespace_map or {}).items()):
+        argv.append("--tablespace-mapping=%s=%s" % (escape_mapping(old), escape_mapping(new)))
+    if opts.get("manifest_checksums"):
+        argv.append("--manifest-checksums=%s" % opts["manifest_checksums"])
+    if incremental_manifest:
+        argv.append("--incremental=%s" % incremental_manifest)
+    return argv
+
+
+def parse_progress(stderr):
+    """The last progress figures ``--progress`` printed: {done_bytes, total_bytes, percent, tablespaces_done, tablespaces}."""
+    found = _PROGRESS_RE.findall(stderr or "")
+    if not found:
+        return None
+    done, total, percent, ts_done, ts_total = (int(x) for x in found[-1])
+    return dict(done_bytes=done * 1024, total_bytes=total * 1024, percent=percent, tablespaces_done=ts_done, tablespaces=ts_total)
+
+
+# --- backup_label and backup_manifest facts (pure) ------------------------------------
+
+_LABEL_KEYS = {
+    "START WAL LOCATION": "start_wal_location",
+    "CHECKPOINT LOCATION": "checkpoint_location",
+    "BACKUP METHOD": "backup_method",
+    "BACKUP FROM": "backup_from",
+    "START TIME": "start_time",
+    "LABEL": "label",
+    "START TIMELINE": "start_timeline",
+    "INCREMENTAL FROM LSN": "incremental_from_lsn",
+    "INCREMENTAL FROM TLI": "incremental_from_tli",
+}
+
+
+def parse_backup_label(text):
+    """The facts of a backup_label file; ``START WAL LOCATION: 0/2000028 (file 00..02)`` gives the LSN and start_wal_file."""
+    facts = {value: None for value in _LABEL_KEYS.values()}
+    facts["start_wal_file"] = None
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition(": ")
+        if not sep or key not in _LABEL_KEYS:
+            continue
+        name = _LABEL_KEYS[key]
+        value = value.strip()
+        if name == "start_wal_location":
+            match = re.match(r"^([0-9A-Fa-f]+/[0-9A-Fa-f]+)(?: \(file ([0-9A-F]{24})\))?$", value)
+            if match:
+                value, facts["start_wal_file"] = match.group(1), match.group(2)
+        elif name in ("start_timeline", "incremental_from_tli"):
+            value = int(value) if value.isdigit() else None
+        facts[name] = value
+    if not facts["start_wal_location"]:
+        raise PgdrError("backup_label has no START WAL LOCATION line; the backup is not usable")
+    return facts
+
+
+def label_time_utc(text):
+    """backup_label's START TIME as ISO UTC, or None when it is in another zone (the server's log_timezone)."""
+    match = re.match(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}) (UTC|GMT|Etc/UTC|UCT)$", text or "")
+    return "%sT%sZ" % (match.group(1), match.group(2)) if match else None
+
+
+def wal_ranges(backup_manifest):
+    """[{timeline, start_lsn, end_lsn}] from PostgreSQL's backup_manifest (parsed JSON)."""
+    ranges = [dict(timeline=int(r["Timeline"]), start_lsn=r["Start-LSN"], end_lsn=r["End-LSN"]) for r in backup_manifest.get("WAL-Ranges") or []]
+    if not ranges:
+        raise PgdrError("backup_manifest has no WAL-Ranges; the backup is not usable")
+    return ranges
+
+
+def file_compression(name):
+    """(format, {method, level: None}) of one file pg_basebackup wrote, from its name."""
+    if name == "backup_manifest":
+        return "json", {"method": "none", "level": None}
+    match = _ARCHIVE_RE.match(name)
+    if not match:
+        raise PgdrError("pg_basebackup wrote an unexpected file %s; this pgdr.backup does not know it" % name)
+    return "tar", {"method": _SUFFIX_METHOD[match.group(2) or ""], "level": None}
+
+
+def file_role(name):
+    if name == "backup_manifest":
+        return "backup-manifest"
+    stem = name.split(".", 1)[0]
+    return {"base": "base", "pg_wal": "wal"}.get(stem, "tablespace")
+
+
+def physical_facts(opts, compression_spec, label, ranges, tablespaces, chain, verified, verify_seconds, start_time, stop_time):
+    """The manifest's ``physical`` object (pure: unit-tested)."""
+    return dict(
+        format=opts["format"],
+        wal_method=opts["wal_method"],
+        wal_included=opts["wal_method"] != "none",
+        compression=dict(algorithm=compression_spec["method"], level=compression_spec["level"], location=compression_spec["location"]),
+        label=opts["label"],
+        checkpoint=opts["checkpoint"],
+        start_time=start_time,
+        stop_time=stop_time,
+        backup_label=label,
+        wal_ranges=ranges,
+        tablespaces=tablespaces,
+        incremental_from=opts["incremental_from"],
+        chain=chain,
+        verified=verified,
+        verify_seconds=verify_seconds,
+        manifest_checksums=opts.get("manifest_checksums"),
+        data_dir=DATA_DIR if opts["format"] == "plain" else None,
+    )
+
+
+def manifest_fields(opts, compression_spec, source, tool, label, ranges, tablespaces, chain, verified, verify_seconds, started_at, finished_at, duration):
+    """Everything of manifest.json but format_version/backup_id/cluster/files, which SetWriter adds."""
+    return dict(
+        kind="base",
+        source=source,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_seconds=round(duration, 3),
+        tool=tool,
+        start_lsn=ranges[0]["start_lsn"],
+        stop_lsn=ranges[-1]["end_lsn"],
+        timeline=label["start_timeline"] or ranges[0]["timeline"],
+        compression={"method": compression_spec["method"], "level": compression_spec["level"]},
+        encryption={"method": "none"},
+        consistency=dict(snapshot=None, isolation="wal"),
+        options=dict(opts),
+        physical=physical_facts(
+            opts,
+            compression_spec,
+            label,
+            ranges,
+            tablespaces,
+            chain,
+            verified,
+            verify_seconds,
+            label_time_utc(label.get("start_time")) or started_at,
+            finished_at,
+        ),
+    )
+
+
+# --- reading what pg_basebackup wrote -----------------------------------------------
+
+
+def _decompress_stage(path):
+    match = _ARCHIVE_RE.match(os.path.basename(path))
+    method = _SUFFIX_METHOD[(match.group(2) if match else "") or ""]
+    argv = compression.decompress_argv(method)
+    return argv + [path] if argv else None
+
+
+def read_label_from_tar(path):
+    """backup_label out of base.tar[.gz|.lz4|.zst]: the server sends it first, so only the start is read."""
+    stage = _decompress_stage(path)
+    proc = None
+    try:
+        if stage:
+            proc = subprocess.Popen(stage, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            archive = tarfile.open(fileobj=proc.stdout, mode="r|")
+        else:
+            archive = tarfile.open(path, mode="r|")
+        with archive:
+            for member in archive:
+                if member.name in ("backup_label", "./backup_label"):
+                    return archive.extractfile(member).read().decode("utf-8", "replace")
+    except (tarfile.TarError, OSError) as exc:
+        raise PgdrError("cannot read backup_label from %s: %s" % (os.path.basename(path), exc)) from None
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+    raise PgdrError("%s holds no backup_label; the backup is not usable" % os.path.basename(path))
+
+
+def read_label(folder, fmt):
+    if fmt == "plain":
+        with open(os.path.join(folder, "backup_label"), encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    names = [n for n in os.listdir(folder) if n.startswith("base.tar")]
+    if not names:
+        raise PgdrError("pg_basebackup wrote no base.tar into %s" % folder)
+    return read_label_from_tar(os.path.join(folder, names[0]))
+
+
+def read_backup_manifest(path):
+    try:
+        with open(path, "rb") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise PgdrError("cannot read PostgreSQL's backup_manifest %s: %s" % (path, exc)) from None
+
+
+def hash_file(path):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            chunk = handle.read(CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+class FollowHasher:
+    """Hashes the archives pg_basebackup writes front to back while they grow, so a local set needs no second read.
+
+    Files it does not follow (pg_wal.tar, backup_manifest) are hashed after.
+    A size that differs from the file's final size means something rewrote it:
+    then it is hashed again from the start.
+    """
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.files = {}
+        self.error = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while True:
+                finished = self._done.is_set()
+                progressed = self._pass()
+                if finished and not progressed:
+                    return
+                if not progressed:
+                    time.sleep(0.05)
+        except Exception as exc:  # handed to finish(), which falls back to hashing after
+            self.error = exc
+
+    def _pass(self):
+        progressed = False
+        try:
+            names = [n for n in os.listdir(self.folder) if _SEQUENTIAL_RE.match(n)]
+        except FileNotFoundError:
+            return False
+        for name in names:
+            state = self.files.get(name)
+            if state is None:
+                state = self.files[name] = [open(os.path.join(self.folder, name), "rb", buffering=0), hashlib.sha256(), 0]
+            chunk = state[0].read(CHUNK)
+            if chunk:
+                state[1].update(chunk)
+                state[2] += len(chunk)
+                progressed = True
+        return progressed
+
+    def finish(self):
+        """{name: (size, sha256)} of the files followed whose size matches the file's final size."""
+        self._done.set()
+        self._thread.join()
+        result = {}
+        for name, (handle, digest, size) in self.files.items():
+            handle.close()
+            if self.error is None and os.path.getsize(os.path.join(self.folder, name)) == size:
+                result[name] = (size, digest.hexdigest())
+        return result
+
+
+# --- verification --------------------------------------------------------------------
+
+
+def tar_verifier(major, pg_bin_dir):
+    """pg_verifybackup that reads tar archives (18+), or None: the server's own when new enough, else a newer one installed."""
+    if major >= TAR_VERIFY_MAJOR:
+        return find_binary("pg_verifybackup", major, pg_bin_dir)[0]
+    for newer in range(30, TAR_VERIFY_MAJOR - 1, -1):
+        path = os.path.join(DEBIAN_BIN_DIR % newer, "pg_verifybackup")
+        if os.access(path, os.X_OK):
+            version = tool_version(path)
+            if version and version[0] >= TAR_VERIFY_MAJOR:
+                return path
+    return None
+
+
+def extract(archive, target, members=None):
+    """Unpack one archive (any compression) into ``target`` with tar; argv only."""
+    os.makedirs(target, mode=0o700, exist_ok=True)
+    stage = _decompress_stage(archive)
+    tar = ["tar", "-x", "-C", target]
+    if stage:
+        run_pipeline([stage, tar + ["-f", "-"] + (members or [])])
+    else:
+        run(tar + ["-f", archive] + (members or []))
+
+
+def _archive(folder, stem):
+    names = [n for n in sorted(os.listdir(folder)) if _ARCHIVE_RE.match(n) and n.split(".", 1)[0] == stem]
+    return os.path.join(folder, names[0]) if names else None
+
+
+def verify_backup(folder, fmt, wal_method, major, pg_bin_dir, scratch):
+    """pg_verifybackup over what pg_basebackup wrote into ``folder``; returns seconds and how it was checked.
+
+    plain: pg_verifybackup of the server's major (WAL parsed unless wal_method none).
+    tar: pg_verifybackup 18+ reads the archives (-n: it cannot parse WAL inside tar), then the WAL in the
+    backup is unpacked and read with pg_waldump of the server's major over the backup's WAL range, which is
+    the check pg_verifybackup does on a plain backup. Without a pg_verifybackup 18+, everything is unpacked
+    and checked as a plain backup.
+    """
+    started = time.monotonic()
+    parse_wal = wal_method != "none"
+    if fmt == "plain":
+        argv = [find_binary("pg_verifybackup", major, pg_bin_dir)[0]] + ([] if parse_wal else ["--no-parse-wal"]) + [folder]
+        _checked(argv)
+        return time.monotonic() - started, "pg_verifybackup"
+    verifier = tar_verifier(major, pg_bin_dir)
+    work = tempfile.mkdtemp(prefix="pgdr-verify-", dir=scratch)
+    try:
+        if verifier:
+            try:
+                _checked([verifier, "--format=tar", "--no-parse-wal", folder])
+            except PgdrError as exc:
+                # a build without lz4/zstd cannot read such archives: check them unpacked instead
+                if "does not support" not in (exc.details.get("stderr") or ""):
+                    raise
+                verifier = None
+        if verifier:
+            if parse_wal:
+                waldir = os.path.join(work, "pg_wal")
+                if wal_method == "stream":
+                    extract(_archive(folder, "pg_wal"), waldir)
+                else:  # fetch: the WAL is inside base.tar
+                    extract(_archive(folder, "base"), work, members=["pg_wal"])
+                manifest = read_backup_manifest(os.path.join(folder, "backup_manifest"))
+                waldump = find_binary("pg_waldump", major, pg_bin_dir)[0]
+                for item in wal_ranges(manifest):
+                    _checked(
+                        [
+                            waldump,
+                            "--quiet",
+                            "--path=%s" % waldir,
+                            "--timeline=%d" % item["timeline"],
+                            "--start=%s" % item["start_lsn"],
+                            "--end=%s" % item["end_lsn"],
+                        ]
+                    )
+            return time.monotonic() - started, "pg_verifybackup --format=tar" + (" + pg_waldump" if parse_wal else "")
+        data = os.path.join(work, "data")
+        extract(_archive(folder, "base"), data)
+        for name in sorted(os.listdir(folder)):
+            match = _ARCHIVE_RE.match(name)
+            if match and match.group(1).isdigit():
+                extract(os.path.join(folder, name), os.path.join(data, "pg_tblspc", match.group(1)))
+        if wal_method == "stream":
+            extract(_archive(folder, "pg_wal"), os.path.join(data, "pg_wal"))
+        shutil.copyfile(os.path.join(folder, "backup_manifest"), os.path.join(data, "backup_manifest"))
+        _checked([find_binary("pg_verifybackup", major, pg_bin_dir)[0]] + ([] if parse_wal else ["--no-parse-wal"]) + [data])
+        return time.monotonic() - started, "pg_verifybackup (unpacked)"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _checked(argv):
+    result = run(argv, check=False)
+    if any(code != 0 for code in result.returncodes):
+        check_result(result)
+
+
+# --- the run -------------------------------------------------------------------------
+
+
+def identify_system(params):
+    """(system_identifier, timeline) through IDENTIFY_SYSTEM on a replication connection, as pg_basebackup sees it."""
+    import psycopg
+
+    kwargs = dict(params.settings, application_name="pgdr.backup", replication="true")
+    if params.password:
+        kwargs["password"] = params.password
+    try:
+        conn = psycopg.connect(autocommit=True, **kwargs)
+    except psycopg.OperationalError as exc:
+        text = (str(exc).strip().splitlines() or ["connection failed"])[0]
+        raise PgdrError(
+            "cannot open a replication connection to %s: %s; the role needs the REPLICATION attribute and "
+            "pg_hba.conf a 'replication' line for this host" % (params.describe("replication"), text)
+        ) from None
+    try:
+        res = conn.pgconn.exec_(b"IDENTIFY_SYSTEM")
+        if res.ntuples != 1:
+            raise PgdrError(
+                "IDENTIFY_SYSTEM on %s failed: %s" % (params.describe("replication"), (res.error_message or b"").decode("utf-8", "replace").strip())
+            )
+        return res.get_value(0, 0).decode(), int(res.get_value(0, 1))
+    finally:
+        conn.close()
+
+
+def server_facts(conn):
+    """Tablespaces, summarize_wal and slots: what shapes the backup, read over a normal connection."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT oid::text, spcname, pg_catalog.pg_tablespace_location(oid) FROM pg_catalog.pg_tablespace "
+            "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY oid"
+        )
+        tablespaces = [dict(oid=r[0], name=r[1], location=r[2]) for r in cur.fetchall()]
+        cur.execute("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'summarize_wal'")
+        row = cur.fetchone()
+        cur.execute("SELECT slot_name, slot_type, active FROM pg_catalog.pg_replication_slots")
+        slots = {r[0]: dict(type=r[1], active=r[2]) for r in cur.fetchall()}
+    return dict(tablespaces=tablespaces, summarize_wal=row[0] if row else None, slots=slots)
+
+
+def default_cluster_name(params):
+    host = params.settings.get("host")
+    return host if host and not host.startswith("/") else socket.gethostname()
+
+
+def display_argv(argv):
+    """argv for results and the manifest: the binary's name, no secrets (there are none in it: libpq reads a passfile)."""
+    return [os.path.basename(argv[0])] + list(argv[1:])
+
+
+class Plan:
+    """What one backup will do: binaries, options, chain; built before anything is written (check mode shows it)."""
+
+    def __init__(self, p, params, conn, version, repo, cluster, backup_id):
+        self.p = p
+        self.params = params
+        self.version = version
+        self.major = version["major"]
+        self.repo = repo
+        self.cluster = cluster
+        self.backup_id = backup_id
+        self.binary, tool = find_binary("pg_basebackup", self.major, p["pg_bin_dir"])
+        self.tool_major = tool[0] if tool else self.major
+        self.tool_version = "%d.%d" % tool if tool else "unknown"
+        self.opts = dict(
+            format=p["format"],
+            wal_method=p["wal_method"],
+            checkpoint=p["checkpoint"],
+            max_rate=p["max_rate"],
+            slot=p["slot"],
+            temporary_slot=p["temporary_slot"],
+            label=p["label"] or "pgdr.backup %s/%s" % (cluster, backup_id),
+            tablespace_mapping=[dict(m) for m in p["tablespace_mapping"] or []],
+            manifest_checksums=p["manifest_checksums"],
+            incremental_from=p["incremental_from"],
+            verify=p["verify"],
+        )
+        if self.opts["format"] == "plain" and repo.kind != "local":
+            raise PgdrError("format plain writes a data directory; use format: tar for sftp/s3")
+        check_options(self.opts, min(self.tool_major, self.major))
+        self.compression = normalize_compression(p["compression"], self.opts["format"], self.tool_major)
+        self.opts["compression"] = dict(self.compression)
+        self.facts = server_facts(conn)
+        self.create_slot = bool(self.opts["slot"]) and self.opts["slot"] not in self.facts["slots"]
+        if self.opts["slot"] and not self.create_slot and self.facts["slots"][self.opts["slot"]]["type"] != "physical":
+            raise PgdrError("replication slot %s is a logical slot; pg_basebackup needs a physical one" % self.opts["slot"])
+        self.parent = None
+        self.chain = [backup_id]
+        if self.opts["incremental_from"]:
+            self._check_incremental()
+
+    def _check_incremental(self):
+        if self.facts["summarize_wal"] != "on":
+            raise PgdrError(
+                "incremental backups need summarize_wal = on on the server (it is %s); set it with ALTER SYSTEM "
+                "SET summarize_wal = on and reload, then take a full backup before the first incremental one" % (self.facts["summarize_wal"] or "missing")
+            )
+        parent_id = self.opts["incremental_from"]
+        self.parent = backup_set.load_manifest(self.repo, self.cluster, parent_id)
+        if self.parent["kind"] != "base" or not isinstance(self.parent.get("physical"), dict):
+            raise PgdrError("incremental_from %s is a %s set, not a base backup" % (parent_id, self.parent["kind"]))
+        if self.parent["source"]["major"] != self.major:
+            raise PgdrError(
+                "incremental_from %s was taken from PostgreSQL %s, the server is %d; take a full backup"
+                % (parent_id, self.parent["source"]["major"], self.major)
+            )
+        self.chain = list(self.parent["physical"].get("chain") or [parent_id]) + [self.backup_id]
+
+    def parent_manifest_key(self):
+        name = "%s/backup_manifest" % DATA_DIR if self.parent["physical"]["format"] == "plain" else "backup_manifest"
+        return backup_set.set_key(self.cluster, self.parent["backup_id"], name)
+
+    def tablespace_map(self, set_dir):
+        """plain: every tablespace lands inside the set unless tablespace_mapping says otherwise."""
+        if self.opts["format"] != "plain":
+            return {}
+        mapping = {m["old_dir"]: m["new_dir"] for m in self.opts["tablespace_mapping"]}
+        for ts in self.facts["tablespaces"]:
+            mapping.setdefault(ts["location"], os.path.join(set_dir, "tablespaces", ts["oid"]))
+        return mapping
+
+    def argv(self, target, incremental_manifest=None, set_dir=None):
+        return build_argv(
+            self.binary, self.tool_major, self.opts, target, self.compression, self.create_slot, incremental_manifest, self.tablespace_map(set_dir or target)
+        )
+
+    def check_mode_argv(self):
+        set_dir = self.repo.location(backup_set.set_key(self.cluster, self.backup_id)) if self.repo.kind == "local" else None
+        target = (
+            os.path.join(set_dir, DATA_DIR)
+            if self.opts["format"] == "plain"
+            else (set_dir or os.path.join(self.p["work_dir"], "pgdr-basebackup-XXXX", "backup"))
+        )
+        incremental = "<backup_manifest of %s>" % self.opts["incremental_from"] if self.parent else None
+        return display_argv(self.argv(target, incremental, set_dir))
+
+
+def run_backup(plan, writer, system_identifier):
+    """Run pg_basebackup into the set (local) or a staging folder (remote), verify, and write manifest.json.
+
+    Returns (manifest, details). A failed verification leaves the set without manifest.json (incomplete),
+    with verify-failed.json saying why; any other failure removes the set.
+    """
+    p, repo = plan.p, plan.repo
+    local = repo.kind == "local"
+    os.makedirs(p["work_dir"], exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="pgdr-basebackup-", dir=p["work_dir"])
+    os.chmod(scratch, 0o700)
+    try:
+        if local:
+            set_dir = repo.location(writer.prefix)
+            os.makedirs(set_dir, mode=0o700, exist_ok=True)
+            os.chmod(set_dir, 0o700)
+            folder = set_dir
+        else:
+            set_dir = folder = os.path.join(scratch, "backup")
+        target = os.path.join(folder, DATA_DIR) if plan.opts["format"] == "plain" else folder
+        incremental = None
+        if plan.parent:
+            incremental = os.path.join(scratch, "parent_backup_manifest")
+            with repo.open_reader(plan.parent_manifest_key()) as reader, open(incremental, "wb") as out:
+                shutil.copyfileobj(reader, out, CHUNK)
+        argv = plan.argv(target, incremental, set_dir)
+        started_at = backup_set.iso_utc()
+        started = time.monotonic()
+        follower = FollowHasher(folder) if local and plan.opts["format"] == "tar" else None
+        try:
+            with plan.params.child_env() as env:
+                result = run_pipeline([argv], env=env, check=False)
+        finally:
+            hashed = follower.finish() if follower else {}
+        progress = parse_progress(result.stderr)
+        if result.returncodes[0] != 0:
+            try:
+                check_result(result)
+            except PgdrError as exc:
+                exc.details["progress"] = progress
+                raise
+        backup_seconds = time.monotonic() - started
+        label = parse_backup_label(read_label(target, plan.opts["format"]))
+        bm_path = os.path.join(target, "backup_manifest")
+        ranges = wal_ranges(read_backup_manifest(bm_path))
+        verified, verify_seconds, how = False, None, None
+        verify_error = None
+        if p["verify"]:
+            try:
+                verify_seconds, how = verify_backup(target, plan.opts["format"], plan.opts["wal_method"], plan.major, p["pg_bin_dir"], scratch)
+                verify_seconds = round(verify_seconds, 3)
+                verified = True
+            except PgdrError as exc:
+                verify_error = exc
+        finished_at = backup_set.iso_utc()
+        source = dict(
+            host=plan.params.settings.get("host") or plan.params.reached_host or socket.gethostname(),
+            port=int(plan.params.settings.get("port") or 5432),
+            database=None,
+            system_identifier=system_identifier,
+            server_version=plan.version["text"],
+            server_version_num=plan.version["num"],
+            major=plan.major,
+        )
+        tablespaces = [dict(ts, file=_tablespace_file(plan, folder, ts, set_dir)) for ts in plan.facts["tablespaces"]]
+        fields = manifest_fields(
+            plan.opts,
+            plan.compression,
+            source,
+            dict(name="pg_basebackup", version=plan.tool_version, argv=display_argv(argv)),
+            label,
+            ranges,
+            tablespaces,
+            plan.chain,
+            verified,
+            verify_seconds,
+            started_at,
+            finished_at,
+            time.monotonic() - started,
+        )
+        if verify_error is not None:
+            _mark_failed(writer, fields, verify_error)
+            raise PgdrError(
+                "pg_verifybackup found the new backup %s bad: %s; the set is left incomplete (no manifest.json)"
+                % (writer.name, telling_line(verify_error.details.get("stderr") or verify_error.msg)),
+                stderr=verify_error.details.get("stderr"),
+                verify_failed=True,
+            )
+        upload_seconds = _record_files(plan, writer, folder, target, hashed)
+        manifest = writer.finish(fields)
+        details = dict(
+            progress=progress,
+            backup_seconds=round(backup_seconds, 3),
+            verify_seconds=verify_seconds,
+            verified_with=how,
+            upload_seconds=upload_seconds,
+            cmd=display_argv(argv),
+        )
+        return manifest, details
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _tablespace_file(plan, folder, ts, set_dir):
+    if plan.opts["format"] == "tar":
+        names = [n for n in os.listdir(folder) if n.split(".", 1)[0] == ts["oid"] and _ARCHIVE_RE.match(n)]
+        return names[0] if names else None
+    mapped = plan.tablespace_map(set_dir)[ts["location"]]
+    inside = os.path.join(set_dir, "tablespaces", ts["oid"])
+    return "tablespaces/%s" % ts["oid"] if mapped == inside else mapped
+
+
+def _record_files(plan, writer, folder, target, hashed):
+    """Enter every file into the set: hashed in place (local) or uploaded while hashed (remote); returns upload seconds."""
+    if plan.opts["format"] == "plain":
+        writer.add_file_entry("%s/backup_manifest" % DATA_DIR, "backup-manifest", "json", compression="none")
+        return None
+    started = time.monotonic()
+    for name in sorted(os.listdir(folder)):
+        fmt, comp = file_compression(name)
+        path = os.path.join(folder, name)
+        if plan.repo.kind == "local":
+            size, digest = hashed.get(name) or hash_file(path)
+            writer.add_file_entry(name, file_role(name), fmt, compression=comp, size=size, sha256=digest)
+        else:
+            with writer.open_file(name, file_role(name), fmt, compression=comp) as out, open(path, "rb") as src:
+                while True:
+                    chunk = src.read(CHUNK)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+    return None if plan.repo.kind == "local" else round(time.monotonic() - started, 3)
+
+
+def failure_record(fields, error):
+    return dict(fields, verify_error=error.msg, verify_stderr=(error.details.get("stderr") or "")[-4000:], failed_at=backup_set.iso_utc())
+
+
+def _mark_failed(writer, fields, error):
+    """Keep the data (local) for inspection, never a manifest: a set without one is incomplete and never restored."""
+    writer.repo.put_bytes_atomic(writer.prefix + "/" + FAILED_NAME, backup_set.manifest_bytes(failure_record(fields, error)))
+    writer.aborted = True  # the writer must neither finish nor delete this set
+
+
+# --- re-verifying a stored set ----------------------------------------------------------
+
+
+def reverify(repo, cluster, backup_id, pg_bin_dir, work_dir):
+    """pg_verifybackup (and the set's sha256 sums) over a complete base set; on failure manifest.json is removed.
+
+    Returns {verify_seconds, verified_with}. A remote tar set is downloaded to ``work_dir`` first.
+    """
+    manifest = backup_set.load_manifest(repo, cluster, backup_id)
+    if manifest["kind"] != "base":
+        raise PgdrError("set %s/%s is a %s set; action verify checks base backups" % (cluster, backup_id, manifest["kind"]))
+    physical = manifest["physical"]
+    os.makedirs(work_dir, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="pgdr-basebackup-", dir=work_dir)
+    try:
+        try:
+            backup_set.check_files(repo, manifest, cluster)
+            if repo.kind == "local":
+                folder = repo.location(backup_set.set_key(cluster, backup_id))
+            else:
+                folder = os.path.join(scratch, "backup")
+                os.makedirs(folder)
+                for entry in manifest["files"]:
+                    with (
+                        repo.open_reader(backup_set.set_key(cluster, backup_id, entry["path"])) as reader,
+                        open(os.path.join(folder, entry["path"]), "wb") as out,
+                    ):
+                        shutil.copyfileobj(reader, out, CHUNK)
+            target = os.path.join(folder, physical["data_dir"]) if physical["format"] == "plain" else folder
+            seconds, how = verify_backup(target, physical["format"], physical["wal_method"], manifest["source"]["major"], pg_bin_dir, scratch)
+        except PgdrError as exc:
+            repo.put_bytes_atomic(backup_set.set_key(cluster, backup_id, FAILED_NAME), backup_set.manifest_bytes(failure_record(manifest, exc)))
+            repo.delete_tree(backup_set.set_key(cluster, backup_id, backup_set.MANIFEST_NAME))
+            raise PgdrError(
+                "backup set %s/%s failed verification: %s; manifest.json was removed, so the set is incomplete "
+                "and never restored (its record is in %s)" % (cluster, backup_id, telling_line(exc.details.get("stderr") or exc.msg), FAILED_NAME),
+                stderr=exc.details.get("stderr"),
+                verify_failed=True,
+            ) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return dict(verify_seconds=round(seconds, 3), verified_with=how, manifest=manifest)
+
+
+def summary(manifest):
+    physical = manifest.get("physical") or {}
+    return dict(
+        start_lsn=manifest.get("start_lsn"),
+        stop_lsn=manifest.get("stop_lsn"),
+        timeline=manifest.get("timeline"),
+        bytes=sum(f["size"] for f in manifest["files"]),
+        files=len(manifest["files"]),
+        format=physical.get("format"),
+        wal_method=physical.get("wal_method"),
+        chain=physical.get("chain"),
+        verified=physical.get("verified"),
+    )

@@ -1,0 +1,414 @@
+#!/usr/bin/python
+# Copyright: pgdr.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: pg_basebackup
+short_description: Physical base backups (pg_basebackup) into a verified backup set
+version_added: 0.2.0
+description:
+  - Runs C(pg_basebackup) on the host that holds the repository (usually a backup host), connecting to the
+    server over the replication protocol, and writes a backup set C(<repository>/<cluster>/<backup_id>/) of
+    kind C(base) with a C(manifest.json) written last (start/stop LSN, timeline, system identifier, the
+    C(backup_label) facts, tablespaces, every file with its sha256).
+  - O(format=plain) copies the data directory into C(<set>/data/) (local repositories only);
+    O(format=tar) writes one archive per tablespace plus C(pg_wal.tar) and C(backup_manifest) - into the
+    set folder for a local repository, or into a staging folder under O(work_dir) that is uploaded (hashed
+    while uploading) to SFTP or S3 and removed afterwards.
+  - With O(verify=true) (the default) C(pg_verifybackup) checks the backup against PostgreSQL's own
+    C(backup_manifest) before C(manifest.json) is written. A failed check fails the task and leaves the set
+    incomplete (no C(manifest.json), never restored) with C(verify-failed.json) saying why.
+  - O(action=verify) checks a stored set again (sha256 of its files, then C(pg_verifybackup)); a set that
+    fails loses its C(manifest.json) and so becomes incomplete.
+  - Incremental backups (PostgreSQL 17+) with O(incremental_from); the chain is recorded in the manifests.
+  - Runs for the same source and repository never overlap on one host (O(if_running)). Long runs work with
+    Ansible C(async)/C(poll); the last progress figures come back in RV(progress).
+author:
+  - pgdr.backup developers (@pgdr)
+extends_documentation_fragment:
+  - pgdr.backup.connection
+  - pgdr.backup.storage
+attributes:
+  check_mode:
+    support: full
+    description: Reports the pg_basebackup command line that would run (no secrets) and checks the preconditions; writes nothing.
+  diff_mode:
+    support: none
+    description: Backups are actions, not states; there is nothing to diff.
+options:
+  action:
+    description:
+      - V(backup) takes a new base backup.
+      - V(verify) checks the stored set O(backup_id) again; a remote tar set is downloaded to O(work_dir) first.
+    type: str
+    choices: [backup, verify]
+    default: backup
+  cluster:
+    description:
+      - Name of the source cluster in the repository layout C(<cluster>/<backup_id>/).
+      - Default - O(login_host) when it is a host name or address, otherwise this host's name.
+    type: str
+  backup_id:
+    description:
+      - Identifier of the set. Default - the current UTC time as C(YYYYMMDDTHHMMSSZ). Required with O(action=verify).
+      - If a complete set with this id exists, nothing is done and RV(ignore:changed) is false; an incomplete one
+        (interrupted, or failed verification) is removed and taken again.
+    type: str
+  format:
+    description:
+      - V(tar) works with every repository type; V(plain) writes a data directory and needs a V(local) repository.
+    type: str
+    choices: [plain, tar]
+    default: tar
+  wal_method:
+    description:
+      - V(stream) streams the WAL written during the backup into the set (C(pg_wal.tar), or C(data/pg_wal)) - a
+        standalone backup. V(fetch) collects it at the end (needs enough C(wal_keep_size)). V(none) takes no WAL;
+        the backup then needs a WAL archive to be restored.
+    type: str
+    choices: [stream, fetch, none]
+    default: stream
+  compression:
+    description:
+      - Compression of the tar archives, by the client (C(pg_basebackup)) or by the server (less network traffic,
+        PostgreSQL 15+; C(pg_wal.tar) is then not compressed).
+      - With O(format=plain) only V(server) applies (the transfer is compressed, the data directory is not).
+      - PostgreSQL 14 compresses only with gzip on the client (C(-Z level)).
+    type: dict
+    default: {method: none}
+    suboptions:
+      method:
+        description: Compression method; the server and client builds must support it.
+        type: str
+        choices: [none, gzip, lz4, zstd]
+        default: none
+      level:
+        description: Level, within the method's range (gzip 1-9, lz4 1-12, zstd 1-19); default is the tool's.
+        type: int
+      location:
+        description: Where the compression runs.
+        type: str
+        choices: [client, server]
+        default: client
+  checkpoint:
+    description: V(spread) (pg_basebackup's default, gentle on the server) or V(fast) (start now, with an I/O burst).
+    type: str
+    choices: [fast, spread]
+    default: spread
+  max_rate:
+    description: Transfer limit in kB/s, with an optional C(k) or C(M) suffix (C(--max-rate)), e.g. C(50M).
+    type: str
+  slot:
+    description:
+      - A permanent physical replication slot to use while streaming WAL; created with C(--create-slot) if missing.
+      - Without it, a temporary slot is used (see O(temporary_slot)).
+    type: str
+  temporary_slot:
+    description: With O(wal_method=stream) and no O(slot), use a temporary slot (V(true)) or none (C(--no-slot)).
+    type: bool
+    default: true
+  label:
+    description: The backup label. Default - C(pgdr.backup <cluster>/<backup_id>).
+    type: str
+  tablespace_mapping:
+    description:
+      - With O(format=plain), where tablespaces go (C(--tablespace-mapping)). A tablespace not listed is copied into
+        C(<set>/tablespaces/<oid>), so the set holds the whole cluster.
+    type: list
+    elements: dict
+    suboptions:
+      old_dir:
+        description: The tablespace's location on the server.
+        type: path
+        required: true
+      new_dir:
+        description: Where to write it on this host.
+        type: path
+        required: true
+  manifest_checksums:
+    description: Checksum algorithm of PostgreSQL's C(backup_manifest) (C(--manifest-checksums)).
+    type: str
+    choices: [CRC32C, SHA224, SHA256, SHA384, SHA512, NONE]
+    default: CRC32C
+  incremental_from:
+    description:
+      - The backup_id of the set this one is incremental to (PostgreSQL 17+, C(pg_basebackup --incremental)), a full or
+        incremental base backup of the same cluster in the same repository. The server must have C(summarize_wal = on).
+      - Restore combines the chain with C(pg_combinebackup).
+    type: str
+  verify:
+    description: Run C(pg_verifybackup) after the backup; the set is complete only when it passes.
+    type: bool
+    default: true
+  work_dir:
+    description:
+      - Folder for staging (tar sets for SFTP/S3 are written here in full before the upload), the parent's
+        C(backup_manifest) and verification scratch. Removed after the run.
+    type: path
+    default: /var/tmp
+  if_running:
+    description: What to do when another base backup of the same source into the same repository holds the lock on this host.
+    type: str
+    choices: [fail, skip]
+    default: fail
+  pg_bin_dir:
+    description:
+      - Folder with C(pg_basebackup), C(pg_verifybackup) and C(pg_waldump). Default - C(/usr/lib/postgresql/<major>/bin),
+        then C(PATH), matching the server's major version.
+    type: path
+notes:
+  - The login role needs the C(REPLICATION) attribute and C(pg_hba.conf) must allow a C(replication) connection from this host.
+  - Tar sets are verified with C(pg_verifybackup) 18 or later (the first that reads tar archives) plus C(pg_waldump) of the
+    server's version over the backup's WAL range; without such a binary, or when it lacks the archive's compression, the
+    archives are unpacked under O(work_dir) and checked as a plain backup.
+seealso:
+  - module: pgdr.backup.restore_cluster
+  - module: pgdr.backup.pg_logical_dump
+"""
+
+EXAMPLES = r"""
+- name: Standalone tar backup of the primary to S3, compressed by the server
+  pgdr.backup.pg_basebackup:
+    login_host: "{{ hostvars['db1'].ansible_host }}"
+    login_user: backup
+    login_password: "{{ vault_backup_password }}"
+    cluster: db1
+    format: tar
+    wal_method: stream
+    checkpoint: fast
+    compression: {method: zstd, level: 3, location: server}
+    repository:
+      type: s3
+      endpoint_url: https://s3.example.com
+      bucket: pg-backups
+      access_key: "{{ vault_s3_access_key }}"
+      secret_key: "{{ vault_s3_secret_key }}"
+  delegate_to: backup1
+
+- name: Full then incremental plain backups into a local folder (PostgreSQL 17+)
+  pgdr.backup.pg_basebackup:
+    login_host: db1.example.com
+    cluster: db1
+    backup_id: "{{ item.id }}"
+    incremental_from: "{{ item.parent | default(omit) }}"
+    format: plain
+    repository: {type: local, path: /var/backups/pgdr}
+  loop:
+    - {id: full-mon}
+    - {id: incr-tue, parent: full-mon}
+
+- name: A long backup in the background, polled every 30 s for up to 6 hours
+  pgdr.backup.pg_basebackup:
+    login_host: db1.example.com
+    cluster: db1
+    max_rate: 200M
+    repository: {type: sftp, host: vault.example.com, path: /srv/pgdr}
+  async: 21600
+  poll: 30
+"""
+
+RETURN = r"""
+backup_id:
+  description: Identifier of the set.
+  returned: always
+  type: str
+  sample: 20261121T020000Z
+location:
+  description: Where the set is (no secrets).
+  returned: always
+  type: str
+  sample: /var/backups/pgdr/db1/20261121T020000Z
+manifest:
+  description: The manifest written last into the set.
+  returned: when a set was written, verified or already existed
+  type: dict
+summary:
+  description: Start and stop LSN, timeline, bytes and number of files of the set, format, WAL method, chain, verified.
+  returned: when a set was written, verified or already existed
+  type: dict
+  sample: {start_lsn: 0/2000028, stop_lsn: 0/2000100, timeline: 1, bytes: 23500000, files: 3, format: tar,
+           wal_method: stream, chain: [20261121T020000Z], verified: true}
+duration:
+  description: Seconds the whole run took (backup, verification, upload).
+  returned: when a set was written
+  type: float
+backup_seconds:
+  description: Seconds pg_basebackup ran.
+  returned: when a set was written
+  type: float
+upload_seconds:
+  description: Seconds the upload of a staged tar set to SFTP/S3 took.
+  returned: when a set was written to sftp or s3
+  type: float
+verified:
+  description: Whether pg_verifybackup passed (false when O(verify=false)).
+  returned: when a set was written or verified
+  type: bool
+verify_seconds:
+  description: Seconds the verification took.
+  returned: when a set was written with O(verify=true) or verified
+  type: float
+verified_with:
+  description: How the backup was checked (C(pg_verifybackup), C(pg_verifybackup --format=tar + pg_waldump), ...).
+  returned: when verified
+  type: str
+progress:
+  description: The last progress figures pg_basebackup printed.
+  returned: when pg_basebackup ran
+  type: dict
+  sample: {done_bytes: 23499776, total_bytes: 23499776, percent: 100, tablespaces_done: 1, tablespaces: 1}
+cmd:
+  description: The pg_basebackup command line (run, or in check mode that would run); never holds a password.
+  returned: when pg_basebackup ran, and in check mode
+  type: list
+  elements: str
+stderr:
+  description: pg_basebackup's or pg_verifybackup's error output.
+  returned: on failure
+  type: str
+skipped_reason:
+  description: Why nothing was done (another run holds the lock, with O(if_running=skip)).
+  returned: when skipped
+  type: str
+"""
+
+import contextlib
+import time
+
+from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, basebackup, compression, locks
+from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import server_version
+from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params, storage_argument_spec
+
+
+def argument_spec():
+    spec = connection_argument_spec()
+    spec.update(storage_argument_spec())
+    spec.update(
+        action=dict(type="str", default="backup", choices=["backup", "verify"]),
+        cluster=dict(type="str"),
+        backup_id=dict(type="str"),
+        format=dict(type="str", default="tar", choices=list(basebackup.FORMATS)),
+        wal_method=dict(type="str", default="stream", choices=list(basebackup.WAL_METHODS)),
+        compression=dict(
+            type="dict",
+            default={"method": "none"},
+            options=dict(
+                method=dict(type="str", default="none", choices=list(compression.METHODS)),
+                level=dict(type="int"),
+                location=dict(type="str", default="client", choices=list(basebackup.LOCATIONS)),
+            ),
+        ),
+        checkpoint=dict(type="str", default="spread", choices=list(basebackup.CHECKPOINTS)),
+        max_rate=dict(type="str"),
+        slot=dict(type="str"),
+        temporary_slot=dict(type="bool", default=True),
+        label=dict(type="str"),
+        tablespace_mapping=dict(
+            type="list",
+            elements="dict",
+            options=dict(
+                old_dir=dict(type="path", required=True),
+                new_dir=dict(type="path", required=True),
+            ),
+        ),
+        manifest_checksums=dict(type="str", default="CRC32C", choices=list(basebackup.MANIFEST_CHECKSUMS)),
+        incremental_from=dict(type="str"),
+        verify=dict(type="bool", default=True),
+        work_dir=dict(type="path", default="/var/tmp"),
+        if_running=dict(type="str", default="fail", choices=["fail", "skip"]),
+        pg_bin_dir=dict(type="path"),
+    )
+    return spec
+
+
+def run(module):
+    p = module.params
+    params = ConnectionParams(p)
+    repo = repository_from_params(p["repository"])
+    try:
+        if p["action"] == "verify":
+            return verify_set(module, p, params, repo)
+        return backup(module, p, params, repo)
+    finally:
+        repo.close()
+
+
+def verify_set(module, p, params, repo):
+    if not p["backup_id"] or not p["cluster"]:
+        raise PgdrError("action verify needs cluster and backup_id of the set to check")
+    location = repo.location(backup_set.set_key(p["cluster"], p["backup_id"]))
+    result = dict(changed=False, backup_id=p["backup_id"], location=location)
+    if module.check_mode:
+        manifest = backup_set.load_manifest(repo, p["cluster"], p["backup_id"])
+        return dict(result, manifest=manifest, summary=basebackup.summary(manifest))
+    checked = basebackup.reverify(repo, p["cluster"], p["backup_id"], p["pg_bin_dir"], p["work_dir"])
+    return dict(
+        result,
+        manifest=checked["manifest"],
+        summary=basebackup.summary(checked["manifest"]),
+        verified=True,
+        verify_seconds=checked["verify_seconds"],
+        verified_with=checked["verified_with"],
+    )
+
+
+def backup(module, p, params, repo):
+    cluster = p["cluster"] or basebackup.default_cluster_name(params)
+    backup_set.validate_cluster_name(cluster)
+    backup_id = p["backup_id"] or backup_set.new_backup_id()
+    backup_set.validate_backup_id(backup_id)
+    location = repo.location(backup_set.set_key(cluster, backup_id))
+    result = dict(changed=False, backup_id=backup_id, location=location)
+    if backup_set.set_status(repo, cluster, backup_id) == "complete":
+        manifest = backup_set.load_manifest(repo, cluster, backup_id)
+        return dict(result, manifest=manifest, summary=basebackup.summary(manifest), verified=bool(manifest.get("physical", {}).get("verified")))
+    conn = params.connect(autocommit=True)
+    try:
+        version = server_version(conn)
+        plan = basebackup.Plan(p, params, conn, version, repo, cluster, backup_id)
+    finally:
+        conn.close()
+    if module.check_mode:
+        return dict(result, changed=True, cmd=plan.check_mode_argv(), create_slot=plan.create_slot, chain=plan.chain, tablespaces=plan.facts["tablespaces"])
+    system_identifier, _timeline = basebackup.identify_system(params)
+    host = params.settings.get("host") or "local"
+    source = "basebackup|%s:%s|%s" % (host, params.settings.get("port") or 5432, cluster)
+    with locks.exclusive(source, repo.describe()) as (taken, holder):
+        if not taken:
+            reason = "another base backup of %s into %s is running (%s)" % (cluster, repo.describe(), holder or "pid unknown")
+            if p["if_running"] == "skip":
+                return dict(result, skipped_reason=reason)
+            raise PgdrError(reason + "; wait for it, or set if_running: skip")
+        started = time.monotonic()
+        # leftovers of an interrupted or failed run with this id are never a backup
+        backup_set.delete_set(repo, cluster, backup_id)
+        writer = backup_set.SetWriter(repo, cluster, backup_id, compression="none")
+        try:
+            manifest, details = basebackup.run_backup(plan, writer, system_identifier)
+        except BaseException:
+            if not writer.aborted and not writer.finished:
+                # a failed verify marked the set itself (data kept, no manifest); anything else removes it
+                with contextlib.suppress(Exception):  # the failure that stopped the backup is the one to report
+                    writer.abort()
+            raise
+    physical = manifest["physical"]
+    return dict(
+        result,
+        changed=True,
+        manifest=manifest,
+        summary=basebackup.summary(manifest),
+        duration=round(time.monotonic() - started, 3),
+        verified=physical["verified"],
+        **details,
+    )
+
+
+def main():
+    run_module(argument_spec(), run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""pg_basebackup's argv, backup_label parsing and the base manifest, without a server."""
+
+import hashlib
+import os
+import threading
+import time
+
+import pytest
+
+from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, basebackup
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.storage import LocalRepository
+from tests.manifest_schema import assert_valid_manifest
+
+LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
+CHECKPOINT LOCATION: 0/2000080
+BACKUP METHOD: streamed
+BACKUP FROM: primary
+START TIME: 2026-11-22 10:21:02 UTC
+LABEL: pgdr.backup db1/full
+START TIMELINE: 1
+"""
+
+
+def opts(**over):
+    base = dict(
+        format="tar",
+        wal_method="stream",
+        checkpoint="fast",
+        label="L",
+        max_rate=None,
+        slot=None,
+        temporary_slot=True,
+        tablespace_mapping=[],
+        manifest_checksums="CRC32C",
+        incremental_from=None,
+        verify=True,
+    )
+    base.update(over)
+    return base
+
+
+def argv(tool_major=18, comp=None, **over):
+    o = opts(**over)
+    spec = basebackup.normalize_compression(comp, o["format"], tool_major)
+    return basebackup.build_argv("/bin/pg_basebackup", tool_major, o, "/t", spec)[1:]
+
+
+def test_argv_defaults_on_18():
+    assert argv() == [
+        "--pgdata=/t",
+        "--format=tar",
+        "--wal-method=stream",
+        "--checkpoint=fast",
+        "--label=L",
+        "--no-password",
+        "--progress",
+        "--verbose",
+        "--manifest-checksums=CRC32C",
+    ]
+
+
+@pytest.mark.parametrize(
+    "major,comp,expected",
+    [
+        (18, {"method": "gzip", "level": 5}, ["--compress=client-gzip:5"]),
+        (15, {"method": "zstd", "level": 3, "location": "server"}, ["--compress=server-zstd:3"]),
+        (15, {"method": "lz4"}, ["--compress=client-lz4"]),
+        (14, {"method": "gzip", "level": 4}, ["--compress=4"]),
+        (14, {"method": "gzip"}, ["--gzip"]),
+        (18, {"method": "none"}, []),
+    ],
+)
+def test_compression_forms(major, comp, expected):
+    got = [a for a in argv(major, comp) if a.startswith("--compress") or a == "--gzip"]
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "major,comp,fmt,text",
+    [
+        (14, {"method": "zstd"}, "tar", "compresses only with gzip"),
+        (14, {"method": "gzip", "location": "server"}, "tar", "cannot compress on the server"),
+        (18, {"method": "gzip"}, "plain", "format plain writes an uncompressed data directory"),
+        (18, {"method": "gzip", "level": 12}, "tar", "out of range"),
+    ],
+)
+def test_compression_refusals(major, comp, fmt, text):
+    with pytest.raises(PgdrError, match=text):
+        basebackup.normalize_compression(comp, fmt, major)
+
+
+def test_server_compression_is_allowed_with_plain_on_15():
+    spec = basebackup.normalize_compression({"method": "gzip", "location": "server"}, "plain", 15)
+    assert basebackup.compress_args(spec, 15) == ["--compress=server-gzip"]
+
+
+def test_slots_rate_and_checkpoint():
+    o = opts(slot="bb", checkpoint="spread", max_rate="50M")
+    got = basebackup.build_argv("pg_basebackup", 18, o, "/t", {"method": "none", "level": None, "location": "client"}, create_slot=True)
+    assert "--slot=bb" in got and "--create-slot" in got and "--checkpoint=spread" in got and "--max-rate=50M" in got
+    got = basebackup.build_argv("pg_basebackup", 18, o, "/t", {"method": "none", "level": None, "location": "client"})
+    assert "--slot=bb" in got and "--create-slot" not in got
+    assert "--no-slot" in argv(temporary_slot=False) and "--no-slot" not in argv(temporary_slot=False, wal_method="fetch")
+
+
+@pytest.mark.parametrize(
+    "over,major,text",
+    [
+        (dict(slot="s", wal_method="fetch"), 18, "replication slot is used only while WAL is streamed"),
+        (dict(max_rate="fast"), 18, "max_rate 'fast' must be kilobytes per second"),
+        (dict(incremental_from="b0"), 15, "incremental backups need PostgreSQL 17 or later .* this is 15"),
+        (dict(tablespace_mapping=[{"old_dir": "/a", "new_dir": "/b"}]), 18, "tablespace_mapping applies to format plain"),
+    ],
+)
+def test_option_refusals(over, major, text):
+    with pytest.raises(PgdrError, match=text):
+        basebackup.check_options(opts(**over), major)
+
+
+def test_tablespace_mapping_and_incremental_argv():
+    got = basebackup.build_argv(
+        "pg_basebackup",
+        17,
+        opts(format="plain"),
+        "/t",
+        {"method": "none", "level": None, "location": "client"},
+        incremental_manifest="/tmp/parent",
+        tablespace_map={"/srv/ts=1": "/b/ts", "/srv/a": "/b/a"},
+    )
+    assert got[-4:] == [
+        "--tablespace-mapping=/srv/a=/b/a",
+        "--tablespace-mapping=/srv/ts\\=1=/b/ts",
+        "--manifest-checksums=CRC32C",
+        "--incremental=/tmp/parent",
+    ]
+
+
+def test_backup_label_parsing():
+    facts = basebackup.parse_backup_label(LABEL + "INCREMENTAL FROM LSN: 0/1000028\nINCREMENTAL FROM TLI: 1\n")
+    assert facts["start_wal_location"] == "0/2000028" and facts["start_wal_file"] == "000000010000000000000002"
+    assert facts["checkpoint_location"] == "0/2000080" and facts["backup_method"] == "streamed" and facts["backup_from"] == "primary"
+    assert facts["start_timeline"] == 1 and facts["label"] == "pgdr.backup db1/full"
+    assert facts["incremental_from_lsn"] == "0/1000028" and facts["incremental_from_tli"] == 1
+    assert basebackup.label_time_utc(facts["start_time"]) == "2026-11-22T10:21:02Z"
+    assert basebackup.label_time_utc("2026-11-22 11:21:02 CET") is None
+    with pytest.raises(PgdrError, match="no START WAL LOCATION"):
+        basebackup.parse_backup_label("LABEL: x\n")
+
+
+def test_progress_parsing():
+    stderr = "waiting\r100/22949 kB (0%), 0/1 tablespace\r22949/22949 kB (100%), 1/1 tablespace   \nend"
+    assert basebackup.parse_progress(stderr) == dict(done_bytes=22949 * 1024, total_bytes=22949 * 1024, percent=100, tablespaces_done=1, tablespaces=1)
+    assert basebackup.parse_progress("error only") is None
+
+
+def test_file_roles_and_compression():
+    assert basebackup.file_role("base.tar.zst") == "base" and basebackup.file_role("pg_wal.tar") == "wal"
+    assert basebackup.file_role("16384.tar.gz") == "tablespace" and basebackup.file_role("backup_manifest") == "backup-manifest"
+    assert basebackup.file_compression("base.tar.lz4") == ("tar", {"method": "lz4", "level": None})
+    assert basebackup.file_compression("backup_manifest")[0] == "json"
+    with pytest.raises(PgdrError, match="unexpected file"):
+        basebackup.file_compression("base.tar.bz2")
+
+
+def test_manifest_is_valid_and_complete(tmp_path):
+    repo = LocalRepository(str(tmp_path))
+    writer = backup_set.SetWriter(repo, "db1", "b1", compression="none")
+    with writer.open_file("backup_manifest", "backup-manifest", "json", compression="none") as out:
+        out.write(b"{}")
+    o = opts(incremental_from="b0")
+    spec = {"method": "gzip", "level": 1, "location": "client"}
+    ranges = basebackup.wal_ranges({"WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}]})
+    source = dict(host="db1", port=5432, database=None, system_identifier="7710939028678239692", server_version="18.1", server_version_num=180001, major=18)
+    fields = basebackup.manifest_fields(
+        o,
+        spec,
+        source,
+        dict(name="pg_basebackup", version="18.1", argv=["pg_basebackup"]),
+        basebackup.parse_backup_label(LABEL),
+        ranges,
+        [dict(oid="16384", name="ts", location="/srv/ts", file="16384.tar.gz")],
+        ["b0", "b1"],
+        True,
+        1.5,
+        "2026-11-22T10:21:01Z",
+        "2026-11-22T10:22:00Z",
+        59.0,
+    )
+    manifest = assert_valid_manifest(writer.finish(fields))
+    assert manifest["kind"] == "base" and manifest["start_lsn"] == "0/2000028" and manifest["stop_lsn"] == "0/2000100"
+    assert manifest["timeline"] == 1 and manifest["consistency"] == {"snapshot": None, "isolation": "wal"}
+    physical = manifest["physical"]
+    assert physical["start_time"] == "2026-11-22T10:21:02Z" and physical["stop_time"] == "2026-11-22T10:22:00Z"
+    assert physical["chain"] == ["b0", "b1"] and physical["incremental_from"] == "b0" and physical["wal_included"] is True
+    assert physical["compression"] == {"algorithm": "gzip", "level": 1, "location": "client"} and physical["data_dir"] is None
+    assert backup_set.validate_manifest_shape(manifest) == []
+    assert backup_set.load_manifest(repo, "db1", "b1") == manifest
+
+
+def test_follow_hasher_hashes_a_growing_archive(tmp_path):
+    path = tmp_path / "base.tar"
+    data = os.urandom(3 * basebackup.CHUNK + 123)
+    hasher = basebackup.FollowHasher(str(tmp_path))
+
+    def write():
+        with open(path, "wb", buffering=0) as out:
+            for start in range(0, len(data), 700_000):
+                out.write(data[start : start + 700_000])
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join()
+    (tmp_path / "pg_wal.tar").write_bytes(b"not followed")
+    found = hasher.finish()
+    assert found == {"base.tar": (len(data), hashlib.sha256(data).hexdigest())}
+
+
+def test_follow_hasher_drops_a_file_rewritten_shorter(tmp_path):
+    path = tmp_path / "base.tar"
+    path.write_bytes(b"x" * 1000)
+    hasher = basebackup.FollowHasher(str(tmp_path))
+    time.sleep(0.2)
+    path.write_bytes(b"y" * 10)  # truncated and rewritten: the followed sum is no longer that of the file
+    assert hasher.finish() == {}
