@@ -7,12 +7,15 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.pgdr.backup.plugins.doc_fragments.connection import ModuleDocFragment as ConnectionDocs
-from ansible_collections.pgdr.backup.plugins.doc_fragments.storage import ModuleDocFragment as StorageDocs
-
 MODULES_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "modules")
 MODULES = sorted(name[:-3] for name in os.listdir(MODULES_DIR) if name.endswith(".py") and not name.startswith("_"))
-FRAGMENTS = {"pgdr.backup.connection": ConnectionDocs.DOCUMENTATION, "pgdr.backup.storage": StorageDocs.DOCUMENTATION}
+FRAGMENTS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "doc_fragments")
+# every doc fragment of the collection, by the name modules extend it with
+FRAGMENTS = {
+    "pgdr.backup." + name[:-3]: importlib.import_module("ansible_collections.pgdr.backup.plugins.doc_fragments." + name[:-3]).ModuleDocFragment.DOCUMENTATION
+    for name in sorted(os.listdir(FRAGMENTS_DIR))
+    if name.endswith(".py") and not name.startswith("_")
+}
 
 
 def documented_options(module):

@@ -1,0 +1,103 @@
+# Copyright: pgdr.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The WAL archive option shared by wal_archive_config (archive_command) and restore_cluster (restore_command)."""
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  archive:
+    description:
+      - Where WAL files are archived, and read back during recovery.
+      - WAL files are stored flat under the archive root, C(<path>/<walfile>) or C(<bucket>/<prefix>/<walfile>)
+        (segments, C(.history), C(.backup) and C(.partial) files), the layout C(pg_receivewal) writes, so a
+        streaming archive on a backup host can be read as O(archive.type=sftp) with the same path.
+      - For V(local), V(sftp) and V(s3) the collection installs its helper C(pgdr-wal) on the PostgreSQL host as
+        C(/usr/local/lib/pgdr/pgdr-wal) (root, 0755) with its settings in C(/etc/pgdr/wal/<name>.json) (mode 0600,
+        owned by the server's OS user, because it may hold S3 keys); installing needs root (become).
+        C(pgdr-wal push) never replaces an archived file with different content (an identical copy counts as
+        success) and, for V(local), fsyncs the file and its folder before it reports success.
+        C(pgdr-wal fetch) falls back to C(<segment>.partial) when a segment is missing.
+      - C(pgdr-wal) runs as the server's OS user (usually C(postgres)), so files it needs on this host, such as
+        O(archive.key_file) and O(archive.known_hosts), must be readable by that user.
+    type: dict
+    suboptions:
+      type:
+        description:
+          - V(local) is a folder on the PostgreSQL host or a share mounted there (the folder is created 0700 if missing;
+            the helper never creates it, so an unmounted share fails instead of filling the root file system).
+          - V(sftp) is a folder on an SSH server, V(s3) a bucket on S3 or an S3-compatible store (see the repository
+            options of the same names).
+          - V(probackup) runs C(pg_probackup archive-push) / C(archive-get) on the catalog O(archive.backup_path).
+          - V(command) uses O(archive.archive_command) and O(archive.restore_command) verbatim.
+        type: str
+        required: true
+        choices: [local, sftp, s3, probackup, command]
+      path:
+        description:
+          - Absolute folder path, on the PostgreSQL host for V(local), on O(archive.host) for V(sftp).
+        type: str
+      host:
+        description: SSH server name or address for V(sftp).
+        type: str
+      port:
+        description: SSH port for V(sftp).
+        type: int
+        default: 22
+      user:
+        description: SSH login user for V(sftp).
+        type: str
+        default: root
+      key_file:
+        description:
+          - Private key (without passphrase) for V(sftp); must be readable by the server's OS user.
+        type: path
+      known_hosts:
+        description:
+          - known_hosts file holding the host key of O(archive.host); must be readable by the server's OS user.
+            Unknown hosts are always rejected.
+        type: path
+      endpoint_url:
+        description: URL of the S3 API for V(s3), for example V(http://minio.example.com:9000).
+        type: str
+      region:
+        description: Region of the bucket for V(s3).
+        type: str
+      bucket:
+        description: Bucket name for V(s3). The bucket must exist.
+        type: str
+      prefix:
+        description: Key prefix inside the bucket that serves as the archive root, for V(s3).
+        type: str
+        default: ''
+      access_key:
+        description: S3 access key ID.
+        type: str
+      secret_key:
+        description:
+          - S3 secret access key. Stored only in the helper's 0600 config; never logged or returned.
+        type: str
+      addressing_style:
+        description: How the bucket appears in S3 request URLs (see the repository option of the same name).
+        type: str
+        choices: [path, virtual, auto]
+        default: path
+      backup_path:
+        description: The pg_probackup catalog (C(-B)) for V(probackup).
+        type: path
+      instance:
+        description: The pg_probackup instance name for V(probackup).
+        type: str
+      binary:
+        description: The pg_probackup (or gs_probackup) program for V(probackup).
+        type: path
+        default: pg_probackup
+      archive_command:
+        description: The archive_command to use verbatim with V(command) (use C(%p) and C(%f)).
+        type: str
+      restore_command:
+        description: The restore_command to use verbatim with V(command) (use C(%f) and C(%p)).
+        type: str
+requirements:
+  - paramiko on the PostgreSQL host for O(archive.type=sftp), boto3 for O(archive.type=s3)
+"""

@@ -1,0 +1,329 @@
+# Copyright: pgdr.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""WAL archiving settings of a server (ALTER SYSTEM), the archiver's health, and an end-to-end archive check.
+
+Settings are compared with what the configuration files say (``pg_file_settings``, where ALTER SYSTEM
+writes), not only with what the server runs: a change that waits for a restart is not made again on the
+next run, but it is reported as ``restart_required`` until the restart happens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from ansible_collections.pgdr.backup.plugins.module_utils import wal_helper
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+try:
+    from psycopg import sql
+except ImportError:  # run_module reports the missing library
+    sql = None
+
+MANAGED = (
+    "wal_level",
+    "archive_mode",
+    "archive_command",
+    "archive_library",
+    "archive_timeout",
+    "max_wal_senders",
+    "max_replication_slots",
+    "wal_keep_size",
+)
+
+_MEMORY = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+_TIME = {"us": 0.001, "ms": 1, "s": 1000, "min": 60000, "h": 3600000, "d": 86400000}
+_VALUE_RE = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_UNIT_RE = re.compile(r"^([0-9]*)\s*([A-Za-z]+)$")
+_TRUE = ("on", "true", "yes", "1", "t", "y")
+_FALSE = ("off", "false", "no", "0", "f", "n")
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+def _unit_scale(unit):
+    """(family, factor) of a pg_settings unit such as '8kB', 'MB', 's'; None when the setting has no unit."""
+    if not unit:
+        return None
+    match = _UNIT_RE.match(unit)
+    if not match:
+        return None
+    count = int(match.group(1) or 1)
+    name = match.group(2)
+    if name in _MEMORY:
+        return "memory", count * _MEMORY[name]
+    if name in _TIME:
+        return "time", count * _TIME[name]
+    return None
+
+
+def normalize(value, vartype, unit=None):
+    """A canonical text for comparing ``value`` of a setting ('0' and '0MB', '1min' and '60s' compare equal)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if vartype == "bool":
+        low = text.lower()
+        if low in _TRUE:
+            return "on"
+        if low in _FALSE:
+            return "off"
+        return low
+    if vartype == "enum":
+        return text.lower()
+    if vartype in ("integer", "real"):
+        match = _VALUE_RE.match(text)
+        if not match:
+            return text
+        number = float(match.group(1))
+        given = match.group(2)
+        scale = _unit_scale(unit)
+        if given:
+            if scale is None:
+                return text
+            family, base = scale
+            table = _MEMORY if family == "memory" else _TIME
+            if given not in table:
+                return text
+            number = number * table[given] / base
+        if vartype == "integer":
+            number = round(number)
+            return str(int(number))
+        return repr(float(number))
+    return text
+
+
+def read_settings(conn, names=MANAGED):
+    """{name: dict(running, configured, vartype, unit, context, pending_restart)} for the settings the server has."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT name, setting, vartype, unit, context, pending_restart, boot_val FROM pg_settings WHERE name = ANY(%s)",
+            (list(names),),
+        )
+        rows = cur.fetchall()
+        cur.execute(
+            # rows waiting for a restart carry an error ("could not be applied"): they still are the configured value
+            "SELECT name, setting FROM pg_file_settings WHERE name = ANY(%s) ORDER BY seqno",
+            (list(names),),
+        )
+        in_files = {}
+        for name, setting in cur.fetchall():
+            in_files[name] = setting  # the last one read wins, as in the server
+    found = {}
+    for name, setting, vartype, unit, context, pending, boot_val in rows:
+        found[name] = dict(
+            running=setting,
+            configured=in_files.get(name, boot_val),
+            vartype=vartype,
+            unit=unit,
+            context=context,
+            pending_restart=bool(pending),
+        )
+    return found
+
+
+def desired_settings(params, archive_name):
+    """{setting: value} asked for by the module's options (None options are not managed)."""
+    chosen = [option for option in ("archive", "archive_command", "archive_library") if params.get(option) not in (None, "")]
+    if len(chosen) > 1:
+        raise PgdrError("%s are mutually exclusive: give one way to archive" % " and ".join(chosen))
+    wanted = {}
+    for name in ("wal_level", "archive_mode", "archive_timeout", "max_wal_senders", "max_replication_slots", "wal_keep_size"):
+        if params.get(name) is not None:
+            wanted[name] = str(params[name])
+    if params.get("archive"):
+        wanted["archive_command"] = wal_helper.archive_command(params["archive"], archive_name)
+        wanted["archive_library"] = ""
+    elif params.get("archive_command") not in (None, ""):
+        wanted["archive_command"] = params["archive_command"]
+        wanted["archive_library"] = ""
+    elif params.get("archive_library") not in (None, ""):
+        wanted["archive_library"] = params["archive_library"]
+        wanted["archive_command"] = ""
+    return wanted
+
+
+def plan_changes(current, wanted):
+    """[(name, before, after)] for the settings whose configured value differs from the wanted one."""
+    changes = []
+    for name, value in wanted.items():
+        meta = current.get(name)
+        if meta is None:
+            if value == "":
+                continue  # resetting a setting this version does not have (archive_library before 15)
+            raise PgdrError("this PostgreSQL version has no setting %s; leave that option out" % name)
+        if normalize(meta["configured"], meta["vartype"], meta["unit"]) != normalize(value, meta["vartype"], meta["unit"]):
+            changes.append((name, meta["configured"], value))
+    return changes
+
+
+def restart_pending(current):
+    """Names of settings that take effect only at a restart and whose configured value is not the running one."""
+    pending = []
+    for name, meta in current.items():
+        if meta["pending_restart"]:
+            pending.append(name)
+        elif meta["context"] == "postmaster":
+            if normalize(meta["configured"], meta["vartype"], meta["unit"]) != normalize(meta["running"], meta["vartype"], meta["unit"]):
+                pending.append(name)
+    return sorted(set(pending))
+
+
+def apply_changes(conn, changes):
+    """ALTER SYSTEM each change, then reload; returns the statements run (values shown, they hold no secrets)."""
+    executed = []
+    with conn.cursor() as cur:
+        for name, _before, after in changes:
+            statement = sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(after))
+            try:
+                cur.execute(statement)
+            except Exception as exc:
+                raise PgdrError("ALTER SYSTEM SET %s failed: %s" % (name, _first_line(exc))) from None
+            executed.append(statement.as_string(conn))
+        if changes:
+            cur.execute("SELECT pg_reload_conf()")
+            executed.append("SELECT pg_reload_conf()")
+    return executed
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- health ---------------------------------------------------------------------------------------
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def archiver_stats(conn):
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time, stats_reset FROM pg_stat_archiver"
+        )
+        row = cur.fetchone()
+    return dict(
+        archived_count=row[0],
+        last_archived_wal=row[1],
+        last_archived_time=_iso(row[2]),
+        failed_count=row[3],
+        last_failed_wal=row[4],
+        last_failed_time=_iso(row[5]),
+        stats_reset=_iso(row[6]),
+    )
+
+
+def replication_slots(conn):
+    """Every replication slot with how far its restart_lsn is behind the server's WAL position, in bytes."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT slot_name, slot_type, active, active_pid, restart_lsn::text, wal_status,"
+            " pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,"
+            " restart_lsn)::bigint FROM pg_replication_slots ORDER BY slot_name"
+        )
+        rows = cur.fetchall()
+    return [dict(slot_name=r[0], slot_type=r[1], active=r[2], active_pid=r[3], restart_lsn=r[4], wal_status=r[5], lag_bytes=r[6]) for r in rows]
+
+
+def server_facts(conn):
+    """data_directory, port, first socket folder, major version, whether in recovery."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT current_setting('data_directory'), current_setting('port')::int, current_setting('unix_socket_directories'),"
+            " current_setting('server_version_num')::int / 10000, pg_is_in_recovery(), current_setting('logging_collector'),"
+            " pg_current_logfile()"
+        )
+        data_dir, port, sockets, major, in_recovery, collector, logfile = cur.fetchone()
+    socket_dir = (sockets or "").split(",")[0].strip() or None
+    if logfile and not os.path.isabs(logfile):
+        logfile = os.path.join(data_dir, logfile)
+    return dict(data_directory=data_dir, port=port, socket_dir=socket_dir, major=major, in_recovery=in_recovery, logfile=logfile)
+
+
+def last_archive_error(log_path, max_bytes=262144):
+    """The most telling recent archiver complaint in the server log (pgdr-wal's own line first), or None."""
+    if not log_path:
+        return None
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for marker in ("pgdr-wal:", "archive command failed", "archive_command", "archiving write-ahead log"):
+        for index in range(len(lines) - 1, -1, -1):
+            if marker in lines[index]:
+                line = lines[index]
+                if marker == "archive command failed" and index + 1 < len(lines) and "DETAIL" in lines[index + 1]:
+                    line += " " + lines[index + 1]
+                return line[:500]
+    return None
+
+
+# --- verify ---------------------------------------------------------------------------------------
+
+
+def switch_wal(conn):
+    """Force a WAL segment switch (writing a record first, so there is something to switch); the finished segment's name."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery()")
+        if cur.fetchone()[0]:
+            raise PgdrError("verify needs a primary: pg_switch_wal() cannot run on a server in recovery")
+        # a switch right after another one (or on an idle server) does nothing: make the current segment non-empty
+        cur.execute("SELECT pg_logical_emit_message(false, 'pgdr.backup', 'wal archive verify')")
+        cur.execute("SELECT pg_walfile_name(pg_switch_wal())")
+        return cur.fetchone()[0]
+
+
+def wait_archived(conn, walfile, timeout, archive_spec=None, log_path=None, poll=0.5):
+    """Wait until ``walfile`` is in the archive: in the store for local/sftp/s3, else per pg_stat_archiver."""
+    started = time.monotonic()
+    reader = None
+    if archive_spec and archive_spec.get("type") in wal_helper.STORE_TYPES:
+        reader = wal_helper.open_archive(archive_spec)
+    try:
+        while True:
+            stats = archiver_stats(conn)
+            if reader is not None:
+                archived = reader.exists(walfile)
+            else:  # compare segment names only: a later .backup file counts, a .history file does not
+                last = stats["last_archived_wal"] or ""
+                archived = wal_helper.SEGMENT_RE.match(last[:24]) is not None and last[:24] >= walfile
+            if archived:
+                return dict(walfile=walfile, seconds=round(time.monotonic() - started, 3), archiver=stats)
+            if time.monotonic() - started > timeout:
+                break
+            time.sleep(poll)
+    finally:
+        if reader is not None:
+            reader.close()
+    reason = last_archive_error(log_path)
+    where = " in %s" % _describe(archive_spec) if archive_spec else ""
+    msg = "WAL segment %s was not archived%s within %d seconds: archiver failed_count %s, last failed %s at %s" % (
+        walfile,
+        where,
+        timeout,
+        stats["failed_count"],
+        stats["last_failed_wal"] or "none",
+        stats["last_failed_time"] or "never",
+    )
+    msg += "; last error: %s" % reason if reason else "; see the server log for the archive_command's errors"
+    raise PgdrError(msg, archiver=stats, walfile=walfile)
+
+
+def _describe(spec):
+    kind = spec.get("type")
+    if kind == "local":
+        return "local:%s" % spec.get("path")
+    if kind == "sftp":
+        return "sftp://%s@%s%s" % (spec.get("user"), spec.get("host"), spec.get("path"))
+    if kind == "s3":
+        return "s3://%s/%s" % (spec.get("bucket"), spec.get("prefix") or "")
+    return kind

@@ -1,0 +1,689 @@
+# Copyright: pgdr.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The WAL archive: its ``archive`` option, and ``pgdr-wal``, the helper PostgreSQL runs as archive/restore_command.
+
+WAL files are stored flat under the archive root (``<path>/<walfile>``, or ``<bucket>/<prefix>/<walfile>``),
+the layout pg_receivewal writes too, so one reader serves both.
+
+``pgdr-wal`` is a Python zipapp built at module run time from this file, ``storage.py`` and ``errors.py``
+(the collection's own source, read through the module loader, so it works from an AnsiballZ zip), installed
+at ``/usr/local/lib/pgdr/pgdr-wal`` with its settings in ``/etc/pgdr/wal/<name>.json`` (0600, owned by the
+server's OS user: it may hold S3 keys)::
+
+    pgdr-wal --config FILE push %p %f     store; identical existing copy = success, different = exit 1
+    pgdr-wal --config FILE fetch %f %p    download; a missing segment falls back to %f.partial; missing = exit 1
+    pgdr-wal --config FILE list [--json]  what the archive holds
+
+This file must stay importable without Ansible (the helper runs outside it) and cheap to import:
+boto3 and paramiko are loaded only by the helper that needs them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import json
+import os
+import re
+import shlex
+import stat
+import sys
+import zipfile
+
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+ARCHIVE_TYPES = ["local", "sftp", "s3", "probackup", "command"]
+STORE_TYPES = ("local", "sftp", "s3")  # the ones pgdr-wal reads and writes
+HELPER_DIR = "/usr/local/lib/pgdr"
+HELPER_NAME = "pgdr-wal"
+CONFIG_DIR = "/etc/pgdr/wal"
+CONFIG_FORMAT = 1
+CHUNK = 1024 * 1024
+
+# 24 hex digits (timeline, log, segment) with the suffixes PostgreSQL and pg_receivewal use
+WAL_NAME_RE = re.compile(r"^([0-9A-F]{8}\.history|[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?)(\.gz)?$")
+SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+# suboptions that make up the store's settings in the helper's config, per type
+_STORE_KEYS = {
+    "local": ("path",),
+    "sftp": ("path", "host", "port", "user", "key_file", "known_hosts"),
+    "s3": ("endpoint_url", "region", "bucket", "prefix", "access_key", "secret_key", "addressing_style"),
+}
+
+
+def archive_argument_spec():
+    """The ``archive`` option (doc fragment pgdr.backup.wal_archive): where WAL files are archived."""
+    return dict(
+        archive=dict(
+            type="dict",
+            options=dict(
+                type=dict(type="str", required=True, choices=ARCHIVE_TYPES),
+                path=dict(type="str"),
+                host=dict(type="str"),
+                port=dict(type="int", default=22),
+                user=dict(type="str", default="root"),
+                key_file=dict(type="path"),
+                known_hosts=dict(type="path"),
+                endpoint_url=dict(type="str"),
+                region=dict(type="str"),
+                bucket=dict(type="str"),
+                prefix=dict(type="str", default=""),
+                access_key=dict(type="str", no_log=True),
+                secret_key=dict(type="str", no_log=True),
+                addressing_style=dict(type="str", default="path", choices=["path", "virtual", "auto"]),
+                backup_path=dict(type="path"),
+                instance=dict(type="str"),
+                binary=dict(type="path", default="pg_probackup"),
+                archive_command=dict(type="str"),
+                restore_command=dict(type="str"),
+            ),
+        )
+    )
+
+
+def validate_spec(spec):
+    """Raise PgdrError unless ``spec`` has what its type needs."""
+    spec = spec or {}
+    kind = spec.get("type")
+    if kind not in ARCHIVE_TYPES:
+        raise PgdrError("archive.type must be one of %s, not %r" % (", ".join(ARCHIVE_TYPES), kind))
+    needed = {
+        "local": ("path",),
+        "sftp": ("host", "path"),
+        "s3": ("bucket",),
+        "probackup": ("backup_path", "instance"),
+        "command": (),
+    }[kind]
+    for option in needed:
+        if spec.get(option) in (None, ""):
+            raise PgdrError("archive.%s is required for archive type %s" % (option, kind))
+    if kind in ("local", "sftp") and not spec["path"].startswith("/"):
+        raise PgdrError("archive.path must be an absolute path for archive type %s, not %r" % (kind, spec["path"]))
+    if kind == "command" and not (spec.get("archive_command") or spec.get("restore_command")):
+        raise PgdrError("archive type command needs archive.archive_command and/or archive.restore_command")
+    return spec
+
+
+def validate_name(name):
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 100:
+        raise PgdrError("archive name %r is not usable as a file name: use letters, digits, '_', '-' and '.'" % (name,))
+    return name
+
+
+def helper_path(helper_dir=HELPER_DIR):
+    return os.path.join(helper_dir, HELPER_NAME)
+
+
+def config_path(name, config_dir=CONFIG_DIR):
+    return os.path.join(config_dir, "%s.json" % validate_name(name))
+
+
+# --- the strings PostgreSQL runs ------------------------------------------------------------------
+
+
+def _helper_invocation(name, action, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
+    argv = [helper_path(helper_dir), "--config", config_path(name, config_dir)]
+    return " ".join(shlex.quote(part) for part in argv) + " " + action
+
+
+def archive_command(spec, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
+    """The archive_command for ``spec`` (pure: installs nothing; see install())."""
+    validate_spec(spec)
+    kind = spec["type"]
+    if kind in STORE_TYPES:
+        return _helper_invocation(name, "push %p %f", helper_dir, config_dir)
+    if kind == "probackup":
+        argv = [spec.get("binary") or "pg_probackup", "archive-push", "-B", spec["backup_path"], "--instance", spec["instance"]]
+        return " ".join(shlex.quote(part) for part in argv) + " --wal-file-path=%p --wal-file-name=%f"
+    if not spec.get("archive_command"):
+        raise PgdrError("archive type command needs archive.archive_command to archive")
+    return spec["archive_command"]
+
+
+def restore_command_string(spec, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
+    """The restore_command for ``spec``, without installing anything."""
+    validate_spec(spec)
+    kind = spec["type"]
+    if kind in STORE_TYPES:
+        return _helper_invocation(name, "fetch %f %p", helper_dir, config_dir)
+    if kind == "probackup":
+        argv = [spec.get("binary") or "pg_probackup", "archive-get", "-B", spec["backup_path"], "--instance", spec["instance"]]
+        return " ".join(shlex.quote(part) for part in argv) + " --wal-file-path=%p --wal-file-name=%f"
+    if not spec.get("restore_command"):
+        raise PgdrError("archive type command needs archive.restore_command to restore")
+    return spec["restore_command"]
+
+
+def restore_command(spec, name, os_user="postgres", install_helper=True, check_mode=False):
+    """The restore_command for ``spec``; for local/sftp/s3 installs pgdr-wal and its config on this host first."""
+    validate_spec(spec)
+    if install_helper and spec["type"] in STORE_TYPES:
+        install(spec, name, os_user=os_user, check_mode=check_mode)
+    return restore_command_string(spec, name)
+
+
+# --- building and installing the helper -----------------------------------------------------------
+
+_PACKAGE = "ansible_collections.pgdr.backup.plugins.module_utils"
+_SOURCES = ("errors", "storage", "wal_helper")
+_MAIN = "import sys\nfrom ansible_collections.pgdr.backup.plugins.module_utils.wal_helper import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def _source(module_name):
+    """Source text of one of our module_utils, from wherever it was imported (a plain file or AnsiballZ's zip)."""
+    full = "%s.%s" % (_PACKAGE, module_name)
+    module = sys.modules.get(full)
+    if module is None:
+        import importlib
+
+        module = importlib.import_module(full)
+    loader = getattr(module, "__loader__", None)
+    text = None
+    if loader is not None and hasattr(loader, "get_source"):
+        try:
+            text = loader.get_source(full)
+        except (ImportError, OSError):
+            text = None
+    if text is None:
+        with open(module.__file__, encoding="utf-8") as handle:
+            text = handle.read()
+    return text
+
+
+def build_zipapp(python=None):
+    """The pgdr-wal zipapp as bytes; the same sources give the same bytes (so reinstalling is a no-op)."""
+    python = python or sys.executable or "/usr/bin/python3"
+    buf = io.BytesIO()
+    # -I: ignore PYTHON* variables and the user's site-packages; the archiver's environment is not ours to trust
+    buf.write(("#!%s -I\n" % python).encode())
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+
+        def add(name, text):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, text)
+
+        add("__main__.py", _MAIN)
+        parts = _PACKAGE.split(".")
+        for depth in range(1, len(parts) + 1):
+            add("/".join(parts[:depth]) + "/__init__.py", "")
+        for module_name in _SOURCES:
+            add("%s/%s.py" % ("/".join(parts), module_name), _source(module_name))
+    return buf.getvalue()
+
+
+def helper_config(spec, name):
+    """The helper's JSON settings for ``spec`` (holds secrets: written 0600 only)."""
+    validate_spec(spec)
+    kind = spec["type"]
+    if kind not in STORE_TYPES:
+        raise PgdrError("pgdr-wal serves archive types %s, not %s" % (", ".join(STORE_TYPES), kind))
+    store = {key: spec.get(key) for key in _STORE_KEYS[kind] if spec.get(key) not in (None, "")}
+    config = dict(format=CONFIG_FORMAT, name=name, type=kind, store=store)
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _owner_ids(user):
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise PgdrError("OS user %s does not exist on this host; set os_user to the user that runs PostgreSQL" % user) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _readable_by(path, uid, gid):
+    """Whether ``uid`` can read ``path`` (mode bits; root can read anything)."""
+    if uid == 0:
+        return True
+    try:
+        found = os.stat(path)
+    except OSError:
+        return False
+    mode = found.st_mode
+    if found.st_uid == uid:
+        return bool(mode & stat.S_IRUSR)
+    if found.st_gid == gid:
+        return bool(mode & stat.S_IRGRP)
+    return bool(mode & stat.S_IROTH)
+
+
+def _ensure_dir(path, mode, uid, gid, check_mode):
+    if os.path.isdir(path):
+        return False
+    if not check_mode:
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            _ensure_dir(parent, 0o755, 0, 0, check_mode)
+        os.mkdir(path, mode)
+        os.chmod(path, mode)
+        if os.geteuid() == 0:
+            os.chown(path, uid, gid)
+    return True
+
+
+def _install_file(path, data, mode, uid, gid, check_mode):
+    """Write ``data`` atomically unless the file already holds it with this mode and owner; True if it changed."""
+    try:
+        found = os.stat(path)
+        with open(path, "rb") as handle:
+            same = handle.read() == data
+        owner_ok = os.geteuid() != 0 or (found.st_uid, found.st_gid) == (uid, gid)
+        if same and stat.S_IMODE(found.st_mode) == mode and owner_ok:
+            return False
+    except FileNotFoundError:
+        pass
+    if check_mode:
+        return True
+    temp = "%s.tmp-%d" % (path, os.getpid())
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if os.geteuid() == 0:
+            os.chown(temp, uid, gid)
+        os.chmod(temp, mode)
+        os.rename(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    return True
+
+
+def install(spec, name, os_user="postgres", check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
+    """Install pgdr-wal and the config for ``spec`` on this host; dict(helper=, config=, changed=).
+
+    Only local/sftp/s3 need it; other types return changed False and no paths. Needs root for the default
+    folders (the helper is root:root 0755; the config 0600 owned by ``os_user``, who runs the archiver).
+    """
+    validate_spec(spec)
+    name = validate_name(name)
+    if spec["type"] not in STORE_TYPES:
+        return dict(helper=None, config=None, changed=False)
+    uid, gid = _owner_ids(os_user)
+    for option in ("key_file", "known_hosts"):
+        path = spec.get(option) if spec["type"] == "sftp" else None
+        if path and not _readable_by(path, uid, gid):
+            raise PgdrError(
+                "archive.%s %s must be a file the %s user can read: pgdr-wal runs as %s from archive_command/restore_command "
+                "(for example install -o %s -m 0600 the key into ~%s/.ssh/)" % (option, path, os_user, os_user, os_user, os_user)
+            )
+    if os.geteuid() != 0 and (helper_dir, config_dir) == (HELPER_DIR, CONFIG_DIR):
+        if not (os.access(helper_dir, os.W_OK) and os.access(config_dir, os.W_OK)):
+            raise PgdrError("installing pgdr-wal into %s and %s needs root: run the task with become (as root)" % (helper_dir, config_dir))
+    helper, config = helper_path(helper_dir), config_path(name, config_dir)
+    changed = False
+    try:
+        changed |= _ensure_dir(helper_dir, 0o755, 0, 0, check_mode)
+        changed |= _ensure_dir(config_dir, 0o755, 0, 0, check_mode)
+        changed |= _install_file(helper, build_zipapp(), 0o755, 0, 0, check_mode)
+        changed |= _install_file(config, helper_config(spec, name), 0o600, uid, gid, check_mode)
+        if spec["type"] == "local":
+            # the folder the archiver writes to; a mounted share that is missing is not created by the helper itself
+            changed |= _ensure_dir(spec["path"], 0o700, uid, gid, check_mode)
+    except OSError as exc:
+        raise PgdrError("installing pgdr-wal (%s, %s) failed: %s" % (helper, config, exc.strerror or exc)) from None
+    return dict(helper=helper, config=config, changed=changed)
+
+
+# --- reading an archive (restore prechecks, verify) -----------------------------------------------
+
+
+def _utc(timestamp):
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+
+
+class WalArchive:
+    """A read view of a local/sftp/s3 archive: ``list()``, ``exists(walfile)``, ``newest_segment()``."""
+
+    def __init__(self, spec):
+        self.spec = validate_spec(spec)
+        if spec["type"] not in STORE_TYPES:
+            raise PgdrError("archive type %s cannot be listed by pgdr.backup; check it with its own tool" % spec["type"])
+        self.kind = spec["type"]
+        self._repo = None
+
+    @property
+    def repo(self):
+        if self._repo is None:
+            from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params
+
+            self._repo = repository_from_params(dict(self.spec))
+        return self._repo
+
+    def describe(self):
+        return self.repo.describe()
+
+    def close(self):
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def list(self):
+        """Every WAL file stored: dicts name, size, mtime (aware UTC datetime), sorted by name."""
+        found = []
+        if self.kind == "local":
+            root = self.spec["path"]
+            try:
+                with os.scandir(root) as entries:
+                    for entry in entries:
+                        if WAL_NAME_RE.match(entry.name) and entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            found.append(dict(name=entry.name, size=info.st_size, mtime=_utc(info.st_mtime)))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise PgdrError("listing the WAL archive %s failed: %s" % (root, exc.strerror or exc)) from None
+        elif self.kind == "sftp":
+            repo = self.repo
+            try:
+                entries = repo.sftp.listdir_attr(repo.root)
+            except FileNotFoundError:
+                entries = []
+            except (OSError, EOFError) as exc:
+                raise PgdrError("listing the WAL archive %s failed: %s" % (repo.describe(), exc)) from None
+            for entry in entries:
+                if WAL_NAME_RE.match(entry.filename) and stat.S_ISREG(entry.st_mode):
+                    found.append(dict(name=entry.filename, size=entry.st_size, mtime=_utc(entry.st_mtime)))
+        else:
+            repo = self.repo
+            folder = repo.prefix + "/" if repo.prefix else ""
+            for page in repo._pages("listing the WAL archive", Prefix=folder, Delimiter="/"):
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(folder) :]
+                    if WAL_NAME_RE.match(name):
+                        found.append(dict(name=name, size=item["Size"], mtime=item["LastModified"].astimezone(datetime.timezone.utc)))
+        return sorted(found, key=lambda item: item["name"])
+
+    def exists(self, walfile):
+        """Whether ``walfile`` is stored (as itself; ``.partial`` or ``.gz`` copies do not count)."""
+        if not WAL_NAME_RE.match(walfile):
+            raise PgdrError("%r is not a WAL file name" % (walfile,))
+        if self.kind == "local":
+            return os.path.isfile(os.path.join(self.spec["path"], walfile))
+        return self.repo.exists(walfile)
+
+    def newest_segment(self):
+        """(segment name, mtime) of the newest segment stored, whole or ``.partial``; None if there is none."""
+        newest = None
+        for item in self.list():
+            segment = item["name"].split(".")[0]
+            if SEGMENT_RE.match(segment) and not item["name"].endswith(".backup") and ".backup." not in item["name"]:
+                key = (segment[8:], segment[:8])  # by position first, then timeline
+                if newest is None or key >= newest[0]:
+                    newest = (key, segment, item["mtime"])
+        return None if newest is None else (newest[1], newest[2])
+
+
+def open_archive(spec):
+    """A WalArchive for ``spec`` (local/sftp/s3); PgdrError for types pgdr.backup cannot read."""
+    return WalArchive(spec)
+
+
+# --- the pgdr-wal program -------------------------------------------------------------------------
+
+
+class _Missing(Exception):
+    """The WAL file asked for is not in the archive (fetch exits 1 without a message)."""
+
+
+def _block_unneeded_imports(kind):
+    # storage.py imports boto3 and paramiko up front; the archiver starts us once per segment, so skip the heavy ones
+    for library, needed_by in (("boto3", "s3"), ("paramiko", "sftp")):
+        if kind != needed_by and library not in sys.modules:
+            sys.modules[library] = None
+
+
+def load_config(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except OSError as exc:
+        raise PgdrError("cannot read config %s: %s" % (path, exc.strerror or exc)) from None
+    except ValueError as exc:
+        raise PgdrError("config %s is not valid JSON: %s" % (path, exc)) from None
+    if config.get("format") != CONFIG_FORMAT or config.get("type") not in STORE_TYPES:
+        raise PgdrError("config %s is not a pgdr-wal config (format %s)" % (path, CONFIG_FORMAT))
+    return config
+
+
+class LocalStore:
+    """A folder: writes go to a temporary name and are linked into place, which never replaces an existing file."""
+
+    def __init__(self, path):
+        self.root = path
+
+    def describe(self):
+        return "local:%s" % self.root
+
+    def _path(self, walfile):
+        return os.path.join(self.root, walfile)
+
+    def _fsync_dir(self):
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def push(self, source, walfile):
+        # a missing folder is an error, not something to create: it may be a share that is not mounted
+        if not os.path.isdir(self.root):
+            raise PgdrError("archive folder %s does not exist (is the share mounted?)" % self.root)
+        final = self._path(walfile)
+        if os.path.exists(final):
+            return _compare_existing(source, walfile, lambda: open(final, "rb"), os.path.getsize(final), self.describe())
+        temp = "%s.pgdr-tmp-%d" % (final, os.getpid())
+        try:
+            with open(source, "rb") as src, open(temp, "wb") as dst:
+                while True:
+                    data = src.read(CHUNK)
+                    if not data:
+                        break
+                    dst.write(data)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.chmod(temp, 0o600)
+            try:
+                os.link(temp, final)  # fails if the name exists: a concurrent writer never gets replaced
+            except FileExistsError:
+                return _compare_existing(source, walfile, lambda: open(final, "rb"), os.path.getsize(final), self.describe())
+            finally:
+                os.unlink(temp)
+            self._fsync_dir()
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
+        return "archived"
+
+    def open_reader(self, walfile):
+        try:
+            return open(self._path(walfile), "rb")
+        except FileNotFoundError:
+            raise _Missing(walfile) from None
+
+    def exists(self, walfile):
+        return os.path.isfile(self._path(walfile))
+
+
+class RepoStore:
+    """An sftp or s3 Repository from storage.py."""
+
+    def __init__(self, repo):
+        self.repo = repo
+
+    def describe(self):
+        return self.repo.describe()
+
+    def push(self, source, walfile):
+        if self.repo.exists(walfile):
+            return _compare_existing(source, walfile, lambda: _ReaderContext(self.repo, walfile), self.repo.size(walfile), self.describe())
+        with open(source, "rb") as src, self.repo.open_writer(walfile) as writer:
+            while True:
+                data = src.read(CHUNK)
+                if not data:
+                    break
+                writer.write(data)
+        return "archived"
+
+    def open_reader(self, walfile):
+        if not self.repo.exists(walfile):
+            raise _Missing(walfile)
+        return _ReaderContext(self.repo, walfile)
+
+    def exists(self, walfile):
+        return self.repo.exists(walfile)
+
+
+class _ReaderContext:
+    """``with`` support around a Repository's open_reader, like open() for local files."""
+
+    def __init__(self, repo, key):
+        self._cm = repo.open_reader(key)
+
+    def __enter__(self):
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._cm.__exit__(*exc_info)
+
+
+def _digest(opener):
+    digest = hashlib.sha256()
+    with opener() as reader:
+        while True:
+            data = reader.read(CHUNK)
+            if not data:
+                break
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _compare_existing(source, walfile, opener, stored_size, where):
+    """An existing copy: identical is success (a retry after a lost reply), different is an error."""
+    if stored_size == os.path.getsize(source) and _digest(opener) == _digest(lambda: open(source, "rb")):
+        return "already archived (identical)"
+    raise PgdrError(
+        "%s already exists in %s with different content; refusing to overwrite it. Another cluster may be archiving "
+        "into the same place (check the archive name), or the copy is damaged: compare it by hand" % (walfile, where)
+    )
+
+
+def store_from_config(config):
+    _block_unneeded_imports(config["type"])
+    store = dict(config.get("store") or {}, type=config["type"])
+    if config["type"] == "local":
+        return LocalStore(store["path"])
+    from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params
+
+    return RepoStore(repository_from_params(store))
+
+
+def fetch(store, walfile, dest):
+    """Copy ``walfile`` (or, for a segment, ``walfile.partial``) to ``dest``; raises _Missing."""
+    candidates = [walfile]
+    if SEGMENT_RE.match(walfile):
+        candidates.append(walfile + ".partial")  # pg_receivewal's unfinished last segment
+    for candidate in candidates:
+        try:
+            reader_cm = store.open_reader(candidate)
+        except _Missing:
+            continue
+        temp = "%s.pgdr-tmp-%d" % (dest, os.getpid())
+        try:
+            with reader_cm as reader, open(temp, "wb") as out:
+                while True:
+                    data = reader.read(CHUNK)
+                    if not data:
+                        break
+                    out.write(data)
+            os.rename(temp, dest)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
+        return candidate
+    raise _Missing(walfile)
+
+
+def _check_walfile(walfile):
+    if not WAL_NAME_RE.match(walfile or "") or walfile.endswith(".gz"):
+        raise PgdrError("%r is not a WAL file name" % (walfile,))
+
+
+def main(argv=None):
+    """The pgdr-wal command line; returns the exit code (0 done, 1 failed or not found, 2 usage)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=HELPER_NAME, description="pgdr.backup WAL archive helper")
+    parser.add_argument("--config", required=True)
+    sub = parser.add_subparsers(dest="action", required=True)
+    push_parser = sub.add_parser("push", help="archive_command: push %%p %%f")
+    push_parser.add_argument("path")
+    push_parser.add_argument("walfile")
+    fetch_parser = sub.add_parser("fetch", help="restore_command: fetch %%f %%p")
+    fetch_parser.add_argument("walfile")
+    fetch_parser.add_argument("path")
+    list_parser = sub.add_parser("list", help="list the archive")
+    list_parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    secret = None
+    try:
+        config = load_config(args.config)
+        secret = (config.get("store") or {}).get("secret_key")
+        store = store_from_config(config)
+        if args.action == "push":
+            _check_walfile(args.walfile)
+            store.push(args.path, args.walfile)
+        elif args.action == "fetch":
+            _check_walfile(args.walfile)
+            try:
+                fetch(store, args.walfile, args.path)
+            except _Missing:
+                return 1  # the normal end of the archive: PostgreSQL asks for files that do not exist yet
+        else:
+            spec = dict(config.get("store") or {}, type=config["type"])
+            with WalArchive(spec) as archive:
+                items = archive.list()
+            if args.json:
+                print(json.dumps([dict(item, mtime=item["mtime"].isoformat()) for item in items]))
+            else:
+                for item in items:
+                    print("%s\t%d\t%s" % (item["name"], item["size"], item["mtime"].isoformat()))
+        return 0
+    except PgdrError as exc:
+        _complain(args, exc.msg, secret)
+    except (OSError, EOFError) as exc:
+        _complain(args, "%s%s" % (exc.strerror or exc, " (%s)" % exc.filename if getattr(exc, "filename", None) else ""), secret)
+    except Exception as exc:  # never a traceback in the server log, and never exit > 125 (the archiver would die)
+        _complain(args, "%s: %s" % (type(exc).__name__, exc), secret)
+    return 1
+
+
+def _complain(args, message, secret):
+    if secret:
+        message = message.replace(secret, "********")
+    target = getattr(args, "walfile", "")
+    sys.stderr.write("pgdr-wal: %s %s failed: %s\n" % (args.action, target, message))
+    sys.stderr.flush()

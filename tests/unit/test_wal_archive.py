@@ -1,0 +1,134 @@
+"""Settings comparison and planning (no server), and the receiver's supervisor with a stand-in program."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from ansible_collections.pgdr.backup.plugins.module_utils import receivewal, wal_archive
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+
+@pytest.mark.parametrize(
+    "a, b, vartype, unit",
+    [
+        ("0", "0MB", "integer", "MB"),
+        ("1GB", "1024", "integer", "MB"),
+        ("1024MB", "1GB", "integer", "MB"),
+        ("60s", "1min", "integer", "s"),
+        ("0", "0s", "integer", "s"),
+        ("5min", "300", "integer", "s"),
+        ("on", "true", "bool", None),
+        ("Replica", "replica", "enum", None),
+        ("128MB", "16384", "integer", "8kB"),
+    ],
+)
+def test_equal_values_normalize_alike(a, b, vartype, unit):
+    assert wal_archive.normalize(a, vartype, unit) == wal_archive.normalize(b, vartype, unit)
+
+
+@pytest.mark.parametrize(
+    "a, b, vartype, unit",
+    [("1GB", "1000", "integer", "MB"), ("on", "always", "enum", None), ("cp %p /a", "cp %p /b", "string", None), ("59s", "1min", "integer", "s")],
+)
+def test_different_values_stay_different(a, b, vartype, unit):
+    assert wal_archive.normalize(a, vartype, unit) != wal_archive.normalize(b, vartype, unit)
+
+
+def meta(configured, running=None, vartype="string", unit=None, context="sighup", pending=False):
+    return dict(configured=configured, running=configured if running is None else running, vartype=vartype, unit=unit, context=context, pending_restart=pending)
+
+
+def test_plan_changes_only_what_differs_and_pending_restart():
+    current = dict(
+        archive_mode=meta("off", vartype="enum", context="postmaster"),
+        wal_keep_size=meta("0", vartype="integer", unit="MB"),
+        archive_command=meta(""),
+        archive_library=meta(""),
+    )
+    wanted = dict(archive_mode="on", wal_keep_size="0MB", archive_command="cp %p /x/%f", archive_library="")
+    changes = wal_archive.plan_changes(current, wanted)
+    assert changes == [("archive_mode", "off", "on"), ("archive_command", "", "cp %p /x/%f")]
+    assert wal_archive.restart_pending(current) == []
+    current["archive_mode"] = meta("on", running="off", vartype="enum", context="postmaster")
+    assert wal_archive.restart_pending(current) == ["archive_mode"]
+    assert wal_archive.plan_changes(current, dict(archive_mode="on")) == []
+
+
+def test_unknown_setting_is_refused_unless_it_is_being_cleared():
+    assert wal_archive.plan_changes({}, dict(archive_library="")) == []
+    with pytest.raises(PgdrError, match="no setting archive_library"):
+        wal_archive.plan_changes({}, dict(archive_library="basic_archive"))
+
+
+def test_desired_settings_from_options():
+    spec = dict(type="local", path="/wal")
+    wanted = wal_archive.desired_settings(dict(archive=spec, archive_mode="on", max_wal_senders=10), "16-main")
+    assert wanted["archive_command"].endswith("/etc/pgdr/wal/16-main.json push %p %f")
+    assert wanted["archive_library"] == "" and wanted["archive_mode"] == "on" and wanted["max_wal_senders"] == "10"
+    assert wal_archive.desired_settings(dict(archive_library="basic_archive"), "n") == dict(archive_library="basic_archive", archive_command="")
+    with pytest.raises(PgdrError, match="mutually exclusive"):
+        wal_archive.desired_settings(dict(archive=spec, archive_command="cp"), "n")
+    with pytest.raises(PgdrError, match="mutually exclusive"):
+        wal_archive.desired_settings(dict(archive_library="x", archive_command="cp"), "n")
+
+
+def test_last_archive_error_prefers_the_helpers_own_line(tmp_path):
+    log = tmp_path / "postgresql.log"
+    log.write_text(
+        "LOG:  checkpoint starting\n"
+        "pgdr-wal: push 000000010000000000000007 failed: creating x failed: Permission denied\n"
+        "LOG:  archive command failed with exit code 1\n"
+        "DETAIL:  The failed archive command was: /usr/local/lib/pgdr/pgdr-wal --config c push pg_wal/0007 0007\n"
+    )
+    assert "Permission denied" in wal_archive.last_archive_error(str(log))
+    log.write_text("LOG:  archive command failed with exit code 3\nDETAIL:  The failed archive command was: false\n")
+    assert wal_archive.last_archive_error(str(log)) == ("LOG:  archive command failed with exit code 3 DETAIL:  The failed archive command was: false")
+    assert wal_archive.last_archive_error(str(tmp_path / "missing")) is None
+
+
+def test_receivewal_argv_and_systemd_unit():
+    argv = receivewal.receivewal_argv("/usr/lib/postgresql/16/bin/pg_receivewal", "/wal/db1", "arch", synchronous=True, compress=5)
+    assert argv == ["/usr/lib/postgresql/16/bin/pg_receivewal", "--directory", "/wal/db1", "--slot", "arch", "--no-password", "--synchronous", "--compress=5"]
+    unit = receivewal.unit_text("arch", ["/bin/pg_receivewal", "-D", "/w 1%"], {"PGHOST": "db$1"}, "postgres")
+    assert 'ExecStart="/bin/pg_receivewal" "-D" "/w 1%%"' in unit
+    assert 'Environment="PGHOST=db$$1"' in unit and "Restart=always" in unit and "User=postgres" in unit
+    with pytest.raises(PgdrError, match="not a valid slot name"):
+        receivewal.Receiver(dict(slot="Bad-Slot"), None)
+
+
+def test_supervisor_keeps_a_program_running_and_stops_by_pidfile(tmp_path):
+    """The supervisor itself, with sleep standing in for pg_receivewal: detaches, restarts, stops."""
+    receiver = receivewal.Receiver(dict(slot="unit_test", state_dir=str(tmp_path / "state"), service_manager="supervisor"), None)
+    os.makedirs(receiver.state_dir, mode=0o700)
+    config = b'{"argv": ["sleep", "300"], "env": {"PATH": "/usr/bin:/bin"}, "slot": "unit_test"}\n'
+    assert receiver._present_supervisor(config, None, check_mode=True) == ["start pg_receivewal"]
+    assert receiver.running() is False
+    try:
+        assert receiver._present_supervisor(config, None, check_mode=False) == ["start pg_receivewal"]
+        supervisor = receiver.supervisor_pid()
+        assert supervisor and receiver.running()
+        assert os.getsid(supervisor) != os.getsid(0)  # its own session: a closing SSH session does not take it along
+        first = wait_for(receiver.receivewal_pid)
+        assert receiver._present_supervisor(config, None, check_mode=False) == []  # same settings: nothing to do
+        os.kill(first, signal.SIGKILL)
+        second = wait_for(lambda: receiver.receivewal_pid() if receiver.receivewal_pid() != first else None)
+        assert second != first
+        assert "exited" in (tmp_path / "state" / "receiver.log").read_text()
+        changed = config.replace(b"300", b"301")
+        assert receiver._present_supervisor(changed, None, check_mode=False) == ["restart pg_receivewal (settings changed)"]
+        assert receiver.supervisor_pid() != supervisor
+    finally:
+        receiver._stop_supervisor()
+    assert receiver.running() is False and not (tmp_path / "state" / "supervisor.pid").exists()
+
+
+def wait_for(probe, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
