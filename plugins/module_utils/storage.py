@@ -477,9 +477,10 @@ class _SftpReader:
         while self._pos >= len(self._piece):
             piece = next(self._pieces, None)
             if piece is None:
-                self._pieces = self._next_window()
-                if self._pieces is None:
+                window = self._next_window()
+                if window is None:  # at the end; stays there for later reads
                     return b""
+                self._pieces = window
                 continue
             self._piece, self._pos = piece, 0
         data = self._piece[self._pos:self._pos + size]
