@@ -7,6 +7,10 @@ module: restore_cluster
 short_description: Restore a backup set and prove the restore against its manifest
 version_added: 0.1.0
 description:
+  - Physical restores - with O(pg_data), a base backup set from M(pgdr.backup.pg_basebackup) (plain or tar, or an
+    incremental chain combined with C(pg_combinebackup)) replaces the cluster in O(pg_data) and recovers to a target
+    (O(recovery_target_time), O(recovery_target_xid), O(recovery_target_lsn), O(recovery_target_name),
+    O(recovery_target=immediate), or the end of the O(archive)); see the physical restore notes below.
   - Restores logical backup sets written by M(pgdr.backup.pg_logical_dump) from any repository (local folder,
     SFTP, S3-compatible), selected by O(backup_id) or the latest complete set of O(cluster).
   - Before the target is touched, every file of the set is read back and its size and sha256 compared with
@@ -29,6 +33,8 @@ author:
 extends_documentation_fragment:
   - pgdr.backup.connection
   - pgdr.backup.storage
+  - pgdr.backup.service
+  - pgdr.backup.wal_archive
 attributes:
   check_mode:
     support: full
@@ -70,13 +76,98 @@ options:
     choices: [fail, rename, replace, use]
     default: fail
   keep_previous:
-    description: With O(if_exists=replace), keep the replaced database as C(<name>_previous_<backup_id>).
+    description:
+      - With O(if_exists=replace), keep the replaced database as C(<name>_previous_<backup_id>).
+      - For physical restores, keep the replaced data directory as C(<pg_data>.pgdr-previous-<backup_id>) after the restored
+        cluster has started and passed verification (it is always kept until then, and put back on failure).
     type: bool
     default: false
   verify:
-    description: Recompute every table's row count and fingerprint after the restore and compare with the manifest.
+    description:
+      - Logical restores - recompute every table's row count and fingerprint after the restore and compare with the manifest.
+      - Physical restores - check the deployed copy with C(pg_verifybackup) (every file against PostgreSQL's C(backup_manifest))
+        before the server starts, and after it starts check its system identifier and that recovery passed the backup's end.
     type: bool
     default: true
+  force:
+    description:
+      - Physical restores - stop the server of O(pg_data) if it is running. Without it a running server makes the task fail
+        before anything is changed.
+    type: bool
+    default: false
+  recovery_target:
+    description:
+      - Physical restores - V(immediate) stops recovery as soon as the backup is consistent (its end); V(latest) (the default
+        when no other target is given) replays all WAL the O(archive) holds.
+    type: str
+    choices: [immediate, latest]
+  recovery_target_time:
+    description:
+      - Physical restores - recover up to this time, with a time zone, for example V(2026-11-22 10:15:00+00).
+      - Refused before anything changes when it lies before the backup's end or after the newest segment in O(archive).
+    type: str
+  recovery_target_xid:
+    description: Physical restores - recover up to this transaction id.
+    type: str
+  recovery_target_lsn:
+    description:
+      - Physical restores - recover up to this WAL location, for example V(0/5000100).
+      - Refused before anything changes when it lies before the backup's end or after the newest segment in O(archive).
+    type: str
+  recovery_target_name:
+    description: Physical restores - recover up to this restore point (made with C(pg_create_restore_point())).
+    type: str
+  recovery_target_inclusive:
+    description: Physical restores - whether recovery stops just after (V(true), PostgreSQL's default) or just before the target.
+    type: bool
+  recovery_target_timeline:
+    description: Physical restores - the timeline to follow, V(latest) (default with a target), V(current) or a number.
+    type: str
+  recovery_target_action:
+    description:
+      - Physical restores - what the server does at the target. Always written explicitly, because PostgreSQL's own default
+        (V(pause)) would leave an unattended restore waiting.
+      - V(promote) ends recovery and opens the cluster read-write; V(pause) keeps it read-only at the target (inspect, then
+        promote with C(pg_wal_replay_resume())); V(shutdown) stops the server at the target.
+    type: str
+    choices: [promote, pause, shutdown]
+    default: promote
+  standby:
+    description:
+      - Physical restores - build a streaming standby instead of a recovered copy, C(standby.signal) instead of C(recovery.signal).
+    type: dict
+    suboptions:
+      primary_conninfo:
+        description: libpq connection string to the primary, for example V(host=db1 user=replicator application_name=db2). Never logged.
+        type: str
+        required: true
+      slot:
+        description: Physical replication slot on the primary to stream from (C(primary_slot_name)).
+        type: str
+  archive_mode:
+    description:
+      - Physical restores - C(archive_mode) of the restored cluster. V(off) (the default) makes sure a drill or scratch copy never
+        writes WAL into the production archive.
+    type: str
+    choices: ['off', 'on', always]
+    default: 'off'
+  server_settings:
+    description:
+      - Physical restores - more settings written to the restored cluster's C(postgresql.auto.conf), for example V({port: 5433}).
+    type: dict
+  tablespace_mapping:
+    description:
+      - Physical restores - new folders for tablespaces, keyed by the original location (or the tablespace OID). Each folder must be
+        empty or absent; without a mapping the original location is used.
+    type: dict
+  recovery_timeout:
+    description: Physical restores - seconds to wait for recovery to reach its target before the restore is rolled back.
+    type: int
+    default: 600
+  start_timeout:
+    description: Physical restores - seconds to wait for the server to start (and to accept connections).
+    type: int
+    default: 120
   analyze:
     description: Run C(ANALYZE) in each restored database.
     type: bool
@@ -135,9 +226,22 @@ options:
     description:
       - Folder with C(pg_restore) and C(psql) for the target server. Default - C(/usr/lib/postgresql/<major>/bin),
         then C(PATH), matching the target server's major version.
+      - For physical restores, the binaries the restored cluster runs with (C(pg_ctl), C(pg_verifybackup), C(pg_combinebackup));
+        they must be of the backup's major version.
     type: path
 notes:
   - A set dumped from an older major version restores into a newer server (the target's pg_restore is used).
+  - >-
+    Physical restores run on the host whose cluster is replaced, as root (or the O(os_user)). The set is deployed next to
+    O(pg_data) while the current server still runs (tars are streamed from the repository through sha256 into C(tar));
+    the server is stopped only then, its data directory renamed to C(<pg_data>.pgdr-previous-<backup_id>), the new one renamed into
+    place, recovery settings written to C(postgresql.auto.conf) with C(recovery.signal) (or C(standby.signal)), and the server started.
+    If it does not start, or recovery does not reach the target within O(recovery_timeout), or verification fails, the restored
+    directory is removed, the previous one put back and started again if it was running.
+  - >-
+    Refused before anything changes - a set that is incomplete or whose files do not match the manifest, a backup of another major
+    version than the target's binaries or cluster, a recovery target before the backup's end or after the newest archived WAL,
+    and a running server without O(force).
 seealso:
   - module: pgdr.backup.pg_logical_dump
 """
@@ -173,6 +277,18 @@ EXAMPLES = r"""
     backup_id: 20261121T020000Z
     if_exists: replace
     repository: {type: local, path: /var/backups/pgdr}
+
+- name: Point-in-time restore of db1's newest base backup onto the replica host, from the S3 WAL archive
+  pgdr.backup.restore_cluster:
+    cluster: db1
+    pg_data: /var/lib/postgresql/16/main
+    force: true
+    recovery_target_time: "2026-11-22 10:15:00+00"
+    archive: {type: s3, endpoint_url: "https://s3.example.com", bucket: pg-wal, prefix: db1,
+              access_key: "{{ vault_s3_access_key }}", secret_key: "{{ vault_s3_secret_key }}"}
+    repository: {type: s3, endpoint_url: "https://s3.example.com", bucket: pg-backups,
+                 access_key: "{{ vault_s3_access_key }}", secret_key: "{{ vault_s3_secret_key }}"}
+  become: true
 """
 
 RETURN = r"""
@@ -221,17 +337,46 @@ seconds:
   description: For table restores, seconds taken.
   returned: for table restores, when not in check mode
   type: float
+plan:
+  description: For physical restores, what is (or in check mode would be) done.
+  returned: for physical restores
+  type: dict
+  sample: {"pg_data": "/var/lib/postgresql/16/main", "chain": ["20261122T020000Z"], "signal": "recovery", "was_running": true,
+           "target": {"kind": "name", "value": "before_upgrade"}, "format": "tar"}
+state:
+  description: For physical restores, the state the restored server ended in - V(promoted), V(paused), V(standby) or V(shut down at target).
+  returned: for physical restores, when not in check mode
+  type: str
+reached_lsn:
+  description: For physical restores, the last WAL location replayed.
+  returned: for physical restores, when not in check mode
+  type: str
+reached_time:
+  description: For physical restores, the commit time of the last transaction replayed (null when none was replayed).
+  returned: for physical restores, when not in check mode
+  type: str
+timings:
+  description: For physical restores, seconds for deploy, verify_backup, recovery (start to target) and total.
+  returned: for physical restores, when not in check mode
+  type: dict
+  sample: {"deploy_seconds": 4.1, "verify_backup_seconds": 0.9, "recovery_seconds": 3.2, "total_seconds": 8.3}
+previous_data_dir:
+  description: For physical restores with O(keep_previous=true), where the replaced data directory was kept.
+  returned: for physical restores, when not in check mode
+  type: str
 """
 
 import contextlib
+import os
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, encryption, logical_restore, table_copy
-from ansible_collections.pgdr.backup.plugins.module_utils.binaries import find_binary
+from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, encryption, logical_restore, physical_restore, table_copy, wal_helper
+from ansible_collections.pgdr.backup.plugins.module_utils.binaries import find_binary, tool_version
 from ansible_collections.pgdr.backup.plugins.module_utils.commands import run as run_command
 from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.pg_service import Cluster, service_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import server_version
 from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params, storage_argument_spec
 
@@ -259,15 +404,35 @@ def argument_spec():
         schemas=dict(type="list", elements="str"),
         conflict=dict(type="str", default="error", choices=list(table_copy.CONFLICTS)),
         jobs=dict(type="int"),
+        # physical restores (base sets)
+        force=dict(type="bool", default=False),
+        recovery_target=dict(type="str", choices=["immediate", "latest"]),
+        recovery_target_time=dict(type="str"),
+        recovery_target_xid=dict(type="str"),
+        recovery_target_lsn=dict(type="str"),
+        recovery_target_name=dict(type="str"),
+        recovery_target_inclusive=dict(type="bool"),
+        recovery_target_timeline=dict(type="str"),
+        recovery_target_action=dict(type="str", choices=["promote", "pause", "shutdown"], default="promote"),
+        standby=dict(type="dict", options=dict(primary_conninfo=dict(type="str", required=True, no_log=True), slot=dict(type="str"))),
+        archive_mode=dict(type="str", choices=["off", "on", "always"], default="off"),
+        server_settings=dict(type="dict"),
+        tablespace_mapping=dict(type="dict"),
+        recovery_timeout=dict(type="int", default=600),
+        start_timeout=dict(type="int", default=120),
     )
+    spec.update(service_argument_spec())
+    spec.update(wal_helper.archive_argument_spec())
     return spec
 
 
-def select_set(repo, cluster, backup_id):
+def select_set(repo, cluster, backup_id, kind=None):
     if backup_id == "latest":
-        found = backup_set.latest_complete(repo, cluster)
+        found = backup_set.latest_complete(repo, cluster, kind)
         if found is None:
-            raise PgdrError("no complete backup set for cluster %s in %s; check cluster and repository" % (cluster, repo.describe()))
+            raise PgdrError(
+                "no complete %sbackup set for cluster %s in %s; check cluster and repository" % ("%s " % kind if kind else "", cluster, repo.describe())
+            )
         return found
     return backup_set.load_manifest(repo, cluster, backup_id)
 
@@ -281,8 +446,7 @@ def plan_targets(p, manifest, admin):
         sources = p["databases"] or list(by_db)
         unknown = [d for d in sources if d not in by_db]
         if unknown:
-            raise PgdrError("set %s has no dump of database(s) %s; it holds %s" % (
-                manifest["backup_id"], ", ".join(unknown), ", ".join(sorted(by_db))))
+            raise PgdrError("set %s has no dump of database(s) %s; it holds %s" % (manifest["backup_id"], ", ".join(unknown), ", ".join(sorted(by_db))))
     plans = []
     for source in sources:
         target = p["database"] if (p["database"] and manifest["kind"] == "logical-db") else source
@@ -300,26 +464,82 @@ def plan_targets(p, manifest, admin):
 def run(module):
     p = module.params
     params = ConnectionParams(p)
-    repo = repository_from_params(p["repository"])
-    admin = params.connect(autocommit=True)
-    try:
-        return _run(module, p, params, repo, admin)
-    finally:
-        admin.close()
-        repo.close()
+    with repository_from_params(p["repository"]) as repo:
+        if p["pg_data"]:  # a whole cluster from a base backup; the server may be down, so no connection yet
+            return run_physical(module, p, params, repo)
+        manifest = select_set(repo, p["cluster"], p["backup_id"])
+        if manifest["kind"] == "base":
+            raise PgdrError("set %s is a base backup, which restores a whole cluster: give pg_data (the data directory it replaces)" % manifest["backup_id"])
+        if manifest["kind"] not in LOGICAL_KINDS:
+            raise PgdrError("set %s is a %s backup, which restore_cluster cannot restore" % (manifest["backup_id"], manifest["kind"]))
+        with contextlib.closing(params.connect(autocommit=True)) as admin:
+            return _run(module, p, params, repo, admin, manifest)
 
 
-def _run(module, p, params, repo, admin):
-    manifest = select_set(repo, p["cluster"], p["backup_id"])
-    if manifest["kind"] not in LOGICAL_KINDS:
-        raise PgdrError("set %s is a %s backup; this version restores logical sets only" % (manifest["backup_id"], manifest["kind"]))
+def physical_bin_dir(p, manifest):
+    """The binaries the restored cluster runs with; refuses a backup of another major version."""
+    major = manifest["source"]["major"]
+    target_major, why = None, None
+    if p["pg_bin_dir"]:
+        version = tool_version(os.path.join(p["pg_bin_dir"], "pg_ctl"))
+        target_major, why = (version[0] if version else None), "the binaries in %s" % p["pg_bin_dir"]
+    elif os.path.isfile(os.path.join(p["pg_data"], "PG_VERSION")):
+        with open(os.path.join(p["pg_data"], "PG_VERSION")) as f:
+            target_major, why = int(f.read().strip().split(".")[0]), "the cluster in %s" % p["pg_data"]
+    if target_major is not None and target_major != major:
+        raise PgdrError(
+            "backup %s is of PostgreSQL %d but %s is PostgreSQL %s; a physical backup restores only onto the same major "
+            "version: use a PostgreSQL %d host (or pg_bin_dir), or a logical backup to move between versions"
+            % (manifest["backup_id"], major, why, target_major, major)
+        )
+    return os.path.dirname(find_binary("pg_ctl", major, p["pg_bin_dir"])[0])
+
+
+def run_physical(module, p, params, repo):
+    for option in ("database", "databases", "tables", "schemas"):
+        if p[option]:
+            raise PgdrError("%s is for logical restores; a base backup restores the whole cluster in pg_data" % option)
+    manifest = select_set(repo, p["cluster"], p["backup_id"], kind="base")
+    if manifest["kind"] != "base":
+        raise PgdrError(
+            "set %s is a %s backup; pg_data is only for base backups (drop pg_data to restore it logically)" % (manifest["backup_id"], manifest["kind"])
+        )
+    bin_dir = physical_bin_dir(p, manifest)
+    tools = {name: os.path.join(bin_dir, name) for name in ("pg_ctl", "pg_verifybackup", "pg_combinebackup")}
+    cluster = Cluster.from_params(p, bin_dir, port=p["login_port"], socket_dir=p["login_host"])
+    restore_command, newest = None, None
+    if p["archive"]:
+        restore_command = wal_helper.restore_command(p["archive"], "restore-%s" % p["cluster"], os_user=p["os_user"], check_mode=module.check_mode)
+        if p["archive"]["type"] in ("local", "sftp", "s3"):
+            with wal_helper.open_archive(p["archive"]) as archive:
+                newest = archive.newest_segment() or ("", None)
+    restore = physical_restore.Restore(
+        p,
+        repo,
+        manifest,
+        cluster,
+        tools,
+        lambda: params.connect(autocommit=True),
+        restore_command=restore_command,
+        archive_newest=newest,
+        has_archive=bool(p["archive"]),
+    )
+    return restore.run(check_mode=module.check_mode)
+
+
+def _run(module, p, params, repo, admin, manifest):
     backup_set.check_files(repo, manifest, p["cluster"])  # before anything touches the target
     if manifest["kind"] == "logical-table" or p["tables"] or p["schemas"]:
         return run_table_restore(module, p, params, repo, admin, manifest)
     plans = plan_targets(p, manifest, admin)
-    result = dict(changed=False, backup_id=manifest["backup_id"], kind=manifest["kind"], checked_files=len(manifest["files"]),
-                  globals_restored=False,
-                  databases=[dict(source=s, target=t, action=a) for s, t, a in plans])
+    result = dict(
+        changed=False,
+        backup_id=manifest["backup_id"],
+        kind=manifest["kind"],
+        checked_files=len(manifest["files"]),
+        globals_restored=False,
+        databases=[dict(source=s, target=t, action=a) for s, t, a in plans],
+    )
     if module.check_mode:
         result["changed"] = bool(plans)
         return result
@@ -341,7 +561,12 @@ def _run(module, p, params, repo, admin):
     if failed:
         first = failed[0]["verification"]["mismatches"][0]
         result["msg"] = "verification failed for %d database(s): %s.%s in %s: %s; the restored data differs from the backup" % (
-            len(failed), first["schema"], first["table"], failed[0]["target"], first["problem"])
+            len(failed),
+            first["schema"],
+            first["table"],
+            failed[0]["target"],
+            first["problem"],
+        )
         module.fail_json(**result)
     return result
 
@@ -357,8 +582,7 @@ def table_source_database(p, manifest):
     if manifest["kind"] != "logical-cluster":
         return manifest["source"]["database"] or (list(by_db) or [None])[0]
     if not p["databases"] or len(p["databases"]) != 1:
-        raise PgdrError("restoring tables from a cluster set needs exactly one source database in databases; the set holds %s"
-                        % ", ".join(sorted(by_db)))
+        raise PgdrError("restoring tables from a cluster set needs exactly one source database in databases; the set holds %s" % ", ".join(sorted(by_db)))
     if p["databases"][0] not in by_db:
         raise PgdrError("set %s has no dump of database %s; it holds %s" % (manifest["backup_id"], p["databases"][0], ", ".join(sorted(by_db))))
     return p["databases"][0]
@@ -372,9 +596,17 @@ def run_table_restore(module, p, params, repo, admin, manifest):
     target = p["database"] or source
     exists = logical_restore.database_exists(admin, target)
     plans = table_copy.restore_plan(manifest, params, source, target, p["tables"], p["schemas"], p["conflict"], exists)
-    result = dict(changed=False, backup_id=manifest["backup_id"], kind=manifest["kind"], checked_files=len(manifest["files"]),
-                  globals_restored=False, database=target, database_created=not exists, databases=[],
-                  tables=[dict(schema=s, table=t, target_schema=s, target_table=x, action=a) for s, t, x, a in plans])
+    result = dict(
+        changed=False,
+        backup_id=manifest["backup_id"],
+        kind=manifest["kind"],
+        checked_files=len(manifest["files"]),
+        globals_restored=False,
+        database=target,
+        database_created=not exists,
+        databases=[],
+        tables=[dict(schema=s, table=t, target_schema=s, target_table=x, action=a) for s, t, x, a in plans],
+    )
     if module.check_mode:
         result["changed"] = True
         return result
@@ -386,11 +618,11 @@ def run_table_restore(module, p, params, repo, admin, manifest):
     infos = {info["name"]: info for info in manifest.get("databases", [])}
     options = dict(no_owner=p["no_owner"], no_privileges=p["no_privileges"], verify=p["verify"], analyze=p["analyze"])
     with gpg_context as gpg:
+
         def load_dump(scratch):
             with params.child_env() as env:
                 env["PGDATABASE"] = scratch
-                logical_restore.load_database(repo, manifest, p["cluster"], by_db[source], scratch, tools, gpg, env, options,
-                                              jobs=p["jobs"])
+                logical_restore.load_database(repo, manifest, p["cluster"], by_db[source], scratch, tools, gpg, env, options, jobs=p["jobs"])
 
         def create_target():
             if not exists:
@@ -403,7 +635,12 @@ def run_table_restore(module, p, params, repo, admin, manifest):
     failed = [t for t in result["tables"] if t["verified"] is False]
     if failed:
         result["msg"] = "verification failed for %d table(s): %s.%s in %s: %s; the restored data differs from the backup" % (
-            len(failed), failed[0]["target_schema"], failed[0]["target_table"], target, failed[0]["problem"])
+            len(failed),
+            failed[0]["target_schema"],
+            failed[0]["target_table"],
+            target,
+            failed[0]["problem"],
+        )
         module.fail_json(**result)
     return result
 
@@ -436,8 +673,11 @@ def restore_one(p, params, admin, repo, manifest, entries, source, target, actio
         load(p, params, repo, manifest, entries, load_into, tools, gpg)
         verification = logical_restore.verify_database(params, load_into, source, manifest) if p["verify"] else None
         if verification and not verification["verified"] and action == "replace":
-            raise PgdrError("restored copy of %s does not match the backup (%s); the existing database was not touched"
-                            % (target, verification["mismatches"][0]["problem"]), verification=verification)
+            raise PgdrError(
+                "restored copy of %s does not match the backup (%s); the existing database was not touched"
+                % (target, verification["mismatches"][0]["problem"]),
+                verification=verification,
+            )
     except BaseException:
         if action in ("create", "replace"):  # made by this run: a half-loaded database must not pass for a restore
             logical_restore.drop_database(admin, load_into)  # (with replace, the existing database is untouched)
@@ -452,8 +692,13 @@ def restore_one(p, params, admin, repo, manifest, entries, source, target, actio
         logical_restore.analyze(params, target)
     if verification:
         verification["database"] = target
-    return dict(source=source, target=target, action=action if action != "create" else "created",
-                seconds=round(time.monotonic() - started, 3), verification=verification)
+    return dict(
+        source=source,
+        target=target,
+        action=action if action != "create" else "created",
+        seconds=round(time.monotonic() - started, 3),
+        verification=verification,
+    )
 
 
 def load(p, params, repo, manifest, entries, database, tools, gpg):

@@ -1,0 +1,580 @@
+# Copyright: pgdr.backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore a base backup set onto the host the module runs on, with point-in-time recovery.
+
+The order is what makes it safe:
+
+1. Everything that can be checked without touching the target is checked first: the set is
+   complete, the binaries are of the backup's major version, the recovery target lies after the
+   backup's end and not after the newest archived WAL.
+2. The backup is deployed into a sibling folder ``<pg_data>.pgdr-new`` while the current cluster
+   keeps running: tars are streamed from the repository through sha256 into ``tar -x``; plain sets
+   are copied; an incremental chain is combined with pg_combinebackup. pg_verifybackup checks the
+   deployed copy against PostgreSQL's own backup_manifest.
+3. Only then is the running server stopped (with ``force``), its data directory renamed to
+   ``<pg_data>.pgdr-previous-<backup_id>`` and the new one renamed into place.
+4. The server starts with the recovery settings and is watched until recovery reaches the target.
+   Any failure stops it, puts the previous data directory back and starts it again if it ran before.
+   The previous directory is removed only after success, and only with ``keep_previous: false``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from ansible_collections.pgdr.backup.plugins.module_utils import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.commands import run, run_pipeline
+from ansible_collections.pgdr.backup.plugins.module_utils.compression import decompress_argv
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+WAL_SEGMENT_SIZE = 16 * 1024 * 1024  # the default; manifests record another size when the source used one
+TARGET_KINDS = ("time", "xid", "lsn", "name")
+_LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d+)?)\s*(Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
+_SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?$")
+AUTO_CONF_MARK = "# --- written by pgdr.backup restore_cluster ---"
+
+
+# --- pure helpers ---------------------------------------------------------------------
+
+
+def lsn_to_int(text):
+    match = _LSN_RE.match(text or "")
+    if not match:
+        raise PgdrError("%r is not an LSN such as 0/3000028" % (text,))
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+
+
+def segment_end(walfile, segment_size=WAL_SEGMENT_SIZE):
+    """The LSN (as int) just past the end of a WAL segment file name, or None for other files."""
+    match = _SEGMENT_RE.match(walfile)
+    if not match:
+        return None
+    log, seg = int(match.group(2), 16), int(match.group(3), 16)
+    per_log = 0x100000000 // segment_size
+    return (log * per_log + seg + 1) * segment_size
+
+
+def parse_target_time(text):
+    """A recovery_target_time as an aware datetime (PostgreSQL accepts more forms; these are the ones checked before starting)."""
+    match = _TIME_RE.match(text.strip())
+    if not match:
+        raise PgdrError("recovery_target_time %r needs a date, a time and a time zone, for example '2026-11-22 10:15:00+00'" % text)
+    date, clock, zone = match.groups()
+    moment = datetime.datetime.strptime("%s %s" % (date, clock.split(".")[0]), "%Y-%m-%d %H:%M:%S")
+    if "." in clock:
+        moment = moment.replace(microsecond=int((clock.split(".")[1] + "000000")[:6]))
+    offset = datetime.timedelta(0)
+    if zone not in ("Z", "UTC"):
+        hours, minutes = int(zone[1:3]), int(zone[-2:]) if len(zone) > 3 else 0
+        offset = datetime.timedelta(hours=hours, minutes=minutes) * (1 if zone[0] == "+" else -1)
+    return moment.replace(tzinfo=datetime.timezone(offset))
+
+
+def recovery_target(p):
+    """(kind, value) of the requested target: kind is one of time, xid, lsn, name, immediate, latest."""
+    given = [(kind, p.get("recovery_target_" + kind)) for kind in TARGET_KINDS if p.get("recovery_target_" + kind) not in (None, "")]
+    if p.get("recovery_target") == "immediate":
+        given.append(("immediate", None))
+    if len(given) > 1:
+        raise PgdrError("give one recovery target, not %s" % " and ".join("recovery_target_%s" % k if v else "recovery_target=immediate" for k, v in given))
+    if given:
+        if given[0][0] == "lsn":
+            lsn_to_int(given[0][1])
+        return given[0]
+    return ("latest", None)
+
+
+def _conf_quote(value):
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return str(value)
+    return "'%s'" % str(value).replace("'", "''")
+
+
+def recovery_settings(p, target, restore_command):
+    """The settings written to postgresql.auto.conf of the restored cluster, in order."""
+    settings = []
+    if restore_command:
+        settings.append(("restore_command", restore_command))
+    kind, value = target
+    if kind == "immediate":
+        settings.append(("recovery_target", "immediate"))
+    elif kind != "latest":
+        settings.append(("recovery_target_" + kind, value))
+        if p.get("recovery_target_inclusive") is not None:
+            settings.append(("recovery_target_inclusive", bool(p["recovery_target_inclusive"])))
+    if kind != "latest" or p.get("recovery_target_timeline"):
+        settings.append(("recovery_target_timeline", p.get("recovery_target_timeline") or "latest"))
+    if kind != "latest":
+        # Always explicit: PostgreSQL's default (pause) leaves a drill waiting forever.
+        settings.append(("recovery_target_action", p.get("recovery_target_action") or "promote"))
+    standby = p.get("standby")
+    if standby:
+        settings.append(("primary_conninfo", standby["primary_conninfo"]))
+        if standby.get("slot"):
+            settings.append(("primary_slot_name", standby["slot"]))
+    # A restored copy must never push WAL into the production archive unless asked to.
+    settings.append(("archive_mode", p.get("archive_mode") or "off"))
+    for name, value in sorted((p.get("server_settings") or {}).items()):
+        settings.append((name, value))
+    return settings
+
+
+def auto_conf_text(existing, settings):
+    """postgresql.auto.conf with our settings last (later lines win), replacing what an earlier restore wrote."""
+    keep = existing.split(AUTO_CONF_MARK)[0].rstrip("\n")
+    names = {name for name, _value in settings}
+    lines = [line for line in keep.splitlines() if line.split("=")[0].strip() not in names]
+    lines.append(AUTO_CONF_MARK)
+    lines += ["%s = %s" % (name, _conf_quote(value)) for name, value in settings]
+    return "\n".join(lines) + "\n"
+
+
+def check_target_bounds(manifest, target, archive_newest=None, has_archive=False):
+    """Refuse targets that cannot be reached, before anything is touched.
+
+    ``archive_newest`` is (walfile, mtime) of the newest archived segment, ("", None) for an empty archive,
+    or None when the archive cannot be listed.
+    """
+    kind, value = target
+    bid = manifest["backup_id"]
+    stop_lsn = lsn_to_int(manifest["stop_lsn"])
+    stop_time = backup_set.parse_iso_utc(manifest["physical"].get("stop_time") or manifest["finished_at"])
+    if kind == "lsn" and lsn_to_int(value) < stop_lsn:
+        raise PgdrError(
+            "recovery_target_lsn %s lies before the end of backup %s (%s); choose a later target or an older backup" % (value, bid, manifest["stop_lsn"])
+        )
+    if kind == "time" and parse_target_time(value) < stop_time:
+        raise PgdrError(
+            "recovery_target_time %s lies before the end of backup %s (%s); choose a later target or an older backup"
+            % (value, bid, backup_set.iso_utc(stop_time))
+        )
+    if kind in ("immediate", "latest"):
+        return
+    if not has_archive:
+        raise PgdrError(
+            "recovery_target_%s needs WAL after the backup: give archive (the WAL archive to replay from), "
+            "or use recovery_target: immediate to stop at the end of the backup" % kind
+        )
+    if archive_newest is None:  # an archive that cannot be listed (probackup, a custom command): PostgreSQL will tell
+        return
+    walfile, mtime = archive_newest
+    if not walfile:
+        if kind in ("lsn", "time"):
+            raise PgdrError("the WAL archive holds no segment; recovery_target_%s %s cannot be reached" % (kind, value))
+        return
+    if mtime is not None and mtime.tzinfo is None:
+        mtime = mtime.replace(tzinfo=datetime.timezone.utc)
+    if kind == "lsn" and segment_end(walfile) is not None and lsn_to_int(value) >= segment_end(walfile):
+        raise PgdrError("recovery_target_lsn %s lies after the newest archived WAL (%s); archive more WAL first or choose an earlier target" % (value, walfile))
+    if kind == "time" and parse_target_time(value) > mtime:
+        raise PgdrError(
+            "recovery_target_time %s lies after the newest archived WAL (%s, archived %s); archive more WAL first "
+            "(pg_switch_wal) or choose an earlier target" % (value, walfile, backup_set.iso_utc(mtime))
+        )
+
+
+# --- the chain of sets to deploy ------------------------------------------------------
+
+
+def load_chain(repo, cluster, manifest):
+    """Manifests from the full backup to ``manifest`` (one for a full backup), each complete."""
+    chain_ids = manifest["physical"].get("chain") or [manifest["backup_id"]]
+    if chain_ids[-1] != manifest["backup_id"]:
+        raise PgdrError("backup set %s records a chain that does not end with itself; the manifest is corrupt" % manifest["backup_id"])
+    chain = [backup_set.load_manifest(repo, cluster, bid) for bid in chain_ids[:-1]] + [manifest]
+    for index in range(1, len(chain)):
+        parent, child = chain[index - 1], chain[index]
+        if child["physical"].get("incremental_from") != parent["backup_id"]:
+            raise PgdrError(
+                "backup set %s is not the incremental child of %s as the chain says; the chain is broken" % (child["backup_id"], parent["backup_id"])
+            )
+    return chain
+
+
+# --- deploying ------------------------------------------------------------------------
+
+
+class _HashingReader:
+    def __init__(self, inner):
+        self.inner = inner
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n=-1):
+        data = self.inner.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+
+def _extract(repo, cluster, manifest, entry, dest):
+    """Stream one tar from the repository through sha256 into tar -x; refuses a file whose digest differs."""
+    key = backup_set.set_key(cluster, manifest["backup_id"], entry["path"])
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    stages = []
+    method = (entry.get("compression") or {}).get("method", "none")
+    if decompress_argv(method):
+        stages.append(decompress_argv(method))
+    stages.append(["tar", "-x", "-f", "-", "-C", dest])
+    with repo.open_reader(key) as raw:
+        reader = _HashingReader(raw)
+        run_pipeline(stages, stdin_reader=reader)
+        while reader.read(1024 * 1024):  # tar stops at its end marker; the rest still counts for the digest
+            pass
+    if reader.size != entry["size"] or reader.sha.hexdigest() != entry["sha256"]:
+        raise PgdrError(
+            "file %s of backup set %s/%s does not match its manifest (sha256 or size differs); the set is corrupt, "
+            "nothing was changed on the target; restore another backup" % (entry["path"], cluster, manifest["backup_id"])
+        )
+
+
+def _fetch_file(repo, cluster, manifest, entry, path):
+    key = backup_set.set_key(cluster, manifest["backup_id"], entry["path"])
+    data = repo.get_bytes(key)
+    if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise PgdrError(
+            "file %s of backup set %s/%s does not match its manifest; the set is corrupt, nothing was changed on the target"
+            % (entry["path"], cluster, manifest["backup_id"])
+        )
+    with open(path, "wb") as out:
+        out.write(data)
+
+
+def deploy_one(repo, cluster, manifest, dest, tablespace_dirs):
+    """Put one set's data directory at ``dest`` (and its tablespaces where ``tablespace_dirs`` says)."""
+    physical = manifest["physical"]
+    if physical["format"] == "plain":
+        if repo.kind != "local":
+            raise PgdrError("plain-format set %s is only readable from a local repository" % manifest["backup_id"])
+        backup_set.check_files(repo, manifest, cluster)  # the sha256 of backup_manifest; pg_verifybackup does the rest
+        source = repo.location(backup_set.set_key(cluster, manifest["backup_id"], physical.get("data_dir") or "data"))
+        run(["cp", "-a", "--reflink=auto", source, dest])
+        for tablespace in physical.get("tablespaces") or []:
+            if str(tablespace["oid"]) in tablespace_dirs:
+                # inside the set (tablespaces/<oid>), or where the backup's tablespace_mapping put it
+                held = (
+                    tablespace["file"]
+                    if os.path.isabs(tablespace["file"])
+                    else repo.location(backup_set.set_key(cluster, manifest["backup_id"], tablespace["file"]))
+                )
+                os.makedirs(tablespace_dirs[str(tablespace["oid"])], mode=0o700, exist_ok=True)
+                run(["cp", "-a", "--reflink=auto", held + "/.", tablespace_dirs[str(tablespace["oid"])]])
+        return
+    for entry in manifest["files"]:
+        role = entry["role"]
+        if role == "base":
+            _extract(repo, cluster, manifest, entry, dest)
+        elif role == "wal":
+            _extract(repo, cluster, manifest, entry, os.path.join(dest, "pg_wal"))
+        elif role == "tablespace":
+            oid = entry["path"].split(".")[0]
+            _extract(repo, cluster, manifest, entry, tablespace_dirs[oid])
+    for entry in manifest["files"]:
+        if entry["role"] == "backup-manifest":
+            _fetch_file(repo, cluster, manifest, entry, os.path.join(dest, "backup_manifest"))
+
+
+def tablespace_dirs(manifest, mapping):
+    """oid -> folder for each tablespace of the set (the original location unless mapped); each must be empty or absent."""
+    dirs = {}
+    for tablespace in manifest["physical"].get("tablespaces") or []:
+        oid, location = str(tablespace["oid"]), tablespace["location"]
+        target = (mapping or {}).get(location) or (mapping or {}).get(oid) or location
+        if os.path.isdir(target) and os.listdir(target):
+            raise PgdrError("tablespace folder %s is not empty; give tablespace_mapping {%s: /new/empty/folder}" % (target, location))
+        dirs[oid] = target
+    return dirs
+
+
+def relink_tablespaces(data_dir, dirs):
+    for oid, target in dirs.items():
+        link = os.path.join(data_dir, "pg_tblspc", oid)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(target, link)
+
+
+def deploy(repo, cluster, chain, new_dir, tools, os_user, mapping):
+    """Deploy a full backup or an incremental chain into ``new_dir``."""
+    dirs = tablespace_dirs(chain[-1], mapping)
+    if len(chain) == 1:
+        deploy_one(repo, cluster, chain[0], new_dir, dirs)
+    else:
+        with tempfile.TemporaryDirectory(prefix="pgdr-chain-", dir=os.path.dirname(new_dir)) as work:
+            parts = []
+            for manifest in chain:
+                part = os.path.join(work, manifest["backup_id"])
+                deploy_one(repo, cluster, manifest, part, {})
+                parts.append(part)
+            argv = [tools["pg_combinebackup"], "-o", new_dir]
+            for location, target in sorted((mapping or {}).items()):
+                argv += ["-T", "%s=%s" % (location, target)]
+            run(argv + parts)
+    relink_tablespaces(new_dir, dirs)
+    for leftover in ("postmaster.pid", "postmaster.opts", "recovery.signal", "standby.signal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(new_dir, leftover))
+    os.makedirs(os.path.join(new_dir, "pg_wal"), mode=0o700, exist_ok=True)
+    os.chmod(new_dir, 0o700)
+    run(["chown", "-R", "%s:" % os_user, new_dir] + sorted(set(dirs.values())))
+
+
+def write_recovery(new_dir, settings, signal, os_user):
+    path = os.path.join(new_dir, "postgresql.auto.conf")
+    existing = ""
+    with contextlib.suppress(FileNotFoundError), open(path) as f:
+        existing = f.read()
+    with open(path, "w") as f:
+        f.write(auto_conf_text(existing, settings))
+    files = [path]
+    if signal:
+        signal_path = os.path.join(new_dir, signal + ".signal")
+        open(signal_path, "w").close()
+        files.append(signal_path)
+    run(["chown", "%s:" % os_user] + files)
+
+
+# --- the swap and its undo ------------------------------------------------------------
+
+
+def remove_tree(path):
+    if os.path.lexists(path):
+        shutil.rmtree(path)
+
+
+def log_tail(path, offset, limit=4000):
+    """What the server wrote to its log since ``offset`` (the reason a start failed)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def log_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def telling_log_line(text):
+    """The line of the server log that explains a failed recovery."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for mark in ("FATAL:", "PANIC:", "ERROR:"):
+        for line in lines:
+            if mark in line:
+                return line[line.index(mark) :]
+    return lines[-1] if lines else "no server log output"
+
+
+class ServerStopped(Exception):
+    """The restored server exited while recovery was awaited (its log says why)."""
+
+
+def wait_for_recovery(connect, target, action, expect_standby, timeout, alive=lambda: True):
+    """Poll the restored server until recovery is where it should be; returns facts about the reached state."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            with contextlib.closing(connect()) as conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(),"
+                    " (SELECT system_identifier::text FROM pg_control_system()), (SELECT timeline_id FROM pg_control_checkpoint())"
+                )
+                in_recovery, replay_lsn, replay_time, system_identifier, timeline = cur.fetchone()
+                paused = False
+                if in_recovery:
+                    cur.execute("SELECT pg_get_wal_replay_pause_state()")
+                    paused = cur.fetchone()[0] == "paused"
+                done = (
+                    expect_standby
+                    and in_recovery
+                    or (not expect_standby and action == "promote" and not in_recovery)
+                    or (not expect_standby and action == "pause" and paused)
+                    or (not expect_standby and target[0] == "latest" and not in_recovery)
+                )
+                if done:
+                    if not in_recovery:
+                        cur.execute("SELECT timeline_id FROM pg_control_checkpoint()")
+                    return dict(
+                        in_recovery=in_recovery,
+                        paused=paused,
+                        reached_lsn=replay_lsn,
+                        reached_time=replay_time.astimezone(datetime.timezone.utc).isoformat() if replay_time else None,
+                        system_identifier=system_identifier,
+                    )
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # the server is still starting or recovering
+            last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not alive():
+                raise ServerStopped() from None
+        if time.monotonic() > deadline:
+            raise PgdrError(
+                "recovery did not reach its target within %d seconds (%s); raise recovery_timeout or check the archive"
+                % (timeout, last_error or "still recovering")
+            )
+        time.sleep(0.5)
+
+
+# --- the whole restore ----------------------------------------------------------------
+
+
+class Restore:
+    """One physical restore onto this host. ``connect()`` opens a psycopg connection to the restored server."""
+
+    def __init__(self, p, repo, manifest, cluster, tools, connect, restore_command=None, archive_newest=None, has_archive=False):
+        self.p = p
+        self.repo = repo
+        self.manifest = manifest
+        self.name = p["cluster"]
+        self.cluster = cluster
+        self.tools = tools
+        self.connect = connect
+        self.restore_command = restore_command
+        self.target = recovery_target(p)
+        self.has_archive = has_archive
+        self.archive_newest = archive_newest
+        self.pg_data = cluster.pg_data
+        self.new_dir = self.pg_data + ".pgdr-new"
+        self.previous_dir = None
+        self.was_running = None
+
+    def plan(self):
+        """Every check that needs nothing changed; returns (chain, description of what would happen)."""
+        m = self.manifest
+        chain = load_chain(self.repo, self.name, m)
+        check_target_bounds(m, self.target, self.archive_newest, self.has_archive)
+        if self.p.get("standby") and self.target[0] != "latest":
+            raise PgdrError("a standby (standby.signal) follows its primary; do not combine standby with a recovery target")
+        self.was_running = self.cluster.status() == "running"
+        if self.was_running and not self.p.get("force"):
+            raise PgdrError(
+                "the PostgreSQL server in %s is running; set force: true to stop it (its data directory is kept until "
+                "the restored cluster has started and passed verification)" % self.pg_data
+            )
+        signal = "standby" if self.p.get("standby") else "recovery"
+        return chain, dict(
+            pg_data=self.pg_data,
+            chain=[c["backup_id"] for c in chain],
+            signal=signal,
+            was_running=self.was_running,
+            target=dict(kind=self.target[0], value=self.target[1]),
+            format=m["physical"]["format"],
+        )
+
+    def run(self, check_mode=False):
+        chain, planned = self.plan()
+        result = dict(changed=not check_mode, backup_id=self.manifest["backup_id"], kind="base", plan=planned)
+        if check_mode:
+            return result
+        timings = {}
+        started = time.monotonic()
+        remove_tree(self.new_dir)  # left by a run that was killed; never the live data
+        try:
+            deploy(self.repo, self.name, chain, self.new_dir, self.tools, self.p.get("os_user") or "postgres", self.p.get("tablespace_mapping"))
+            timings["deploy_seconds"] = round(time.monotonic() - started, 3)
+            if self.p.get("verify", True):
+                mark = time.monotonic()
+                run([self.tools["pg_verifybackup"], "-n", "-q", self.new_dir])
+                timings["verify_backup_seconds"] = round(time.monotonic() - mark, 3)
+            restore_command = self.restore_command or ("false" if not self.p.get("standby") else None)
+            signal = planned["signal"]
+            write_recovery(self.new_dir, recovery_settings(self.p, self.target, restore_command), signal, self.p.get("os_user") or "postgres")
+        except BaseException:
+            remove_tree(self.new_dir)
+            raise
+        mark = time.monotonic()
+        self._swap_in()
+        try:
+            reached = self._start_and_wait()
+        except BaseException as exc:
+            self._roll_back()
+            if isinstance(exc, PgdrError):
+                exc.msg = exc.msg + "; the previous data directory was put back" + (" and started" if self.was_running else "")
+                raise PgdrError(exc.msg, **exc.details) from None
+            raise
+        timings["recovery_seconds"] = round(time.monotonic() - mark, 3)
+        previous = self.previous_dir
+        if previous and not self.p.get("keep_previous"):
+            remove_tree(previous)
+            previous = None
+        timings["total_seconds"] = round(time.monotonic() - started, 3)
+        result.update(reached, timings=timings, previous_data_dir=previous, state=reached.pop("state"))
+        return result
+
+    def _swap_in(self):
+        if self.was_running:
+            self.cluster.stop(mode="fast")
+        if os.path.lexists(self.pg_data):
+            self.previous_dir = "%s.pgdr-previous-%s" % (self.pg_data, self.manifest["backup_id"])
+            if os.path.lexists(self.previous_dir):
+                self.previous_dir += "-%d" % int(time.time())
+            os.rename(self.pg_data, self.previous_dir)
+        os.rename(self.new_dir, self.pg_data)
+
+    def _start_and_wait(self):
+        offset = log_size(self.cluster.server_log)
+        action = self.p.get("recovery_target_action") or "promote"
+        try:
+            self.cluster.start(timeout=self.p.get("start_timeout") or 120)
+        except PgdrError as exc:
+            shut_down_at_target = action == "shutdown" and self.target[0] != "latest" and self.cluster.status() == "stopped"
+            if not shut_down_at_target:
+                line = telling_log_line(log_tail(self.cluster.server_log, offset))
+                raise PgdrError("the restored cluster did not start: %s" % line, server_log=log_tail(self.cluster.server_log, offset)) from exc
+        if action == "shutdown" and self.target[0] != "latest":
+            return self._wait_for_shutdown(offset)
+        try:
+            reached = wait_for_recovery(
+                self.connect,
+                self.target,
+                action,
+                bool(self.p.get("standby")),
+                self.p.get("recovery_timeout") or 600,
+                alive=lambda: self.cluster.status() == "running",
+            )
+        except ServerStopped:
+            text = log_tail(self.cluster.server_log, offset)
+            raise PgdrError("the restored cluster stopped during recovery: %s" % telling_log_line(text), server_log=text) from None
+        expected = (self.manifest.get("source") or {}).get("system_identifier")
+        if expected and reached["system_identifier"] != str(expected):
+            raise PgdrError(
+                "the restored cluster has system identifier %s, the backup's source %s; this is not the backed-up cluster"
+                % (reached["system_identifier"], expected)
+            )
+        if reached["reached_lsn"] and lsn_to_int(reached["reached_lsn"]) < lsn_to_int(self.manifest["stop_lsn"]):
+            raise PgdrError("recovery stopped at %s, before the end of the backup (%s)" % (reached["reached_lsn"], self.manifest["stop_lsn"]))
+        reached["state"] = "standby" if reached["in_recovery"] and not reached["paused"] else ("paused" if reached["paused"] else "promoted")
+        return reached
+
+    def _wait_for_shutdown(self, offset):
+        deadline = time.monotonic() + (self.p.get("recovery_timeout") or 600)
+        while self.cluster.status() == "running":
+            if time.monotonic() > deadline:
+                raise PgdrError("the restored cluster did not shut down at the recovery target within recovery_timeout")
+            time.sleep(0.5)
+        text = log_tail(self.cluster.server_log, offset, limit=20000)
+        if "recovery stopping" not in text:
+            raise PgdrError("the restored cluster stopped before reaching its target: %s" % telling_log_line(text))
+        return dict(in_recovery=True, paused=False, reached_lsn=None, reached_time=None, system_identifier=None, state="shut down at target")
+
+    def _roll_back(self):
+        with contextlib.suppress(Exception):
+            self.cluster.stop(mode="immediate")
+        remove_tree(self.pg_data)
+        if self.previous_dir:
+            os.rename(self.previous_dir, self.pg_data)
+            if self.was_running:
+                self.cluster.start(timeout=self.p.get("start_timeout") or 120)

@@ -1,0 +1,348 @@
+"""Physical restores through ansible-playbook: the three practice exercises of seed 004 on 15 and 18, and the refusals.
+
+Each test backs up a primary with pgdr.backup.pg_basebackup, changes the primary, restores onto the replica host of
+the same major version with pgdr.backup.restore_cluster, and proves the exact state the restore must have.
+The replica's own cluster is replaced by every restore; it is left running (a restored copy of the primary).
+"""
+
+import time
+import uuid
+
+import pytest
+
+from tests.sql_text import ident, literal
+
+BASEBACKUP = "pgdr.backup.pg_basebackup"
+RESTORE = "pgdr.backup.restore_cluster"
+WAL = "pgdr.backup.wal_archive_config"
+SSH_DIR = "/var/lib/postgresql/.ssh/"
+PAIRS = {"15": ("primary15", "replica15"), "18": ("primary18", "replica18")}
+
+
+class Pair:
+    """A primary, the replica host restores go to, and a scratch database on the primary (dropped afterwards)."""
+
+    def __init__(self, lab, primary, replica):
+        self.lab, self.primary, self.replica = lab, lab.host(primary), lab.host(replica)
+        self.backup1 = lab.host("backup1")
+        self.suffix = uuid.uuid4().hex[:6]
+        self.db = "pitr_" + self.suffix
+        self.cluster = "phys-%s-%s" % (primary, self.suffix)
+        self.repo_path = "/var/backups/pgdr-phys-%s" % self.suffix
+        self.wal_path = "/var/backups/pgdr-wal-%s" % self.suffix
+        # postgres on every host logs in to the others' SFTP with the lab key and pinned host keys
+        for host in (self.primary, self.replica, self.backup1):
+            for source_file, name in ((lab.ssh_key, "pgdr_lab_key"), (lab.known_hosts, "known_hosts_lab")):
+                host.run(["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0600", str(source_file), SSH_DIR + name])
+
+    def connection(self, host):
+        return dict(login_host=host.address, login_port=5432, login_user="postgres", login_password=self.lab.pg_password)
+
+    def sftp(self, host, path):
+        return {"type": "sftp", "host": host.address, "user": "root", "path": path,
+                "key_file": SSH_DIR + "pgdr_lab_key", "known_hosts": SSH_DIR + "known_hosts_lab"}
+
+    def s3(self, what):
+        s3 = self.lab.s3
+        return {"type": "s3", "endpoint_url": s3["endpoint"], "region": s3["region"], "bucket": s3["bucket"],
+                "prefix": "phys-%s/%s" % (self.suffix, what), "access_key": s3["access_key"], "secret_key": s3["secret_key"]}
+
+    def rows(self, host, db=None):
+        return host.psql("SELECT string_agg(n::text, ',' ORDER BY n) FROM t", db=db or self.db).strip()
+
+    def has_db(self, host):
+        return host.psql("SELECT count(*) FROM pg_database WHERE datname = %s" % literal(self.db)).strip() == "1"
+
+    def cleanup(self):
+        self.primary.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(self.db))
+        self.backup1.run(["rm", "-rf", self.repo_path, self.wal_path])
+        self.replica.run(["rm", "-rf", self.repo_path])
+        self.primary.run(["rm", "-rf", self.wal_path])
+        s3 = self.lab.s3_client()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.lab.s3["bucket"], Prefix="phys-%s/" % self.suffix):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=self.lab.s3["bucket"], Key=item["Key"])
+
+
+@pytest.fixture(params=sorted(PAIRS))
+def pair(request, lab):
+    made = Pair(lab, *PAIRS[request.param])
+    yield made
+    made.cleanup()
+
+
+@pytest.fixture
+def pair15(lab):
+    made = Pair(lab, *PAIRS["15"])
+    yield made
+    made.cleanup()
+
+
+def ok(result):
+    assert result["_status"] == "ok", result.get("msg")
+    return result
+
+
+def base_backup(ansible, pair, host, repository, **args):
+    """pg_basebackup run on ``host`` (the one holding the repository), over the replication protocol."""
+    task = dict(cluster=pair.cluster, repository=repository, checkpoint="fast", **pair.connection(pair.primary), **args)
+    return ansible.module(host.name, BASEBACKUP, task, become_postgres=False)
+
+
+def restore(ansible, pair, repository, **args):
+    replica = pair.replica
+    task = dict(cluster=pair.cluster, repository=repository, pg_data=replica.pg_data, pg_bin_dir=replica.pg_bin_dir, force=True,
+                **pair.connection(replica))
+    task.update(args)
+    return ansible.module(replica.name, RESTORE, task, become_postgres=False)
+
+
+def assert_running(host):
+    assert host.run([host.pg_bin_dir + "/pg_isready", "-q", "-h", "/run/postgresql"], check=False).returncode == 0
+
+
+# --- exercise 1: standalone base backup ------------------------------------------------
+
+
+def test_standalone_backup_restores_without_the_later_change(ansible, pair):
+    """Seed 004 practice 3: a base backup with WAL inside; a change made afterwards must be absent on the restored replica."""
+    pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+    pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2), (3);", db=pair.db)
+    if pair.primary.major == 15:  # tar through SFTP: taken on the backup host, restored by the replica from there
+        repository = pair.sftp(pair.backup1, pair.repo_path)
+        made = ok(base_backup(ansible, pair, pair.backup1, dict(repository, type="local"), format="tar", wal_method="stream",
+                              compression={"method": "gzip", "location": "client"}))
+    else:  # plain: taken on the replica host into its own local repository
+        repository = {"type": "local", "path": pair.repo_path}
+        made = ok(base_backup(ansible, pair, pair.replica, repository, format="plain", wal_method="stream"))
+    assert made["verified"] is True
+    pair.primary.psql("DELETE FROM t", db=pair.db)
+
+    checked = ok(ansible.module(pair.replica.name, RESTORE, dict(cluster=pair.cluster, repository=repository, pg_data=pair.replica.pg_data,
+                                                                 force=True, **pair.connection(pair.replica)),
+                                become_postgres=False, check=True))
+    assert checked["plan"]["was_running"] is True and checked["plan"]["chain"] == [made["backup_id"]]
+    assert not pair.has_db(pair.replica)  # check mode changed nothing
+
+    done = ok(restore(ansible, pair, repository))
+    assert done["state"] == "promoted" and done["backup_id"] == made["backup_id"]
+    assert done["previous_data_dir"] is None
+    assert set(done["timings"]) >= {"deploy_seconds", "verify_backup_seconds", "recovery_seconds", "total_seconds"}
+    assert pair.rows(pair.replica) == "1,2,3"  # the DELETE made after the backup is absent
+    assert pair.rows(pair.primary) == ""
+    assert pair.replica.psql("SHOW archive_mode").strip() == "off"
+    assert pair.replica.run(["ls", "/var/lib/postgresql/%d" % pair.replica.major]).stdout.split() == ["main", "postgresql.log"]
+
+
+# --- exercise 2: archive_command archive + base backup without WAL + PITR ----------------
+
+
+@pytest.fixture
+def archived(ansible, pair):
+    """The primary archives to S3 through pgdr-wal; settings are put back (and the server restarted) afterwards."""
+    archive = pair.s3("wal")
+    result = ok(ansible.module(pair.primary.name, WAL, dict(archive_mode="on", archive=archive, restart=True, verify=True,
+                                                            pg_data=pair.primary.pg_data, **pair.connection(pair.primary)),
+                               become_postgres=False))
+    assert result["archiver"]["archived_count"] >= 1
+    yield archive
+    pair.primary.psql("ALTER SYSTEM RESET archive_mode; ALTER SYSTEM RESET archive_command;")
+    pair.primary.run([pair.primary.pg_bin_dir + "/pg_ctl", "-D", pair.primary.pg_data, "-l", "/var/lib/postgresql/%d/postgresql.log"
+                      % pair.primary.major, "-w", "restart", "-m", "fast"], user="postgres")
+
+
+def test_archive_restores_to_a_named_point_and_to_a_time(ansible, pair, archived):
+    """Seed 004: base backup without WAL, then a database and table; restore to a restore point and to a time, exactly."""
+    made = ok(base_backup(ansible, pair, pair.backup1, pair.s3("sets"), format="tar", wal_method="none"))
+    assert made["verified"] is True
+    pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+    pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2), (3);", db=pair.db)
+    pair.primary.psql("SELECT pg_create_restore_point('before_four')")
+    pair.primary.psql("INSERT INTO t VALUES (4)", db=pair.db)
+    time.sleep(1.2)
+    moment = pair.primary.psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'").strip()
+    time.sleep(1.2)
+    pair.primary.psql("INSERT INTO t VALUES (5)", db=pair.db)
+    ok(ansible.module(pair.primary.name, WAL, dict(archive_mode="on", archive=archived, verify=True, pg_data=pair.primary.pg_data,
+                                                   **pair.connection(pair.primary)), become_postgres=False))
+
+    named = ok(restore(ansible, pair, pair.s3("sets"), archive=archived, recovery_target_name="before_four"))
+    assert named["state"] == "promoted"
+    assert pair.rows(pair.replica) == "1,2,3"
+
+    timed = ok(restore(ansible, pair, pair.s3("sets"), archive=archived, recovery_target_time=moment, keep_previous=True))
+    assert pair.rows(pair.replica) == "1,2,3,4"
+    assert timed["reached_time"] is not None and timed["reached_time"] < moment.replace(" ", "T").replace("+00", "+00:00")
+    assert timed["previous_data_dir"].endswith(".pgdr-previous-" + made["backup_id"])
+    pair.replica.run(["rm", "-rf", timed["previous_data_dir"]])
+
+
+# --- exercise 3: pg_receivewal streaming archive with a slot and the .partial segment ---
+
+
+def test_streaming_archive_restores_from_the_partial_segment(ansible, pair):
+    slot = "pgdr_" + pair.suffix
+    receiver = dict(state="present", directory=pair.wal_path, slot=slot)
+    started = ok(ansible.module(pair.backup1.name, WAL, dict(receiver=receiver, pg_bin_dir=pair.primary.pg_bin_dir,
+                                                             **pair.connection(pair.primary)), become_postgres=False))
+    try:
+        assert started["changed"] is True
+        made = ok(base_backup(ansible, pair, pair.backup1, {"type": "local", "path": pair.repo_path}, format="tar", wal_method="none"))
+        pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+        pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2), (3);", db=pair.db)
+        # no WAL switch: the new rows are only in the segment pg_receivewal is still writing (.partial)
+        wanted = pair.primary.psql("SELECT pg_current_wal_lsn()").strip()
+        deadline = time.monotonic() + 30
+        while pair.primary.psql("SELECT coalesce(confirmed_flush_lsn, restart_lsn) >= %s::pg_lsn FROM pg_replication_slots "
+                                "WHERE slot_name = %s" % (literal(wanted), literal(slot))).strip() != "t":
+            assert time.monotonic() < deadline, "pg_receivewal did not receive up to %s" % wanted
+            time.sleep(0.3)
+        listing = pair.backup1.run(["ls", pair.wal_path]).stdout.split()
+        assert any(name.endswith(".partial") for name in listing), listing
+
+        done = ok(restore(ansible, pair, pair.sftp(pair.backup1, pair.repo_path), archive=pair.sftp(pair.backup1, pair.wal_path)))
+        assert done["backup_id"] == made["backup_id"]
+        assert pair.rows(pair.replica) == "1,2,3"
+    finally:
+        stopped = ok(ansible.module(pair.backup1.name, WAL, dict(receiver=dict(receiver, state="absent"), pg_bin_dir=pair.primary.pg_bin_dir,
+                                                                 **pair.connection(pair.primary)), become_postgres=False))
+    assert stopped["changed"] is True
+    assert pair.primary.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s" % literal(slot)).strip() == "0"
+
+
+# --- refusals: nothing changes on the target, whose cluster keeps running ----------------
+
+
+def test_refusals_leave_the_target_cluster_running_and_unchanged(ansible, lab, pair15):
+    pair = pair15
+    pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+    pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (7);", db=pair.db)
+    made = ok(base_backup(ansible, pair, pair.backup1, {"type": "local", "path": pair.repo_path}, format="tar", wal_method="stream"))
+    repository = pair.sftp(pair.backup1, pair.repo_path)
+    marker = "refusal_marker_" + pair.suffix
+    pair.replica.psql("CREATE TABLE IF NOT EXISTS %s (x int)" % ident(marker))
+    replica18 = lab.host("replica18")
+    replica18.psql("CREATE TABLE IF NOT EXISTS %s (x int)" % ident(marker))
+
+    def still_there(host):
+        assert_running(host)
+        assert host.psql("SELECT to_regclass(%s) IS NOT NULL" % literal(marker)).strip() == "t"
+
+    # a PostgreSQL 15 backup onto the 18 cluster
+    wrong = ansible.module("replica18", RESTORE, dict(cluster=pair.cluster, repository=repository, pg_data=replica18.pg_data, force=True,
+                                                      **pair.connection(replica18)), become_postgres=False)
+    assert wrong["_status"] == "failed"
+    assert "is of PostgreSQL 15 but the cluster in %s is PostgreSQL 18" % replica18.pg_data in wrong["msg"]
+    still_there(replica18)
+    replica18.psql("DROP TABLE %s" % ident(marker))
+
+    # a running server without force
+    unforced = restore(ansible, pair, repository, force=False)
+    assert unforced["_status"] == "failed" and "is running; set force: true" in unforced["msg"]
+    # a target before the backup's end, and one the backup alone cannot reach
+    early = restore(ansible, pair, repository, recovery_target_time="2000-01-01 00:00:00+00")
+    assert early["_status"] == "failed" and "lies before the end of backup %s" % made["backup_id"] in early["msg"]
+    unreachable = restore(ansible, pair, repository, recovery_target_name="nowhere")
+    assert unreachable["_status"] == "failed" and "give archive" in unreachable["msg"]
+    still_there(pair.replica)
+
+    # a target PostgreSQL cannot reach: the restored cluster fails to start and the previous one comes back
+    empty_archive = {"type": "local", "path": "/var/backups/pgdr-empty-%s" % pair.suffix}
+    pair.replica.run(["install", "-d", "-o", "postgres", "-m", "0700", empty_archive["path"]])
+    try:
+        missed = restore(ansible, pair, repository, archive=empty_archive, recovery_target_name="nowhere", recovery_timeout=60)
+    finally:
+        pair.replica.run(["rm", "-rf", empty_archive["path"]])
+    assert missed["_status"] == "failed"
+    assert "recovery ended before configured recovery target was reached" in missed["msg"], missed["msg"]
+    assert "the previous data directory was put back and started" in missed["msg"]
+    still_there(pair.replica)
+    assert pair.replica.run(["ls", "/var/lib/postgresql/15"]).stdout.split() == ["main", "postgresql.log"]
+
+    # one flipped byte in the base tar: refused naming the file, before the server is stopped
+    tar = "%s/%s/%s/base.tar.gz" % (pair.repo_path, pair.cluster, made["backup_id"])
+    if pair.backup1.run(["test", "-e", tar], check=False).returncode != 0:
+        tar = tar[: -len(".gz")]
+    pair.backup1.run(["python3", "-c", "import sys; f = open(sys.argv[1], 'r+b'); f.seek(20000); b = f.read(1); f.seek(20000); "
+                      "f.write(bytes([b[0] ^ 1])); f.close()", tar])
+    corrupt = restore(ansible, pair, repository)
+    assert corrupt["_status"] == "failed"
+    assert "base.tar" in corrupt["msg"] and "does not match its manifest" in corrupt["msg"], corrupt["msg"]
+    still_there(pair.replica)
+    assert pair.replica.run(["ls", "/var/lib/postgresql/15"]).stdout.split() == ["main", "postgresql.log"]
+    pair.replica.psql("DROP TABLE %s" % ident(marker))
+
+
+# --- incremental chain (PostgreSQL 17+) ---------------------------------------------------
+
+
+@pytest.fixture
+def pair18(lab):
+    made = Pair(lab, *PAIRS["18"])
+    made.primary.psql("ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();")
+    yield made
+    made.primary.psql("ALTER SYSTEM RESET summarize_wal; SELECT pg_reload_conf();")
+    made.cleanup()
+
+
+def test_incremental_chain_restores_with_pg_combinebackup(ansible, pair18):
+    pair = pair18
+    repository = {"type": "local", "path": pair.repo_path}
+    pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+    pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (1);", db=pair.db)
+    full = ok(base_backup(ansible, pair, pair.replica, repository, format="plain", wal_method="stream"))
+    pair.primary.psql("INSERT INTO t VALUES (2)", db=pair.db)
+    first = ok(base_backup(ansible, pair, pair.replica, repository, format="tar", wal_method="stream", incremental_from=full["backup_id"]))
+    pair.primary.psql("INSERT INTO t VALUES (3)", db=pair.db)
+    second = ok(base_backup(ansible, pair, pair.replica, repository, format="plain", wal_method="stream", incremental_from=first["backup_id"]))
+    pair.primary.psql("INSERT INTO t VALUES (4)", db=pair.db)
+
+    done = ok(restore(ansible, pair, repository, backup_id=second["backup_id"]))
+    assert done["plan"]["chain"] == [full["backup_id"], first["backup_id"], second["backup_id"]]
+    assert pair.rows(pair.replica) == "1,2,3"
+
+
+# --- an archive outage: WAL is kept, archiving catches up, PITR into the outage works ---
+
+
+def test_archive_outage_keeps_wal_and_pitr_into_the_outage_succeeds(ansible, pair15):
+    pair = pair15
+    archive = {"type": "local", "path": pair.wal_path}
+    pair.primary.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", pair.wal_path])
+    settings = dict(archive_mode="on", archive=archive, pg_data=pair.primary.pg_data, **pair.connection(pair.primary))
+    ok(ansible.module(pair.primary.name, WAL, dict(settings, restart=True, verify=True), become_postgres=False))
+    try:
+        made = ok(base_backup(ansible, pair, pair.backup1, {"type": "local", "path": pair.repo_path}, format="tar", wal_method="none"))
+        pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+        pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (1);", db=pair.db)
+        failed_before = int(pair.primary.psql("SELECT failed_count FROM pg_stat_archiver").strip())
+
+        pair.primary.run(["chmod", "0500", pair.wal_path])  # the archive becomes unwritable for postgres
+        try:
+            for n in range(2, 7):
+                pair.primary.psql("INSERT INTO t SELECT %d FROM generate_series(1, 1); SELECT pg_switch_wal();" % n, db=pair.db)
+                if n == 4:
+                    time.sleep(1.2)
+                    moment = pair.primary.psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'").strip()
+                    time.sleep(1.2)
+            deadline = time.monotonic() + 30
+            while int(pair.primary.psql("SELECT failed_count FROM pg_stat_archiver").strip()) <= failed_before:
+                assert time.monotonic() < deadline, "the archiver never reported a failure"
+                time.sleep(0.5)
+            waiting = pair.primary.run(["sh", "-c", "ls %s/pg_wal/archive_status | grep -c '\\.ready$'" % pair.primary.pg_data]).stdout
+            assert int(waiting) >= 4, "WAL waiting for the archive must stay on the primary (found %s .ready)" % waiting.strip()
+            health = ok(ansible.module(pair.primary.name, WAL, dict(settings, verify=False), become_postgres=False))
+            assert health["archiver"]["failed_count"] > failed_before
+        finally:
+            pair.primary.run(["chmod", "0700", pair.wal_path])
+        caught_up = ok(ansible.module(pair.primary.name, WAL, dict(settings, verify=True), become_postgres=False))
+        assert caught_up["changed"] is False
+
+        done = ok(restore(ansible, pair, pair.sftp(pair.backup1, pair.repo_path), archive=pair.sftp(pair.primary, pair.wal_path),
+                          recovery_target_time=moment))
+        assert done["backup_id"] == made["backup_id"]
+        assert pair.rows(pair.replica) == "1,2,3,4"  # everything up to the moment inside the outage, nothing after
+    finally:
+        pair.primary.psql("ALTER SYSTEM RESET archive_mode; ALTER SYSTEM RESET archive_command;")
+        pair.primary.run([pair.primary.pg_bin_dir + "/pg_ctl", "-D", pair.primary.pg_data, "-l", "/var/lib/postgresql/15/postgresql.log",
+                          "-w", "restart", "-m", "fast"], user="postgres")
