@@ -4,7 +4,8 @@ Settings (environment):
   BENCH_SCALE   pgbench scale of the source database (default 70, about 1 GB)
   BENCH_REPEAT  rounds; each figure is the median over them (default 1 at scale >= 20, else 3)
   BENCH_HOST    lab host with the source cluster (default primary15)
-  BENCH_ONLY    what to run, from a,b,c,d,fp,phys (fp: where the fingerprint's time goes; phys: pg_basebackup; default all)
+  BENCH_ONLY    what to run, from a,b,c,d,fp,phys,prestore (fp: where the fingerprint's time goes; phys: pg_basebackup;
+                prestore: physical restore and WAL replay; default all)
   BENCH_OUTPUT  results file (default .build/bench/results.json)
 """
 
@@ -20,10 +21,11 @@ import time
 from bench import dataset
 from bench.logical import LogicalBench
 from bench.physical import PhysicalBench
+from bench.physical_restore import PhysicalRestoreBench
 from bench.playbook import PROJECT_DIR, Playbooks
 from tests.lab import Lab
 
-COMPARISONS = ("a", "b", "c", "d", "fp", "phys")
+COMPARISONS = ("a", "b", "c", "d", "fp", "phys", "prestore")
 
 
 def log(message):
@@ -82,6 +84,9 @@ def comparisons(m, only):
     if "phys" in only:
         rows.append(row("phys", "pg_basebackup module tar stream, verify=false, local  vs  raw pg_basebackup",
                         m["module_basebackup"], m["raw_pg_basebackup"], 1.05, own=m["module_basebackup_duration"]))
+    if "prestore" in only:
+        rows.append(row("pr", "restore_cluster physical, verify=false  vs  ssh cat | tar -x + pg_ctl start + recovery",
+                        m["module_physical_restore"], m["raw_physical_restore"], 1.1, own=m["module_physical_restore_total"]))
     return rows
 
 
@@ -123,6 +128,12 @@ def findings(m, only, info):
                      "%.2f s vs raw %.2f s (the rest is hashing the files pg_basebackup did not write front to back, and the manifest)."
                      % (m["module_basebackup_verify"], m["module_basebackup_verify_duration"], m["module_basebackup_verify_seconds"],
                         m["module_basebackup_backup_seconds"], m["raw_pg_basebackup"]))
+    if "prestore" in only:
+        notes.append("prestore: restore_cluster with verify=true %.2f s (own %.2f s), of which pg_verifybackup %.2f s; without verify: deploy %.2f s, "
+                     "start + recovery %.2f s. WAL replay: %d segments of 16 MiB in %.2f s (%.3f s per segment)."
+                     % (m["module_physical_restore_verify"], m["module_physical_restore_verify_total"], m["module_physical_restore_verify_backup"],
+                        m["module_physical_restore_deploy"], m["module_physical_restore_recovery"], m["wal_replay_segments"],
+                        m["wal_replay_seconds"], m["wal_replay_seconds"] / max(1, m["wal_replay_segments"])))
     notes.append("ansible-playbook fixed cost: start-up alone %.2f s, start-up + SSH + become + a trivial module (ping) %.2f s."
                  % (m["playbook_startup"], m["playbook_ping"]))
     return notes
@@ -169,13 +180,15 @@ def main():
         work_dir = os.path.join(os.path.dirname(cfg["output"]), "work")
         bench = LogicalBench(lab, host, Playbooks(lab, work_dir), log)
         physical = PhysicalBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "phys" in cfg["only"] else None
+        restores = PhysicalRestoreBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "prestore" in cfg["only"] else None
         try:
             for round_no in range(1, cfg["repeat"] + 1):
                 bench.run_round(round_no, cfg["only"])
-                if physical:
-                    physical.run_round(round_no)
+                for part in (physical, restores):
+                    if part:
+                        part.run_round(round_no)
         finally:
-            problems = bench.cleanup() + (physical.cleanup() if physical else [])
+            problems = bench.cleanup() + sum((part.cleanup() for part in (physical, restores) if part), [])
     finally:
         dataset.park(host)
     medians = {name: median(values) for name, values in bench.samples.items()}

@@ -369,6 +369,14 @@ def log_size(path):
         return 0
 
 
+_RESTORED_RE = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
+
+
+def restored_wal_files(text):
+    """Distinct WAL segments the server says it restored from the archive (recovery's own count)."""
+    return len(set(_RESTORED_RE.findall(text)))
+
+
 def telling_log_line(text):
     """The line of the server log that explains a failed recovery."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -557,6 +565,9 @@ class Restore:
         if reached["reached_lsn"] and lsn_to_int(reached["reached_lsn"]) < lsn_to_int(self.manifest["stop_lsn"]):
             raise PgdrError("recovery stopped at %s, before the end of the backup (%s)" % (reached["reached_lsn"], self.manifest["stop_lsn"]))
         reached["state"] = "standby" if reached["in_recovery"] and not reached["paused"] else ("paused" if reached["paused"] else "promoted")
+        # from the server log pg_ctl writes; None where the log goes elsewhere (journal, logging_collector)
+        text = log_tail(self.cluster.server_log, offset, limit=50 * 1024 * 1024) if self.cluster.manager == "pg_ctl" else ""
+        reached["wal_files_restored"] = restored_wal_files(text) if "redo" in text or "restored log file" in text else None
         return reached
 
     def _wait_for_shutdown(self, offset):

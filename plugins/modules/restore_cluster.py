@@ -355,6 +355,12 @@ reached_time:
   description: For physical restores, the commit time of the last transaction replayed (null when none was replayed).
   returned: for physical restores, when not in check mode
   type: str
+wal_files_restored:
+  description:
+    - For physical restores, how many WAL segments recovery fetched from the archive, counted from the server's log; null when the server
+      does not log to the file pg_ctl was given (systemd, logging_collector).
+  returned: for physical restores, when not in check mode
+  type: int
 timings:
   description: For physical restores, seconds for deploy, verify_backup, recovery (start to target) and total.
   returned: for physical restores, when not in check mode

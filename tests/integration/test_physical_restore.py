@@ -58,6 +58,8 @@ class Pair:
         self.backup1.run(["rm", "-rf", self.repo_path, self.wal_path])
         self.replica.run(["rm", "-rf", self.repo_path])
         self.primary.run(["rm", "-rf", self.wal_path])
+        # the helper configurations the restores installed (/etc is shared by the lab hosts)
+        self.replica.run(["rm", "-f", "/etc/pgdr/wal/restore-%s.json" % self.cluster])
         s3 = self.lab.s3_client()
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.lab.s3["bucket"], Prefix="phys-%s/" % self.suffix):
             for item in page.get("Contents", []):
@@ -127,6 +129,7 @@ def test_standalone_backup_restores_without_the_later_change(ansible, pair):
     done = ok(restore(ansible, pair, repository))
     assert done["state"] == "promoted" and done["backup_id"] == made["backup_id"]
     assert done["previous_data_dir"] is None
+    assert done["wal_files_restored"] == 0  # standalone: the WAL inside the backup, nothing from an archive
     assert set(done["timings"]) >= {"deploy_seconds", "verify_backup_seconds", "recovery_seconds", "total_seconds"}
     assert pair.rows(pair.replica) == "1,2,3"  # the DELETE made after the backup is absent
     assert pair.rows(pair.primary) == ""
@@ -167,7 +170,7 @@ def test_archive_restores_to_a_named_point_and_to_a_time(ansible, pair, archived
                                                    **pair.connection(pair.primary)), become_postgres=False))
 
     named = ok(restore(ansible, pair, pair.s3("sets"), archive=archived, recovery_target_name="before_four"))
-    assert named["state"] == "promoted"
+    assert named["state"] == "promoted" and named["wal_files_restored"] >= 1
     assert pair.rows(pair.replica) == "1,2,3"
 
     timed = ok(restore(ansible, pair, pair.s3("sets"), archive=archived, recovery_target_time=moment, keep_previous=True))

@@ -89,3 +89,11 @@ def test_auto_conf_replaces_an_earlier_restore_and_quotes():
 def test_telling_log_line_prefers_fatal():
     text = "LOG:  starting\nFATAL:  recovery ended before configured recovery target was reached\nLOG:  shut down\n"
     assert pr.telling_log_line(text) == "FATAL:  recovery ended before configured recovery target was reached"
+
+
+def test_restored_wal_files_counts_distinct_segments():
+    text = ('LOG:  restored log file "000000010000000000000086" from archive\n'
+            'LOG:  restored log file "00000002.history" from archive\n'
+            'LOG:  restored log file "000000010000000000000087" from archive\n'
+            'LOG:  restored log file "000000010000000000000087" from archive\n')
+    assert pr.restored_wal_files(text) == 2

@@ -1,0 +1,194 @@
+"""Physical restore: restore_cluster vs the raw steps (fetch + extract + start + recovery), and WAL replay speed.
+
+The replica host of BENCH_HOST is the target. A base backup (tar, WAL streamed, no compression) of BENCH_HOST
+is taken once into a local repository on backup1; both sides read it from there over SSH:
+
+- raw: stop the server, move its data directory aside, `ssh backup1 cat base.tar | tar -x` (and pg_wal.tar), chown,
+  start with pg_ctl -w, wait until recovery has ended — what the seed's hand-run restore does;
+- module: restore_cluster with an SFTP repository, once with ``verify: false`` (the ratio's target, <= 1.1) and once
+  with the default ``verify: true`` (pg_verifybackup's added cost).
+
+WAL replay: archiving to a folder on BENCH_HOST is switched on, a base backup without WAL taken, pgbench writes WAL
+for BENCH_WAL_SECONDS (default 20), and restore_cluster replays the whole archive (no target); the result's
+recovery time and the number of segments recovery fetched from the archive (wal_files_restored) give seconds per segment.
+The replica's own data directory is put back at the end, and the source's archive settings reset.
+"""
+
+import time
+import uuid
+
+from bench import dataset
+
+BASE = "pgdr.backup.pg_basebackup"
+RESTORE = "pgdr.backup.restore_cluster"
+WAL = "pgdr.backup.wal_archive_config"
+BACKUP_HOST = "backup1"
+KEY = "/var/lib/postgresql/.ssh/pgdr_lab_key"
+KNOWN = "/var/lib/postgresql/.ssh/known_hosts_lab"
+
+
+class PhysicalRestoreBench:
+    def __init__(self, lab, host, playbooks, log, samples, wal_seconds=20):
+        self.lab, self.host, self.playbooks, self.log, self.samples = lab, host, playbooks, log, samples
+        self.wal_seconds = wal_seconds
+        self.backup1 = lab.host(BACKUP_HOST)
+        self.replica = next(h for h in lab.hosts.values() if h.upstream == host.name)
+        self.suffix = uuid.uuid4().hex[:6]
+        self.repo_path = "/var/backups/pgdr-bench-restore-%s" % self.suffix
+        self.wal_path = "/var/backups/pgdr-bench-wal-%s" % self.suffix
+        self.cluster = "bench-restore-%s" % host.name
+        self.saved = self.replica.pg_data + ".bench-saved"
+        self.backup_id = None
+        self.backup1.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.repo_path])
+        for target in (self.replica, self.host):
+            for source, name in ((lab.ssh_key, KEY), (lab.known_hosts, KNOWN)):
+                target.run(["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0600", str(source), name])
+        # the replica's own cluster is kept aside for the whole bench and put back by cleanup()
+        self._pg_ctl(self.replica, "stop", "-m", "fast")
+        self.replica.run(["mv", self.replica.pg_data, self.saved])
+
+    # ---- helpers ----------------------------------------------------------------------------------------------
+
+    def _pg_ctl(self, host, *args):
+        log_file = "/var/lib/postgresql/%d/postgresql.log" % host.major
+        return host.run([host.pg_bin_dir + "/pg_ctl", "-D", host.pg_data, "-l", log_file, "-w", *args], user="postgres", check=False)
+
+    def _connection(self, host):
+        return dict(login_host=host.address, login_user="postgres", login_password=self.lab.pg_password)
+
+    def _sftp(self, host, path):
+        return {"type": "sftp", "host": host.address, "user": "root", "path": path, "key_file": KEY, "known_hosts": KNOWN}
+
+    def _base_backup(self, backup_id, wal_method):
+        task = dict(
+            cluster=self.cluster,
+            backup_id=backup_id,
+            format="tar",
+            wal_method=wal_method,
+            checkpoint="fast",
+            verify=False,
+            repository={"type": "local", "path": self.repo_path},
+            **self._connection(self.host),
+        )
+        self.playbooks.run(BACKUP_HOST, [{"name": "base", BASE: task}], become_postgres=False)
+
+    def _clear_target(self):
+        self._pg_ctl(self.replica, "stop", "-m", "immediate")
+        self.replica.run(["rm", "-rf", self.replica.pg_data])
+
+    def _restore(self, backup_id, **args):
+        task = dict(
+            cluster=self.cluster,
+            backup_id=backup_id,
+            pg_data=self.replica.pg_data,
+            force=True,
+            repository=self._sftp(self.backup1, self.repo_path),
+            **self._connection(self.replica),
+            **args,
+        )
+        wall, results = self.playbooks.run(self.replica.name, [{"name": "restore", RESTORE: task}], become_postgres=False)
+        return wall, results["restore"]
+
+    # ---- one round ---------------------------------------------------------------------------------------------
+
+    def prepare(self):
+        self.backup_id = "bench-%s" % self.suffix
+        started = time.monotonic()
+        self._base_backup(self.backup_id, "stream")
+        self.log("  base backup for the restores (%.1f s)" % (time.monotonic() - started))
+
+    def raw(self):
+        folder = "%s/%s/%s" % (self.repo_path, self.cluster, self.backup_id)
+        ssh = "ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes root@%s" % (KEY, KNOWN, self.backup1.address)
+        data, bin_dir = self.replica.pg_data, self.replica.pg_bin_dir
+        script = " && ".join([
+            "install -d -o postgres -g postgres -m 0700 %s" % data,
+            "%s cat %s/base.tar | tar -x -f - -C %s" % (ssh, folder, data),
+            "%s cat %s/pg_wal.tar | tar -x -f - -C %s/pg_wal" % (ssh, folder, data),
+            "chown -R postgres: %s" % data,
+            "runuser -u postgres -- %s/pg_ctl -D %s -l /var/lib/postgresql/%d/postgresql.log -w start >/dev/null" % (bin_dir, data, self.replica.major),
+            "until [ \"$(runuser -u postgres -- %s/psql -h /run/postgresql -XAtc 'SELECT pg_is_in_recovery()')\" = f ]; do sleep 0.2; done" % bin_dir,
+        ])  # fmt: skip
+        started = time.monotonic()
+        self.replica.run(["sh", "-c", script], timeout=7200)
+        self.samples.add("raw_physical_restore", time.monotonic() - started)
+        self._clear_target()
+
+    def module(self, verify):
+        key = "module_physical_restore_verify" if verify else "module_physical_restore"
+        wall, result = self._restore(self.backup_id, verify=verify)
+        self.samples.add(key, wall)
+        self.samples.add(key + "_total", result["timings"]["total_seconds"])
+        self.samples.add(key + "_deploy", result["timings"]["deploy_seconds"])
+        self.samples.add(key + "_recovery", result["timings"]["recovery_seconds"])
+        if verify:
+            self.samples.add("module_physical_restore_verify_backup", result["timings"]["verify_backup_seconds"])
+        self._clear_target()
+
+    def wal_replay(self):
+        """Seconds per WAL segment replayed from an archive (once per bench, not per round)."""
+        settings = dict(
+            archive_mode="on",
+            archive={"type": "local", "path": self.wal_path},
+            archive_name="bench-%s" % self.suffix,
+            pg_data=self.host.pg_data,
+            **self._connection(self.host),
+        )
+        self.host.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.wal_path])
+        self.playbooks.run(self.host.name, [{"name": "wal", WAL: dict(settings, restart=True, verify=True)}], become_postgres=False)
+        backup_id = "bench-wal-%s" % self.suffix
+        self._base_backup(backup_id, "none")
+        dataset.open_(self.host)
+        try:
+            self.host.run(
+                [self.host.pg_bin_dir + "/pgbench", "-h", "/run/postgresql", "-n", "-c", "4", "-j", "2", "-T", str(self.wal_seconds), dataset.DATABASE],
+                user="postgres",
+                timeout=600,
+            )
+        finally:
+            dataset.park(self.host)
+        self.playbooks.run(self.host.name, [{"name": "wal", WAL: dict(settings, verify=True)}], become_postgres=False)
+        wall, result = self._restore(backup_id, archive=self._sftp(self.host, self.wal_path), verify=False)
+        self.samples.add("wal_replay_segments", result["wal_files_restored"])
+        self.samples.add("wal_replay_seconds", result["timings"]["recovery_seconds"])
+        self._clear_target()
+
+    def run_round(self, round_no):
+        if self.backup_id is None:
+            self.prepare()
+        for label, step in (
+            ("raw fetch + extract + start + recovery", self.raw),
+            ("module restore_cluster verify=false", lambda: self.module(False)),
+            ("module restore_cluster verify=true", lambda: self.module(True)),
+        ):
+            started = time.monotonic()
+            step()
+            self.log("  round %d: %s (%.1f s)" % (round_no, label, time.monotonic() - started))
+        if round_no == 1:
+            started = time.monotonic()
+            self.wal_replay()
+            self.log(
+                "  WAL replay: %d segments in %.1f s (%.1f s in all)"
+                % (self.samples["wal_replay_segments"][-1], self.samples["wal_replay_seconds"][-1], time.monotonic() - started)
+            )
+
+    def cleanup(self):
+        problems = []
+        steps = [
+            ("reset archiving on %s" % self.host.name, lambda: self.host.psql("ALTER SYSTEM RESET archive_mode; ALTER SYSTEM RESET archive_command;")),
+            ("restart %s" % self.host.name, lambda: self._pg_ctl(self.host, "restart", "-m", "fast")),
+            ("put %s's cluster back" % self.replica.name, self._put_back),
+            ("remove the repository", lambda: self.backup1.run(["rm", "-rf", self.repo_path])),
+            ("remove the archive", lambda: self.host.run(["rm", "-rf", self.wal_path])),
+        ]
+        for label, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - every cleanup step runs; problems are reported
+                problems.append("%s: %s" % (label, exc))
+        return problems
+
+    def _put_back(self):
+        self._clear_target()
+        self.replica.run(["mv", self.saved, self.replica.pg_data])
+        self._pg_ctl(self.replica, "start")
