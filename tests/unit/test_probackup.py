@@ -1,0 +1,353 @@
+"""module_utils.probackup against real pg_probackup 2.5.15 outputs, and the stand-in's fidelity to them.
+
+The samples in tests/probackup_standin/samples/ were captured from a real pg_probackup 2.5.15 (PostgreSQL 15);
+see that folder's README.md. Tests that run the stand-in here need no lab: only python3.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.pgdr.backup.plugins.module_utils import probackup as pb
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STANDIN_DIR = os.path.join(HERE, "..", "probackup_standin")
+SAMPLES = os.path.join(STANDIN_DIR, "samples")
+STANDIN = os.path.join(STANDIN_DIR, "pg_probackup.py")
+PG = pb.Tool("/usr/bin/pg_probackup", pb.PG, "2.5.15")
+GS = pb.Tool("/usr/bin/gs_probackup", pb.GS, "2.4.2")
+
+
+def sample(name):
+    with open(os.path.join(SAMPLES, name)) as f:
+        return f.read()
+
+
+def sample_json(name):
+    return json.loads(sample(name))
+
+
+# ------------------------------------------------------------------ parsing real outputs
+
+
+def test_version_lines_name_the_tool():
+    assert pb.parse_version(sample("00-pg_probackup-version.stdout.txt")) == ("pg_probackup", "2.5.15")
+    assert pb.parse_version("gs_probackup (openGauss 5.0.0 build a07d57c3) 2.4.2\n") == ("gs_probackup", "2.4.2")
+    assert pb.parse_version("pg_dump (PostgreSQL) 15.18") is None
+
+
+def test_show_config_no_scale_units_compares_with_module_values():
+    config = pb.parse_show_config(sample("10-show-config-format-json-no-scale-units.stdout.json"))
+    assert config["system-identifier"] == 7710612375541675971  # > 2**53: must not pass through a float
+    current = pb.current_config(config)
+    assert current["pgport"] == "55432" and current["archive-timeout"] == "300" and current["compress-algorithm"] == "zlib"
+    params = dict(retention_redundancy=2, retention_window=7, compress_algorithm="zlib", compress_level=1, pgport=55432, archive_timeout=300)
+    assert pb.config_changes(current, pb.desired_config(params, PG)) == {}
+    params.update(retention_redundancy=3, log_level_file="info", pgdata="/data/15/")
+    assert pb.config_changes(current, pb.desired_config(params, PG)) == {"retention-redundancy": "3", "log-level-file": "INFO", "pgdata": "/data/15"}
+
+
+def test_set_config_argv_carries_only_the_changes():
+    argv = pb.set_config_argv(PG, "/bk", "main", {"retention-redundancy": "3", "pgdata": "/data"})
+    assert argv == ["/usr/bin/pg_probackup", "set-config", "-B", "/bk", "--instance=main", "--retention-redundancy=3", "--pgdata=/data"]
+
+
+def test_show_json_gives_backup_facts():
+    catalog = pb.parse_show(sample("17-show-format-json.stdout.json"))
+    backups = pb.backups_of(catalog, "main")
+    assert [b["id"] for b in backups] == ["TOUSSJ", "TOUSS3", "TOUSRY"]
+    page = pb.backup_summary(backups[0])
+    assert page["mode"] == "PAGE" and page["wal"] == "ARCHIVE" and page["parent_backup_id"] == "TOUSS3"
+    assert page["start_lsn"] == "0/6000028" and page["stop_lsn"] == "0/70000B8" and page["data_bytes"] == 1081573
+    assert page["duration"] == 2 and page["status"] == "OK" and page["expire_time"] is None
+    assert pb.backup_summary(pb.backups_of(sample_json("29-show-backup-id-after-ttl-format-json.stdout.json"))[0])["expire_time"] == "2026-11-22 13:14:28+00"
+    assert pb.backups_of(sample_json("45-error-show-nonexistent-backup-id-format-json.stdout.json"), "main") == []
+    failed = pb.backup_summary(pb.backups_of(sample_json("54-show-after-failed-backup-format-json.stdout.json"))[0])
+    assert failed["status"] == "ERROR" and failed["data_bytes"] is None and failed["recovery_time"] is None
+
+
+def test_latest_valid_backup_skips_invalid_statuses_and_broken_chains():
+    assert pb.latest_valid_backup(sample("17-show-format-json.stdout.json"))["id"] == "TOUSSJ"
+    assert pb.latest_valid_backup(sample_json("54-show-after-failed-backup-format-json.stdout.json"))["id"] == "TOUSSJ"  # ERROR is newest
+    assert pb.latest_valid_backup(sample_json("63-show-after-delete-expired-format-json.stdout.json"))["id"] == "TOUSUJ"
+    assert pb.latest_valid_backup(sample_json("69-show-after-corruption-format-json.stdout.json")) is None
+    # before validate notices, a child of a CORRUPT parent still says OK: it is not restorable either
+    catalog = sample_json("63-show-after-delete-expired-format-json.stdout.json")
+    catalog[0]["backups"][1]["status"] = "CORRUPT"
+    assert pb.latest_valid_backup(catalog) is None
+    # an incremental whose parent was deleted is not restorable; the older FULL is
+    backups = sample_json("17-show-format-json.stdout.json")[0]["backups"]
+    del backups[1]
+    assert pb.latest_valid_backup(backups)["id"] == "TOUSRY"
+    two = sample_json("17-show-format-json.stdout.json") + [{"instance": "other", "backups": []}]
+    with pytest.raises(PgdrError, match="2 instances"):
+        pb.latest_valid_backup(two)
+    assert pb.latest_valid_backup(two, instance="other") is None
+
+
+def test_invalid_backups_after_corruption():
+    backups = pb.backups_of(sample_json("69-show-after-corruption-format-json.stdout.json"))
+    assert pb.invalid_backups(backups) == [("TOUSUJ", "ORPHAN"), ("TOUSU2", "CORRUPT")]
+
+
+def test_archive_timelines():
+    summary = pb.archive_summary(pb.parse_archive(sample("19-show-archive-format-json.stdout.json")))
+    assert summary == [
+        dict(instance="main", tli=1, parent_tli=0, switchpoint="0/0", min_segno="000000010000000000000001", max_segno="000000010000000000000007",
+             n_segments=7, size=5436276, zratio=21.60, status="OK", lost_segments=[], backups=["TOUSSJ", "TOUSS3", "TOUSRY"])
+    ]  # fmt: skip
+    after = pb.archive_summary(pb.parse_archive(sample("64-show-archive-after-delete-wal-format-json.stdout.json")))
+    assert after[0]["min_segno"] == "000000010000000000000009" and after[0]["n_segments"] == 3
+    with pytest.raises(PgdrError, match="show --archive"):
+        pb.parse_archive(sample("17-show-format-json.stdout.json"))
+
+
+def test_retention_verdicts_of_a_dry_run():
+    verdicts = pb.retention_verdicts(sample("61-delete-expired-dry-run-redundancy-1.stderr.txt"))
+    assert [(v["id"], v["verdict"]) for v in verdicts] == [("TOUSUJ", "Active"), ("TOUSU2", "Active"), ("TOUSSJ", "Expired")]
+
+
+# ------------------------------------------------------------------ errors of the real tool
+
+ERROR_SAMPLES = [
+    ("40-error-add-instance-twice", "add-instance", "Instance 'main' backup directory already exists", "already registered"),
+    ("41-error-backup-nonexistent-instance", "backup", "Instance 'nosuch' does not exist in this backup catalog", "add the instance first"),
+    ("42-error-init-nonempty-dir", "init", "The backup catalog already exists and is not empty", "not empty and is not a backup catalog"),
+    ("43-error-restore-into-nonempty-dir", "restore", 'Restore destination is not empty: "$RESTORE_PGDATA"', "empty folder"),
+    ("44-error-show-nonexistent-instance-format-json", "show", "Instance 'nosuch' does not exist", "add the instance first"),
+    ("47-error-validate-nonexistent-backup-id", "validate", "Requested backup ZZZZZZ is not found.", "no such backup id"),
+    ("48-error-delete-nonexistent-backup-id", "delete", "Failed to find backup ZZZZZZ, cannot delete", "no such backup id"),
+    ("49-error-unknown-command", "frobnicate", 'Unknown subcommand "frobnicate"', "does not have that subcommand"),
+    ("50-error-missing-backup-path", "show",
+     "No backup catalog path specified. Please specify it either using environment variable BACKUP_PATH or command line option "
+     "--backup-path (-B)", "set backup_path"),
+    ("51-error-invalid-option-value", "set-config", 'Invalid compress algorithm value "foo"', "compression algorithm"),
+    ("52-error-unknown-option", "show", "Option '--no-such-option' requires an argument.", "rejected an option"),
+    ("53-error-backup-connection-refused", "backup", "could not connect to database postgres: connection to server at \"localhost\" "
+     "(127.0.0.1), port 1 failed: Connection refused Is the server running on that host and accepting TCP/IP connections?", "pghost/pgport"),
+    ("71-validate-corrupt-backup-id", "validate", "Backup TOUSU2 is corrupt.", "take a new FULL backup"),
+    ("72-error-restore-from-corrupt-backup", "restore", "Backup satisfying target options is not found.", "CORRUPT, ORPHAN and ERROR"),
+    ("75-error-backup-nonexistent-instance-log-format-console-json", "backup", "Instance 'nosuch' does not exist", "add the instance"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("step,subcommand,reason,hint", ERROR_SAMPLES, ids=[s[0][:2] for s in ERROR_SAMPLES])
+def test_every_sampled_error_becomes_one_clear_line(step, subcommand, reason, hint):
+    index = {row["step"]: row for row in sample_json("index.json")}
+    assert index[step]["exit_code"] == 1
+    msg = pb.failure_message("pg_probackup", subcommand, 1, sample(step + ".stderr.txt"))
+    assert msg.startswith("pg_probackup %s failed (exit code 1): " % subcommand)
+    assert reason in msg and hint in msg and "\n" not in msg
+
+
+def test_validate_without_error_line_reports_its_last_warning():
+    stderr = sample("68-validate-corrupt-instance.stderr.txt")
+    assert pb.error_lines(stderr) == []
+    assert pb.failure_message("pg_probackup", "validate", 1, stderr).endswith("(exit code 1): Some backups are not valid")
+    json_log = sample("73-validate-corrupt-log-format-console-json.stderr.txt")
+    assert pb.failure_message("pg_probackup", "validate", 1, json_log).endswith("Some backups are not valid")
+
+
+# ------------------------------------------------------------------ argv per tool
+
+
+def test_backup_argv_and_what_gs_probackup_lacks():
+    assert pb.backup_argv(PG, "/bk", "main", "delta", stream=True, threads=2, note="n 1", delete_expired=True) == [
+        "/usr/bin/pg_probackup", "backup", "-B", "/bk", "--instance=main", "-b", "DELTA", "--stream", "-j", "2", "--note=n 1", "--delete-expired"]  # fmt: skip
+    assert pb.backup_argv(PG, "/bk", "main", "PAGE")[-2:] == ["-b", "PAGE"]  # archive WAL mode: no --stream
+    assert "--ttl=30d" in pb.backup_argv(PG, "/bk", "main", "FULL", ttl="30d")
+    with pytest.raises(PgdrError, match="gs_probackup has no backup mode PAGE"):
+        pb.backup_argv(GS, "/bk", "og", "PAGE")
+    with pytest.raises(PgdrError, match="gs_probackup has no backup mode DELTA"):
+        pb.backup_argv(GS, "/bk", "og", "DELTA")
+    with pytest.raises(PgdrError, match="gs_probackup has no --stream"):
+        pb.backup_argv(GS, "/bk", "og", "FULL", stream=True)
+    assert pb.backup_argv(GS, "/bk", "og", "PTRACK", rw_timeout=300)[-2:] == ["-t", "300"]
+    with pytest.raises(PgdrError, match="pg_probackup has no --rw-timeout"):
+        pb.backup_argv(PG, "/bk", "main", "FULL", rw_timeout=300)
+    with pytest.raises(PgdrError, match="need stream"):
+        pb.backup_argv(PG, "/bk", "main", "FULL", temp_slot=True)
+    with pytest.raises(PgdrError, match="ttl and expire_time"):
+        pb.backup_argv(PG, "/bk", "main", "FULL", ttl="1d", expire_time="2030-01-01 00:00:00+00")
+
+
+def test_compression_per_tool():
+    assert pb.desired_config({"compress_algorithm": "lz4"}, GS) == {"compress-algorithm": "lz4"}
+    with pytest.raises(PgdrError, match="pg_probackup has no compression algorithm lz4"):
+        pb.desired_config({"compress_algorithm": "lz4"}, PG)
+    with pytest.raises(PgdrError, match="remote-libpath"):
+        pb.desired_config({"remote_libpath": "/opt/og/lib"}, PG)
+
+
+def test_delete_validate_and_pin_argv():
+    assert pb.delete_argv(PG, "/bk", "main", expired=True, delete_wal=True, dry_run=True)[-3:] == ["--delete-expired", "--delete-wal", "--dry-run"]
+    assert pb.delete_argv(PG, "/bk", "main", status="error")[-1] == "--status=ERROR"
+    with pytest.raises(PgdrError, match="one of backup_id, delete_expired or status"):
+        pb.delete_argv(PG, "/bk", "main", backup_id="X", expired=True)
+    with pytest.raises(PgdrError, match="needs backup_id"):
+        pb.delete_argv(PG, "/bk", "main")
+    assert pb.validate_argv(PG, "/bk") == ["/usr/bin/pg_probackup", "validate", "-B", "/bk"]
+    assert pb.validate_argv(PG, "/bk", "main", target={"kind": "time", "value": "2026-11-21 13:14:44+00"})[-1] == (
+        "--recovery-target-time=2026-11-21 13:14:44+00"
+    )
+    with pytest.raises(PgdrError, match="needs instance"):
+        pb.validate_argv(PG, "/bk", backup_id="X")
+    assert pb.set_backup_argv(PG, "/bk", "main", "TOUSS3", ttl="1d")[-3:] == ["-i", "TOUSS3", "--ttl=1d"]
+    assert pb.set_backup_argv(PG, "/bk", "main", "TOUSS3", ttl="0")[-1] == "--ttl=0"
+    with pytest.raises(PgdrError, match="not an interval"):
+        pb.set_backup_argv(PG, "/bk", "main", "TOUSS3", ttl="a week")
+
+
+def test_restore_argv_pg_probackup():
+    argv = pb.restore_argv("/usr/bin/pg_probackup", "/bk", "main", "/restore", target={"kind": "immediate"})
+    assert argv == [
+        "/usr/bin/pg_probackup",
+        "restore",
+        "-B",
+        "/bk",
+        "--instance=main",
+        "-D",
+        "/restore",
+        "--recovery-target=immediate",
+        "--recovery-target-action=promote",
+    ]  # the sample 34 command line, action always explicit
+    argv = pb.restore_argv(PG, "/bk", "main", "/r", backup_id="TOUSSJ", threads=4, incremental_mode="checksum",
+                           target={"kind": "xid", "value": "727"}, target_action="pause", inclusive=False, timeline="latest",
+                           db_include=["app", "audit"])  # fmt: skip
+    assert argv[7:] == ["-i", "TOUSSJ", "-j", "4", "-I", "checksum", "--recovery-target-xid=727", "--recovery-target-inclusive=false",
+                        "--recovery-target-timeline=latest", "--recovery-target-action=pause", "--db-include=app", "--db-include=audit"]  # fmt: skip
+    assert pb.restore_argv(PG, "/bk", "main", "/r", backup_id="latest")[-1] == "--recovery-target-action=promote"
+    assert "--recovery-target=latest" in pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "latest", "value": None})
+    assert "--recovery-target-lsn=0/70000B8" in pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "lsn", "value": "0/70000B8"})
+    assert "--recovery-target-name=before-upgrade" in pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "name", "value": "before-upgrade"})
+    assert "--db-exclude=big" in pb.restore_argv(PG, "/bk", "main", "/r", db_exclude=["big"])
+    for kwargs, message in [
+        (dict(target={"kind": "lsn", "value": "70000B8"}), "not an LSN"),
+        (dict(target={"kind": "xid", "value": "12a"}), "not a transaction id"),
+        (dict(target={"kind": "time"}), "needs a value"),
+        (dict(target={"kind": "immediate", "value": "x"}), "takes no value"),
+        (dict(target={"kind": "soon", "value": "x"}), "is not one of"),
+        (dict(target={"kind": "immediate"}, inclusive=True), "inclusive applies only"),
+        (dict(incremental_mode="fast"), "checksum or lsn"),
+        (dict(target_action="stop"), "not one of pause, promote, shutdown"),
+        (dict(db_include=["a"], db_exclude=["b"]), "exclude each other"),
+        (dict(timeline="newest"), "not current, latest"),
+    ]:
+        with pytest.raises(PgdrError, match=message):
+            pb.restore_argv(PG, "/bk", "main", "/r", **kwargs)
+
+
+def test_restore_argv_gs_probackup_refuses_what_it_lacks():
+    argv = pb.restore_argv("gs_probackup", "/bk", "og", "/r", backup_id="X", incremental_mode="lsn",
+                           target={"kind": "time", "value": "2026-01-01 00:00:00+00"}, target_action=None)  # fmt: skip
+    assert argv == ["gs_probackup", "restore", "-B", "/bk", "--instance=og", "-D", "/r", "-i", "X", "-I", "lsn",
+                    "--recovery-target-time=2026-01-01 00:00:00+00"]  # fmt: skip
+    for kwargs, message in [
+        (dict(), "no --recovery-target-action"),  # the default promote: gs_probackup callers pass None
+        (dict(target={"kind": "immediate"}, target_action=None), "no --recovery-target=immediate"),
+        (dict(target_action=None, db_exclude=["big"]), "no partial restore"),
+        (dict(target_action=None, timeline="2"), "no --recovery-target-timeline"),
+    ]:
+        with pytest.raises(PgdrError, match=message):
+            pb.restore_argv("/opt/og/bin/gs_probackup", "/bk", "og", "/r", **kwargs)
+
+
+# ------------------------------------------------------------------ the stand-in against the same samples
+
+
+def standin(args, env=None, personality=None):
+    full_env = dict(os.environ, LC_ALL="C.UTF-8", **(env or {}))
+    full_env.pop("BACKUP_PATH", None)
+    if personality:
+        full_env["PROBACKUP_STANDIN_PERSONALITY"] = personality
+    return subprocess.run([sys.executable, STANDIN, *args], capture_output=True, text=True, env=full_env, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    """A catalog with instance main configured as in sample 07, and the FULL backup of sample 66 (no data files)."""
+    root = tmp_path / "catalog"
+    (root / "wal" / "main").mkdir(parents=True)
+    instance = root / "backups" / "main"
+    (instance / "TOUSU2").mkdir(parents=True)
+    (instance / "pg_probackup.conf").write_text(sample("07-file-catalog-instance-pg_probackup.conf.txt"))
+    (instance / "TOUSU2" / "backup.control").write_text(sample("66-file-catalog-backup.control-TOUSU2.txt"))
+    (instance / "TOUSU2" / "backup_content.control").write_text("")
+    return root
+
+
+def real(text, catalog):
+    return text.replace("$BACKUP_PATH", str(catalog))
+
+
+def test_standin_show_config_prints_what_the_real_tool_printed(catalog):
+    for args, step in [([], "08-show-config"), (["--format=json"], "09-show-config-format-json"),
+                       (["--format=json", "--no-scale-units"], "10-show-config-format-json-no-scale-units")]:  # fmt: skip
+        done = standin(["show-config", "-B", str(catalog), "--instance=main", *args])
+        suffix = ".stdout.json" if "json" in step else ".stdout.txt"
+        assert (done.returncode, done.stdout, done.stderr) == (0, sample(step + suffix), ""), step
+
+
+def test_standin_show_json_of_a_backup_matches_the_real_listing(catalog):
+    done = standin(["show", "-B", str(catalog), "--instance=main", "--format=json"])
+    assert done.returncode == 0
+    real_tousu2 = pb.backups_of(sample_json("63-show-after-delete-expired-format-json.stdout.json"))[1]
+    assert json.loads(done.stdout) == [{"instance": "main", "backups": [real_tousu2]}]
+    assert list(json.loads(done.stdout)[0]["backups"][0]) == list(real_tousu2)  # same keys in the same order
+    plain = standin(["show", "-B", str(catalog), "--instance=main", "-i", "TOUSU2"])
+    assert plain.stdout == sample("66-file-catalog-backup.control-TOUSU2.txt")
+
+
+@pytest.mark.parametrize("step,args", [
+    ("41-error-backup-nonexistent-instance", ["backup", "-B", "{B}", "--instance=nosuch", "-b", "FULL", "--stream"]),
+    ("42-error-init-nonempty-dir", ["init", "-B", "{B}"]),
+    ("44-error-show-nonexistent-instance-format-json", ["show", "-B", "{B}", "--instance=nosuch", "--format=json"]),
+    ("45-error-show-nonexistent-backup-id-format-json", ["show", "-B", "{B}", "--instance=main", "-i", "ZZZZZZ", "--format=json"]),
+    ("46-error-show-nonexistent-backup-id-plain", ["show", "-B", "{B}", "--instance=main", "-i", "ZZZZZZ"]),
+    ("47-error-validate-nonexistent-backup-id", ["validate", "-B", "{B}", "--instance=main", "-i", "ZZZZZZ"]),
+    ("48-error-delete-nonexistent-backup-id", ["delete", "-B", "{B}", "--instance=main", "-i", "ZZZZZZ"]),
+    ("49-error-unknown-command", ["frobnicate", "-B", "{B}"]),
+    ("50-error-missing-backup-path", ["show", "--instance=main"]),
+    ("51-error-invalid-option-value", ["set-config", "-B", "{B}", "--instance=main", "--compress-algorithm=foo"]),
+    ("52-error-unknown-option", ["show", "-B", "{B}", "--instance=main", "--no-such-option"]),
+])  # fmt: skip
+def test_standin_error_paths_match_the_real_tool(catalog, step, args):
+    row = {r["step"]: r for r in sample_json("index.json")}[step]
+    done = standin([a.replace("{B}", str(catalog)) for a in args])
+    stdout_name = row["stdout_file"]
+    assert done.returncode == row["exit_code"]
+    assert done.stderr == real(sample(row["stderr_file"]), catalog)
+    assert done.stdout == sample(stdout_name)
+
+
+def test_standin_gs_personality_refuses_what_gs_probackup_lacks(catalog):
+    assert standin(["version"], personality="gs_probackup").stdout.startswith("gs_probackup ")
+    stream = standin(["backup", "-B", str(catalog), "--instance=main", "-b", "FULL", "--stream"], personality="gs_probackup")
+    assert stream.returncode == 1 and "'--stream'" in stream.stderr
+    page = standin(["backup", "-B", str(catalog), "--instance=main", "-b", "PAGE"], personality="gs_probackup")
+    assert (page.returncode, page.stderr) == (1, 'ERROR: Invalid backup-mode "PAGE"\n')
+    push = standin(["archive-push", "-B", str(catalog), "--instance=main", "--wal-file-name=x"], personality="gs_probackup")
+    assert (push.returncode, push.stderr) == (1, 'ERROR: Unknown subcommand "archive-push"\n')
+    for option in ("--recovery-target=immediate", "--recovery-target-action=promote", "--db-include=app"):
+        done = standin(["restore", "-B", str(catalog), "--instance=main", "-D", "/nonexistent", option], personality="gs_probackup")
+        assert done.returncode == 1 and "'%s'" % option.split("=")[0] in done.stderr
+    rw = standin(["backup", "-B", str(catalog), "--instance=main", "-b", "FULL", "-t", "30"])
+    assert rw.returncode == 1 and "invalid option -- 't'" in rw.stderr  # pg_probackup has no -t
+    lz4 = standin(["set-config", "-B", str(catalog), "--instance=main", "--compress-algorithm=lz4"], personality="gs_probackup")
+    assert (lz4.returncode, lz4.stderr) == (0, "")
+
+
+def test_standin_retention_dry_run_wording(catalog):
+    """The real dry run of sample 61, replayed on one real backup.control: the per-backup line and the summary."""
+    done = standin(["delete", "-B", str(catalog), "--instance=main", "--delete-expired", "--retention-redundancy=1", "--retention-window=0",
+                    "--dry-run"])  # fmt: skip
+    lines = done.stderr.splitlines()
+    assert done.returncode == 0
+    assert lines[0] == "INFO: Evaluate backups by retention"
+    assert lines[1].startswith("INFO: Backup TOUSU2, mode: FULL, status: OK. Redundancy: 1/1, Time Window: ") and lines[1].endswith("d/0d. Active")
+    assert lines[-3:] == sample("30-delete-expired-dry-run.stderr.txt").splitlines()[-3:]
+    assert pb.retention_verdicts(done.stderr) == [dict(id="TOUSU2", mode="FULL", status="OK", verdict="Active")]
