@@ -67,7 +67,10 @@ unit: venv
 	$(BIN)/pytest -q tests/unit
 
 integration: lab-up
-	$(BIN)/pytest -q --durations=15 tests/integration
+	@# Two phases: tests that only touch objects of their own run two at a time (whole files per worker, so
+	@# module fixtures are built once); tests marked exclusive run alone afterwards.
+	$(BIN)/pytest -q --durations=15 -n 2 --dist loadfile -m "not exclusive" tests/integration
+	$(BIN)/pytest -q --durations=15 -m exclusive tests/integration
 
 molecule: lab-up
 	for scenario in $$(ls molecule); do $(BIN)/molecule test -s $$scenario; done

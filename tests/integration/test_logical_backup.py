@@ -140,6 +140,7 @@ def test_round_trip_restores_exactly_what_was_dumped(ansible, lab, host, source,
     assert source.sql("SELECT convert_from(lo_get(body), 'UTF8') FROM public.docs", db=target) == "large object payload"
 
 
+@pytest.mark.exclusive  # pg_dumpall and every database of primary15, restored into replica18
 def test_cluster_set_from_15_restores_globals_and_databases_into_18(ansible, lab):
     source = Source(lab, lab.host("primary15"))
     target = lab.host("replica18")

@@ -7,6 +7,9 @@ import pytest
 
 from tests.sql_text import ident, literal
 
+# the preflight connects to every database of a cluster; others' databases come and go
+pytestmark = pytest.mark.exclusive
+
 MODULE = "pgdr.backup.role_grants"
 
 

@@ -7,6 +7,9 @@ import uuid
 
 import pytest
 
+# restarts the primaries (archive_mode) and changes their archive settings
+pytestmark = pytest.mark.exclusive
+
 MODULE = "pgdr.backup.wal_archive_config"
 SSH_DIR = "/var/lib/postgresql/.ssh/"
 MANAGED = ("wal_level", "archive_mode", "archive_command", "archive_library", "archive_timeout", "max_wal_senders", "max_replication_slots", "wal_keep_size")
