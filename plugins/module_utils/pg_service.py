@@ -91,8 +91,8 @@ class Cluster:
 
     # --- running commands as the cluster's owner -------------------------------------
 
-    def _as_owner(self, argv):
-        """pg_ctl refuses root: run it as the owner, through runuser when the module runs as root."""
+    def as_owner(self, argv):
+        """argv run as the cluster's owner (pg_ctl refuses root): through runuser when the module runs as root."""
         if os.geteuid() == 0 and self.os_user != "root":
             return ["runuser", "-u", self.os_user, "--"] + argv
         current = pwd.getpwuid(os.geteuid()).pw_name
@@ -101,7 +101,7 @@ class Cluster:
         return argv
 
     def _pg_ctl(self, *args, timeout=None):
-        argv = self._as_owner([os.path.join(self.bin_dir, "pg_ctl"), "-D", self.pg_data] + list(args))
+        argv = self.as_owner([os.path.join(self.bin_dir, "pg_ctl"), "-D", self.pg_data] + list(args))
         return run(argv, check=False, timeout=None if timeout is None else timeout + 30)
 
     def _managed(self, action, timeout):

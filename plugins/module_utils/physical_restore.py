@@ -482,26 +482,34 @@ class Restore:
             format=m["physical"]["format"],
         )
 
+    kind = "base"
+
+    def prepare(self, chain, planned, timings):
+        """Fill ``self.new_dir``: the backup, checked, with its recovery settings (the live cluster is untouched)."""
+        started = time.monotonic()
+        deploy(self.repo, self.name, chain, self.new_dir, self.tools, self.p.get("os_user") or "postgres", self.p.get("tablespace_mapping"))
+        timings["deploy_seconds"] = round(time.monotonic() - started, 3)
+        if self.p.get("verify", True):
+            mark = time.monotonic()
+            run([self.tools["pg_verifybackup"], "-n", "-q", self.new_dir])
+            timings["verify_backup_seconds"] = round(time.monotonic() - mark, 3)
+        restore_command = self.restore_command or ("false" if not self.p.get("standby") else None)
+        write_recovery(self.new_dir, recovery_settings(self.p, self.target, restore_command), planned["signal"], self.p.get("os_user") or "postgres")
+
     def run(self, check_mode=False):
         chain, planned = self.plan()
-        result = dict(changed=not check_mode, backup_id=self.manifest["backup_id"], kind="base", plan=planned)
+        result = dict(changed=not check_mode, backup_id=self.manifest["backup_id"], kind=self.kind, plan=planned)
         if check_mode:
             return result
         timings = {}
         started = time.monotonic()
         remove_tree(self.new_dir)  # left by a run that was killed; never the live data
         try:
-            deploy(self.repo, self.name, chain, self.new_dir, self.tools, self.p.get("os_user") or "postgres", self.p.get("tablespace_mapping"))
-            timings["deploy_seconds"] = round(time.monotonic() - started, 3)
-            if self.p.get("verify", True):
-                mark = time.monotonic()
-                run([self.tools["pg_verifybackup"], "-n", "-q", self.new_dir])
-                timings["verify_backup_seconds"] = round(time.monotonic() - mark, 3)
-            restore_command = self.restore_command or ("false" if not self.p.get("standby") else None)
-            signal = planned["signal"]
-            write_recovery(self.new_dir, recovery_settings(self.p, self.target, restore_command), signal, self.p.get("os_user") or "postgres")
+            self.prepare(chain, planned, timings)
         except BaseException:
             remove_tree(self.new_dir)
+            if self.was_running and self.cluster.status() == "stopped":  # prepare() may stop it (incremental restores)
+                self.cluster.start(timeout=self.p.get("start_timeout") or 120)
             raise
         mark = time.monotonic()
         self._swap_in()

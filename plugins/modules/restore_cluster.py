@@ -43,10 +43,54 @@ attributes:
     support: none
     description: Backups and restores are actions, not states; there is nothing to diff.
 options:
+  repository:
+    # the fragment's option, not required here: O(probackup) is the other source
+    required: false
+  probackup:
+    description:
+      - Restore from a pg_probackup or gs_probackup catalog on this host instead of a O(repository), with the same safety rules as
+        physical restores (O(pg_data), O(force), O(keep_previous), recovery targets, O(archive_mode) off on the copy).
+      - The tool runs C(restore) into C(<pg_data>.pgdr-new) (it writes C(restore_command) with C(archive-get), the target and
+        C(recovery.signal)); O(recovery_target_action) is always passed for pg_probackup. O(backup_id=latest) means the newest backup
+        whose status and whole parent chain are OK or DONE.
+      - Not combined with O(repository), O(archive), O(standby) or O(tablespace_mapping).
+    type: dict
+    suboptions:
+      binary:
+        description: C(pg_probackup), C(gs_probackup) or a path; which tool it is comes from its C(version) output.
+        type: str
+        default: pg_probackup
+      backup_path:
+        description: The catalog (C(-B)).
+        type: path
+        required: true
+      instance:
+        description: The instance in the catalog.
+        type: str
+        required: true
+      threads:
+        description: Parallel threads (C(-j)).
+        type: int
+      incremental_mode:
+        description:
+          - V(checksum) or V(lsn) restores incrementally (C(-I)) - only what differs from the current cluster is rewritten. The server
+            is stopped first and its data directory copied into C(<pg_data>.pgdr-new), which the tool then updates, so the original is
+            still kept until the restored cluster is verified.
+        type: str
+        choices: [none, checksum, lsn]
+        default: none
+      db_include:
+        description: Restore only these databases (C(--db-include)); the others' files are left empty and cannot be used.
+        type: list
+        elements: str
+      db_exclude:
+        description: Restore all but these databases (C(--db-exclude)).
+        type: list
+        elements: str
   cluster:
-    description: Name of the source cluster in the repository (as given to the backup module).
+    description:
+      - Name of the source cluster in the repository (as given to the backup module). Not used with O(probackup).
     type: str
-    required: true
   backup_id:
     description: The set to restore, or V(latest) for the newest complete set of O(cluster).
     type: str
@@ -297,7 +341,7 @@ backup_id:
   returned: always
   type: str
 kind:
-  description: Kind of the set (logical-db, logical-cluster, logical-table).
+  description: Kind of the set (logical-db, logical-cluster, logical-table, base), or probackup for a catalog's backup.
   returned: always
   type: str
 checked_files:
@@ -366,6 +410,15 @@ timings:
   returned: for physical restores, when not in check mode
   type: dict
   sample: {"deploy_seconds": 4.1, "verify_backup_seconds": 0.9, "recovery_seconds": 3.2, "total_seconds": 8.3}
+backup:
+  description: For restores from a probackup catalog, the restored backup as the tool's C(show) describes it (id, mode, status, LSNs, times).
+  returned: for probackup restores
+  type: dict
+commands:
+  description: For restores from a probackup catalog, the tool's command lines as run (the binary's name, then its arguments).
+  returned: for probackup restores
+  type: list
+  elements: list
 previous_data_dir:
   description: For physical restores with O(keep_previous=true), where the replaced data directory was kept.
   returned: for physical restores, when not in check mode
@@ -376,7 +429,16 @@ import contextlib
 import os
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, encryption, logical_restore, physical_restore, table_copy, wal_helper
+from ansible_collections.pgdr.backup.plugins.module_utils import (
+    backup_set,
+    encryption,
+    logical_restore,
+    physical_restore,
+    probackup,
+    probackup_restore,
+    table_copy,
+    wal_helper,
+)
 from ansible_collections.pgdr.backup.plugins.module_utils.binaries import find_binary, tool_version
 from ansible_collections.pgdr.backup.plugins.module_utils.commands import run as run_command
 from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
@@ -393,7 +455,7 @@ def argument_spec():
     spec = connection_argument_spec()
     spec.update(storage_argument_spec())
     spec.update(
-        cluster=dict(type="str", required=True),
+        cluster=dict(type="str"),
         backup_id=dict(type="str", default="latest"),
         database=dict(type="str"),
         databases=dict(type="list", elements="str"),
@@ -429,6 +491,8 @@ def argument_spec():
     )
     spec.update(service_argument_spec())
     spec.update(wal_helper.archive_argument_spec())
+    spec.update(probackup_restore.catalog_argument_spec())
+    spec["repository"] = dict(spec["repository"], required=False)  # a probackup catalog is the other source
     return spec
 
 
@@ -470,6 +534,10 @@ def plan_targets(p, manifest, admin):
 def run(module):
     p = module.params
     params = ConnectionParams(p)
+    if p["probackup"]:
+        return run_probackup(module, p, params)
+    if not p["repository"] or not p["cluster"]:
+        raise PgdrError("give repository and cluster (where the backup sets are), or probackup (a pg_probackup catalog), to restore from")
     with repository_from_params(p["repository"]) as repo:
         if p["pg_data"]:  # a whole cluster from a base backup; the server may be down, so no connection yet
             return run_physical(module, p, params, repo)
@@ -531,6 +599,44 @@ def run_physical(module, p, params, repo):
         has_archive=bool(p["archive"]),
     )
     return restore.run(check_mode=module.check_mode)
+
+
+def run_probackup(module, p, params):
+    """A backup of a pg_probackup / gs_probackup catalog on this host, with the safety rules of physical restores."""
+    spec = p["probackup"]
+    for option, why in (("repository", "the catalog is the source"), ("archive", "restore_command is the tool's archive-get")):
+        if p[option]:
+            raise PgdrError("%s cannot be combined with probackup: %s" % (option, why))
+    if not p["pg_data"]:
+        raise PgdrError("a probackup restore replaces a whole cluster: give pg_data (the data directory it replaces)")
+    catalog = probackup.Probackup.detect(spec["binary"], spec["backup_path"])
+    config = catalog.show_config(spec["instance"])
+    if config is None:
+        raise PgdrError("instance %s does not exist in the catalog %s; check probackup.instance" % (spec["instance"], spec["backup_path"]))
+    backups = catalog.backups(spec["instance"])
+    if p["backup_id"] == "latest":
+        backup = probackup.latest_valid_backup(backups)
+        if backup is None:
+            raise PgdrError(
+                "instance %s in %s has no valid backup (status OK or DONE with a valid chain); run a backup first" % (spec["instance"], spec["backup_path"])
+            )
+    else:
+        backup = next((b for b in backups if b["id"] == p["backup_id"]), None)
+        if backup is None:
+            raise PgdrError(
+                "backup %s is not in instance %s of %s; see probackup_instance action show" % (p["backup_id"], spec["instance"], spec["backup_path"])
+            )
+        if backup.get("status") not in ("OK", "DONE"):
+            raise PgdrError("backup %s has status %s; choose a valid backup (action show lists them)" % (backup["id"], backup.get("status")))
+    manifest = probackup_restore.pseudo_manifest(backup, str(config.get("system-identifier") or ""), spec["instance"])
+    bin_dir = physical_bin_dir(p, manifest)
+    cluster = Cluster.from_params(p, bin_dir, port=p["login_port"], socket_dir=p["login_host"])
+    restore = probackup_restore.ProbackupRestore(
+        p, catalog.tool, backup, manifest["source"]["system_identifier"], cluster, lambda: params.connect(autocommit=True)
+    )
+    result = restore.run(check_mode=module.check_mode)
+    result.update(backup=probackup.backup_summary(backup), commands=catalog.commands + restore.commands)
+    return result
 
 
 def _run(module, p, params, repo, admin, manifest):

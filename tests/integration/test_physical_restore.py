@@ -12,6 +12,9 @@ import pytest
 
 from tests.sql_text import ident, literal
 
+# replaces the replicas' clusters and restarts the primaries (archive_mode)
+pytestmark = pytest.mark.exclusive
+
 BASEBACKUP = "pgdr.backup.pg_basebackup"
 RESTORE = "pgdr.backup.restore_cluster"
 WAL = "pgdr.backup.wal_archive_config"
@@ -172,6 +175,11 @@ def test_archive_restores_to_a_named_point_and_to_a_time(ansible, pair, archived
     named = ok(restore(ansible, pair, pair.s3("sets"), archive=archived, recovery_target_name="before_four"))
     assert named["state"] == "promoted" and named["wal_files_restored"] >= 1
     assert pair.rows(pair.replica) == "1,2,3"
+
+    future = restore(ansible, pair, pair.s3("sets"), archive=archived, recovery_target_time="2099-01-01 00:00:00+00")
+    assert future["_status"] == "failed" and "lies after the newest archived WAL" in future["msg"], future["msg"]
+    beyond = restore(ansible, pair, pair.s3("sets"), archive=archived, recovery_target_lsn="FFF/0")
+    assert beyond["_status"] == "failed" and "lies after the newest archived WAL" in beyond["msg"], beyond["msg"]
 
     timed = ok(restore(ansible, pair, pair.s3("sets"), archive=archived, recovery_target_time=moment, keep_previous=True))
     assert pair.rows(pair.replica) == "1,2,3,4"
@@ -350,3 +358,35 @@ def test_archive_outage_keeps_wal_and_pitr_into_the_outage_succeeds(ansible, pai
         pair.primary.psql("ALTER SYSTEM RESET archive_mode; ALTER SYSTEM RESET archive_command;")
         pair.primary.run([pair.primary.pg_bin_dir + "/pg_ctl", "-D", pair.primary.pg_data, "-l", "/var/lib/postgresql/15/postgresql.log",
                           "-w", "restart", "-m", "fast"], user="postgres")
+
+
+# --- a streaming standby built from a base backup -------------------------------------------
+
+
+def test_standby_from_a_base_backup_streams_from_its_primary_through_a_slot(ansible, pair15):
+    pair = pair15
+    slot = "standby_" + pair.suffix
+    pair.primary.psql("SELECT pg_create_physical_replication_slot(%s)" % literal(slot))
+    try:
+        made = ok(base_backup(ansible, pair, pair.backup1, {"type": "local", "path": pair.repo_path}, format="tar", wal_method="stream"))
+        conninfo = "host=%s port=5432 user=postgres password=%s application_name=pgdr_standby" % (pair.primary.address, pair.lab.pg_password)
+        done = ok(restore(ansible, pair, pair.sftp(pair.backup1, pair.repo_path), standby={"primary_conninfo": conninfo, "slot": slot}))
+        assert done["state"] == "standby" and done["backup_id"] == made["backup_id"]
+        assert pair.lab.pg_password not in str(done)
+        pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+        pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (42);", db=pair.db)
+        deadline = time.monotonic() + 30
+        while not (pair.has_db(pair.replica) and pair.replica.psql("SELECT to_regclass('t') IS NOT NULL", db=pair.db).strip() == "t"
+                   and pair.rows(pair.replica) == "42"):
+            assert time.monotonic() < deadline, "the standby did not replay the primary's change"
+            time.sleep(0.3)
+        assert pair.replica.psql("SELECT status FROM pg_stat_wal_receiver").strip() == "streaming"
+        assert pair.primary.psql("SELECT active FROM pg_replication_slots WHERE slot_name = %s" % literal(slot)).strip() == "t"
+    finally:
+        # the replica stops being a standby, so the slot is free to drop
+        pair.replica.run([pair.replica.pg_bin_dir + "/pg_ctl", "-D", pair.replica.pg_data, "-w", "promote"], user="postgres", check=False)
+        deadline = time.monotonic() + 30
+        while pair.primary.psql("SELECT active FROM pg_replication_slots WHERE slot_name = %s" % literal(slot)).strip() == "t":
+            assert time.monotonic() < deadline, "the slot stayed active after the standby was promoted"
+            time.sleep(0.3)
+        pair.primary.psql("SELECT pg_drop_replication_slot(%s)" % literal(slot))

@@ -166,8 +166,8 @@ class ScratchCluster:
         cli(primary, [primary.pg_bin_dir + "/initdb", "-D", self.pgdata, "--data-checksums", "-U", "postgres", "--auth-local=peer",
                       "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"], check=True)  # fmt: skip
 
-    def start(self, archive_command):
-        settings = dict(port=str(CLUSTER_PORT), listen_addresses="''", unix_socket_directories="'/run/postgresql'", wal_level="replica",
+    def start(self, archive_command, port=CLUSTER_PORT):
+        settings = dict(port=str(port), listen_addresses="''", unix_socket_directories="'/run/postgresql'", wal_level="replica",
                         max_wal_senders="4", archive_mode="on", archive_command="'%s'" % archive_command.replace("'", "''"))  # fmt: skip
         text = "".join("%s = %s\n" % item for item in settings.items())
         self.host.run(["tee", "-a", self.pgdata + "/postgresql.conf"], user="postgres", input=text)
@@ -369,3 +369,58 @@ def test_cli_error_paths_match_the_real_outputs(primary, tools, catalog):
         expected = sample(index[step]["stderr_file"]).replace("$BACKUP_PATH", catalog).replace("$PGDATA", primary.pg_data)
         assert (step, done.returncode, done.stderr) == (step, index[step]["exit_code"], expected)
         assert done.stdout == sample(index[step]["stdout_file"]), step
+
+
+def test_restore_cluster_from_the_catalog_latest_then_a_chosen_id_to_a_time(ansible, primary, tools, catalog, cluster):
+    """restore_cluster's probackup source replaces a running cluster (port 5499) with the catalog's backups, kept safe as physical restores."""
+    binary = tools["pg"]
+    base = dict(binary=binary, backup_path=catalog, instance="main")
+    ok(play(ansible, [("create", dict(base, pgdata=cluster.pgdata, pghost="/run/postgresql", pgport=CLUSTER_PORT, pgdatabase="postgres"))])["create"])
+    cluster.start("%s archive-push -B %s --instance=main --wal-file-name=%%f" % (binary, catalog))
+    cli(primary, sql("CREATE TABLE t (n int); INSERT INTO t VALUES (1)", CLUSTER_PORT), check=True)
+    full = ok(play(ansible, [("reg_full", dict(base, action="backup", backup_mode="FULL", stream=True))])["reg_full"])
+    cli(primary, sql("INSERT INTO t VALUES (2)", CLUSTER_PORT), check=True)
+    time.sleep(1.2)
+    moment = cli(primary, sql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'", CLUSTER_PORT), check=True).stdout.strip()
+    time.sleep(1.2)
+    cli(primary, sql("INSERT INTO t VALUES (3)", CLUSTER_PORT), check=True)
+    switched = cli(primary, sql("SELECT pg_walfile_name(pg_switch_wal())", CLUSTER_PORT), check=True).stdout.strip()
+    deadline = time.monotonic() + 30
+    while cli(primary, sql("SELECT coalesce(last_archived_wal, '') >= %s FROM pg_stat_archiver" % ("'%s'" % switched), CLUSTER_PORT)).stdout.strip() != "t":
+        assert time.monotonic() < deadline, "segment %s was not archived into the catalog" % switched
+        time.sleep(0.3)
+
+    target = ScratchCluster(primary)  # the cluster the restores replace, with a marker table
+    try:
+        target.start("/bin/true", port=SCRATCH_PORT)
+        cli(primary, sql("CREATE TABLE target_marker (x int)", SCRATCH_PORT), check=True)
+        restore = dict(probackup=base, pg_data=target.pgdata, force=True, service_manager="pg_ctl", server_log=target.root + "/server.log",
+                       login_host="/run/postgresql", login_port=SCRATCH_PORT, login_user="postgres", server_settings={"port": SCRATCH_PORT})  # fmt: skip
+        restore_task = "pgdr.backup.restore_cluster"
+        done = play(ansible, [
+            ("plan", {restore_task: dict(restore)}, {"check_mode": True}),
+            ("latest", {restore_task: dict(restore, backup_id="latest")}),
+            ("to a time", {restore_task: dict(restore, backup_id=full["backup_id"], recovery_target_time=moment, keep_previous=True)}),
+            ("before the backup", {restore_task: dict(restore, backup_id=full["backup_id"], recovery_target_time="2000-01-01 00:00:00+00")}),
+            ("unknown id", {restore_task: dict(restore, backup_id="ZZZZZZ")}),
+        ], become_postgres=True)  # fmt: skip
+        plan = ok(done["plan"])
+        assert plan["plan"]["was_running"] is True and plan["plan"]["chain"] == [full["backup_id"]] and plan["kind"] == "probackup"
+        latest = ok(done["latest"])
+        assert latest["backup_id"] == full["backup_id"] and latest["state"] == "promoted" and latest["wal_files_restored"] >= 1
+        assert any(argv[:2] == [os.path.basename(binary), "restore"] and "--recovery-target-action=promote" in argv for argv in latest["commands"])
+        timed = ok(done["to a time"])
+        assert timed["state"] == "promoted" and timed["previous_data_dir"].endswith(".pgdr-previous-" + full["backup_id"])
+        assert "lies before the end of backup %s" % full["backup_id"] in failed(done["before the backup"])
+        assert failed(done["unknown id"]).startswith("backup ZZZZZZ is not in instance main of ")
+        # the last restore stopped at the time: 1 and 2, not 3; archiving is off on the copy, its port is the target's
+        assert cli(primary, sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM t", SCRATCH_PORT), check=True).stdout.strip() == "1,2"
+        assert cli(primary, sql("SHOW archive_mode", SCRATCH_PORT), check=True).stdout.strip() == "off"
+        assert cli(primary, sql("SELECT to_regclass('target_marker') IS NULL", SCRATCH_PORT), check=True).stdout.strip() == "t"
+        # the replaced cluster (after the first restore: the "latest" copy, with 1, 2, 3) was kept whole beside it
+        previous = timed["previous_data_dir"]
+        assert cli(primary, ["test", "-f", previous + "/PG_VERSION"]).returncode == 0
+        assert cli(primary, ["ls", target.root]).stdout.split() == sorted(["data", os.path.basename(previous), "server.log"])
+    finally:
+        cli(primary, [primary.pg_bin_dir + "/pg_ctl", "-D", target.pgdata, "-m", "immediate", "-w", "stop"])
+        target.stop()

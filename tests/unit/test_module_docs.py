@@ -20,9 +20,11 @@ FRAGMENTS = {
 
 def documented_options(module):
     docs = yaml.safe_load(module.DOCUMENTATION)
-    options = dict(docs.get("options") or {})
+    options = {}
     for fragment in docs.get("extends_documentation_fragment") or []:
         options.update(yaml.safe_load(FRAGMENTS[fragment])["options"])
+    for name, doc in (docs.get("options") or {}).items():
+        options[name] = dict(options.get(name, {}), **doc)  # as Ansible merges a fragment: the module's own keys win
     return options
 
 

@@ -97,3 +97,23 @@ def test_restored_wal_files_counts_distinct_segments():
             'LOG:  restored log file "000000010000000000000087" from archive\n'
             'LOG:  restored log file "000000010000000000000087" from archive\n')
     assert pr.restored_wal_files(text) == 2
+
+
+def test_probackup_backup_becomes_the_facts_restores_check(tmp_path):
+    from ansible_collections.pgdr.backup.plugins.module_utils import probackup_restore as pbr
+
+    backup = {"id": "TOUSRY", "stop-lsn": "0/4000100", "recovery-time": "2026-11-22 10:00:05+00", "end-time": "2026-11-22 10:00:06+00",
+              "server-version": "15"}
+    facts = pbr.pseudo_manifest(backup, "7440", "main")
+    assert facts["source"] == {"major": 15, "system_identifier": "7440"}
+    assert facts["physical"]["stop_time"] == "2026-11-22T10:00:05Z" and facts["physical"]["chain"] == ["TOUSRY"]
+    with pytest.raises(PgdrError, match="lies before the end of backup TOUSRY"):
+        pr.check_target_bounds(facts, ("time", "2026-11-22 10:00:04+00"), None, True)
+
+    wal = tmp_path / "wal" / "main"
+    wal.mkdir(parents=True)
+    assert pbr.newest_archived(str(tmp_path), "main") == ("", None)
+    for name in ("000000010000000000000003.gz", "000000010000000000000004", "00000002.history", "000000010000000000000002.00000028.backup"):
+        (wal / name).write_bytes(b"x")
+    segment, mtime = pbr.newest_archived(str(tmp_path), "main")
+    assert segment == "000000010000000000000004" and mtime.tzinfo is not None
