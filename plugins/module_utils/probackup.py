@@ -656,7 +656,7 @@ def desired_config(params, tool):
 
 def current_config(show_config):
     """{config key: normalized value} from parsed show-config JSON."""
-    kinds = {key: kind for key, kind in CONFIG_OPTIONS.values()}
+    kinds = dict(CONFIG_OPTIONS.values())
     return {key: normalize(kinds.get(key, "str"), value) for key, value in show_config.items()}
 
 

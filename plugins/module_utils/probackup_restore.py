@@ -53,7 +53,7 @@ def pseudo_manifest(backup, system_identifier, instance):
         "kind": "probackup",
         "stop_lsn": backup["stop-lsn"],
         "finished_at": _iso(stop_time),
-        "source": {"major": int(str(backup.get("server-version") or "0").split(".")[0]), "system_identifier": system_identifier},
+        "source": {"major": int(str(backup.get("server-version") or "0").split(".", maxsplit=1)[0]), "system_identifier": system_identifier},
         "physical": {"stop_time": _iso(stop_time), "chain": [backup["id"]], "format": "probackup"},
         "instance": instance,
     }

@@ -667,10 +667,10 @@ def main(argv=None):
             with WalArchive(spec) as archive:
                 items = archive.list()
             if args.json:
-                print(json.dumps([dict(item, mtime=item["mtime"].isoformat()) for item in items]))
+                sys.stdout.write(json.dumps([dict(item, mtime=item["mtime"].isoformat()) for item in items]) + "\n")
             else:
                 for item in items:
-                    print("%s\t%d\t%s" % (item["name"], item["size"], item["mtime"].isoformat()))
+                    sys.stdout.write("%s\t%d\t%s\n" % (item["name"], item["size"], item["mtime"].isoformat()))
         return 0
     except PgdrError as exc:
         _complain(args, exc.msg, secret)

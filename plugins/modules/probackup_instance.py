@@ -132,11 +132,11 @@ options:
   log_level_console:
     description: Console log level (C(log-level-console)).
     type: str
-    choices: [VERBOSE, LOG, INFO, WARNING, ERROR, OFF]
+    choices: [VERBOSE, LOG, INFO, WARNING, ERROR, 'OFF']
   log_level_file:
     description: Log file level (C(log-level-file)).
     type: str
-    choices: [VERBOSE, LOG, INFO, WARNING, ERROR, OFF]
+    choices: [VERBOSE, LOG, INFO, WARNING, ERROR, 'OFF']
   log_directory:
     description: Folder of the tool's log files (C(log-directory)).
     type: path

@@ -197,7 +197,7 @@ options:
     default: 'off'
   server_settings:
     description:
-      - Physical restores - more settings written to the restored cluster's C(postgresql.auto.conf), for example V({port: 5433}).
+      - Physical restores - more settings written to the restored cluster's C(postgresql.auto.conf), such as another C(port) for a scratch copy.
     type: dict
   tablespace_mapping:
     description:

@@ -42,8 +42,11 @@ def tools(primary):
         yield dict(pg=real, gs=os.environ.get("PG_GS_PROBACKUP"), standin=False)
         return
     primary.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0755", STANDIN_DIR])
+    with open(STANDIN) as f:
+        program = "#!/usr/bin/python3\n" + f.read()  # the host's own python3, as a real tool would be run
     for name in ("pg_probackup", "gs_probackup"):
-        primary.run(["install", "-o", "postgres", "-g", "postgres", "-m", "0755", os.path.abspath(STANDIN), "%s/%s" % (STANDIN_DIR, name)])
+        path = "%s/%s" % (STANDIN_DIR, name)
+        primary.run(["sh", "-c", 'cat > "$1" && chmod 0755 "$1" && chown postgres:postgres "$1"', "install-standin", path], input=program)
     yield dict(pg=STANDIN_DIR + "/pg_probackup", gs=STANDIN_DIR + "/gs_probackup", standin=True)
     primary.run(["rm", "-rf", STANDIN_DIR])
 

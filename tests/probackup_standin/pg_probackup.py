@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """A stand-in for the pg_probackup 2.5 command line (and its openGauss fork gs_probackup), for tests.
 
 Runs with Debian's /usr/bin/python3 and the standard library only. It does real work: a backup is a
@@ -379,7 +378,7 @@ class Catalog:
                 line = line.strip()
                 if not line or line.startswith("#") or "=" not in line:
                     continue
-                key, _, value = line.partition("=")
+                key, _sep, value = line.partition("=")
                 value = value.strip()
                 if len(value) >= 2 and value[0] == value[-1] == "'":
                     value = value[1:-1]
@@ -469,7 +468,7 @@ class Backup:
                 line = line.rstrip("\n")
                 if not line or line.startswith("#") or " = " not in line:
                     continue
-                key, _, value = line.partition(" = ")
+                key, _sep, value = line.partition(" = ")
                 if len(value) >= 2 and value[0] == value[-1] == "'":
                     value = value[1:-1]
                 values[key] = value
@@ -678,12 +677,14 @@ def bin_dir_for(pgdata):
 
 
 def controldata(pgdata):
-    done = subprocess.run([os.path.join(bin_dir_for(pgdata), "pg_controldata"), "-D", pgdata], capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
+    done = subprocess.run(
+        [os.path.join(bin_dir_for(pgdata), "pg_controldata"), "-D", pgdata], capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"), check=False
+    )
     if done.returncode != 0:
         raise Fail("Could not read pg_control of %s: %s" % (pgdata, done.stderr.strip()))
     out = {}
     for line in done.stdout.splitlines():
-        key, _, value = line.partition(":")
+        key, _sep, value = line.partition(":")
         out[key.strip()] = value.strip()
     return out
 
@@ -699,7 +700,12 @@ def conn_env(config, opts):
 
 def psql(bin_dir, env, sql):
     return subprocess.run(
-        [os.path.join(bin_dir, "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
+        [os.path.join(bin_dir, "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 
@@ -999,7 +1005,7 @@ def take_backup(cat, instance, backup, backups, parent, opts, config, pgdata, st
         argv += ["-S", opts["slot"]]
         if opts.get("temp-slot"):
             argv = argv[:-2] + ["-C", "-S", opts["slot"]]  # created for this backup and dropped after it
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
         line = next((x for x in done.stderr.splitlines() if "error:" in x), done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "")
         msg = line.split("error:", 1)[-1].strip()
@@ -1796,7 +1802,7 @@ def partial_restore_oids(target, opts):
     with open(path) as f:
         for line in f:
             if "|" in line:
-                oid, _, name = line.rstrip("\n").partition("|")
+                oid, _sep, name = line.rstrip("\n").partition("|")
                 dbs[name] = oid
     for name in names:
         if name not in dbs:

@@ -264,7 +264,7 @@ def standin(args, env=None, personality=None):
     full_env.pop("BACKUP_PATH", None)
     if personality:
         full_env["PROBACKUP_STANDIN_PERSONALITY"] = personality
-    return subprocess.run([sys.executable, STANDIN, *args], capture_output=True, text=True, env=full_env, stdin=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, STANDIN, *args], capture_output=True, text=True, env=full_env, stdin=subprocess.DEVNULL, check=False)
 
 
 @pytest.fixture
@@ -334,7 +334,7 @@ def test_standin_gs_personality_refuses_what_gs_probackup_lacks(catalog):
     assert (push.returncode, push.stderr) == (1, 'ERROR: Unknown subcommand "archive-push"\n')
     for option in ("--recovery-target=immediate", "--recovery-target-action=promote", "--db-include=app"):
         done = standin(["restore", "-B", str(catalog), "--instance=main", "-D", "/nonexistent", option], personality="gs_probackup")
-        assert done.returncode == 1 and "'%s'" % option.split("=")[0] in done.stderr
+        assert done.returncode == 1 and "'%s'" % option.split("=", maxsplit=1)[0] in done.stderr
     rw = standin(["backup", "-B", str(catalog), "--instance=main", "-b", "FULL", "-t", "30"])
     assert rw.returncode == 1 and "invalid option -- 't'" in rw.stderr  # pg_probackup has no -t
     lz4 = standin(["set-config", "-B", str(catalog), "--instance=main", "--compress-algorithm=lz4"], personality="gs_probackup")

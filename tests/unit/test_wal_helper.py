@@ -29,7 +29,7 @@ def helper(tmp_path):
     installed = wal_helper.install(spec, "unit", os_user=ME, helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
 
     def run(*args):
-        return subprocess.run([installed["helper"], "--config", installed["config"], *args], capture_output=True, text=True, cwd=tmp_path)
+        return subprocess.run([installed["helper"], "--config", installed["config"], *args], capture_output=True, text=True, cwd=tmp_path, check=False)
 
     run.archive = archive
     run.installed = installed
@@ -98,7 +98,9 @@ def test_history_files_have_no_partial_fallback(helper, tmp_path):
 def test_bad_names_and_config_fail_with_one_line(helper, tmp_path):
     bad = helper("push", write(tmp_path / "seg", b"x"), "../../etc/passwd")
     assert bad.returncode == 1 and "not a WAL file name" in bad.stderr
-    broken = subprocess.run([helper.installed["helper"], "--config", str(tmp_path / "nope.json"), "fetch", SEGMENT, "x"], capture_output=True, text=True)
+    broken = subprocess.run(
+        [helper.installed["helper"], "--config", str(tmp_path / "nope.json"), "fetch", SEGMENT, "x"], capture_output=True, text=True, check=False
+    )
     assert broken.returncode == 1 and "cannot read config" in broken.stderr and len(broken.stderr.splitlines()) == 1
 
 
@@ -118,7 +120,7 @@ def test_local_helper_does_not_import_boto3_or_paramiko(helper, tmp_path):
         "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('boto3','paramiko','botocore') if sys.modules.get(m) is not None))"
     ) % (helper.installed["config"], helper.installed["helper"])
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
     started = time.monotonic()
     assert helper("fetch", SEGMENT, str(tmp_path / "x")).returncode == 1
