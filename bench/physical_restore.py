@@ -1,12 +1,13 @@
 """Physical restore: restore_cluster vs the raw steps (fetch + extract + start + recovery), and WAL replay speed.
 
 The replica host of BENCH_HOST is the target. A base backup (tar, WAL streamed, no compression) of BENCH_HOST
-is taken once into a local repository on backup1; both sides read it from there over SSH:
+is taken once into a local repository on the replica host itself, and once into one on backup1:
 
-- raw: stop the server, move its data directory aside, `ssh backup1 cat base.tar | tar -x` (and pg_wal.tar), chown,
-  start with pg_ctl -w, wait until recovery has ended — what the seed's hand-run restore does;
-- module: restore_cluster with an SFTP repository, once with ``verify: false`` (the ratio's target, <= 1.1) and once
-  with the default ``verify: true`` (pg_verifybackup's added cost).
+- local (the ratio's target, <= 1.1): raw `tar -x` of base.tar and pg_wal.tar into an empty data directory, chown,
+  pg_ctl -w start, wait until recovery has ended — the seed's hand-run restore; then restore_cluster from the local
+  repository with ``verify: false``, and with the default ``verify: true`` (pg_verifybackup's added cost);
+- over SSH: raw `ssh backup1 cat base.tar | tar -x` (OpenSSH) against restore_cluster with an SFTP repository on
+  backup1 (paramiko), ``verify: false``.
 
 WAL replay: archiving to a folder on BENCH_HOST is switched on, a base backup without WAL taken, pgbench writes WAL
 for BENCH_WAL_SECONDS (default 20), and restore_cluster replays the whole archive (no target); the result's
@@ -34,12 +35,13 @@ class PhysicalRestoreBench:
         self.backup1 = lab.host(BACKUP_HOST)
         self.replica = next(h for h in lab.hosts.values() if h.upstream == host.name)
         self.suffix = uuid.uuid4().hex[:6]
-        self.repo_path = "/var/backups/pgdr-bench-restore-%s" % self.suffix
+        self.repo_path = "/var/backups/pgdr-bench-restore-%s" % self.suffix  # on backup1, and on the replica host
         self.wal_path = "/var/backups/pgdr-bench-wal-%s" % self.suffix
         self.cluster = "bench-restore-%s" % host.name
         self.saved = self.replica.pg_data + ".bench-saved"
         self.backup_id = None
-        self.backup1.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.repo_path])
+        for target in (self.backup1, self.replica):
+            target.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.repo_path])
         for target in (self.replica, self.host):
             for source, name in ((lab.ssh_key, KEY), (lab.known_hosts, KNOWN)):
                 target.run(["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0600", str(source), name])
@@ -59,7 +61,7 @@ class PhysicalRestoreBench:
     def _sftp(self, host, path):
         return {"type": "sftp", "host": host.address, "user": "root", "path": path, "key_file": KEY, "known_hosts": KNOWN}
 
-    def _base_backup(self, backup_id, wal_method):
+    def _base_backup(self, backup_id, wal_method, on=BACKUP_HOST):
         task = dict(
             cluster=self.cluster,
             backup_id=backup_id,
@@ -70,19 +72,19 @@ class PhysicalRestoreBench:
             repository={"type": "local", "path": self.repo_path},
             **self._connection(self.host),
         )
-        self.playbooks.run(BACKUP_HOST, [{"name": "base", BASE: task}], become_postgres=False)
+        self.playbooks.run(on, [{"name": "base", BASE: task}], become_postgres=False)
 
     def _clear_target(self):
         self._pg_ctl(self.replica, "stop", "-m", "immediate")
         self.replica.run(["rm", "-rf", self.replica.pg_data])
 
-    def _restore(self, backup_id, **args):
+    def _restore(self, backup_id, local=False, **args):
         task = dict(
             cluster=self.cluster,
             backup_id=backup_id,
             pg_data=self.replica.pg_data,
             force=True,
-            repository=self._sftp(self.backup1, self.repo_path),
+            repository={"type": "local", "path": self.repo_path} if local else self._sftp(self.backup1, self.repo_path),
             **self._connection(self.replica),
             **args,
         )
@@ -95,28 +97,30 @@ class PhysicalRestoreBench:
         self.backup_id = "bench-%s" % self.suffix
         started = time.monotonic()
         self._base_backup(self.backup_id, "stream")
-        self.log("  base backup for the restores (%.1f s)" % (time.monotonic() - started))
+        self._base_backup(self.backup_id, "stream", on=self.replica.name)
+        self.log("  base backups for the restores (%.1f s)" % (time.monotonic() - started))
 
-    def raw(self):
+    def raw(self, local):
         folder = "%s/%s/%s" % (self.repo_path, self.cluster, self.backup_id)
         ssh = "ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes root@%s" % (KEY, KNOWN, self.backup1.address)
+        fetch = "cat" if local else "%s cat" % ssh
         data, bin_dir = self.replica.pg_data, self.replica.pg_bin_dir
         script = " && ".join([
             "install -d -o postgres -g postgres -m 0700 %s" % data,
-            "%s cat %s/base.tar | tar -x -f - -C %s" % (ssh, folder, data),
-            "%s cat %s/pg_wal.tar | tar -x -f - -C %s/pg_wal" % (ssh, folder, data),
+            "%s %s/base.tar | tar -x -f - -C %s" % (fetch, folder, data),
+            "%s %s/pg_wal.tar | tar -x -f - -C %s/pg_wal" % (fetch, folder, data),
             "chown -R postgres: %s" % data,
             "runuser -u postgres -- %s/pg_ctl -D %s -l /var/lib/postgresql/%d/postgresql.log -w start >/dev/null" % (bin_dir, data, self.replica.major),
             "until [ \"$(runuser -u postgres -- %s/psql -h /run/postgresql -XAtc 'SELECT pg_is_in_recovery()')\" = f ]; do sleep 0.2; done" % bin_dir,
         ])  # fmt: skip
         started = time.monotonic()
         self.replica.run(["sh", "-c", script], timeout=7200)
-        self.samples.add("raw_physical_restore", time.monotonic() - started)
+        self.samples.add("raw_physical_restore" + ("" if local else "_ssh"), time.monotonic() - started)
         self._clear_target()
 
-    def module(self, verify):
-        key = "module_physical_restore_verify" if verify else "module_physical_restore"
-        wall, result = self._restore(self.backup_id, verify=verify)
+    def module(self, verify, local=True):
+        key = "module_physical_restore" + ("_verify" if verify else "") + ("" if local else "_sftp")
+        wall, result = self._restore(self.backup_id, local=local, verify=verify)
         self.samples.add(key, wall)
         self.samples.add(key + "_total", result["timings"]["total_seconds"])
         self.samples.add(key + "_deploy", result["timings"]["deploy_seconds"])
@@ -157,9 +161,11 @@ class PhysicalRestoreBench:
         if self.backup_id is None:
             self.prepare()
         for label, step in (
-            ("raw fetch + extract + start + recovery", self.raw),
-            ("module restore_cluster verify=false", lambda: self.module(False)),
-            ("module restore_cluster verify=true", lambda: self.module(True)),
+            ("raw tar -x (local) + start + recovery", lambda: self.raw(True)),
+            ("module restore_cluster local, verify=false", lambda: self.module(False)),
+            ("module restore_cluster local, verify=true", lambda: self.module(True)),
+            ("raw ssh cat | tar -x + start + recovery", lambda: self.raw(False)),
+            ("module restore_cluster SFTP, verify=false", lambda: self.module(False, local=False)),
         ):
             started = time.monotonic()
             step()
@@ -178,7 +184,8 @@ class PhysicalRestoreBench:
             ("reset archiving on %s" % self.host.name, lambda: self.host.psql("ALTER SYSTEM RESET archive_mode; ALTER SYSTEM RESET archive_command;")),
             ("restart %s" % self.host.name, lambda: self._pg_ctl(self.host, "restart", "-m", "fast")),
             ("put %s's cluster back" % self.replica.name, self._put_back),
-            ("remove the repository", lambda: self.backup1.run(["rm", "-rf", self.repo_path])),
+            ("remove the repository on %s" % BACKUP_HOST, lambda: self.backup1.run(["rm", "-rf", self.repo_path])),
+            ("remove the repository on %s" % self.replica.name, lambda: self.replica.run(["rm", "-rf", self.repo_path])),
             ("remove the archive", lambda: self.host.run(["rm", "-rf", self.wal_path])),
         ]
         for label, step in steps:

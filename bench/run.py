@@ -85,8 +85,10 @@ def comparisons(m, only):
         rows.append(row("phys", "pg_basebackup module tar stream, verify=false, local  vs  raw pg_basebackup",
                         m["module_basebackup"], m["raw_pg_basebackup"], 1.05, own=m["module_basebackup_duration"]))
     if "prestore" in only:
-        rows.append(row("pr", "restore_cluster physical, verify=false  vs  ssh cat | tar -x + pg_ctl start + recovery",
+        rows.append(row("pr", "restore_cluster physical, local repository, verify=false  vs  tar -x + pg_ctl start + recovery",
                         m["module_physical_restore"], m["raw_physical_restore"], 1.1, own=m["module_physical_restore_total"]))
+        rows.append(row("prs", "restore_cluster physical, SFTP (paramiko), verify=false  vs  ssh cat | tar -x + start + recovery",
+                        m["module_physical_restore_sftp"], m["raw_physical_restore_ssh"], 1.1, own=m["module_physical_restore_sftp_total"]))
     return rows
 
 
