@@ -403,7 +403,9 @@ def test_restore_cluster_from_the_catalog_latest_then_a_chosen_id_to_a_time(ansi
         done = play(ansible, [
             ("plan", {restore_task: dict(restore)}, {"check_mode": True}),
             ("latest", {restore_task: dict(restore, backup_id="latest")}),
-            ("to a time", {restore_task: dict(restore, backup_id=full["backup_id"], recovery_target_time=moment, keep_previous=True)}),
+            # incremental (-I checksum): over a copy of the stopped "latest" cluster, which is kept as the previous one
+            ("to a time", {restore_task: dict(restore, backup_id=full["backup_id"], recovery_target_time=moment, keep_previous=True,
+                                              probackup=dict(base, incremental_mode="checksum"))}),
             ("before the backup", {restore_task: dict(restore, backup_id=full["backup_id"], recovery_target_time="2000-01-01 00:00:00+00")}),
             ("unknown id", {restore_task: dict(restore, backup_id="ZZZZZZ")}),
         ], become_postgres=True)  # fmt: skip
@@ -414,6 +416,7 @@ def test_restore_cluster_from_the_catalog_latest_then_a_chosen_id_to_a_time(ansi
         assert any(argv[:2] == [os.path.basename(binary), "restore"] and "--recovery-target-action=promote" in argv for argv in latest["commands"])
         timed = ok(done["to a time"])
         assert timed["state"] == "promoted" and timed["previous_data_dir"].endswith(".pgdr-previous-" + full["backup_id"])
+        assert any(argv[1] == "restore" and "-I" in argv and "checksum" in argv for argv in timed["commands"]), timed["commands"]
         assert "lies before the end of backup %s" % full["backup_id"] in failed(done["before the backup"])
         assert failed(done["unknown id"]).startswith("backup ZZZZZZ is not in instance main of ")
         # the last restore stopped at the time: 1 and 2, not 3; archiving is off on the copy, its port is the target's
