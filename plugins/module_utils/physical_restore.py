@@ -139,6 +139,24 @@ def auto_conf_text(existing, settings):
     return "\n".join(lines) + "\n"
 
 
+def archive_shortfall(target, reached, archive_newest, standby=False):
+    """Why a replay of the whole archive ended too early, or None.
+
+    restore_command cannot tell "not archived" from "could not be read" (a store that is down): PostgreSQL ends
+    recovery at the first file it does not get. Without a target it then promotes there, silently early; so the
+    reached LSN must lie in or past the newest segment the archive listed before the start.
+    """
+    if target[0] != "latest" or standby or not archive_newest or not archive_newest[0] or not reached.get("reached_lsn"):
+        return None
+    end = segment_end(archive_newest[0])
+    if end is None or lsn_to_int(reached["reached_lsn"]) >= end - WAL_SEGMENT_SIZE:
+        return None
+    return (
+        "recovery ended at %s, before the newest archived segment %s: the archive could not be read completely (check that the "
+        "store is reachable from this host, then restore again)" % (reached["reached_lsn"], archive_newest[0])
+    )
+
+
 def check_target_bounds(manifest, target, archive_newest=None, has_archive=False):
     """Refuse targets that cannot be reached, before anything is touched.
 
@@ -572,6 +590,9 @@ class Restore:
             )
         if reached["reached_lsn"] and lsn_to_int(reached["reached_lsn"]) < lsn_to_int(self.manifest["stop_lsn"]):
             raise PgdrError("recovery stopped at %s, before the end of the backup (%s)" % (reached["reached_lsn"], self.manifest["stop_lsn"]))
+        short = archive_shortfall(self.target, reached, self.archive_newest, self.p.get("standby"))
+        if short:
+            raise PgdrError(short)
         reached["state"] = "standby" if reached["in_recovery"] and not reached["paused"] else ("paused" if reached["paused"] else "promoted")
         # from the server log pg_ctl writes; None where the log goes elsewhere (journal, logging_collector)
         text = log_tail(self.cluster.server_log, offset, limit=50 * 1024 * 1024) if self.cluster.manager == "pg_ctl" else ""

@@ -354,6 +354,20 @@ def test_archive_outage_keeps_wal_and_pitr_into_the_outage_succeeds(ansible, pai
                           recovery_target_time=moment))
         assert done["backup_id"] == made["backup_id"]
         assert pair.rows(pair.replica) == "1,2,3,4"  # everything up to the moment inside the outage, nothing after
+
+        # a segment lost from the middle of the archive: replaying "everything" would stop at the gap and promote
+        # there, silently early; the restore fails instead and the previous cluster comes back
+        segments = sorted(n for n in pair.primary.run(["ls", pair.wal_path]).stdout.split() if len(n) == 24)
+        lost = segments[-2]
+        pair.primary.run(["mv", "%s/%s" % (pair.wal_path, lost), "%s/%s.lost" % (pair.wal_path, lost)])
+        try:
+            gap = restore(ansible, pair, pair.sftp(pair.backup1, pair.repo_path), archive=pair.sftp(pair.primary, pair.wal_path))
+        finally:
+            pair.primary.run(["mv", "%s/%s.lost" % (pair.wal_path, lost), "%s/%s" % (pair.wal_path, lost)])
+        assert gap["_status"] == "failed"
+        assert "before the newest archived segment %s" % segments[-1] in gap["msg"], gap["msg"]
+        assert gap["msg"].endswith("the previous data directory was put back and started")
+        assert pair.rows(pair.replica) == "1,2,3,4"  # the cluster restored before, running again
     finally:
         pair.primary.psql("ALTER SYSTEM RESET archive_mode; ALTER SYSTEM RESET archive_command;")
         pair.primary.run([pair.primary.pg_bin_dir + "/pg_ctl", "-D", pair.primary.pg_data, "-l", "/var/lib/postgresql/15/postgresql.log",

@@ -117,3 +117,14 @@ def test_probackup_backup_becomes_the_facts_restores_check(tmp_path):
         (wal / name).write_bytes(b"x")
     segment, mtime = pbr.newest_archived(str(tmp_path), "main")
     assert segment == "000000010000000000000004" and mtime.tzinfo is not None
+
+
+def test_a_replay_of_the_whole_archive_must_reach_its_newest_segment():
+    newest = ("000000010000000000000006", None)
+    assert pr.archive_shortfall(("latest", None), {"reached_lsn": "0/6000100"}, newest) is None
+    assert pr.archive_shortfall(("latest", None), {"reached_lsn": "0/6000000"}, newest) is None
+    short = pr.archive_shortfall(("latest", None), {"reached_lsn": "0/5FFFF00"}, newest)
+    assert short.startswith("recovery ended at 0/5FFFF00, before the newest archived segment 000000010000000000000006")
+    assert pr.archive_shortfall(("name", "p1"), {"reached_lsn": "0/5000000"}, newest) is None  # a target stops earlier on purpose
+    assert pr.archive_shortfall(("latest", None), {"reached_lsn": "0/5000000"}, ("", None)) is None  # an empty archive
+    assert pr.archive_shortfall(("latest", None), {"reached_lsn": "0/5000000"}, None) is None  # an archive that cannot be listed
