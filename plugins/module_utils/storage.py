@@ -70,31 +70,30 @@ S3_MAX_PARTS = 10000
 S3_DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
 
 
+def location_options():
+    """Where a backend is: the suboptions ``repository`` and the WAL ``archive`` option share (without ``type``)."""
+    return dict(
+        path=dict(type="str"),
+        host=dict(type="str"),
+        port=dict(type="int", default=22),
+        user=dict(type="str", default="root"),
+        key_file=dict(type="path"),
+        known_hosts=dict(type="path"),
+        endpoint_url=dict(type="str"),
+        region=dict(type="str"),
+        bucket=dict(type="str"),
+        prefix=dict(type="str", default=""),
+        access_key=dict(type="str", no_log=True),
+        secret_key=dict(type="str", no_log=True),
+        addressing_style=dict(type="str", default="path", choices=ADDRESSING_STYLES),
+    )
+
+
 def storage_argument_spec():
     """The ``repository`` option every module that reads or writes backups accepts."""
-    return dict(
-        repository=dict(
-            type="dict",
-            required=True,
-            options=dict(
-                type=dict(type="str", required=True, choices=REPOSITORY_TYPES),
-                path=dict(type="str"),
-                host=dict(type="str"),
-                port=dict(type="int", default=22),
-                user=dict(type="str", default="root"),
-                key_file=dict(type="path"),
-                known_hosts=dict(type="path"),
-                endpoint_url=dict(type="str"),
-                region=dict(type="str"),
-                bucket=dict(type="str"),
-                prefix=dict(type="str", default=""),
-                access_key=dict(type="str", no_log=True),
-                secret_key=dict(type="str", no_log=True),
-                addressing_style=dict(type="str", default="path", choices=ADDRESSING_STYLES),
-                part_size_mb=dict(type="int", default=64),
-            ),
-        )
-    )
+    options = dict(type=dict(type="str", required=True, choices=REPOSITORY_TYPES), **location_options())
+    options["part_size_mb"] = dict(type="int", default=64)
+    return dict(repository=dict(type="dict", required=True, options=options))
 
 
 def repository_from_params(repo):

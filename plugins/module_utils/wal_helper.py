@@ -56,24 +56,15 @@ _STORE_KEYS = {
 
 def archive_argument_spec():
     """The ``archive`` option (doc fragment pgdr.backup.wal_archive): where WAL files are archived."""
+    # imported here: pgdr-wal itself must not load storage.py (and boto3/paramiko) before it knows which it needs
+    from ansible_collections.pgdr.backup.plugins.module_utils import storage
+
     return dict(
         archive=dict(
             type="dict",
             options=dict(
                 type=dict(type="str", required=True, choices=ARCHIVE_TYPES),
-                path=dict(type="str"),
-                host=dict(type="str"),
-                port=dict(type="int", default=22),
-                user=dict(type="str", default="root"),
-                key_file=dict(type="path"),
-                known_hosts=dict(type="path"),
-                endpoint_url=dict(type="str"),
-                region=dict(type="str"),
-                bucket=dict(type="str"),
-                prefix=dict(type="str", default=""),
-                access_key=dict(type="str", no_log=True),
-                secret_key=dict(type="str", no_log=True),
-                addressing_style=dict(type="str", default="path", choices=["path", "virtual", "auto"]),
+                **storage.location_options(),
                 backup_path=dict(type="path"),
                 instance=dict(type="str"),
                 binary=dict(type="path", default="pg_probackup"),
