@@ -219,15 +219,20 @@ class HashingWriter:
 
 def hash_object(repo, key):
     """(size, sha256 hex) of one repository object, streamed in 1 MiB reads."""
+    with repo.open_reader(key) as reader:
+        return hash_stream(reader)
+
+
+def hash_stream(reader, chunk_size=READ_CHUNK):
+    """(size, sha256 hex) of everything ``reader.read()`` yields."""
     digest = hashlib.sha256()
     size = 0
-    with repo.open_reader(key) as reader:
-        while True:
-            chunk = reader.read(READ_CHUNK)
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
+    while True:
+        chunk = reader.read(chunk_size)
+        if not chunk:
+            break
+        digest.update(chunk)
+        size += len(chunk)
     return size, digest.hexdigest()
 
 

@@ -323,16 +323,8 @@ def read_backup_manifest(path):
 
 
 def hash_file(path):
-    digest = hashlib.sha256()
-    size = 0
     with open(path, "rb", buffering=0) as handle:
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+        return backup_set.hash_stream(handle, CHUNK)
 
 
 class FollowHasher:

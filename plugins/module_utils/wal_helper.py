@@ -120,32 +120,32 @@ def _helper_invocation(name, action, helper_dir=HELPER_DIR, config_dir=CONFIG_DI
     return " ".join(shlex.quote(part) for part in argv) + " " + action
 
 
-def archive_command(spec, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
-    """The archive_command for ``spec`` (pure: installs nothing; see install())."""
+# direction -> (pgdr-wal action, pg_probackup subcommand, the option of archive type command)
+_DIRECTIONS = {"archive": ("push %p %f", "archive-push", "archive_command"), "restore": ("fetch %f %p", "archive-get", "restore_command")}
+
+
+def _command(spec, name, direction, helper_dir, config_dir):
     validate_spec(spec)
+    helper_action, probackup_subcommand, own_option = _DIRECTIONS[direction]
     kind = spec["type"]
     if kind in STORE_TYPES:
-        return _helper_invocation(name, "push %p %f", helper_dir, config_dir)
+        return _helper_invocation(name, helper_action, helper_dir, config_dir)
     if kind == "probackup":
-        argv = [spec.get("binary") or "pg_probackup", "archive-push", "-B", spec["backup_path"], "--instance", spec["instance"]]
+        argv = [spec.get("binary") or "pg_probackup", probackup_subcommand, "-B", spec["backup_path"], "--instance", spec["instance"]]
         return " ".join(shlex.quote(part) for part in argv) + " --wal-file-path=%p --wal-file-name=%f"
-    if not spec.get("archive_command"):
-        raise PgdrError("archive type command needs archive.archive_command to archive")
-    return spec["archive_command"]
+    if not spec.get(own_option):
+        raise PgdrError("archive type command needs archive.%s to %s" % (own_option, direction))
+    return spec[own_option]
+
+
+def archive_command(spec, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
+    """The archive_command for ``spec`` (pure: installs nothing; see install())."""
+    return _command(spec, name, "archive", helper_dir, config_dir)
 
 
 def restore_command_string(spec, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
     """The restore_command for ``spec``, without installing anything."""
-    validate_spec(spec)
-    kind = spec["type"]
-    if kind in STORE_TYPES:
-        return _helper_invocation(name, "fetch %f %p", helper_dir, config_dir)
-    if kind == "probackup":
-        argv = [spec.get("binary") or "pg_probackup", "archive-get", "-B", spec["backup_path"], "--instance", spec["instance"]]
-        return " ".join(shlex.quote(part) for part in argv) + " --wal-file-path=%p --wal-file-name=%f"
-    if not spec.get("restore_command"):
-        raise PgdrError("archive type command needs archive.restore_command to restore")
-    return spec["restore_command"]
+    return _command(spec, name, "restore", helper_dir, config_dir)
 
 
 def restore_command(spec, name, os_user="postgres", install_helper=True, check_mode=False):
