@@ -251,7 +251,10 @@ def _ensure_dir(path, mode, uid, gid, check_mode):
         parent = os.path.dirname(path)
         if not os.path.isdir(parent):
             _ensure_dir(parent, 0o755, 0, 0, check_mode)
-        os.mkdir(path, mode)
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            return False  # another run (a second task on this host) made it just now
         os.chmod(path, mode)
         if os.geteuid() == 0:
             os.chown(path, uid, gid)

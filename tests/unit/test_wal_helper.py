@@ -212,3 +212,12 @@ def test_spec_matches_its_doc_fragment_and_validates():
     result = ArgumentSpecValidator(spec).validate(dict(archive=dict(type="s3", bucket="b", secret_key="s")))
     assert result.error_messages == []
     assert "s" in result._no_log_values
+
+
+def test_a_folder_made_by_a_concurrent_run_is_not_an_error(tmp_path, monkeypatch):
+    # two installs on one host: both see no folder, the other one's mkdir wins
+    folder = tmp_path / "pgdr"
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda path: False if path == str(folder) else real_isdir(path))
+    folder.mkdir()
+    assert wal_helper._ensure_dir(str(folder), 0o755, os.getuid(), os.getgid(), check_mode=False) is False
