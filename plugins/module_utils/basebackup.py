@@ -773,9 +773,11 @@ def _mark_failed(writer, fields, error):
 
 
 def reverify(repo, cluster, backup_id, pg_bin_dir, work_dir):
-    """pg_verifybackup (and the set's sha256 sums) over a complete base set; on failure manifest.json is removed.
+    """pg_verifybackup (and the set's sha256 sums) over a complete base set; on a verdict manifest.json is removed.
 
-    Returns {verify_seconds, verified_with}. A remote tar set is downloaded to ``work_dir`` first.
+    Returns {verify_seconds, verified_with}. A remote tar set is downloaded to ``work_dir`` first. Only a verdict
+    about the set's content (a file missing or different from the manifest, pg_verifybackup failing) marks it
+    failed: a repository that cannot be read just now fails the task and leaves the set as it was.
     """
     manifest = backup_set.load_manifest(repo, cluster, backup_id)
     if manifest["kind"] != "base":
@@ -786,31 +788,41 @@ def reverify(repo, cluster, backup_id, pg_bin_dir, work_dir):
     try:
         try:
             backup_set.check_files(repo, manifest, cluster)
-            if repo.kind == "local":
-                folder = repo.location(backup_set.set_key(cluster, backup_id))
-            else:
-                folder = os.path.join(scratch, "backup")
-                os.makedirs(folder)
-                for entry in manifest["files"]:
-                    with (
-                        repo.open_reader(backup_set.set_key(cluster, backup_id, entry["path"])) as reader,
-                        open(os.path.join(folder, entry["path"]), "wb") as out,
-                    ):
-                        shutil.copyfileobj(reader, out, CHUNK)
-            target = os.path.join(folder, physical["data_dir"]) if physical["format"] == "plain" else folder
+        except PgdrError as exc:
+            if not exc.details.get("bad_files"):
+                raise
+            _reject(repo, manifest, cluster, backup_id, exc)
+        if repo.kind == "local":
+            folder = repo.location(backup_set.set_key(cluster, backup_id))
+        else:
+            folder = os.path.join(scratch, "backup")
+            os.makedirs(folder)
+            for entry in manifest["files"]:
+                with (
+                    repo.open_reader(backup_set.set_key(cluster, backup_id, entry["path"])) as reader,
+                    open(os.path.join(folder, entry["path"]), "wb") as out,
+                ):
+                    shutil.copyfileobj(reader, out, CHUNK)
+        target = os.path.join(folder, physical["data_dir"]) if physical["format"] == "plain" else folder
+        try:
             seconds, how = verify_backup(target, physical["format"], physical["wal_method"], manifest["source"]["major"], pg_bin_dir, scratch)
         except PgdrError as exc:
-            repo.put_bytes_atomic(backup_set.set_key(cluster, backup_id, FAILED_NAME), backup_set.manifest_bytes(failure_record(manifest, exc)))
-            repo.delete_tree(backup_set.set_key(cluster, backup_id, backup_set.MANIFEST_NAME))
-            raise PgdrError(
-                "backup set %s/%s failed verification: %s; manifest.json was removed, so the set is incomplete "
-                "and never restored (its record is in %s)" % (cluster, backup_id, telling_line(exc.details.get("stderr") or exc.msg), FAILED_NAME),
-                stderr=exc.details.get("stderr"),
-                verify_failed=True,
-            ) from None
+            _reject(repo, manifest, cluster, backup_id, exc)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return dict(verify_seconds=round(seconds, 3), verified_with=how, manifest=manifest)
+
+
+def _reject(repo, manifest, cluster, backup_id, exc):
+    """Record why a stored set failed verification and take its manifest away, so it is never restored."""
+    repo.put_bytes_atomic(backup_set.set_key(cluster, backup_id, FAILED_NAME), backup_set.manifest_bytes(failure_record(manifest, exc)))
+    repo.delete_tree(backup_set.set_key(cluster, backup_id, backup_set.MANIFEST_NAME))
+    raise PgdrError(
+        "backup set %s/%s failed verification: %s; manifest.json was removed, so the set is incomplete "
+        "and never restored (its record is in %s)" % (cluster, backup_id, telling_line(exc.details.get("stderr") or exc.msg), FAILED_NAME),
+        stderr=exc.details.get("stderr"),
+        verify_failed=True,
+    ) from None
 
 
 def summary(manifest):

@@ -19,7 +19,8 @@ description:
     C(backup_manifest) before C(manifest.json) is written. A failed check fails the task and leaves the set
     incomplete (no C(manifest.json), never restored) with C(verify-failed.json) saying why.
   - O(action=verify) checks a stored set again (sha256 of its files, then C(pg_verifybackup)); a set that
-    fails loses its C(manifest.json) and so becomes incomplete.
+    fails loses its C(manifest.json) and so becomes incomplete. A repository that cannot be read just now
+    fails the task and leaves the set as it was.
   - Incremental backups (PostgreSQL 17+) with O(incremental_from); the chain is recorded in the manifests.
   - Runs for the same source and repository never overlap on one host (O(if_running)). Long runs work with
     Ansible C(async)/C(poll); the last progress figures come back in RV(progress).

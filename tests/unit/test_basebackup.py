@@ -1,6 +1,7 @@
 """pg_basebackup's argv, backup_label parsing and the base manifest, without a server."""
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -196,6 +197,50 @@ def test_manifest_is_valid_and_complete(tmp_path):
     assert physical["compression"] == {"algorithm": "gzip", "level": 1, "location": "client"} and physical["data_dir"] is None
     assert backup_set.validate_manifest_shape(manifest) == []
     assert backup_set.load_manifest(repo, "db1", "b1") == manifest
+
+
+def stored_base_set(repo):
+    """A complete (manifest written) tar base set of one file, as pg_basebackup's writer leaves it."""
+    writer = backup_set.SetWriter(repo, "db1", "b1", compression="none")
+    with writer.open_file("base.tar", "base", "tar", compression="none") as out:
+        out.write(b"not really a tar")
+    source = dict(host="db1", port=5432, database=None, system_identifier="7710939028678239692", server_version="18.1", server_version_num=180001, major=18)
+    fields = basebackup.manifest_fields(
+        opts(format="tar"), {"method": "none", "level": None, "location": None}, source,
+        dict(name="pg_basebackup", version="18.1", argv=["pg_basebackup"]), basebackup.parse_backup_label(LABEL),
+        basebackup.wal_ranges({"WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}]}), [], ["b1"], False, 0.5,
+        "2026-11-22T10:21:01Z", "2026-11-22T10:22:00Z", 59.0,
+    )
+    return writer.finish(fields)
+
+
+class UnreadableRepository(LocalRepository):
+    """The repository's server went away between listing and reading."""
+
+    def open_reader(self, key):
+        if key.endswith("/manifest.json"):
+            return super().open_reader(key)
+        raise PgdrError("SFTP connection to backup1:22 lost")
+
+
+def test_reverify_without_a_readable_repository_leaves_the_set_alone(tmp_path):
+    stored_base_set(LocalRepository(str(tmp_path / "repo")))
+    repo = UnreadableRepository(str(tmp_path / "repo"))
+    with pytest.raises(PgdrError) as failed:
+        basebackup.reverify(repo, "db1", "b1", None, str(tmp_path / "work"))
+    assert "connection" in failed.value.msg and not failed.value.details.get("verify_failed")
+    assert repo.exists("db1/b1/manifest.json") and not repo.exists("db1/b1/" + basebackup.FAILED_NAME)
+
+
+def test_reverify_of_a_changed_file_takes_the_manifest_away_and_keeps_why(tmp_path):
+    repo = LocalRepository(str(tmp_path / "repo"))
+    stored_base_set(repo)
+    (tmp_path / "repo/db1/b1/base.tar").write_bytes(b"not really a tar, changed")
+    with pytest.raises(PgdrError) as failed:
+        basebackup.reverify(repo, "db1", "b1", None, str(tmp_path / "work"))
+    assert failed.value.details["verify_failed"] is True and "manifest.json was removed" in failed.value.msg
+    assert not repo.exists("db1/b1/manifest.json")
+    assert "base.tar" in json.loads((tmp_path / "repo/db1/b1" / basebackup.FAILED_NAME).read_text())["verify_error"]
 
 
 def test_follow_hasher_hashes_a_growing_archive(tmp_path):
