@@ -282,8 +282,21 @@ def switch_wal(conn):
         return cur.fetchone()[0]
 
 
+def server_archived(stats, walfile):
+    """Whether pg_stat_archiver says ``walfile`` (or a later segment) is archived.
+
+    Segment names only are compared: a later .backup file counts, a .history file does not.
+    """
+    last = (stats["last_archived_wal"] or "")[:24]
+    return wal_helper.SEGMENT_RE.match(last) is not None and last >= walfile
+
+
 def wait_archived(conn, walfile, timeout, archive_spec=None, log_path=None, poll=0.5):
-    """Wait until ``walfile`` is in the archive: in the store for local/sftp/s3, else per pg_stat_archiver."""
+    """Wait until PostgreSQL's archiver reports ``walfile`` done and, for local/sftp/s3, the store holds it.
+
+    Both, because the segment reaches the store before archive_command returns and the archiver counts it:
+    a result read in between would show a verified archive that the server has not finished with.
+    """
     started = time.monotonic()
     reader = None
     if archive_spec and archive_spec.get("type") in wal_helper.STORE_TYPES:
@@ -291,11 +304,7 @@ def wait_archived(conn, walfile, timeout, archive_spec=None, log_path=None, poll
     try:
         while True:
             stats = archiver_stats(conn)
-            if reader is not None:
-                archived = reader.exists(walfile)
-            else:  # compare segment names only: a later .backup file counts, a .history file does not
-                last = stats["last_archived_wal"] or ""
-                archived = wal_helper.SEGMENT_RE.match(last[:24]) is not None and last[:24] >= walfile
+            archived = server_archived(stats, walfile) and (reader is None or reader.exists(walfile))
             if archived:
                 return dict(walfile=walfile, seconds=round(time.monotonic() - started, 3), archiver=stats)
             if time.monotonic() - started > timeout:

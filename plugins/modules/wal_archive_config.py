@@ -85,8 +85,8 @@ options:
   verify:
     description:
       - Write a WAL record, force a segment switch with C(pg_switch_wal()), and wait up to O(verify_timeout) seconds until
-        that segment is in the archive - in the folder, server or bucket for V(local), V(sftp), V(s3), otherwise by
-        C(pg_stat_archiver.last_archived_wal) - and in O(receiver.directory) when a receiver is present.
+        the server's archiver reports that segment done (C(pg_stat_archiver.last_archived_wal)), it is in the folder,
+        server or bucket for V(local), V(sftp), V(s3), and it is in O(receiver.directory) when a receiver is present.
       - On timeout the task fails with the archiver's counters and its last error from the server log.
     type: bool
     default: false

@@ -132,3 +132,31 @@ def wait_for(probe, timeout=10):
             return value
         time.sleep(0.1)
     raise AssertionError("timed out")
+
+
+def test_server_archived_compares_segments_not_history_files():
+    def stats(last):
+        return dict(last_archived_wal=last)
+
+    walfile = "000000010000000000000005"
+    assert wal_archive.server_archived(stats(walfile), walfile)
+    assert wal_archive.server_archived(stats("000000010000000000000006.00000028.backup"), walfile)
+    assert not wal_archive.server_archived(stats("000000010000000000000004"), walfile)
+    assert not wal_archive.server_archived(stats("00000002.history"), walfile)
+    assert not wal_archive.server_archived(stats(None), walfile)
+
+
+def test_verify_waits_for_the_server_as_well_as_the_store(tmp_path, monkeypatch):
+    # the segment is already in the folder, but the archiver has not counted it yet: not verified until it has
+    walfile = "000000010000000000000005"
+    (tmp_path / walfile).write_bytes(b"x")
+    reports = iter([dict(last_archived_wal="000000010000000000000004"), dict(last_archived_wal=walfile)])
+    seen = []
+
+    def archiver_stats(conn):
+        seen.append(next(reports))
+        return dict(seen[-1], failed_count=0, last_failed_wal=None, last_failed_time=None)
+
+    monkeypatch.setattr(wal_archive, "archiver_stats", archiver_stats)
+    done = wal_archive.wait_archived(None, walfile, 5, archive_spec={"type": "local", "path": str(tmp_path)}, poll=0.01)
+    assert len(seen) == 2 and done["archiver"]["last_archived_wal"] == walfile
