@@ -19,13 +19,12 @@ import time
 import uuid
 
 from bench import dataset
+from tests.lab.hosts import POSTGRES_KNOWN_HOSTS, POSTGRES_SSH_KEY
 
 BASE = "pgdr.backup.pg_basebackup"
 RESTORE = "pgdr.backup.restore_cluster"
 WAL = "pgdr.backup.wal_archive_config"
 BACKUP_HOST = "backup1"
-KEY = "/var/lib/postgresql/.ssh/pgdr_lab_key"
-KNOWN = "/var/lib/postgresql/.ssh/known_hosts_lab"
 
 
 class PhysicalRestoreBench:
@@ -42,9 +41,6 @@ class PhysicalRestoreBench:
         self.backup_id = None
         for target in (self.backup1, self.replica):
             target.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.repo_path])
-        for target in (self.replica, self.host):
-            for source, name in ((lab.ssh_key, KEY), (lab.known_hosts, KNOWN)):
-                target.run(["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0600", str(source), name])
         # the replica's own cluster is kept aside for the whole bench and put back by cleanup()
         self._pg_ctl(self.replica, "stop", "-m", "fast")
         self.replica.run(["mv", self.replica.pg_data, self.saved])
@@ -59,7 +55,7 @@ class PhysicalRestoreBench:
         return dict(login_host=host.address, login_user="postgres", login_password=self.lab.pg_password)
 
     def _sftp(self, host, path):
-        return {"type": "sftp", "host": host.address, "user": "root", "path": path, "key_file": KEY, "known_hosts": KNOWN}
+        return self.lab.sftp_repository(host, path)
 
     def _base_backup(self, backup_id, wal_method, on=BACKUP_HOST):
         task = dict(
@@ -102,7 +98,8 @@ class PhysicalRestoreBench:
 
     def raw(self, local):
         folder = "%s/%s/%s" % (self.repo_path, self.cluster, self.backup_id)
-        ssh = "ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes root@%s" % (KEY, KNOWN, self.backup1.address)
+        ssh = "ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes root@%s" % (
+            POSTGRES_SSH_KEY, POSTGRES_KNOWN_HOSTS, self.backup1.address)
         fetch = "cat" if local else "%s cat" % ssh
         data, bin_dir = self.replica.pg_data, self.replica.pg_bin_dir
         script = " && ".join([

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.lab import Lab
+from tests.phases import one_per_version
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK_BIN = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
@@ -89,7 +90,21 @@ class Ansible:
         return run.result(task, host)
 
 
-@pytest.fixture(params=["primary15", "primary18"])
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook, which tags grouped node ids
+def pytest_collection_modifyitems(config, items):
+    """An exclusive test without its version's group, or a group xdist ignores, would run beside tests on its hosts."""
+    for item in items:
+        grouped = item.get_closest_marker("xdist_group")
+        if item.get_closest_marker("exclusive") and not grouped:
+            raise pytest.UsageError("%s is exclusive but has no version group: add ON_PG15/ON_PG18 or one_per_version "
+                                    "(tests/phases.py), or mark it alone" % item.nodeid)
+        # an xdist worker under --dist loadgroup passes the group to the scheduler as a node id suffix "@pg15"
+        if grouped and getattr(config.option, "loadgroup", False) and "@" not in item.nodeid.rpartition("]")[2]:
+            raise pytest.UsageError("pytest-xdist did not apply the xdist_group of %s (pytest-dev/pytest-xdist#1386): "
+                                    "use the pytest and pytest-xdist of requirements.txt" % item.nodeid)
+
+
+@pytest.fixture(params=one_per_version(["primary15", "primary18"]))
 def host(request, lab):
     """Each test that takes ``host`` runs on PostgreSQL 15 and on 18."""
     return lab.host(request.param)

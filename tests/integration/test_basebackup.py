@@ -13,7 +13,6 @@ import pytest
 from tests.manifest_schema import assert_valid_manifest
 
 BASE = "pgdr.backup.pg_basebackup"
-SSH_DIR = "/var/lib/postgresql/.ssh/"
 
 
 def one_line(result):
@@ -38,21 +37,12 @@ class Repo:
         self.suffix = uuid.uuid4().hex[:6]
         self.path = "/var/backups/pgdr-bb-%s" % self.suffix
         self.backup1.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.path])
-        for source_file, name in ((lab.ssh_key, "pgdr_lab_key"), (lab.known_hosts, "known_hosts_lab")):
-            self.backup1.run(["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0600", str(source_file), SSH_DIR + name])
 
     def spec(self, kind):
         if kind == "local":
             return {"type": "local", "path": self.path}
         if kind == "sftp":
-            return {
-                "type": "sftp",
-                "host": self.backup1.address,
-                "user": "root",
-                "path": self.path + "-sftp",
-                "key_file": SSH_DIR + "pgdr_lab_key",
-                "known_hosts": SSH_DIR + "known_hosts_lab",
-            }
+            return self.lab.sftp_repository(self.backup1, self.path + "-sftp")
         s3 = self.lab.s3
         return {
             "type": "s3",

@@ -8,7 +8,6 @@ from tests.manifest_schema import assert_valid_manifest
 from tests.sql_text import ident, literal
 
 DUMP = "pgdr.backup.pg_logical_dump"
-SSH_DIR = "/var/lib/postgresql/.ssh/"
 RESTORE = "pgdr.backup.restore_cluster"
 
 DATA_SQL = """
@@ -43,9 +42,6 @@ class Source:
         # the local repository: a folder the backup user owns, as an admin would prepare it
         self.local_path = "/var/backups/pgdr-test-%s" % self.suffix
         host.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.local_path])
-        # the SFTP repository: the backup user's own key and pinned host keys, as on a real server
-        for source_file, name in ((lab.ssh_key, "pgdr_lab_key"), (lab.known_hosts, "known_hosts_lab")):
-            host.run(["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0600", str(source_file), SSH_DIR + name])
         host.psql("CREATE DATABASE %s" % ident(self.name))
         host.psql(DATA_SQL.format(schema=ident("Mixed Case ü"), table=ident('we"ird table')), db=self.name)
 
@@ -79,8 +75,7 @@ def repositories(lab, kind, suffix):
     if kind == "local":
         return {"type": "local", "path": "/var/backups/pgdr-test-%s" % suffix}
     if kind == "sftp":
-        return {"type": "sftp", "host": lab.host("backup1").address, "user": "root", "path": "/var/backups/pgdr-test-%s" % suffix,
-                "key_file": SSH_DIR + "pgdr_lab_key", "known_hosts": SSH_DIR + "known_hosts_lab"}
+        return lab.sftp_repository("backup1", "/var/backups/pgdr-test-%s" % suffix)
     return {"type": "s3", "endpoint_url": lab.s3["endpoint"], "region": lab.s3["region"], "bucket": lab.s3["bucket"],
             "prefix": "test-%s" % suffix, "access_key": lab.s3["access_key"], "secret_key": lab.s3["secret_key"]}
 
@@ -140,7 +135,7 @@ def test_round_trip_restores_exactly_what_was_dumped(ansible, lab, host, source,
     assert source.sql("SELECT convert_from(lo_get(body), 'UTF8') FROM public.docs", db=target) == "large object payload"
 
 
-@pytest.mark.exclusive  # pg_dumpall and every database of primary15, restored into replica18
+@pytest.mark.alone  # pg_dumpall and every database of primary15, restored into replica18
 def test_cluster_set_from_15_restores_globals_and_databases_into_18(ansible, lab):
     source = Source(lab, lab.host("primary15"))
     target = lab.host("replica18")

@@ -197,7 +197,7 @@ def s3_listing(lab, prefix):
     return keys, [upload["Key"] for upload in uploads]
 
 
-@pytest.mark.exclusive  # stops the object store every other test uses
+@pytest.mark.alone  # stops the object store every other test uses
 def test_object_store_stopped_mid_upload_fails_clearly_and_leaves_nothing_complete(ansible, lab, big):
     host = big.host
     repository = dict(repositories(lab, "s3", big.suffix), part_size_mb=5)

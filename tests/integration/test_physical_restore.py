@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from tests.phases import ON_PG15, ON_PG18, one_per_version
 from tests.sql_text import ident, literal
 
 # replaces the replicas' clusters and restarts the primaries (archive_mode)
@@ -18,7 +19,6 @@ pytestmark = pytest.mark.exclusive
 BASEBACKUP = "pgdr.backup.pg_basebackup"
 RESTORE = "pgdr.backup.restore_cluster"
 WAL = "pgdr.backup.wal_archive_config"
-SSH_DIR = "/var/lib/postgresql/.ssh/"
 PAIRS = {"15": ("primary15", "replica15"), "18": ("primary18", "replica18")}
 
 
@@ -33,17 +33,12 @@ class Pair:
         self.cluster = "phys-%s-%s" % (primary, self.suffix)
         self.repo_path = "/var/backups/pgdr-phys-%s" % self.suffix
         self.wal_path = "/var/backups/pgdr-wal-%s" % self.suffix
-        # postgres on every host logs in to the others' SFTP with the lab key and pinned host keys
-        for host in (self.primary, self.replica, self.backup1):
-            for source_file, name in ((lab.ssh_key, "pgdr_lab_key"), (lab.known_hosts, "known_hosts_lab")):
-                host.run(["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0600", str(source_file), SSH_DIR + name])
 
     def connection(self, host):
         return dict(login_host=host.address, login_port=5432, login_user="postgres", login_password=self.lab.pg_password)
 
     def sftp(self, host, path):
-        return {"type": "sftp", "host": host.address, "user": "root", "path": path,
-                "key_file": SSH_DIR + "pgdr_lab_key", "known_hosts": SSH_DIR + "known_hosts_lab"}
+        return self.lab.sftp_repository(host, path)
 
     def s3(self, what):
         s3 = self.lab.s3
@@ -69,7 +64,7 @@ class Pair:
                 s3.delete_object(Bucket=self.lab.s3["bucket"], Key=item["Key"])
 
 
-@pytest.fixture(params=sorted(PAIRS))
+@pytest.fixture(params=one_per_version(sorted(PAIRS)))
 def pair(request, lab):
     made = Pair(lab, *PAIRS[request.param])
     yield made
@@ -225,6 +220,7 @@ def test_streaming_archive_restores_from_the_partial_segment(ansible, pair):
 # --- refusals: nothing changes on the target, whose cluster keeps running ----------------
 
 
+@ON_PG15
 def test_refusals_leave_the_target_cluster_running_and_unchanged(ansible, lab, pair15):
     pair = pair15
     pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
@@ -297,6 +293,7 @@ def pair18(lab):
     made.cleanup()
 
 
+@ON_PG18
 def test_incremental_chain_restores_with_pg_combinebackup(ansible, pair18):
     pair = pair18
     repository = {"type": "local", "path": pair.repo_path}
@@ -317,6 +314,7 @@ def test_incremental_chain_restores_with_pg_combinebackup(ansible, pair18):
 # --- an archive outage: WAL is kept, archiving catches up, PITR into the outage works ---
 
 
+@ON_PG15
 def test_archive_outage_keeps_wal_and_pitr_into_the_outage_succeeds(ansible, pair15):
     pair = pair15
     archive = {"type": "local", "path": pair.wal_path}
@@ -377,6 +375,7 @@ def test_archive_outage_keeps_wal_and_pitr_into_the_outage_succeeds(ansible, pai
 # --- a streaming standby built from a base backup -------------------------------------------
 
 
+@ON_PG15
 def test_standby_from_a_base_backup_streams_from_its_primary_through_a_slot(ansible, pair15):
     pair = pair15
     slot = "standby_" + pair.suffix

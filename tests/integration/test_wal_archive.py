@@ -7,11 +7,12 @@ import uuid
 
 import pytest
 
+from tests.phases import ON_PG15, ON_PG18
+
 # restarts the primaries (archive_mode) and changes their archive settings
 pytestmark = pytest.mark.exclusive
 
 MODULE = "pgdr.backup.wal_archive_config"
-SSH_DIR = "/var/lib/postgresql/.ssh/"
 MANAGED = ("wal_level", "archive_mode", "archive_command", "archive_library", "archive_timeout", "max_wal_senders", "max_replication_slots", "wal_keep_size")
 
 
@@ -120,6 +121,7 @@ def test_settings_idempotent_with_check_mode_diff_and_restart_only_when_needed(a
         host.run(["rm", "-rf", archive["path"], config])
 
 
+@ON_PG15
 def test_unwritable_destination_fails_verify_with_the_archivers_error(ansible, lab, pristine, suffix):
     host = lab.host("primary15")
     pristine(host)
@@ -144,6 +146,7 @@ def test_unwritable_destination_fails_verify_with_the_archivers_error(ansible, l
         host.run(["rm", "-rf", archive["path"], "/etc/pgdr/wal/%s.json" % name])
 
 
+@ON_PG18
 def test_s3_then_sftp_archive_verify_and_no_secret_in_output(ansible, lab, pristine, suffix):
     host = lab.host("primary18")
     backup = lab.host("backup1")
@@ -158,17 +161,8 @@ def test_s3_then_sftp_archive_verify_and_no_secret_in_output(ansible, lab, prist
         access_key=lab.s3["access_key"],
         secret_key=lab.s3["secret_key"],
     )
-    # pgdr-wal runs as postgres: its SSH key and pinned host keys must be files postgres can read
-    for source_file, key_name in ((lab.ssh_key, "pgdr_lab_key"), (lab.known_hosts, "known_hosts_lab")):
-        host.run(["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0600", str(source_file), SSH_DIR + key_name])
-    sftp = dict(
-        type="sftp",
-        host=backup.address,
-        user="root",
-        path="/var/backups/pgdr-wal-%s" % suffix,
-        key_file=SSH_DIR + "pgdr_lab_key",
-        known_hosts=SSH_DIR + "known_hosts_lab",
-    )
+    # pgdr-wal runs as postgres, with the key and pinned host keys the lab gives postgres on every host
+    sftp = lab.sftp_repository(backup, "/var/backups/pgdr-wal-%s" % suffix)
     config = "/etc/pgdr/wal/%s.json" % name
     try:
         tasks = [
@@ -227,6 +221,7 @@ def pid_alive(host, pid):
     return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@ON_PG15
 def test_receiver_present_idempotent_and_absent(ansible, lab, suffix):
     primary = lab.host("primary15")
     backup = lab.host("backup1")

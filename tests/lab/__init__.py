@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from . import state as _state
+from .hosts import POSTGRES_KNOWN_HOSTS, POSTGRES_SSH_KEY
 from .hosts import nsenter as _nsenter
 from .system import BASE_ENV, ident_alive
 from .topology import PG_PORT, PG_SOCKET_DIR
@@ -146,6 +147,12 @@ class Lab:
         host = host if isinstance(host, Host) else self.host(host)
         opts = ["-o", "UserKnownHostsFile=%s" % self.known_hosts, "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
         return ["ssh", "-i", str(self.ssh_key), *opts, "root@%s" % host.address, *command]
+
+    def sftp_repository(self, host, path):
+        """An SFTP location spec on a lab host, as postgres on any host reaches it (lab key, pinned host keys)."""
+        host = host if isinstance(host, Host) else self.host(host)
+        return {"type": "sftp", "host": host.address, "user": "root", "path": path,
+                "key_file": POSTGRES_SSH_KEY, "known_hosts": POSTGRES_KNOWN_HOSTS}
 
     def objstore_outage(self):
         """Context manager: the object store is killed inside the block and always started again after it."""

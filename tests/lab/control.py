@@ -188,6 +188,8 @@ def _build(paths):
     log("object store up at %s, bucket %s" % (endpoint, S3_BUCKET))
 
     st.write_secret(paths.known_hosts, inv.known_hosts_lines(host_keys))
+    for plan in plans:
+        hosts.install_postgres_ssh(paths.host(plan.name), paths.ssh_key, paths.known_hosts)
     data = inv.inventory(plans, paths.ssh_key, paths.known_hosts, SYSTEM_PYTHON, s3, rec.state["pg_password"])
     st.write_secret(paths.inventory, inv.render(data))
 

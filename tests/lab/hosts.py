@@ -8,6 +8,11 @@ from pathlib import Path
 from .system import LabError, proc_ident, run, spawn, wait_for
 
 PG15_DIR = "/usr/lib/postgresql/15"
+# The postgres user's SSH identity on every host, for SFTP repositories and pgdr-wal, as an admin would
+# prepare it: the lab key and the lab's pinned host keys, in files only postgres reads.
+POSTGRES_SSH_DIR = "/var/lib/postgresql/.ssh"
+POSTGRES_SSH_KEY = POSTGRES_SSH_DIR + "/pgdr_lab_key"
+POSTGRES_KNOWN_HOSTS = POSTGRES_SSH_DIR + "/known_hosts_lab"
 # Private per host: the four folders a PostgreSQL server and its backups live in.
 BIND_DIRS = {
     "var-lib-postgresql": "/var/lib/postgresql",
@@ -107,6 +112,19 @@ def start_holder(netns, name, host_dir, pginstall):
 
     pid = int(wait_for(ready, 15, "the %s namespace holder" % name))
     return proc_ident(pid)
+
+
+def install_postgres_ssh(host_dir, ssh_key, known_hosts):
+    """Give postgres on a host the lab key and known_hosts (see POSTGRES_SSH_DIR), once, at build time."""
+    pg = pwd.getpwnam("postgres")
+    ssh_dir = host_dir / "var-lib-postgresql" / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chown(ssh_dir, pg.pw_uid, pg.pw_gid)
+    for source, target in ((ssh_key, POSTGRES_SSH_KEY), (known_hosts, POSTGRES_KNOWN_HOSTS)):
+        path = ssh_dir / Path(target).name
+        path.write_bytes(Path(source).read_bytes())
+        os.chown(path, pg.pw_uid, pg.pw_gid)
+        os.chmod(path, 0o600)
 
 
 def keygen(path, comment):
