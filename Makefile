@@ -67,13 +67,22 @@ unit: venv
 	$(BIN)/pytest -q tests/unit
 
 integration: lab-up
-	@# Two phases: tests that only touch objects of their own run two at a time (whole files per worker, so
-	@# module fixtures are built once); tests marked exclusive run alone afterwards.
-	$(BIN)/pytest -q --durations=15 -n 2 --dist loadfile -m "not exclusive" tests/integration
-	$(BIN)/pytest -q --durations=15 -m exclusive tests/integration
+	@# Three phases (tests/phases.py): tests that only touch objects of their own, two at a time (whole files per
+	@# worker, so module fixtures are built once); exclusive tests, one worker per PostgreSQL version; alone tests.
+	$(BIN)/pytest -q --durations=15 -n 2 --dist loadfile -m "not exclusive and not alone" tests/integration
+	$(BIN)/pytest -q --durations=15 -n 2 --dist loadgroup -m exclusive tests/integration
+	$(BIN)/pytest -q --durations=15 -m alone tests/integration
 
 molecule: lab-up
-	for scenario in $$(ls molecule); do $(BIN)/molecule test -s $$scenario; done
+	@# molecule ends with a recap that hides which task failed and why: on failure, repeat Ansible's
+	@# failure lines last, where a CI log's tail shows them
+	@mkdir -p .build
+	for scenario in $$(ls molecule); do \
+	  $(BIN)/molecule test -s $$scenario 2>&1 | tee .build/molecule-$$scenario.log || { \
+	    echo "molecule $$scenario failed; its failing tasks:"; \
+	    sed 's/\x1b\[[0-9;]*m//g' .build/molecule-$$scenario.log | grep -E -A8 '^(fatal|failed):|FAILED!' | cut -c1-400 | tail -60; \
+	    exit 1; }; \
+	done
 
 test: deps lint sanity unit integration molecule
 
