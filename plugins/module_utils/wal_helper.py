@@ -12,6 +12,9 @@ server's OS user: it may hold S3 keys)::
 
     pgdr-wal --config FILE push %p %f     store; identical existing copy = success, different = exit 1
     pgdr-wal --config FILE fetch %f %p    download; a missing segment falls back to %f.partial; missing = exit 1
+    pgdr-wal --config FILE fetch --prefetch N %f %p
+                                          the same, reading the next N segments ahead in the background into
+                                          /var/spool/pgdr/<name>/ (restore_command; like pgBackRest's async archive-get)
     pgdr-wal --config FILE list [--json]  what the archive holds
 
 This file must stay importable without Ansible (the helper runs outside it) and cheap to import:
@@ -21,12 +24,14 @@ boto3 and paramiko are loaded only by the helper that needs them.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import io
 import json
 import os
 import re
 import shlex
+import shutil
 import stat
 import sys
 import zipfile
@@ -40,6 +45,11 @@ HELPER_NAME = "pgdr-wal"
 CONFIG_DIR = "/etc/pgdr/wal"
 CONFIG_FORMAT = 1
 CHUNK = 1024 * 1024
+SPOOL_DIR = "/var/spool/pgdr"  # read-ahead segments, per config name; a config's spool_dir key overrides it (tests)
+PREFETCH = 8  # segments restore_command reads ahead; 0 turns read-ahead off
+LOCK_NAME = ".lock"  # held by the one prefetcher of a spool
+LOG_NAME = ".prefetch.log"
+LOG_LIMIT = 64 * 1024
 
 # 24 hex digits (timeline, log, segment) with the suffixes PostgreSQL and pg_receivewal use
 WAL_NAME_RE = re.compile(r"^([0-9A-F]{8}\.history|[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?)(\.gz)?$")
@@ -112,6 +122,10 @@ def config_path(name, config_dir=CONFIG_DIR):
     return os.path.join(config_dir, "%s.json" % validate_name(name))
 
 
+def spool_path(name, spool_dir=SPOOL_DIR):
+    return os.path.join(spool_dir, validate_name(name))
+
+
 # --- the strings PostgreSQL runs ------------------------------------------------------------------
 
 
@@ -124,11 +138,15 @@ def _helper_invocation(name, action, helper_dir=HELPER_DIR, config_dir=CONFIG_DI
 _DIRECTIONS = {"archive": ("push %p %f", "archive-push", "archive_command"), "restore": ("fetch %f %p", "archive-get", "restore_command")}
 
 
-def _command(spec, name, direction, helper_dir, config_dir):
+def _command(spec, name, direction, helper_dir, config_dir, prefetch=0):
     validate_spec(spec)
     helper_action, probackup_subcommand, own_option = _DIRECTIONS[direction]
     kind = spec["type"]
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+        raise PgdrError("prefetch must be a whole number of segments, 0 or more, not %r" % (prefetch,))
     if kind in STORE_TYPES:
+        if direction == "restore" and prefetch:
+            helper_action = "fetch --prefetch %d %%f %%p" % prefetch
         return _helper_invocation(name, helper_action, helper_dir, config_dir)
     if kind == "probackup":
         argv = [spec.get("binary") or "pg_probackup", probackup_subcommand, "-B", spec["backup_path"], "--instance", spec["instance"]]
@@ -143,17 +161,21 @@ def archive_command(spec, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
     return _command(spec, name, "archive", helper_dir, config_dir)
 
 
-def restore_command_string(spec, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
-    """The restore_command for ``spec``, without installing anything."""
-    return _command(spec, name, "restore", helper_dir, config_dir)
+def restore_command_string(spec, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, prefetch=PREFETCH):
+    """The restore_command for ``spec``, without installing anything; ``prefetch`` segments are read ahead (0: none)."""
+    return _command(spec, name, "restore", helper_dir, config_dir, prefetch)
 
 
-def restore_command(spec, name, os_user="postgres", install_helper=True, check_mode=False):
-    """The restore_command for ``spec``; for local/sftp/s3 installs pgdr-wal and its config on this host first."""
+def restore_command(
+    spec, name, os_user="postgres", install_helper=True, check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, spool_dir=SPOOL_DIR, prefetch=PREFETCH
+):
+    """The restore_command for ``spec``; for local/sftp/s3 installs pgdr-wal, its config and an empty spool on this host first."""
     validate_spec(spec)
     if install_helper and spec["type"] in STORE_TYPES:
-        install(spec, name, os_user=os_user, check_mode=check_mode)
-    return restore_command_string(spec, name)
+        install(spec, name, os_user=os_user, check_mode=check_mode, helper_dir=helper_dir, config_dir=config_dir, spool_dir=spool_dir)
+        if not check_mode:
+            prepare_spool(name, os_user=os_user, spool_dir=spool_dir)
+    return restore_command_string(spec, name, helper_dir, config_dir, prefetch)
 
 
 # --- building and installing the helper -----------------------------------------------------------
@@ -207,7 +229,7 @@ def build_zipapp(python=None):
     return buf.getvalue()
 
 
-def helper_config(spec, name):
+def helper_config(spec, name, spool_dir=SPOOL_DIR):
     """The helper's JSON settings for ``spec`` (holds secrets: written 0600 only)."""
     validate_spec(spec)
     kind = spec["type"]
@@ -215,6 +237,8 @@ def helper_config(spec, name):
         raise PgdrError("pgdr-wal serves archive types %s, not %s" % (", ".join(STORE_TYPES), kind))
     store = {key: spec.get(key) for key in _STORE_KEYS[kind] if spec.get(key) not in (None, "")}
     config = dict(format=CONFIG_FORMAT, name=name, type=kind, store=store)
+    if spool_dir != SPOOL_DIR:
+        config["spool_dir"] = spool_dir  # only when moved, so configs written before read-ahead stay byte-identical
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -294,7 +318,7 @@ def _install_file(path, data, mode, uid, gid, check_mode):
     return True
 
 
-def install(spec, name, os_user="postgres", check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
+def install(spec, name, os_user="postgres", check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, spool_dir=SPOOL_DIR):
     """Install pgdr-wal and the config for ``spec`` on this host; dict(helper=, config=, changed=).
 
     Only local/sftp/s3 need it; other types return changed False and no paths. Needs root for the default
@@ -321,13 +345,34 @@ def install(spec, name, os_user="postgres", check_mode=False, helper_dir=HELPER_
         changed |= _ensure_dir(helper_dir, 0o755, 0, 0, check_mode)
         changed |= _ensure_dir(config_dir, 0o755, 0, 0, check_mode)
         changed |= _install_file(helper, build_zipapp(), 0o755, 0, 0, check_mode)
-        changed |= _install_file(config, helper_config(spec, name), 0o600, uid, gid, check_mode)
+        changed |= _install_file(config, helper_config(spec, name, spool_dir), 0o600, uid, gid, check_mode)
         if spec["type"] == "local":
             # the folder the archiver writes to; a mounted share that is missing is not created by the helper itself
             changed |= _ensure_dir(spec["path"], 0o700, uid, gid, check_mode)
     except OSError as exc:
         raise PgdrError("installing pgdr-wal (%s, %s) failed: %s" % (helper, config, exc.strerror or exc)) from None
     return dict(helper=helper, config=config, changed=changed)
+
+
+def prepare_spool(name, os_user="postgres", spool_dir=SPOOL_DIR):
+    """Make the read-ahead spool of ``name`` empty, 0700, owned by ``os_user``; returns its path.
+
+    Emptied on every restore: a segment an earlier restore under this name left (maybe of another archive) must never
+    be served. The old folder is renamed away, not emptied in place, so a prefetcher still writing into it (it works
+    through a handle on that folder) cannot refill the new one.
+    """
+    uid, gid = _owner_ids(os_user)
+    path = spool_path(name, spool_dir)
+    try:
+        _ensure_dir(spool_dir, 0o755, 0, 0, False)
+        if os.path.lexists(path):
+            old = os.path.join(spool_dir, ".%s.old-%d" % (name, os.getpid()))
+            os.rename(path, old)
+            shutil.rmtree(old, ignore_errors=True)
+        _ensure_dir(path, 0o700, uid, gid, False)
+    except OSError as exc:
+        raise PgdrError("preparing the WAL spool %s failed: %s" % (path, exc.strerror or exc)) from None
+    return path
 
 
 # --- reading an archive (restore prechecks, verify) -----------------------------------------------
@@ -518,6 +563,9 @@ class LocalStore:
     def exists(self, walfile):
         return os.path.isfile(self._path(walfile))
 
+    def close(self):
+        pass
+
 
 class RepoStore:
     """An sftp or s3 Repository from storage.py."""
@@ -546,6 +594,9 @@ class RepoStore:
 
     def exists(self, walfile):
         return self.repo.exists(walfile)
+
+    def close(self):
+        self.repo.close()
 
 
 class _ReaderContext:
@@ -592,8 +643,36 @@ def store_from_config(config):
     return RepoStore(repository_from_params(store))
 
 
+def _copy(reader, out):
+    copied = 0
+    while True:
+        data = reader.read(CHUNK)
+        if not data:
+            return copied
+        out.write(data)
+        copied += len(data)
+
+
+def _write_dest(reader_cm, dest, sync=False):
+    """Copy what ``reader_cm`` opens to ``dest`` through a temporary name, so ``dest`` is whole or absent."""
+    temp = "%s.pgdr-tmp-%d" % (dest, os.getpid())
+    try:
+        with reader_cm as reader, open(temp, "wb") as out:
+            _copy(reader, out)
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
+        os.rename(temp, dest)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
 def fetch(store, walfile, dest):
-    """Copy ``walfile`` (or, for a segment, ``walfile.partial``) to ``dest``; raises _Missing."""
+    """Copy ``walfile`` (or, for a segment, ``walfile.partial``) to ``dest``; the name copied; raises _Missing."""
     candidates = [walfile]
     if SEGMENT_RE.match(walfile):
         candidates.append(walfile + ".partial")  # pg_receivewal's unfinished last segment
@@ -602,23 +681,247 @@ def fetch(store, walfile, dest):
             reader_cm = store.open_reader(candidate)
         except _Missing:
             continue
-        temp = "%s.pgdr-tmp-%d" % (dest, os.getpid())
-        try:
-            with reader_cm as reader, open(temp, "wb") as out:
-                while True:
-                    data = reader.read(CHUNK)
-                    if not data:
-                        break
-                    out.write(data)
-            os.rename(temp, dest)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+        _write_dest(reader_cm, dest)
         return candidate
     raise _Missing(walfile)
+
+
+# --- read-ahead: fetch --prefetch N and its background prefetcher --------------------------------
+#
+# The spool holds only whole segments: the prefetcher writes a temporary name (".<segment>.tmp-<pid>"), fsyncs it
+# and renames it into place, and fetch looks up nothing but the exact segment name. Any spool trouble falls back
+# to the direct fetch; a prefetcher's error only ends the read-ahead (it is logged in <spool>/.prefetch.log).
+
+
+def valid_segment_size(size):
+    """PostgreSQL's wal_segment_size rule: a power of two from 1 MiB to 1 GiB."""
+    return isinstance(size, int) and 1 << 20 <= size <= 1 << 30 and size & (size - 1) == 0
+
+
+def next_segments(walfile, segment_size, count):
+    """The ``count`` segment names after ``walfile`` on its timeline, for segments of ``segment_size`` bytes."""
+    if not SEGMENT_RE.match(walfile or "") or not valid_segment_size(segment_size):
+        raise PgdrError("cannot name the segments after %r for a segment size of %r" % (walfile, segment_size))
+    per_log = 0x100000000 // segment_size
+    log, segment = int(walfile[8:16], 16), int(walfile[16:], 16)
+    if segment >= per_log:
+        raise PgdrError("%s is not a segment name for a segment size of %d" % (walfile, segment_size))
+    number = log * per_log + segment
+    names = []
+    for following in range(number + 1, number + 1 + count):
+        log, segment = divmod(following, per_log)
+        if log > 0xFFFFFFFF:
+            break  # the end of the WAL address space
+        names.append("%s%08X%08X" % (walfile[:8], log, segment))
+    return names
+
+
+def _spool_of(config):
+    """This config's spool folder, or None when it is missing or not private to us (then nothing is read ahead)."""
+    try:
+        path = spool_path(config.get("name"), config.get("spool_dir") or SPOOL_DIR)
+        found = os.lstat(path)
+    except (PgdrError, OSError):
+        return None
+    # anyone else able to write into it could hand recovery WAL of their choosing
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o077:
+        return None
+    return path
+
+
+def _take_spooled(spool, walfile, dest):
+    """Move the spool's copy of ``walfile`` to ``dest``; False when there is none (or it cannot be used)."""
+    source = os.path.join(spool, walfile)
+    try:
+        os.rename(source, dest)
+        return True
+    except FileNotFoundError:
+        return False  # not read ahead, or a concurrent fetch took it
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            return False
+    # pg_wal is usually on another file system than /var/spool
+    try:
+        _write_dest(open(source, "rb"), dest, sync=True)
+    except OSError:
+        return False
+    try:
+        os.unlink(source)
+    except OSError:
+        pass
+    return True
+
+
+def _prune_spool(spool, walfile):
+    """Drop spooled segments before ``walfile``: recovery has moved past them (or to a later timeline)."""
+    for entry in os.listdir(spool):
+        if SEGMENT_RE.match(entry) and entry < walfile:
+            try:
+                os.unlink(os.path.join(spool, entry))
+            except FileNotFoundError:
+                pass
+
+
+def _try_lock(path, dir_fd=None):
+    """A non-blocking exclusive flock on ``path``: the open fd, or None when another process holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _start_prefetcher(config_file, spool, walfile, segment_size, count):
+    """Start a detached ``pgdr-wal prefetch`` unless one already runs for ``spool``; PostgreSQL does not wait for it."""
+    import subprocess
+
+    probe = _try_lock(os.path.join(spool, LOCK_NAME))
+    if probe is None:
+        return False  # the running one carries on; the next fetch after it ends starts another
+    os.close(probe)  # the child takes it for real: two starting at once still give one prefetcher
+    argv = [sys.executable, "-I", os.path.abspath(sys.argv[0]), "--config", os.path.abspath(config_file), "prefetch"]
+    argv += ["--count", str(count), "--size", str(segment_size), walfile]
+    devnull = subprocess.DEVNULL
+    subprocess.Popen(argv, stdin=devnull, stdout=devnull, stderr=devnull, cwd="/", close_fds=True, start_new_session=True)
+    return True
+
+
+def _log(dir_fd, message):
+    fd = os.open(LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        if os.fstat(fd).st_size > LOG_LIMIT:
+            os.ftruncate(fd, 0)  # a small log of the latest runs is enough
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        os.write(fd, ("%s [%d] %s\n" % (stamp, os.getpid(), message)).encode())
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(name, dir_fd):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _spool_one(store, dir_fd, walfile, segment_size):
+    """Download ``walfile`` into the spool (temp, fsync, rename); False when the store has no whole copy."""
+    try:
+        reader_cm = store.open_reader(walfile)  # never the .partial: it is not a whole segment yet
+    except _Missing:
+        return False
+    temp = ".%s.tmp-%d" % (walfile, os.getpid())
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as out, reader_cm as reader:
+            copied = _copy(reader, out)
+            out.flush()
+            os.fsync(out.fileno())
+        if copied != segment_size:  # an upload in progress, or not a segment: never spool it
+            raise PgdrError("%s has %d bytes, not the segment size %d" % (walfile, copied, segment_size))
+        os.rename(temp, walfile, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        _unlink_quietly(temp, dir_fd)
+        raise
+    return True
+
+
+def _tidy_spool(dir_fd, wanted):
+    """Under the lock: drop temporary files of dead prefetchers and segments outside this run's window."""
+    for entry in os.listdir(dir_fd):
+        if (entry.startswith(".") and ".tmp-" in entry) or (SEGMENT_RE.match(entry) and entry not in wanted):
+            _unlink_quietly(entry, dir_fd)
+
+
+def prefetch(config, walfile, segment_size, count):
+    """The background half of ``fetch --prefetch``: spool up to ``count`` segments after ``walfile``; errors are logged."""
+    spool = _spool_of(config)
+    if spool is None or count < 1:
+        return
+    # every step goes through this handle: if a new restore swaps the folder away, we write into the old one or fail
+    try:
+        dir_fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    lock, store = None, None
+    try:
+        lock = _try_lock(LOCK_NAME, dir_fd)
+        if lock is None:
+            return  # another prefetcher serves this spool
+        wanted = next_segments(walfile, segment_size, count)
+        _tidy_spool(dir_fd, wanted)
+        for name in wanted:
+            if name in os.listdir(dir_fd):
+                continue
+            store = store or store_from_config(config)
+            if not _spool_one(store, dir_fd, name, segment_size):
+                _log(dir_fd, "stopped at %s: not in the archive" % name)
+                return
+            _log(dir_fd, "fetched %s" % name)
+    except Exception as exc:  # the direct fetch still works: an error only ends the read-ahead
+        _log_error(dir_fd, config, exc)
+    finally:
+        if store is not None:
+            _quietly(store.close)
+        if lock is not None:
+            os.close(lock)
+        os.close(dir_fd)
+
+
+def _log_error(dir_fd, config, exc):
+    message = exc.msg if isinstance(exc, PgdrError) else "%s: %s" % (type(exc).__name__, exc)
+    secret = (config.get("store") or {}).get("secret_key")
+    if secret:
+        message = message.replace(secret, "********")
+    _quietly(_log, dir_fd, "stopped: %s" % message)
+
+
+def _quietly(function, *args):
+    try:
+        function(*args)
+    except Exception:
+        pass
+
+
+def _fetch_command(args, config):
+    """fetch: the spool's copy when read ahead, else the store's; then keep reading ahead. The exit code."""
+    walfile = args.walfile
+    spool = _spool_of(config) if args.prefetch and SEGMENT_RE.match(walfile) else None
+    if spool is not None and _take_spooled(spool, walfile, args.path):
+        served = walfile
+    else:
+        try:
+            served = fetch(store_from_config(config), walfile, args.path)
+        except _Missing:
+            return 1  # the normal end of the archive: PostgreSQL asks for files that do not exist yet
+    if spool is not None and served == walfile:  # not after a .partial: that is the end of the archive
+        _quietly(_read_ahead, args, spool, walfile)
+    return 0
+
+
+def _read_ahead(args, spool, walfile):
+    _prune_spool(spool, walfile)
+    # refill only once half the window is used: each prefetcher then pays its SSH or S3 start-up for at least
+    # N/2 segments, instead of for the one segment a window sliding by one would need
+    if sum(1 for entry in os.listdir(spool) if SEGMENT_RE.match(entry)) > args.prefetch // 2:
+        return
+    segment_size = os.path.getsize(args.path)
+    if valid_segment_size(segment_size):
+        _start_prefetcher(args.config, spool, walfile, segment_size, args.prefetch)
+
+
+def _count(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def _check_walfile(walfile):
@@ -636,9 +939,14 @@ def main(argv=None):
     push_parser = sub.add_parser("push", help="archive_command: push %%p %%f")
     push_parser.add_argument("path")
     push_parser.add_argument("walfile")
-    fetch_parser = sub.add_parser("fetch", help="restore_command: fetch %%f %%p")
+    fetch_parser = sub.add_parser("fetch", help="restore_command: fetch [--prefetch N] %%f %%p")
+    fetch_parser.add_argument("--prefetch", type=_count, default=0, metavar="N", help="read the next N segments ahead (0: off)")
     fetch_parser.add_argument("walfile")
     fetch_parser.add_argument("path")
+    prefetch_parser = sub.add_parser("prefetch", help="internal: the background read-ahead that fetch --prefetch starts")
+    prefetch_parser.add_argument("--count", type=_count, required=True)
+    prefetch_parser.add_argument("--size", type=int, required=True)
+    prefetch_parser.add_argument("walfile")
     list_parser = sub.add_parser("list", help="list the archive")
     list_parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -646,16 +954,15 @@ def main(argv=None):
     try:
         config = load_config(args.config)
         secret = (config.get("store") or {}).get("secret_key")
-        store = store_from_config(config)
         if args.action == "push":
             _check_walfile(args.walfile)
-            store.push(args.path, args.walfile)
+            store_from_config(config).push(args.path, args.walfile)
         elif args.action == "fetch":
             _check_walfile(args.walfile)
-            try:
-                fetch(store, args.walfile, args.path)
-            except _Missing:
-                return 1  # the normal end of the archive: PostgreSQL asks for files that do not exist yet
+            return _fetch_command(args, config)
+        elif args.action == "prefetch":
+            if SEGMENT_RE.match(args.walfile) and valid_segment_size(args.size):
+                prefetch(config, args.walfile, args.size, args.count)
         else:
             spec = dict(config.get("store") or {}, type=config["type"])
             with WalArchive(spec) as archive:

@@ -1,6 +1,8 @@
 """pgdr-wal as PostgreSQL runs it (the built zipapp, as a process) against a local folder, plus the wal_helper API."""
 
+import collections
 import datetime
+import fcntl
 import json
 import os
 import pwd
@@ -160,8 +162,12 @@ def test_commands_per_type():
     local = dict(type="local", path="/var/lib/wal archive")
     assert wal_helper.archive_command(local, "16-main") == "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json push %p %f"
     assert wal_helper.restore_command(local, "16-main", install_helper=False) == (
-        "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json fetch %f %p"
+        "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json fetch --prefetch 8 %f %p"
     )
+    assert wal_helper.restore_command_string(local, "16-main", prefetch=0) == "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json fetch %f %p"
+    assert wal_helper.restore_command_string(local, "16-main", prefetch=2).endswith(" fetch --prefetch 2 %f %p")
+    with pytest.raises(PgdrError, match="prefetch must be"):
+        wal_helper.restore_command_string(local, "16-main", prefetch=-1)
     probackup = dict(type="probackup", backup_path="/backup/pg probackup", instance="main")
     assert wal_helper.archive_command(probackup, "n") == (
         "pg_probackup archive-push -B '/backup/pg probackup' --instance main --wal-file-path=%p --wal-file-name=%f"
@@ -221,3 +227,268 @@ def test_a_folder_made_by_a_concurrent_run_is_not_an_error(tmp_path, monkeypatch
     monkeypatch.setattr(os.path, "isdir", lambda path: False if path == str(folder) else real_isdir(path))
     folder.mkdir()
     assert wal_helper._ensure_dir(str(folder), 0o755, os.getuid(), os.getgid(), check_mode=False) is False
+
+
+# --- read-ahead: fetch --prefetch N -----------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def seg(number, timeline=1):
+    return "%08X%08X%08X" % (timeline, 0, number)
+
+
+def content(name, size=MIB):
+    """A fake segment of ``size`` bytes that differs per name."""
+    return (name.encode() * (size // len(name) + 1))[:size]
+
+
+def wait_for(predicate, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def restore(tmp_path):
+    """pgdr-wal installed as restore_cluster does it (restore_command()), all into tmp_path, run as PostgreSQL runs it."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    dirs = dict(helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
+    spec = dict(type="local", path=str(archive))
+    line = wal_helper.restore_command(spec, "restore-unit", os_user=ME, prefetch=3, spool_dir=str(tmp_path / "spool"), **dirs)
+
+    def run(walfile, dest, prefetch=None, wait=True):
+        command = line if prefetch is None else wal_helper.restore_command_string(spec, "restore-unit", prefetch=prefetch, **dirs)
+        argv = ["sh", "-c", command.replace("%f", walfile).replace("%p", str(dest))]
+        if not wait:
+            return subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=20, check=False)
+
+    def store(*names, size=MIB):
+        for name in names:
+            (archive / name).write_bytes(content(name.split(".")[0], size))
+
+    def spooled():
+        return sorted(name for name in os.listdir(run.spool) if wal_helper.SEGMENT_RE.match(name))
+
+    def log():
+        path = run.spool / wal_helper.LOG_NAME
+        return path.read_text() if path.exists() else ""
+
+    run.archive, run.spool, run.line, run.spec, run.dirs = archive, tmp_path / "spool" / "restore-unit", line, spec, dirs
+    run.store, run.spooled, run.log = store, spooled, log
+    run.installed_helper = lambda: wal_helper.helper_path(dirs["helper_dir"])
+    run.config = lambda: wal_helper.config_path("restore-unit", dirs["config_dir"])
+    return run
+
+
+def test_next_segments_follow_the_segment_size():
+    mib16, gib = 16 * MIB, 1 << 30
+    assert wal_helper.next_segments("0000000100000000000000FE", mib16, 3) == [
+        "0000000100000000000000FF",
+        "000000010000000100000000",
+        "000000010000000100000001",
+    ]
+    assert wal_helper.next_segments("000000010000000000000002", gib, 1) == ["000000010000000000000003"]
+    assert wal_helper.next_segments("000000010000000000000003", gib, 2) == ["000000010000000100000000", "000000010000000100000001"]
+    assert wal_helper.next_segments("0000000A0000000000000FFF", MIB, 1) == ["0000000A0000000100000000"]  # timeline kept
+    assert wal_helper.next_segments("00000001FFFFFFFF000000FF", mib16, 2) == []  # the end of the WAL address space
+    assert wal_helper.next_segments("000000010000000000000005", mib16, 0) == []
+    for walfile, size in (("000000010000000000000004", gib), (SEGMENT, 3 * MIB), (SEGMENT, MIB // 2), (SEGMENT, 2 * gib), ("00000002.history", mib16)):
+        with pytest.raises(PgdrError, match="segment"):
+            wal_helper.next_segments(walfile, size, 1)
+
+
+def test_first_fetch_fills_the_spool_with_the_next_n_whole_segments(restore, tmp_path):
+    restore.store(*(seg(n) for n in range(5, 13)))
+    assert "fetch --prefetch 3 %f %p" in restore.line
+    done = restore(seg(5), tmp_path / "RECOVERYXLOG")
+    assert done.returncode == 0 and done.stderr == ""
+    assert (tmp_path / "RECOVERYXLOG").read_bytes() == content(seg(5))
+    assert wait_for(lambda: restore.log().count("fetched") == 3), restore.log()
+    assert restore.spooled() == [seg(6), seg(7), seg(8)]
+    for name in restore.spooled():
+        assert (restore.spool / name).read_bytes() == content(name)
+    assert sorted(os.listdir(restore.spool)) == [".lock", ".prefetch.log", seg(6), seg(7), seg(8)]  # no temporary files
+    assert stat.S_IMODE(restore.spool.stat().st_mode) == 0o700
+
+
+def test_the_next_fetch_is_served_from_the_spool(restore, tmp_path):
+    restore.store(*(seg(n) for n in range(5, 13)))
+    assert restore(seg(5), tmp_path / "out").returncode == 0
+    assert wait_for(lambda: restore.spooled() == [seg(6), seg(7), seg(8)])
+    os.unlink(restore.archive / seg(6))  # only the spool has it now
+    served = restore(seg(6), tmp_path / "RECOVERYXLOG")
+    assert served.returncode == 0 and served.stderr == ""
+    assert (tmp_path / "RECOVERYXLOG").read_bytes() == content(seg(6))
+    assert seg(6) not in restore.spooled()  # moved, not copied
+    time.sleep(1)
+    assert restore.spooled() == [seg(7), seg(8)]  # two of three still ahead: no refill yet
+    assert restore(seg(7), tmp_path / "RECOVERYXLOG").returncode == 0
+    # one left, at most half the window: a prefetcher refills it from there
+    assert wait_for(lambda: restore.spooled() == [seg(8), seg(9), seg(10)]), restore.spooled()
+
+
+def test_fetch_drops_older_spooled_segments_and_a_held_lock_stops_a_second_prefetcher(restore, tmp_path):
+    restore.store(seg(5), seg(6), seg(7), seg(8))
+    for name in (seg(3), seg(4), seg(10)):
+        (restore.spool / name).write_bytes(content(name))
+    lock = os.open(restore.spool / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as if a prefetcher ran
+        assert restore(seg(5), tmp_path / "out").returncode == 0
+        assert restore.spooled() == [seg(10)]  # 3 and 4 are behind recovery; later ones are the prefetcher's business
+        internal = subprocess.run(
+            [restore.installed_helper(), "--config", restore.config(), "prefetch", "--count", "3", "--size", str(MIB), seg(5)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        assert internal.returncode == 0, internal.stderr
+        time.sleep(1)
+        assert restore.spooled() == [seg(10)] and restore.log() == ""
+    finally:
+        os.close(lock)
+    assert restore(seg(5), tmp_path / "out").returncode == 0
+    assert wait_for(lambda: restore.spooled() == [seg(6), seg(7), seg(8)]), restore.spooled()  # 10 is outside the window
+
+
+def test_the_prefetcher_stops_at_the_end_of_the_archive_and_never_takes_a_partial(restore, tmp_path):
+    restore.store(seg(5), seg(6), seg(7), seg(8) + ".partial", seg(9))
+    assert restore(seg(5), tmp_path / "out", prefetch=8).returncode == 0
+    assert wait_for(lambda: "stopped at %s: not in the archive" % seg(8) in restore.log()), restore.log()
+    time.sleep(0.3)
+    assert restore.spooled() == [seg(6), seg(7)]
+    assert restore.log().count("fetched") == 2
+
+
+def test_history_files_and_partial_segments_start_no_read_ahead(restore, tmp_path):
+    (restore.archive / "00000002.history").write_bytes(b"1\t0/5000000\tno recovery target specified\n")
+    restore.store(seg(5) + ".partial", seg(6), seg(7))
+    assert restore("00000002.history", tmp_path / "h").returncode == 0
+    served = restore(seg(5), tmp_path / "out")
+    assert served.returncode == 0 and (tmp_path / "out").read_bytes() == content(seg(5))  # the .partial
+    time.sleep(1.5)
+    assert restore.spooled() == [] and restore.log() == ""
+    assert restore(seg(6), tmp_path / "out").returncode == 0  # a whole segment does start it
+    assert wait_for(lambda: restore.spooled() == [seg(7)])
+
+
+def test_prefetch_0_reads_nothing_ahead_and_ignores_the_spool(restore, tmp_path):
+    restore.store(*(seg(n) for n in range(5, 10)))
+    (restore.spool / seg(6)).write_bytes(content("not the archive's copy"))
+    assert "--prefetch" not in wal_helper.restore_command_string(restore.spec, "restore-unit", prefetch=0, **restore.dirs)
+    assert restore(seg(5), tmp_path / "out", prefetch=0).returncode == 0
+    assert restore(seg(6), tmp_path / "out", prefetch=0).returncode == 0
+    assert (tmp_path / "out").read_bytes() == content(seg(6))
+    time.sleep(1.5)
+    assert restore.spooled() == [seg(6)] and restore.log() == ""
+    assert restore(seg(5), tmp_path / "out").returncode == 0  # the same with read-ahead on
+    assert wait_for(lambda: restore.spooled() == [seg(6), seg(7), seg(8)] and restore.log().count("fetched") == 2)  # 6 was there
+
+
+def test_a_leftover_temporary_file_is_never_served(restore, tmp_path):
+    restore.store(seg(5))
+    leftover = restore.spool / (".%s.tmp-12345" % seg(6))
+    leftover.write_bytes(content(seg(6)))  # as a killed prefetcher leaves it: maybe complete, maybe not
+    missing = restore(seg(6), tmp_path / "out")
+    assert missing.returncode == 1 and missing.stderr == "" and not (tmp_path / "out").exists()
+    restore.store(seg(6), seg(7))
+    assert restore(seg(6), tmp_path / "out").returncode == 0
+    assert wait_for(lambda: restore.spooled() == [seg(7)] and not leftover.exists())  # the next prefetcher cleans it up
+
+
+def test_a_spool_others_can_write_is_not_used(restore, tmp_path):
+    restore.store(seg(5), seg(6))
+    (restore.spool / seg(6)).write_bytes(content("planted"))
+    os.chmod(restore.spool, 0o770)
+    assert restore(seg(6), tmp_path / "out").returncode == 0
+    assert (tmp_path / "out").read_bytes() == content(seg(6))
+    os.chmod(restore.spool, 0o700)
+    assert restore(seg(6), tmp_path / "out").returncode == 0
+    assert (tmp_path / "out").read_bytes() == content("planted")  # the control: a private spool is trusted
+
+
+def test_an_incomplete_download_is_never_spooled_and_fetch_does_not_wait_for_it(restore, tmp_path):
+    restore.store(seg(5), seg(7))
+    os.mkfifo(restore.archive / seg(6))  # the prefetcher blocks reading it until the test writes
+    writer = None
+
+    def opened():
+        nonlocal writer
+        try:
+            writer = os.open(restore.archive / seg(6), os.O_WRONLY | os.O_NONBLOCK)  # only once a reader has it open
+        except OSError:
+            return False
+        return True
+
+    try:
+        started = time.monotonic()
+        done = restore(seg(5), tmp_path / "out")
+        assert done.returncode == 0 and time.monotonic() - started < 5  # returned although the prefetcher still runs
+        assert wait_for(opened), "no prefetcher is reading the next segment"
+        os.set_blocking(writer, True)
+        os.write(writer, content(seg(6))[: MIB // 2])
+        assert wait_for(lambda: any(".tmp-" in name for name in os.listdir(restore.spool)))
+        assert restore.spooled() == []  # the half-written copy has a temporary name
+        os.close(writer)
+        writer = None  # the download ends half-way: short of a segment
+        assert wait_for(lambda: "not the segment size" in restore.log()), restore.log()
+        assert sorted(os.listdir(restore.spool)) == [".lock", ".prefetch.log"]
+    finally:
+        if writer is not None or opened():  # a prefetcher still reading sees the end of the file and stops
+            os.close(writer)
+    os.unlink(restore.archive / seg(6))
+    restore.store(seg(6))
+    assert restore(seg(6), tmp_path / "out").returncode == 0
+    assert (tmp_path / "out").read_bytes() == content(seg(6))
+
+
+def test_two_fetches_at_once_start_one_prefetcher(restore, tmp_path):
+    restore.store(*(seg(n) for n in range(5, 14)), size=8 * MIB)  # big enough for the two to overlap without the lock
+    both = [restore(seg(5), tmp_path / name, prefetch=8, wait=False) for name in ("a", "b")]
+    assert [proc.wait(timeout=20) for proc in both] == [0, 0]
+    window = [seg(n) for n in range(6, 14)]
+    assert wait_for(lambda: restore.spooled() == window, timeout=30)
+    time.sleep(0.5)
+    fetched = [line.split() for line in restore.log().splitlines() if " fetched " in line]
+    assert sorted(collections.Counter(words[-1] for words in fetched).items()) == [(name, 1) for name in window]
+    assert len({words[1] for words in fetched}) == 1  # one process did the work
+
+
+def test_restore_command_installs_an_empty_private_spool(restore, tmp_path):
+    config = json.loads((tmp_path / "etc" / "restore-unit.json").read_text())
+    assert config["spool_dir"] == str(tmp_path / "spool")
+    assert "spool_dir" not in json.loads(wal_helper.helper_config(restore.spec, "x"))  # the default is not written
+    assert stat.S_IMODE(restore.spool.stat().st_mode) == 0o700 and restore.spool.stat().st_uid == os.geteuid()
+    for name in (seg(6), ".%s.tmp-1" % seg(7), ".lock"):
+        (restore.spool / name).write_bytes(b"from an earlier restore")
+    (restore.spool / "stray").mkdir()
+    again = dict(os_user=ME, prefetch=3, spool_dir=str(tmp_path / "spool"), **restore.dirs)
+    wal_helper.restore_command(restore.spec, "restore-unit", check_mode=True, **again)
+    assert restore.spooled() == [seg(6)]  # check mode changes nothing
+    wal_helper.restore_command(restore.spec, "restore-unit", **again)
+    assert os.listdir(restore.spool) == []
+    assert stat.S_IMODE(restore.spool.stat().st_mode) == 0o700
+    assert os.listdir(tmp_path / "spool") == ["restore-unit"]  # the old folder is gone too
+
+
+def test_a_spooled_segment_is_copied_across_file_systems(tmp_path):
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a second file system")
+    (tmp_path / seg(6)).write_bytes(content(seg(6)))
+    dest = "/dev/shm/pgdr-unit-%d" % os.getpid()
+    try:
+        assert wal_helper._take_spooled(str(tmp_path), seg(6), dest) is True
+        assert open(dest, "rb").read() == content(seg(6))
+        assert not (tmp_path / seg(6)).exists()
+        assert wal_helper._take_spooled(str(tmp_path), seg(6), dest) is False
+        assert not [name for name in os.listdir("/dev/shm") if name.startswith("pgdr-unit-%d." % os.getpid())]
+    finally:
+        if os.path.exists(dest):
+            os.unlink(dest)
