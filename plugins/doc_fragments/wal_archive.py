@@ -17,7 +17,9 @@ options:
         owned by the server's OS user, because it may hold S3 keys); installing needs root (become).
         C(pgdr-wal push) never replaces an archived file with different content (an identical copy counts as
         success) and, for V(local), fsyncs the file and its folder before it reports success.
-        C(pgdr-wal fetch) falls back to C(<segment>.partial) when a segment is missing.
+        C(pgdr-wal fetch) falls back to C(<segment>.partial) when a segment is missing. The restore_command a restore
+        writes reads 8 segments ahead in the background into C(/var/spool/pgdr/restore-<cluster>/) (0700, emptied by
+        every restore), so a long replay does not pay a connection per segment.
       - C(pgdr-wal) runs as the server's OS user (usually C(postgres)), so files it needs on this host, such as
         O(archive.key_file) and O(archive.known_hosts), must be readable by that user.
     type: dict

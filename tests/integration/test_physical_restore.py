@@ -56,8 +56,9 @@ class Pair:
         self.backup1.run(["rm", "-rf", self.repo_path, self.wal_path])
         self.replica.run(["rm", "-rf", self.repo_path])
         self.primary.run(["rm", "-rf", self.wal_path])
-        # the helper configurations the restores installed (/etc is shared by the lab hosts)
-        self.replica.run(["rm", "-f", "/etc/pgdr/wal/restore-%s.json" % self.cluster])
+        # the helper configurations and read-ahead spools the restores installed (/etc and /var/spool are shared by
+        # the lab hosts)
+        self.replica.run(["rm", "-rf", "/etc/pgdr/wal/restore-%s.json" % self.cluster, "/var/spool/pgdr/restore-%s" % self.cluster])
         s3 = self.lab.s3_client()
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.lab.s3["bucket"], Prefix="phys-%s/" % self.suffix):
             for item in page.get("Contents", []):
@@ -352,6 +353,9 @@ def test_archive_outage_keeps_wal_and_pitr_into_the_outage_succeeds(ansible, pai
                           recovery_target_time=moment))
         assert done["backup_id"] == made["backup_id"]
         assert pair.rows(pair.replica) == "1,2,3,4"  # everything up to the moment inside the outage, nothing after
+        # restore_command read ahead: its background prefetcher spooled the following segments over one SSH session
+        spool_log = pair.replica.run(["cat", "/var/spool/pgdr/restore-%s/.prefetch.log" % pair.cluster], check=False).stdout
+        assert "fetched 0000000" in spool_log, spool_log
 
         # a segment lost from the middle of the archive: replaying "everything" would stop at the gap and promote
         # there, silently early; the restore fails instead and the previous cluster comes back
