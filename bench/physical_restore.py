@@ -10,11 +10,15 @@ is taken once into a local repository on the replica host itself, and once into 
   backup1 (paramiko), ``verify: false``.
 
 WAL replay: archiving to a folder on BENCH_HOST is switched on, a base backup without WAL taken, pgbench writes WAL
-for BENCH_WAL_SECONDS (default 20), and restore_cluster replays the whole archive (no target); the result's
-recovery time and the number of segments recovery fetched from the archive (wal_files_restored) give seconds per segment.
+for BENCH_WAL_SECONDS (default 20), and restore_cluster replays the whole archive (no target) over SFTP twice: with
+the read-ahead its restore_command does (`fetch --prefetch 8`), then with it off (restore_command overridden through
+server_settings); the result's recovery time and the number of segments recovery fetched from the archive
+(wal_files_restored) give seconds per segment.
 The replica's own data directory is put back at the end, and the source's archive settings reset.
 """
 
+import os
+import sys
 import time
 import uuid
 
@@ -25,6 +29,16 @@ BASE = "pgdr.backup.pg_basebackup"
 RESTORE = "pgdr.backup.restore_cluster"
 WAL = "pgdr.backup.wal_archive_config"
 BACKUP_HOST = "backup1"
+
+
+def wal_helper():
+    """The collection's own wal_helper, so the bench writes restore_command exactly as the module does."""
+    collections = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    from ansible_collections.pgdr.backup.plugins.module_utils import wal_helper as module
+
+    return module
 
 
 class PhysicalRestoreBench:
@@ -149,10 +163,14 @@ class PhysicalRestoreBench:
         finally:
             dataset.park(self.host)
         self.playbooks.run(self.host.name, [{"name": "wal", WAL: dict(settings, verify=True)}], become_postgres=False)
-        wall, result = self._restore(backup_id, archive=self._sftp(self.host, self.wal_path), verify=False)
-        self.samples.add("wal_replay_segments", result["wal_files_restored"])
-        self.samples.add("wal_replay_seconds", result["timings"]["recovery_seconds"])
-        self._clear_target()
+        archive = self._sftp(self.host, self.wal_path)
+        # the same replay twice: as the module writes restore_command (read-ahead), then with read-ahead off
+        without = wal_helper().restore_command_string(archive, "restore-%s" % self.cluster, prefetch=0)
+        for label, extra in (("", {}), ("_no_prefetch", {"server_settings": {"restore_command": without}})):
+            wall, result = self._restore(backup_id, archive=archive, verify=False, **extra)
+            self.samples.add("wal_replay_segments" + label, result["wal_files_restored"])
+            self.samples.add("wal_replay_seconds" + label, result["timings"]["recovery_seconds"])
+            self._clear_target()
 
     def run_round(self, round_no):
         if self.backup_id is None:
@@ -171,8 +189,10 @@ class PhysicalRestoreBench:
             started = time.monotonic()
             self.wal_replay()
             self.log(
-                "  WAL replay: %d segments in %.1f s (%.1f s in all)"
-                % (self.samples["wal_replay_segments"][-1], self.samples["wal_replay_seconds"][-1], time.monotonic() - started)
+                "  WAL replay: %d segments in %.1f s, without read-ahead %d in %.1f s (%.1f s in all)"
+                % (self.samples["wal_replay_segments"][-1], self.samples["wal_replay_seconds"][-1],
+                   self.samples["wal_replay_segments_no_prefetch"][-1], self.samples["wal_replay_seconds_no_prefetch"][-1],
+                   time.monotonic() - started)
             )
 
     def cleanup(self):

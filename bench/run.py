@@ -132,10 +132,13 @@ def findings(m, only, info):
                         m["module_basebackup_backup_seconds"], m["raw_pg_basebackup"]))
     if "prestore" in only:
         notes.append("prestore: restore_cluster with verify=true %.2f s (own %.2f s), of which pg_verifybackup %.2f s; without verify: deploy %.2f s, "
-                     "start + recovery %.2f s. WAL replay: %d segments of 16 MiB in %.2f s (%.3f s per segment)."
+                     "start + recovery %.2f s. WAL replay over SFTP: %d segments of 16 MiB in %.2f s (%.3f s per segment) with read-ahead, "
+                     "%d in %.2f s (%.3f s per segment) without."
                      % (m["module_physical_restore_verify"], m["module_physical_restore_verify_total"], m["module_physical_restore_verify_backup"],
                         m["module_physical_restore_deploy"], m["module_physical_restore_recovery"], m["wal_replay_segments"],
-                        m["wal_replay_seconds"], m["wal_replay_seconds"] / max(1, m["wal_replay_segments"])))
+                        m["wal_replay_seconds"], m["wal_replay_seconds"] / max(1, m["wal_replay_segments"]),
+                        m["wal_replay_segments_no_prefetch"], m["wal_replay_seconds_no_prefetch"],
+                        m["wal_replay_seconds_no_prefetch"] / max(1, m["wal_replay_segments_no_prefetch"])))
     notes.append("ansible-playbook fixed cost: start-up alone %.2f s, start-up + SSH + become + a trivial module (ping) %.2f s."
                  % (m["playbook_startup"], m["playbook_ping"]))
     return notes
