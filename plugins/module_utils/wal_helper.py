@@ -34,6 +34,7 @@ import shlex
 import shutil
 import stat
 import sys
+import time
 import zipfile
 
 from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
@@ -49,6 +50,10 @@ SPOOL_DIR = "/var/spool/pgdr"  # read-ahead segments, per config name; a config'
 PREFETCH = 8  # segments restore_command reads ahead; 0 turns read-ahead off
 LOCK_NAME = ".lock"  # held by the one prefetcher of a spool
 LOG_NAME = ".prefetch.log"
+SERVED_NAME = ".served"  # the segment fetch served last: the prefetcher keeps the next N after it spooled
+IDLE = 15.0  # seconds without a new .served before the prefetcher ends (recovery ended or stopped asking)
+IDLE_ENV = "PGDR_WAL_PREFETCH_IDLE"  # tests only: fetch passes it on as prefetch --idle
+PREFETCH_POLL = 0.2  # seconds between looks at .served once the window is full
 LOG_LIMIT = 64 * 1024
 
 # 24 hex digits (timeline, log, segment) with the suffixes PostgreSQL and pg_receivewal use
@@ -784,13 +789,39 @@ def _start_prefetcher(config_file, spool, walfile, segment_size, count):
 
     probe = _try_lock(os.path.join(spool, LOCK_NAME))
     if probe is None:
-        return False  # the running one carries on; the next fetch after it ends starts another
+        return False  # the running one follows .served and carries on
     os.close(probe)  # the child takes it for real: two starting at once still give one prefetcher
     argv = [sys.executable, "-I", os.path.abspath(sys.argv[0]), "--config", os.path.abspath(config_file), "prefetch"]
-    argv += ["--count", str(count), "--size", str(segment_size), walfile]
+    argv += ["--count", str(count), "--size", str(segment_size)]
+    # tests only: a shorter idle limit through the environment; PostgreSQL never sets it, so the option stays unused
+    idle = os.environ.get(IDLE_ENV)
+    if idle:
+        argv += ["--idle", idle]
+    argv.append(walfile)
     devnull = subprocess.DEVNULL
     subprocess.Popen(argv, stdin=devnull, stdout=devnull, stderr=devnull, cwd="/", close_fds=True, start_new_session=True)
     return True
+
+
+def _mark_served(spool, walfile):
+    """Tell the prefetcher which segment recovery just got: ``.served`` holds its name (temp + rename)."""
+    temp = os.path.join(spool, ".served.new-%d" % os.getpid())
+    with open(temp, "w") as out:
+        out.write(walfile)
+    os.rename(temp, os.path.join(spool, SERVED_NAME))
+
+
+def _read_served(dir_fd):
+    """The name in ``.served``, or None when it is missing or not a segment name."""
+    try:
+        fd = os.open(SERVED_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    return text if SEGMENT_RE.match(text) else None
 
 
 def _log(dir_fd, message):
@@ -840,12 +871,24 @@ def _tidy_spool(dir_fd, wanted):
             _unlink_quietly(entry, dir_fd)
 
 
-def prefetch(config, walfile, segment_size, count):
-    """The background half of ``fetch --prefetch``: spool up to ``count`` segments after ``walfile``; errors are logged."""
+def _replaced(dir_fd, spool):
+    """True when ``spool`` no longer names the folder behind ``dir_fd`` (a new restore renamed it away)."""
+    try:
+        now = os.stat(spool, follow_symlinks=False)
+    except OSError:
+        return True
+    held = os.fstat(dir_fd)
+    return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+
+
+def prefetch(config, walfile, segment_size, count, idle=IDLE):
+    """The background half of ``fetch --prefetch``: one per recovery, it keeps the ``count`` segments after the one
+    named in ``.served`` spooled over one store session. It ends at the end of the archive, on an error (logged),
+    after ``idle`` seconds without a new ``.served``, or at once when its spool folder is replaced."""
     spool = _spool_of(config)
     if spool is None or count < 1:
         return
-    # every step goes through this handle: if a new restore swaps the folder away, we write into the old one or fail
+    # every step goes through this handle: if a new restore swaps the folder away, we notice and stop
     try:
         dir_fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -855,16 +898,28 @@ def prefetch(config, walfile, segment_size, count):
         lock = _try_lock(LOCK_NAME, dir_fd)
         if lock is None:
             return  # another prefetcher serves this spool
-        wanted = next_segments(walfile, segment_size, count)
-        _tidy_spool(dir_fd, wanted)
-        for name in wanted:
-            if name in os.listdir(dir_fd):
+        last, changed = None, time.monotonic()
+        spooled = set()  # what this run spooled: a fetch takes a segment a moment before it updates .served
+        while not _replaced(dir_fd, spool):
+            served = _read_served(dir_fd) or walfile
+            if served != last:
+                last, changed = served, time.monotonic()
+            elif time.monotonic() - changed > idle:
+                return  # recovery ended or stopped asking
+            wanted = next_segments(served, segment_size, count)
+            _tidy_spool(dir_fd, wanted)
+            spooled.intersection_update(wanted)
+            present = set(os.listdir(dir_fd)) | spooled
+            missing = [name for name in wanted if name not in present]
+            if not missing:
+                time.sleep(PREFETCH_POLL)
                 continue
             store = store or store_from_config(config)
-            if not _spool_one(store, dir_fd, name, segment_size):
-                _log(dir_fd, "stopped at %s: not in the archive" % name)
+            if not _spool_one(store, dir_fd, missing[0], segment_size):
+                _log(dir_fd, "stopped at %s: not in the archive" % missing[0])
                 return
-            _log(dir_fd, "fetched %s" % name)
+            spooled.add(missing[0])
+            _log(dir_fd, "fetched %s" % missing[0])
     except Exception as exc:  # the direct fetch still works: an error only ends the read-ahead
         _log_error(dir_fd, config, exc)
     finally:
@@ -908,10 +963,7 @@ def _fetch_command(args, config):
 
 def _read_ahead(args, spool, walfile):
     _prune_spool(spool, walfile)
-    # refill only once half the window is used: each prefetcher then pays its SSH or S3 start-up for at least
-    # N/2 segments, instead of for the one segment a window sliding by one would need
-    if sum(1 for entry in os.listdir(spool) if SEGMENT_RE.match(entry)) > args.prefetch // 2:
-        return
+    _mark_served(spool, walfile)  # a running prefetcher moves its window after it
     segment_size = os.path.getsize(args.path)
     if valid_segment_size(segment_size):
         _start_prefetcher(args.config, spool, walfile, segment_size, args.prefetch)
@@ -946,6 +998,7 @@ def main(argv=None):
     prefetch_parser = sub.add_parser("prefetch", help="internal: the background read-ahead that fetch --prefetch starts")
     prefetch_parser.add_argument("--count", type=_count, required=True)
     prefetch_parser.add_argument("--size", type=int, required=True)
+    prefetch_parser.add_argument("--idle", type=float, default=IDLE, help=argparse.SUPPRESS)
     prefetch_parser.add_argument("walfile")
     list_parser = sub.add_parser("list", help="list the archive")
     list_parser.add_argument("--json", action="store_true")
@@ -962,7 +1015,7 @@ def main(argv=None):
             return _fetch_command(args, config)
         elif args.action == "prefetch":
             if SEGMENT_RE.match(args.walfile) and valid_segment_size(args.size):
-                prefetch(config, args.walfile, args.size, args.count)
+                prefetch(config, args.walfile, args.size, args.count, args.idle)
         else:
             spec = dict(config.get("store") or {}, type=config["type"])
             with WalArchive(spec) as archive:

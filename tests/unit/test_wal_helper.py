@@ -252,9 +252,13 @@ def wait_for(predicate, timeout=15):
     return predicate()
 
 
+IDLE = 2  # seconds: prefetchers started by these tests end soon after the test stops fetching
+
+
 @pytest.fixture
-def restore(tmp_path):
+def restore(tmp_path, monkeypatch):
     """pgdr-wal installed as restore_cluster does it (restore_command()), all into tmp_path, run as PostgreSQL runs it."""
+    monkeypatch.setenv(wal_helper.IDLE_ENV, str(IDLE))  # fetch passes it on to the prefetcher it starts
     archive = tmp_path / "archive"
     archive.mkdir()
     dirs = dict(helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
@@ -313,7 +317,8 @@ def test_first_fetch_fills_the_spool_with_the_next_n_whole_segments(restore, tmp
     assert restore.spooled() == [seg(6), seg(7), seg(8)]
     for name in restore.spooled():
         assert (restore.spool / name).read_bytes() == content(name)
-    assert sorted(os.listdir(restore.spool)) == [".lock", ".prefetch.log", seg(6), seg(7), seg(8)]  # no temporary files
+    assert sorted(os.listdir(restore.spool)) == [".lock", ".prefetch.log", ".served", seg(6), seg(7), seg(8)]  # no temporary files
+    assert (restore.spool / ".served").read_text() == seg(5)
     assert stat.S_IMODE(restore.spool.stat().st_mode) == 0o700
 
 
@@ -326,11 +331,8 @@ def test_the_next_fetch_is_served_from_the_spool(restore, tmp_path):
     assert served.returncode == 0 and served.stderr == ""
     assert (tmp_path / "RECOVERYXLOG").read_bytes() == content(seg(6))
     assert seg(6) not in restore.spooled()  # moved, not copied
-    time.sleep(1)
-    assert restore.spooled() == [seg(7), seg(8)]  # two of three still ahead: no refill yet
-    assert restore(seg(7), tmp_path / "RECOVERYXLOG").returncode == 0
-    # one left, at most half the window: a prefetcher refills it from there
-    assert wait_for(lambda: restore.spooled() == [seg(8), seg(9), seg(10)]), restore.spooled()
+    # the same prefetcher moves its window after .served
+    assert wait_for(lambda: restore.spooled() == [seg(7), seg(8), seg(9)]), restore.spooled()
 
 
 def test_fetch_drops_older_spooled_segments_and_a_held_lock_stops_a_second_prefetcher(restore, tmp_path):
@@ -439,7 +441,7 @@ def test_an_incomplete_download_is_never_spooled_and_fetch_does_not_wait_for_it(
         os.close(writer)
         writer = None  # the download ends half-way: short of a segment
         assert wait_for(lambda: "not the segment size" in restore.log()), restore.log()
-        assert sorted(os.listdir(restore.spool)) == [".lock", ".prefetch.log"]
+        assert sorted(os.listdir(restore.spool)) == [".lock", ".prefetch.log", ".served"]
     finally:
         if writer is not None or opened():  # a prefetcher still reading sees the end of the file and stops
             os.close(writer)
@@ -492,3 +494,75 @@ def test_a_spooled_segment_is_copied_across_file_systems(tmp_path):
     finally:
         if os.path.exists(dest):
             os.unlink(dest)
+
+
+def prefetcher_pids(log):
+    return {int(line.split()[1].strip("[]")) for line in log.splitlines() if " fetched " in line}
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def lock_free(spool):
+    fd = os.open(spool / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_one_prefetcher_serves_the_whole_sequence_over_one_session(restore, tmp_path):
+    restore.store(*(seg(n) for n in range(5, 16)))
+    assert restore(seg(5), tmp_path / "out").returncode == 0
+    for name in [seg(n) for n in range(6, 13)]:
+        assert wait_for(lambda name=name: name in restore.spooled()), (name, restore.spooled(), restore.log())
+        os.unlink(restore.archive / name)  # only the spool has it now
+        served = restore(name, tmp_path / "out")
+        assert served.returncode == 0 and served.stderr == ""
+        assert (tmp_path / "out").read_bytes() == content(name)
+    assert wait_for(lambda: restore.spooled() == [seg(13), seg(14), seg(15)]), restore.spooled()
+    assert len(prefetcher_pids(restore.log())) == 1, restore.log()  # one process, one store session
+
+
+def test_the_prefetcher_ends_when_nothing_is_served_for_idle_seconds(restore, tmp_path):
+    restore.store(*(seg(n) for n in range(5, 12)))
+    assert restore(seg(5), tmp_path / "out").returncode == 0
+    assert wait_for(lambda: restore.spooled() == [seg(6), seg(7), seg(8)])
+    assert not lock_free(restore.spool)  # the window is full, but it still waits for the next fetch
+    assert wait_for(lambda: lock_free(restore.spool), timeout=IDLE + 5)
+    assert restore.spooled() == [seg(6), seg(7), seg(8)]
+
+
+def test_the_prefetcher_stops_when_a_new_restore_replaces_the_spool(restore, tmp_path):
+    restore.store(*(seg(n) for n in range(5, 12)))
+    assert restore(seg(5), tmp_path / "out").returncode == 0
+    assert wait_for(lambda: restore.spooled() == [seg(6), seg(7), seg(8)])
+    (pid,) = prefetcher_pids(restore.log())
+    assert alive(pid)
+    # as prepare_spool does it, but the old folder is kept: a prefetcher there would not fail, only linger
+    os.rename(restore.spool, tmp_path / "old-spool")
+    wal_helper.prepare_spool("restore-unit", os_user=ME, spool_dir=str(restore.spool.parent))
+    (restore.spool / ".served").write_text(seg(8))  # it would move its window if it still looked at this folder
+    assert wait_for(lambda: not alive(pid), timeout=1.5)  # well before IDLE
+    time.sleep(0.5)
+    assert sorted(os.listdir(restore.spool)) == [".served"]
+
+
+def test_after_the_end_of_the_archive_the_next_fetch_picks_up_new_segments(restore, tmp_path):
+    restore.store(seg(5), seg(6))
+    assert restore(seg(5), tmp_path / "out").returncode == 0
+    assert wait_for(lambda: "stopped at %s: not in the archive" % seg(7) in restore.log()), restore.log()
+    assert wait_for(lambda: lock_free(restore.spool), timeout=3)  # it ended, not waiting for IDLE
+    restore.store(seg(7), seg(8))
+    assert restore(seg(6), tmp_path / "out").returncode == 0
+    assert wait_for(lambda: "stopped at %s: not in the archive" % seg(9) in restore.log()), restore.log()
+    assert restore.spooled() == [seg(7), seg(8)]
+    assert len(prefetcher_pids(restore.log())) == 2
