@@ -290,6 +290,24 @@ def _ensure_dir(path, mode, uid, gid, check_mode):
     return True
 
 
+def _copy(reader, out):
+    copied = 0
+    while True:
+        data = reader.read(CHUNK)
+        if not data:
+            return copied
+        out.write(data)
+        copied += len(data)
+
+
+def _unlink_quietly(path, dir_fd=None):
+    """Remove a temporary or stale file; already gone (or not removable) is not this caller's problem."""
+    try:
+        os.unlink(path, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
 def _install_file(path, data, mode, uid, gid, check_mode):
     """Write ``data`` atomically unless the file already holds it with this mode and owner; True if it changed."""
     try:
@@ -315,10 +333,7 @@ def _install_file(path, data, mode, uid, gid, check_mode):
         os.chmod(temp, mode)
         os.rename(temp, path)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
+        _unlink_quietly(temp)
         raise
     return True
 
@@ -536,11 +551,7 @@ class LocalStore:
         temp = "%s.pgdr-tmp-%d" % (final, os.getpid())
         try:
             with open(source, "rb") as src, open(temp, "wb") as dst:
-                while True:
-                    data = src.read(CHUNK)
-                    if not data:
-                        break
-                    dst.write(data)
+                _copy(src, dst)
                 dst.flush()
                 os.fsync(dst.fileno())
             os.chmod(temp, 0o600)
@@ -552,10 +563,7 @@ class LocalStore:
                 os.unlink(temp)
             self._fsync_dir()
         except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
+            _unlink_quietly(temp)
             raise
         return "archived"
 
@@ -648,16 +656,6 @@ def store_from_config(config):
     return RepoStore(repository_from_params(store))
 
 
-def _copy(reader, out):
-    copied = 0
-    while True:
-        data = reader.read(CHUNK)
-        if not data:
-            return copied
-        out.write(data)
-        copied += len(data)
-
-
 def _write_dest(reader_cm, dest, sync=False):
     """Copy what ``reader_cm`` opens to ``dest`` through a temporary name, so ``dest`` is whole or absent."""
     temp = "%s.pgdr-tmp-%d" % (dest, os.getpid())
@@ -669,10 +667,7 @@ def _write_dest(reader_cm, dest, sync=False):
                 os.fsync(out.fileno())
         os.rename(temp, dest)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
+        _unlink_quietly(temp)
         raise
 
 
@@ -761,10 +756,7 @@ def _prune_spool(spool, walfile):
     """Drop spooled segments before ``walfile``: recovery has moved past them (or to a later timeline)."""
     for entry in os.listdir(spool):
         if SEGMENT_RE.match(entry) and entry < walfile:
-            try:
-                os.unlink(os.path.join(spool, entry))
-            except FileNotFoundError:
-                pass
+            _unlink_quietly(os.path.join(spool, entry))
 
 
 def _try_lock(path, dir_fd=None):
@@ -833,13 +825,6 @@ def _log(dir_fd, message):
         os.write(fd, ("%s [%d] %s\n" % (stamp, os.getpid(), message)).encode())
     finally:
         os.close(fd)
-
-
-def _unlink_quietly(name, dir_fd):
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
 
 
 def _spool_one(store, dir_fd, walfile, segment_size):
