@@ -76,8 +76,12 @@ integration: lab-up
 molecule: lab-up
 	@# molecule ends with a recap that hides which task failed and why: on failure, repeat Ansible's
 	@# failure lines last, where a CI log's tail shows them
+	@# molecule keeps a scenario's state ("prepared") in ~/.ansible/tmp under a name taken from this folder's
+	@# basename, so another checkout named alike (CI's clone) would skip prepare: one fresh state per run, here
 	@mkdir -p .build
 	for scenario in $$(ls molecule); do \
+	  rm -rf .build/molecule/$$scenario; \
+	  MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.build/molecule/$$scenario \
 	  $(BIN)/molecule test -s $$scenario 2>&1 | tee .build/molecule-$$scenario.log || { \
 	    echo "molecule $$scenario failed; its failing tasks:"; \
 	    sed 's/\x1b\[[0-9;]*m//g' .build/molecule-$$scenario.log | grep -E -A8 '^(fatal|failed):|FAILED!' | cut -c1-400 | tail -60; \
