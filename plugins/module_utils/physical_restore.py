@@ -322,6 +322,17 @@ def relink_tablespaces(data_dir, dirs):
         os.symlink(target, link)
 
 
+def drop_tablespace_map(data_dir):
+    """Remove the tablespace_map a tar backup carries (after pg_verifybackup, which checks it against backup_manifest).
+
+    At startup PostgreSQL recreates pg_tblspc/<oid> from tablespace_map, pointing at the tablespaces' original
+    locations: that would undo tablespace_mapping and replay into the previous cluster's tablespace folders.
+    relink_tablespaces() already made the links point where the tablespaces were deployed, so the map is not needed.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(data_dir, "tablespace_map"))
+
+
 def deploy(repo, cluster, chain, new_dir, tools, os_user, mapping):
     """Deploy a full backup or an incremental chain into ``new_dir``."""
     dirs = tablespace_dirs(chain[-1], mapping)
@@ -511,6 +522,7 @@ class Restore:
             mark = time.monotonic()
             run([self.tools["pg_verifybackup"], "-n", "-q", self.new_dir])
             timings["verify_backup_seconds"] = round(time.monotonic() - mark, 3)
+        drop_tablespace_map(self.new_dir)
         restore_command = self.restore_command or ("false" if not self.p.get("standby") else None)
         write_recovery(self.new_dir, recovery_settings(self.p, self.target, restore_command), planned["signal"], self.p.get("os_user") or "postgres")
 

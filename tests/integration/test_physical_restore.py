@@ -407,3 +407,42 @@ def test_standby_from_a_base_backup_streams_from_its_primary_through_a_slot(ansi
             assert time.monotonic() < deadline, "the slot stayed active after the standby was promoted"
             time.sleep(0.3)
         pair.primary.psql("SELECT pg_drop_replication_slot(%s)" % literal(slot))
+
+
+# --- a tar set with a tablespace, restored with tablespace_mapping -----------------------
+
+
+@ON_PG15
+def test_tar_set_with_a_tablespace_restores_into_the_mapped_folder(ansible, pair15):
+    """base.tar of a tar set holds tablespace_map (the original locations); PostgreSQL would recreate the links from it at
+    startup, undoing tablespace_mapping. The restored link must point at the mapped folder, with the table's rows in it."""
+    pair = pair15
+    space = "ts_" + pair.suffix
+    original = "/var/lib/postgresql/pgdr-ts-%s" % pair.suffix
+    mapped = "/var/lib/postgresql/pgdr-ts-restored-%s" % pair.suffix
+    pair.primary.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", original])
+    pair.primary.psql("CREATE TABLESPACE %s LOCATION %s" % (ident(space), literal(original)))
+    try:
+        pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+        pair.primary.psql("CREATE TABLE t (n int) TABLESPACE %s; INSERT INTO t VALUES (1), (2), (3);" % ident(space), db=pair.db)
+        oid = pair.primary.psql("SELECT oid FROM pg_tablespace WHERE spcname = %s" % literal(space)).strip()
+        repository = {"type": "local", "path": pair.repo_path}
+        made = ok(base_backup(ansible, pair, pair.replica, repository, format="tar", wal_method="stream"))
+        files = [f["path"] for f in made["manifest"]["files"]]
+        assert any(name.startswith(oid + ".tar") for name in files), files
+        pair.primary.psql("DELETE FROM t", db=pair.db)
+
+        done = ok(restore(ansible, pair, repository, tablespace_mapping={original: mapped}))
+        assert done["state"] == "promoted"
+        link = pair.replica.run(["readlink", "%s/pg_tblspc/%s" % (pair.replica.pg_data, oid)]).stdout.strip()
+        assert link == mapped
+        assert pair.replica.psql("SELECT pg_tablespace_location(%s)" % oid).strip() == mapped
+        assert pair.replica.run(["test", "-e", "%s/tablespace_map" % pair.replica.pg_data], check=False).returncode != 0
+        assert pair.rows(pair.replica) == "1,2,3"
+        assert pair.replica.run(["test", "-e", original], check=False).returncode != 0  # nothing written at the old place
+    finally:
+        for host in (pair.primary, pair.replica):
+            host.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(pair.db))
+            host.psql("DROP TABLESPACE IF EXISTS %s" % ident(space))
+        pair.primary.run(["rm", "-rf", original])
+        pair.replica.run(["rm", "-rf", mapped, original])
