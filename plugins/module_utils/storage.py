@@ -30,11 +30,13 @@ from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrErro
 
 try:
     import paramiko
+    from paramiko.sftp import CMD_EXTENDED as SFTP_CMD_EXTENDED
 
     HAS_PARAMIKO = True
     PARAMIKO_IMPORT_ERROR = None
 except ImportError as exc:  # only the sftp backend needs it
     paramiko = None
+    SFTP_CMD_EXTENDED = None
     HAS_PARAMIKO = False
     PARAMIKO_IMPORT_ERROR = exc
 
@@ -441,6 +443,26 @@ class _RejectUnknownHost:
         )
 
 
+SFTP_FSYNC = "fsync@openssh.com"
+
+
+def _sftp_fsync(fileobj, what, key):
+    """Ask the server to fsync an open file (OpenSSH's fsync@openssh.com); raise PgdrError if it does not confirm.
+
+    paramiko has no fsync call (2.12 to 5.x), so the extended request goes out by hand on the file's own session.
+    A server without the extension answers "unsupported" (SSH_FX_OP_UNSUPPORTED): the write fails, because
+    reporting it stored would let PostgreSQL recycle a WAL segment that a power loss on the server can still lose.
+    """
+    try:
+        fileobj.sftp._request(SFTP_CMD_EXTENDED, SFTP_FSYNC, fileobj.handle)  # raises IOError unless the status is OK
+    except (OSError, EOFError) as exc:
+        raise PgdrError(
+            "writing %s failed: the SFTP server did not confirm %s (%s), so the copy may not survive a power loss on the server; "
+            "use a server that supports it (OpenSSH sftp-server 6.5 or later)" % (what, SFTP_FSYNC, exc),
+            key=key,
+        ) from exc
+
+
 def _finish_pipelined(fileobj):
     """Wait for the reply to every pipelined write still in flight and raise the first failure.
 
@@ -664,6 +686,10 @@ class SftpRepository(Repository):
             yield stream
             with self._translated("finishing", key):
                 _finish_pipelined(fileobj)
+                # The data is durable once the server fsyncs it, before close. The rename below is not: SFTP cannot
+                # fsync a folder (fsync@openssh.com takes only a file handle), so the new name is as durable as the
+                # server's file system makes a rename (ext4 and xfs journal it with the next commit).
+                _sftp_fsync(fileobj, "%s in %s" % (key, self.describe()), key)
                 fileobj.close()
                 stored = self.sftp.stat(temp).st_size
                 if stored != stream.tell():

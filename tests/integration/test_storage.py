@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 
+import paramiko
 import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
@@ -290,3 +291,81 @@ def test_s3_missing_bucket_and_unreachable_endpoint(lab):
     assert bucket not in [entry["Name"] for entry in lab.s3_client().list_buckets()["Buckets"]]
     with pytest.raises(PgdrError, match=r"cannot reach s3://.* \(endpoint http://127\.0\.0\.1:9\)"):
         s3_repository(lab, "p", endpoint_url="http://127.0.0.1:9").list_dirs("")
+
+
+# SFTP durability: every write is fsynced on the server (fsync@openssh.com) before it is renamed into place
+
+
+class FsyncSpy:
+    """Wraps _request of every SFTP session the repository opens; records each extended request and its status code."""
+
+    def __init__(self, monkeypatch, refuse=False):
+        from paramiko.sftp import CMD_EXTENDED, CMD_STATUS, SFTP_OP_UNSUPPORTED
+
+        self.calls = []  # (extended request name, status code)
+        real_new_session = SftpRepository._new_session
+
+        def new_session(ssh):
+            session = real_new_session(ssh)
+            real_request = session._request
+
+            def request(t, *args):
+                name = args[0] if t == CMD_EXTENDED else None
+                if refuse and name == "fsync@openssh.com":
+                    # what paramiko does with the status of a server without the extension
+                    reply = paramiko.Message()
+                    reply.add_int(SFTP_OP_UNSUPPORTED)
+                    reply.add_string("Operation unsupported")
+                    reply.add_string("")
+                    self.calls.append((name, SFTP_OP_UNSUPPORTED))
+                    session._convert_status(paramiko.Message(reply.asbytes()))
+                kind, reply = real_request(t, *args)
+                if name is not None and kind == CMD_STATUS:
+                    reply.rewind()
+                    reply.get_int()  # the request id
+                    self.calls.append((name, reply.get_int()))
+                return kind, reply
+
+            session._request = request
+            return session
+
+        monkeypatch.setattr(SftpRepository, "_new_session", staticmethod(new_session))
+
+    def fsyncs(self):
+        return [code for name, code in self.calls if name == "fsync@openssh.com"]
+
+
+def test_sftp_write_is_fsynced_on_the_server(lab, monkeypatch):
+    from paramiko.sftp import SFTP_OK
+
+    spy = FsyncSpy(monkeypatch)
+    backend = SftpBackend(lab, "pgdr-test-%s" % uuid.uuid4().hex[:10])
+    try:
+        data = os.urandom(3 * MIB)
+        with backend.repo.open_writer("c1/wal/000000010000000000000001") as writer:
+            writer.write(data)
+            assert spy.fsyncs() == [], "fsync before the last write"
+        assert spy.fsyncs() == [SFTP_OK], spy.calls  # sent once and answered OK by the real sftp-server
+        assert backend.stored_sha256("c1/wal/000000010000000000000001") == hashlib.sha256(data).hexdigest()
+        backend.repo.put_bytes_atomic("c1/manifest.json", b"{}")  # small writes take the same path
+        assert spy.fsyncs() == [SFTP_OK, SFTP_OK], spy.calls
+    finally:
+        backend.cleanup()
+
+
+def test_sftp_server_without_fsync_fails_the_write(lab, monkeypatch):
+    from paramiko.sftp import SFTP_OP_UNSUPPORTED
+
+    spy = FsyncSpy(monkeypatch, refuse=True)
+    backend = SftpBackend(lab, "pgdr-test-%s" % uuid.uuid4().hex[:10])
+    try:
+        pattern = r"^writing c1/wal/000000010000000000000001 in sftp://.* failed: the SFTP server did not confirm fsync@openssh.com \(Operation unsupported\)"
+        with pytest.raises(PgdrError, match=pattern) as failed:
+            with backend.repo.open_writer("c1/wal/000000010000000000000001") as writer:
+                writer.write(os.urandom(MIB))
+        assert "\n" not in failed.value.msg
+        assert spy.fsyncs() == [SFTP_OP_UNSUPPORTED]
+        assert not backend.repo.exists("c1/wal/000000010000000000000001")
+        assert backend.leftovers() == []
+    finally:
+        backend.cleanup()

@@ -232,3 +232,43 @@ def test_a_broken_known_hosts_file_is_a_clear_error_before_connecting(tmp_path):
     repo = SftpRepository("192.0.2.1", "/srv/backups", known_hosts=str(known_hosts))  # TEST-NET: never reached
     with pytest.raises(PgdrError, match="known_hosts file .* has an invalid line"):
         repo.list_dirs("")
+
+
+class _RefusingSftp:
+    """An SFTP client whose server lacks fsync@openssh.com: paramiko's own status handling turns the answer into IOError."""
+
+    def __init__(self):
+        self.requests = []
+
+    def _request(self, t, *args):
+        import paramiko
+        from paramiko.sftp import SFTP_OP_UNSUPPORTED
+
+        self.requests.append((t,) + args)
+        reply = paramiko.Message()
+        reply.add_int(SFTP_OP_UNSUPPORTED)
+        reply.add_string("Operation unsupported")
+        reply.add_string("")
+        paramiko.SFTPClient._convert_status(self, paramiko.Message(reply.asbytes()))
+
+
+class _OpenFile:
+    def __init__(self, sftp):
+        self.sftp, self.handle = sftp, b"handle-1"
+
+
+def test_sftp_fsync_refused_by_the_server_is_a_one_line_failure():
+    from paramiko.sftp import CMD_EXTENDED
+
+    from ansible_collections.pgdr.backup.plugins.module_utils.storage import _sftp_fsync
+
+    sftp = _RefusingSftp()
+    with pytest.raises(PgdrError) as failed:
+        _sftp_fsync(_OpenFile(sftp), "wal/000000010000000000000001 in sftp://root@b:22/r", "wal/000000010000000000000001")
+    assert sftp.requests == [(CMD_EXTENDED, "fsync@openssh.com", b"handle-1")]
+    assert failed.value.msg == (
+        "writing wal/000000010000000000000001 in sftp://root@b:22/r failed: the SFTP server did not confirm fsync@openssh.com "
+        "(Operation unsupported), so the copy may not survive a power loss on the server; use a server that supports it "
+        "(OpenSSH sftp-server 6.5 or later)"
+    )
+    assert failed.value.details == {"key": "wal/000000010000000000000001"}
