@@ -541,13 +541,22 @@ class LocalStore:
         finally:
             os.close(fd)
 
+    def _sync_existing(self, final):
+        # an identical copy is success only once it is durable: the push that wrote it may have failed in its fsyncs
+        with open(final, "rb") as handle:
+            os.fsync(handle.fileno())
+        self._fsync_dir()
+
+    def _compare_existing(self, source, walfile, final):
+        return _compare_existing(source, walfile, lambda: open(final, "rb"), os.path.getsize(final), self.describe(), lambda: self._sync_existing(final))
+
     def push(self, source, walfile):
         # a missing folder is an error, not something to create: it may be a share that is not mounted
         if not os.path.isdir(self.root):
             raise PgdrError("archive folder %s does not exist (is the share mounted?)" % self.root)
         final = self._path(walfile)
         if os.path.exists(final):
-            return _compare_existing(source, walfile, lambda: open(final, "rb"), os.path.getsize(final), self.describe())
+            return self._compare_existing(source, walfile, final)
         temp = "%s.pgdr-tmp-%d" % (final, os.getpid())
         try:
             with open(source, "rb") as src, open(temp, "wb") as dst:
@@ -558,7 +567,7 @@ class LocalStore:
             try:
                 os.link(temp, final)  # fails if the name exists: a concurrent writer never gets replaced
             except FileExistsError:
-                return _compare_existing(source, walfile, lambda: open(final, "rb"), os.path.getsize(final), self.describe())
+                return self._compare_existing(source, walfile, final)
             finally:
                 os.unlink(temp)
             self._fsync_dir()
@@ -636,9 +645,11 @@ def _digest(opener):
     return digest.hexdigest()
 
 
-def _compare_existing(source, walfile, opener, stored_size, where):
-    """An existing copy: identical is success (a retry after a lost reply), different is an error."""
+def _compare_existing(source, walfile, opener, stored_size, where, make_durable=None):
+    """An existing copy: identical is success (a retry after a lost reply) once ``make_durable`` ran, different is an error."""
     if stored_size == os.path.getsize(source) and _digest(opener) == _digest(lambda: open(source, "rb")):
+        if make_durable is not None:
+            make_durable()
         return "already archived (identical)"
     raise PgdrError(
         "%s already exists in %s with different content; refusing to overwrite it. Another cluster may be archiving "

@@ -56,6 +56,56 @@ def test_push_stores_the_file_with_0600_and_accepts_an_identical_retry(helper, t
     assert sorted(os.listdir(helper.archive)) == [SEGMENT]  # no temporary file left behind
 
 
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Record the path of every os.fsync; ``fail_dirs`` makes the folder fsync fail like a full journal would."""
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        path = os.readlink("/proc/self/fd/%d" % fd)
+        if os.path.isdir(path) and synced.fail_dirs:
+            raise OSError(5, "Input/output error")
+        synced.append(path)
+        real_fsync(fd)
+
+    synced = type("Synced", (list,), {"fail_dirs": False})()
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_identical_retry_after_a_failed_fsync_makes_the_copy_durable_before_success(tmp_path, fsyncs):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    store = wal_helper.LocalStore(str(archive))
+    source = write(tmp_path / "seg", os.urandom(4096))
+    fsyncs.fail_dirs = True
+    with pytest.raises(OSError, match="Input/output error"):
+        store.push(source, SEGMENT)  # linked into place, but the folder fsync failed
+    assert (archive / SEGMENT).exists()
+    fsyncs.fail_dirs = False
+    del fsyncs[:]
+    assert store.push(source, SEGMENT) == "already archived (identical)"
+    assert fsyncs == [str(archive / SEGMENT), str(archive)]
+
+
+def test_identical_copy_written_meanwhile_is_made_durable(tmp_path, fsyncs, monkeypatch):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    store = wal_helper.LocalStore(str(archive))
+    source = write(tmp_path / "seg", os.urandom(4096))
+    real_link = os.link
+
+    def link(temp, final):  # another archiver stores the same segment between our check and our link
+        real_link(temp, final)
+        raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(os, "link", link)
+    assert store.push(source, SEGMENT) == "already archived (identical)"
+    assert fsyncs[-2:] == [str(archive / SEGMENT), str(archive)]
+    assert sorted(os.listdir(archive)) == [SEGMENT]
+
+
 def test_push_refuses_different_content_for_an_existing_name(helper, tmp_path):
     original = os.urandom(4096)
     assert helper("push", write(tmp_path / "a", original), SEGMENT).returncode == 0
