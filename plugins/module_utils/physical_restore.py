@@ -416,6 +416,26 @@ def telling_log_line(text):
     return lines[-1] if lines else "no server log output"
 
 
+def wrong_server_problem(reached, pg_data, realpath=os.path.realpath):
+    """Why the server recovery was watched on is not the restored cluster in ``pg_data``, or None.
+
+    login_host/login_port may reach another server (a scratch restore on another port, with login_port left at the
+    production server's): that one would "pass" and, with keep_previous false, the previous data directory would go.
+    A restored cluster always ran recovery (from backup_label), so its pg_last_wal_replay_lsn() is never NULL; and
+    where data_directory can be read it must be ``pg_data``.
+    """
+    hint = "point login_host and login_port at the restored server (its socket folder and the port it runs on, server_settings' port if set)"
+    if not reached.get("reached_lsn"):
+        return "the server login_host/login_port reach never ran recovery (pg_last_wal_replay_lsn() is NULL), so it is not the restored cluster in %s; %s" % (
+            pg_data,
+            hint,
+        )
+    found = reached.get("data_directory")
+    if found and realpath(found) != realpath(pg_data):
+        return "the server login_host/login_port reach runs from %s, not from the restored cluster in %s; %s" % (found, pg_data, hint)
+    return None
+
+
 class ServerStopped(Exception):
     """The restored server exited while recovery was awaited (its log says why)."""
 
@@ -446,12 +466,16 @@ def wait_for_recovery(connect, target, action, expect_standby, timeout, alive=la
                 if done:
                     if not in_recovery:
                         cur.execute("SELECT timeline_id FROM pg_control_checkpoint()")
+                    # no row (not an error) for a role without the privilege to read it
+                    cur.execute("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory'")
+                    row = cur.fetchone()
                     return dict(
                         in_recovery=in_recovery,
                         paused=paused,
                         reached_lsn=replay_lsn,
                         reached_time=replay_time.astimezone(datetime.timezone.utc).isoformat() if replay_time else None,
                         system_identifier=system_identifier,
+                        data_directory=row[0] if row else None,
                     )
         except Exception as exc:  # pylint: disable=broad-exception-caught  # the server is still starting or recovering
             last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -594,6 +618,10 @@ class Restore:
         except ServerStopped:
             text = log_tail(self.cluster.server_log, offset)
             raise PgdrError("the restored cluster stopped during recovery: %s" % telling_log_line(text), server_log=text) from None
+        wrong = wrong_server_problem(reached, self.pg_data)
+        if wrong:
+            raise PgdrError(wrong)
+        reached.pop("data_directory", None)
         expected = (self.manifest.get("source") or {}).get("system_identifier")
         if expected and reached["system_identifier"] != str(expected):
             raise PgdrError(

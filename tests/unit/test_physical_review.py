@@ -1,0 +1,129 @@
+"""Physical restore rules fixed after review: the server watched must be the restored one, the swap undoes itself,
+shutdown at the target is judged by pg_controldata, incremental chains with tablespaces are refused."""
+
+import datetime
+
+import pytest
+
+from ansible_collections.pgdr.backup.plugins.module_utils import physical_restore as pr
+from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+
+PG_DATA = "/var/lib/postgresql/15/main"
+
+
+# --- the server recovery is watched on must be the restored cluster -----------------------
+
+
+def test_a_server_that_never_ran_recovery_is_not_the_restored_one():
+    # login_port left at the production server's while the restored copy runs on another port
+    problem = pr.wrong_server_problem({"reached_lsn": None, "data_directory": None}, PG_DATA)
+    assert "pg_last_wal_replay_lsn() is NULL" in problem and "point login_host and login_port at the restored server" in problem
+
+
+def test_a_server_running_from_another_data_directory_is_not_the_restored_one():
+    problem = pr.wrong_server_problem({"reached_lsn": "0/5000100", "data_directory": "/srv/prod/data"}, PG_DATA)
+    assert "runs from /srv/prod/data, not from the restored cluster in %s" % PG_DATA in problem
+
+
+def test_the_restored_server_passes_also_through_a_symlink_or_without_privilege():
+    assert pr.wrong_server_problem({"reached_lsn": "0/5000100", "data_directory": PG_DATA}, PG_DATA) is None
+    assert pr.wrong_server_problem({"reached_lsn": "0/5000100", "data_directory": None}, PG_DATA) is None  # no row: not readable
+    links = {"/data/pg": PG_DATA}
+    assert pr.wrong_server_problem({"reached_lsn": "0/5000100", "data_directory": "/data/pg"}, PG_DATA, realpath=lambda p: links.get(p, p)) is None
+
+
+class FakeCursor:
+    def __init__(self, answers):
+        self.answers, self.last = answers, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql):
+        self.last = next(value for key, value in self.answers.items() if key in sql)
+
+    def fetchone(self):
+        return self.last
+
+
+class FakeConnection:
+    def __init__(self, answers):
+        self.answers = answers
+
+    def cursor(self):
+        return FakeCursor(self.answers)
+
+    def close(self):
+        pass
+
+
+def test_wait_for_recovery_reports_the_data_directory_or_none_without_a_row():
+    answers = {
+        "pg_is_in_recovery()": (False, None, None, "7", 1),  # a production primary: never in recovery
+        "pg_control_checkpoint": (1,),
+        "data_directory": ("/srv/prod/data",),
+    }
+    reached = pr.wait_for_recovery(lambda: FakeConnection(answers), ("latest", None), "promote", False, 5)
+    assert reached["data_directory"] == "/srv/prod/data" and reached["reached_lsn"] is None
+    assert pr.wrong_server_problem(reached, PG_DATA)
+    answers["data_directory"] = None
+    assert pr.wait_for_recovery(lambda: FakeConnection(answers), ("latest", None), "promote", False, 5)["data_directory"] is None
+
+
+def test_wait_for_recovery_result_is_an_aware_time():
+    moment = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.timezone.utc)
+    answers = {"pg_is_in_recovery()": (False, "0/5000100", moment, "7", 2), "pg_control_checkpoint": (2,), "data_directory": (PG_DATA,)}
+    reached = pr.wait_for_recovery(lambda: FakeConnection(answers), ("latest", None), "promote", False, 5)
+    assert pr.wrong_server_problem(reached, PG_DATA) is None
+    assert reached["reached_time"].startswith("2026-11-22T10:00:00")
+
+
+
+class FakeCluster:
+    """The server of pg_service.Cluster as Restore uses it; records what was done."""
+
+    manager = "pg_ctl"
+
+    def __init__(self, pg_data, running=True, fail_stop=False, fail_start=False):
+        self.pg_data, self.running = pg_data, running
+        self.fail_stop, self.fail_start = fail_stop, fail_start
+        self.bin_dir = "/usr/lib/postgresql/15/bin"
+        self.server_log = pg_data + ".log"
+        self.calls = []
+
+    def status(self):
+        return "running" if self.running else "stopped"
+
+    def start(self, timeout=60):
+        self.calls.append("start")
+        if self.fail_start:
+            raise PgdrError("start of the PostgreSQL server failed")
+        self.running = True
+
+    def stop(self, mode="fast", timeout=60):
+        self.calls.append("stop")
+        if self.fail_stop:
+            raise PgdrError("stop of the PostgreSQL server failed: timed out; stop it by hand and run again")
+        self.running = False
+        return True
+
+
+def restore_for(tmp_path, cluster, **p):
+    manifest = {"backup_id": "b1", "stop_lsn": "0/5000100", "finished_at": "2026-11-22T10:00:00Z", "source": {"system_identifier": "7"},
+                "physical": {"stop_time": "2026-11-22T10:00:00Z", "format": "tar"}}
+    params = dict(cluster="c1", force=True, start_timeout=5, recovery_timeout=5)
+    params.update(p)
+    return pr.Restore(params, None, manifest, cluster, {}, lambda: None)
+
+
+def test_a_restore_watched_on_a_server_that_never_recovered_fails(tmp_path, monkeypatch):
+    pg_data = str(tmp_path / "main")
+    cluster = FakeCluster(pg_data, running=False)
+    restore = restore_for(tmp_path, cluster)
+    monkeypatch.setattr(pr, "wait_for_recovery", lambda *a, **k: dict(
+        in_recovery=False, paused=False, reached_lsn=None, reached_time=None, system_identifier="7", data_directory=None))
+    with pytest.raises(PgdrError, match="never ran recovery"):
+        restore._start_and_wait()
