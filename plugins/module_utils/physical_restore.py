@@ -585,14 +585,40 @@ class Restore:
         return result
 
     def _swap_in(self):
-        if self.was_running:
-            self.cluster.stop(mode="fast")
-        if os.path.lexists(self.pg_data):
-            self.previous_dir = "%s.pgdr-previous-%s" % (self.pg_data, self.manifest["backup_id"])
-            if os.path.lexists(self.previous_dir):
-                self.previous_dir += "-%d" % int(time.time())
-            os.rename(self.pg_data, self.previous_dir)
-        os.rename(self.new_dir, self.pg_data)
+        """Stop the server and put the new data directory in place; any failure puts everything back as it was."""
+        try:
+            if self.was_running:
+                self.cluster.stop(mode="fast")
+            if os.path.lexists(self.pg_data):
+                previous = "%s.pgdr-previous-%s" % (self.pg_data, self.manifest["backup_id"])
+                if os.path.lexists(previous):
+                    previous += "-%d" % int(time.time())
+                os.rename(self.pg_data, previous)
+                self.previous_dir = previous
+            os.rename(self.new_dir, self.pg_data)
+        except Exception as exc:
+            why = exc.msg if isinstance(exc, PgdrError) else str(exc)
+            raise PgdrError("swapping the restored data directory into %s failed: %s; %s" % (self.pg_data, why, self._undo_swap())) from None
+
+    def _undo_swap(self):
+        """After a failed swap: the previous data directory back in place, the new one gone, the server started if it ran.
+
+        Returns what the failure message says about the state left behind.
+        """
+        said = "the data directory in place was not moved"
+        try:
+            if self.previous_dir and not os.path.lexists(self.pg_data):
+                os.rename(self.previous_dir, self.pg_data)
+                said = "the previous data directory was put back"
+            self.previous_dir = None
+            remove_tree(self.new_dir)
+            if self.was_running and self.cluster.status() == "stopped":
+                self.cluster.start(timeout=self.p.get("start_timeout") or 120)
+                said += " and started again"
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # the swap's failure is the one to report
+            why = exc.msg if isinstance(exc, PgdrError) else str(exc)
+            said = "undoing it failed too (%s): check %s and %s.pgdr-* by hand" % (why, self.pg_data, self.pg_data)
+        return said
 
     def _start_and_wait(self):
         offset = log_size(self.cluster.server_log)

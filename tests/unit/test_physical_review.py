@@ -127,3 +127,64 @@ def test_a_restore_watched_on_a_server_that_never_recovered_fails(tmp_path, monk
         in_recovery=False, paused=False, reached_lsn=None, reached_time=None, system_identifier="7", data_directory=None))
     with pytest.raises(PgdrError, match="never ran recovery"):
         restore._start_and_wait()
+
+
+# --- the swap undoes itself ------------------------------------------------------------
+
+
+def folders(tmp_path):
+    pg_data, new = tmp_path / "main", tmp_path / "main.pgdr-new"
+    for folder, mark in ((pg_data, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "PG_VERSION").write_text(mark)
+    return str(pg_data)
+
+
+def test_a_stop_that_times_out_leaves_the_live_data_and_removes_the_new(tmp_path):
+    pg_data = folders(tmp_path)
+    cluster = FakeCluster(pg_data, running=True, fail_stop=True)
+    restore = restore_for(tmp_path, cluster)
+    restore.was_running = True
+    with pytest.raises(PgdrError) as caught:
+        restore._swap_in()
+    assert caught.value.msg.startswith("swapping the restored data directory into %s failed: stop of the PostgreSQL server failed" % pg_data)
+    assert caught.value.msg.endswith("the data directory in place was not moved") and "\n" not in caught.value.msg
+    assert (tmp_path / "main" / "PG_VERSION").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main"]
+    assert restore.previous_dir is None
+
+
+def test_a_rename_that_fails_after_the_stop_puts_the_previous_back_and_starts_it(tmp_path, monkeypatch):
+    pg_data = folders(tmp_path)
+    cluster = FakeCluster(pg_data, running=True)
+    restore = restore_for(tmp_path, cluster)
+    restore.was_running = True
+    real_rename, renames = pr.os.rename, []
+
+    def rename(src, dst):
+        renames.append((src, dst))
+        if src.endswith(".pgdr-new"):
+            raise OSError(18, "Invalid cross-device link", src)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(pr.os, "rename", rename)
+    with pytest.raises(PgdrError) as caught:
+        restore._swap_in()
+    assert "Invalid cross-device link" in caught.value.msg
+    assert caught.value.msg.endswith("the previous data directory was put back and started again")
+    assert cluster.calls == ["stop", "start"] and cluster.running
+    assert (tmp_path / "main" / "PG_VERSION").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main"]
+    assert len(renames) == 3  # away, the failed one, back
+
+
+def test_a_failed_swap_in_run_is_one_clear_error(tmp_path, monkeypatch):
+    pg_data = folders(tmp_path)
+    cluster = FakeCluster(pg_data, running=True, fail_stop=True)
+    restore = restore_for(tmp_path, cluster)
+    monkeypatch.setattr(restore, "plan", lambda: ([], {"signal": "recovery"}))
+    monkeypatch.setattr(restore, "prepare", lambda chain, planned, timings: (tmp_path / "main.pgdr-new").mkdir(exist_ok=True))
+    restore.was_running = True
+    with pytest.raises(PgdrError, match="swapping the restored data directory"):
+        restore.run()
+    assert cluster.running and sorted(p.name for p in tmp_path.iterdir()) == ["main"]
