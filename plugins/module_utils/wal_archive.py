@@ -229,6 +229,14 @@ def replication_slots(conn):
     return [dict(slot_name=r[0], slot_type=r[1], active=r[2], active_pid=r[3], restart_lsn=r[4], wal_status=r[5], lag_bytes=r[6]) for r in rows]
 
 
+def version_facts(conn):
+    """The major version and whether in recovery: what any login role may read (no data_directory, log or file settings)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version_num')::int / 10000, pg_is_in_recovery()")
+        major, in_recovery = cur.fetchone()
+    return dict(major=major, in_recovery=in_recovery)
+
+
 def server_facts(conn):
     """data_directory, port, first socket folder, major version, whether in recovery."""
     with conn.cursor() as cur:

@@ -22,6 +22,11 @@ description:
     O(verify=true) forces a WAL switch and waits until that segment is in the archive.
   - To manage settings, O(archive), or O(restart), run the task on the PostgreSQL host (as root when O(archive) installs the
     helper or O(restart) is set); to manage O(receiver), run it on the backup host and point the connection options at the server.
+  - Privileges - a task that manages only O(receiver) (no settings, no O(archive), no O(restart)) reads only the server
+    version and the replication slots, so a role with just C(LOGIN REPLICATION) is enough (O(verify=true) also needs
+    C(EXECUTE) on C(pg_switch_wal()), which the C(physical) profile of M(pgdr.backup.role_grants) grants). Any other task reads
+    C(data_directory), C(pg_current_logfile()) and C(pg_file_settings) and changes settings with C(ALTER SYSTEM), so it
+    needs a superuser (or C(pg_read_all_settings) and C(pg_monitor) membership plus C(ALTER SYSTEM) grants on the settings).
 author:
   - pgdr.backup developers (@pgdr)
 extends_documentation_fragment:
@@ -87,6 +92,7 @@ options:
       - Write a WAL record, force a segment switch with C(pg_switch_wal()), and wait up to O(verify_timeout) seconds until
         the server's archiver reports that segment done (C(pg_stat_archiver.last_archived_wal)), it is in the folder,
         server or bucket for V(local), V(sftp), V(s3), and it is in O(receiver.directory) when a receiver is present.
+        A task that manages only O(receiver) checks only the receiver's directory.
       - On timeout the task fails with the archiver's counters and its last error from the server log.
     type: bool
     default: false
@@ -203,7 +209,9 @@ restarted:
   returned: always
   type: bool
 settings:
-  description: The managed settings as configured after the run (as the server reports them).
+  description:
+    - The managed settings as configured after the run (as the server reports them).
+    - Empty when the task manages only O(receiver) - the settings are not read then, and RV(restart_required) is V(false).
   returned: always
   type: dict
 executed_queries:
@@ -303,12 +311,47 @@ def run(module):
         session.close()
 
 
+def manages_only_receiver(p):
+    """A task that only manages O(receiver): no settings, no archive, no restart."""
+    return bool(p["receiver"]) and not p["archive"] and not p["restart"] and not wal_archive.desired_settings(p, None)
+
+
 def _run(module, p, params, session):
     check = module.check_mode
+    result = dict(changed=False, restarted=False, executed_queries=[])
+    receiver_only = manages_only_receiver(p)
+    if receiver_only:
+        # data_directory, pg_current_logfile() and pg_file_settings need superuser, pg_read_all_settings or
+        # pg_monitor; the documented receiver setup logs in as a role with only REPLICATION and LOGIN
+        facts = wal_archive.version_facts(session.conn)
+        current = {}
+        result.update(restart_required=False, pending_restart=[], settings={})
+    else:
+        facts, current = _manage_settings(p, session, check, result)
+
+    receiver = None
+    if p["receiver"]:
+        binary, _version = find_binary("pg_receivewal", facts["major"], p["pg_bin_dir"])
+        receiver = Receiver(p["receiver"], params, binary)
+        if p["receiver"]["state"] == "present":
+            changed, actions = receiver.present(session.conn, check_mode=check)
+        else:
+            changed, actions = receiver.absent(session.conn, check_mode=check)
+        result["changed"] |= changed
+        result["receiver"] = dict(receiver.status(session.conn), state=p["receiver"]["state"], actions=actions)
+
+    if p["verify"] and not check:
+        result["verified"] = verify(p, facts, session, current, receiver, receiver_only)
+    result["archiver"] = wal_archive.archiver_stats(session.conn)
+    result["slots"] = wal_archive.replication_slots(session.conn)
+    return result
+
+
+def _manage_settings(p, session, check, result):
+    """Helper, settings and restart; reads data_directory, pg_current_logfile() and pg_file_settings."""
     facts = wal_archive.server_facts(session.conn)
     archive = p["archive"]
     archive_name = p["archive_name"] or "%d-%s" % (facts["major"], os.path.basename(facts["data_directory"].rstrip("/")))
-    result = dict(changed=False, restarted=False, executed_queries=[])
     if archive:
         wal_helper.validate_spec(archive)
     wanted = wal_archive.desired_settings(p, archive_name)
@@ -349,23 +392,7 @@ def _run(module, p, params, session):
             pending = []
     result.update(restart_required=bool(pending), pending_restart=pending)
     result["settings"] = {name: meta["configured"] for name, meta in current.items()}
-
-    receiver = None
-    if p["receiver"]:
-        binary, _version = find_binary("pg_receivewal", facts["major"], p["pg_bin_dir"])
-        receiver = Receiver(p["receiver"], params, binary)
-        if p["receiver"]["state"] == "present":
-            changed, actions = receiver.present(session.conn, check_mode=check)
-        else:
-            changed, actions = receiver.absent(session.conn, check_mode=check)
-        result["changed"] |= changed
-        result["receiver"] = dict(receiver.status(session.conn), state=p["receiver"]["state"], actions=actions)
-
-    if p["verify"] and not check:
-        result["verified"] = verify(p, facts, session, current, receiver)
-    result["archiver"] = wal_archive.archiver_stats(session.conn)
-    result["slots"] = wal_archive.replication_slots(session.conn)
-    return result
+    return facts, current
 
 
 def restart(p, facts, session):
@@ -379,10 +406,12 @@ def restart(p, facts, session):
     session.reconnect()
 
 
-def verify(p, facts, session, current, receiver):
+def verify(p, facts, session, current, receiver, receiver_only=False):
     conn = session.conn
     archiving = current.get("archive_mode", {}).get("running") in ("on", "always")
     streaming = receiver is not None and p["receiver"]["state"] == "present"
+    if receiver_only and not streaming:
+        raise PgdrError("verify: the receiver is absent and the task manages no archive; nothing to verify (leave verify out)")
     if not archiving and not streaming:
         raise PgdrError("verify: archive_mode is off on the running server (a change waits for a restart? set restart: true); nothing archives WAL")
     started = time.monotonic()

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from tests.lab import HostCommandError
 from tests.phases import ON_PG15, ON_PG18
 
 # restarts the primaries (archive_mode) and changes their archive settings
@@ -281,3 +282,46 @@ def test_receiver_present_idempotent_and_absent(ansible, lab, suffix):
             time.sleep(1)
         primary.psql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active" % slot)
         backup.run(["rm", "-rf", directory, state_dir])
+
+
+@ON_PG15
+def test_receiver_managed_by_a_role_with_only_login_replication(ansible, lab, suffix):
+    """The documented setup: the receiver's task logs in as a replicator that may not read data_directory, the log or pg_file_settings."""
+    primary = lab.host("primary15")
+    backup = lab.host("backup1")
+    role = "pgdr_repl_%s" % suffix
+    password = "pw-%s" % uuid.uuid4().hex
+    slot = "test_wal_%s" % suffix
+    directory = "/var/backups/pgdr-receivewal-%s" % suffix
+    state_dir = "/var/lib/pgdr/receivewal/%s" % slot
+    args = dict(login_host=primary.address, login_user=role, login_password=password, receiver=dict(directory=directory, slot=slot))
+    primary.psql("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'" % (role, password))
+    try:
+        # the premise: this role really cannot read what a settings task reads
+        for query in ("SELECT count(*) FROM pg_file_settings", "SELECT current_setting('data_directory')", "SELECT pg_current_logfile()"):
+            with pytest.raises(HostCommandError, match="permission denied|pg_read_all_settings"):
+                primary.psql(query, user=role, password=password)
+
+        checked = assert_ok(ansible.module(backup.name, MODULE, args, become_postgres=False, check=True))
+        assert checked["changed"] is True and checked["settings"] == {} and checked["restart_required"] is False
+
+        started = assert_ok(ansible.module(backup.name, MODULE, args, become_postgres=False))
+        assert started["changed"] is True and started["receiver"]["running"] is True
+        assert started["receiver"]["slot_info"]["slot_type"] == "physical"
+        assert [s["slot_name"] for s in started["slots"] if s["slot_name"] == slot] == [slot]
+        assert "archived_count" in started["archiver"]
+
+        again = assert_ok(ansible.module(backup.name, MODULE, args, become_postgres=False))
+        assert again["changed"] is False and again["receiver"]["pid"] == started["receiver"]["pid"]
+
+        gone = assert_ok(ansible.module(backup.name, MODULE, dict(args, receiver=dict(slot=slot, state="absent")), become_postgres=False))
+        assert gone["changed"] is True and gone["receiver"]["running"] is False
+        assert primary.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s'" % slot).strip() == "0"
+    finally:
+        pid = backup.run(["cat", state_dir + "/supervisor.pid"], check=False).stdout.strip()
+        if pid.isdigit():
+            backup.run(["kill", pid], check=False)
+            time.sleep(1)
+        primary.psql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active" % slot)
+        backup.run(["rm", "-rf", directory, state_dir])
+        primary.psql("DROP ROLE IF EXISTS %s" % role)
