@@ -436,6 +436,18 @@ def wrong_server_problem(reached, pg_data, realpath=os.path.realpath):
     return None
 
 
+SHUT_DOWN_IN_RECOVERY = "shut down in recovery"
+
+
+def cluster_state(controldata_text):
+    """The "Database cluster state" of pg_controldata's output (run with LC_ALL=C), or None."""
+    for line in (controldata_text or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "Database cluster state":
+            return value.strip()
+    return None
+
+
 class ServerStopped(Exception):
     """The restored server exited while recovery was awaited (its log says why)."""
 
@@ -671,9 +683,13 @@ class Restore:
             if time.monotonic() > deadline:
                 raise PgdrError("the restored cluster did not shut down at the recovery target within recovery_timeout")
             time.sleep(0.5)
-        text = log_tail(self.cluster.server_log, offset, limit=20000)
-        if "recovery stopping" not in text:
-            raise PgdrError("the restored cluster stopped before reaching its target: %s" % telling_log_line(text))
+        # The control file says how the server stopped wherever its log goes (pg_ctl's file, the journal, logging_collector).
+        pg_controldata = self.tools.get("pg_controldata") or os.path.join(self.cluster.bin_dir, "pg_controldata")
+        state = cluster_state(run([pg_controldata, "-D", self.pg_data], env=dict(os.environ, LC_ALL="C", LANGUAGE="C")).stdout)
+        if state != SHUT_DOWN_IN_RECOVERY:
+            text = log_tail(self.cluster.server_log, offset, limit=20000)
+            why = telling_log_line(text) if text.strip() else "see the server log"
+            raise PgdrError("the restored cluster stopped before reaching its target (pg_controldata: cluster state %s): %s" % (state or "unknown", why))
         return dict(in_recovery=True, paused=False, reached_lsn=None, reached_time=None, system_identifier=None, state="shut down at target")
 
     def _roll_back(self):

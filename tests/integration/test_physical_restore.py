@@ -446,3 +446,29 @@ def test_tar_set_with_a_tablespace_restores_into_the_mapped_folder(ansible, pair
             host.psql("DROP TABLESPACE IF EXISTS %s" % ident(space))
         pair.primary.run(["rm", "-rf", original])
         pair.replica.run(["rm", "-rf", mapped, original])
+
+
+# --- recovery_target_action shutdown, with the server's log elsewhere ---------------------
+
+
+@ON_PG15
+def test_shutdown_at_the_target_is_recognised_when_the_log_goes_to_the_logging_collector(ansible, pair15):
+    """With logging_collector on, pg_ctl's log file never sees "recovery stopping": the control file decides."""
+    pair = pair15
+    pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+    pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2);", db=pair.db)
+    repository = {"type": "local", "path": pair.repo_path}
+    ok(base_backup(ansible, pair, pair.replica, repository, format="tar", wal_method="stream"))
+    try:
+        done = ok(restore(ansible, pair, repository, recovery_target="immediate", recovery_target_action="shutdown",
+                          server_settings={"logging_collector": "on"}))
+        assert done["state"] == "shut down at target"
+        controldata = pair.replica.run([pair.replica.pg_bin_dir + "/pg_controldata", "-D", pair.replica.pg_data],
+                                       env={"LC_ALL": "C"}).stdout
+        assert "Database cluster state:               shut down in recovery" in controldata
+        assert "recovery stopping" not in pair.replica.run(["cat", "/var/lib/postgresql/15/postgresql.log"]).stdout[-20000:]
+    finally:
+        # the replica's cluster back to a running restored copy (starting this one would shut down again)
+        ok(restore(ansible, pair, repository))
+    assert_running(pair.replica)
+    assert pair.rows(pair.replica) == "1,2"

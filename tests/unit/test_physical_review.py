@@ -188,3 +188,50 @@ def test_a_failed_swap_in_run_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(PgdrError, match="swapping the restored data directory"):
         restore.run()
     assert cluster.running and sorted(p.name for p in tmp_path.iterdir()) == ["main"]
+
+
+# --- recovery_target_action shutdown is judged by the control file ----------------------
+
+CONTROLDATA = """pg_control version number:            1300
+Catalog version number:               202209061
+Database system identifier:           7310000000000000007
+Database cluster state:               %s
+pg_control last modified:             Wed 02 Dec 2026 12:00:00 PM UTC
+"""
+
+
+def test_cluster_state_from_pg_controldata():
+    assert pr.cluster_state(CONTROLDATA % "shut down in recovery") == pr.SHUT_DOWN_IN_RECOVERY
+    assert pr.cluster_state(CONTROLDATA % "in archive recovery") == "in archive recovery"
+    assert pr.cluster_state("") is None
+
+
+class Ran:
+    def __init__(self, stdout):
+        self.stdout = stdout
+
+
+def shutdown_restore(tmp_path, monkeypatch, state, log_text):
+    pg_data = str(tmp_path / "main")
+    cluster = FakeCluster(pg_data, running=False)
+    (tmp_path / "main.log").write_text(log_text)  # where pg_ctl's log would be; under systemd it stays empty
+    restore = restore_for(tmp_path, cluster, recovery_target_action="shutdown", recovery_target_name="before_upgrade")
+    seen = []
+    monkeypatch.setattr(pr, "run", lambda argv, **kw: seen.append((argv, kw.get("env", {}).get("LC_ALL"))) or Ran(CONTROLDATA % state))
+    return restore, seen
+
+
+def test_shutdown_at_target_is_recognised_without_the_log_line(tmp_path, monkeypatch):
+    restore, seen = shutdown_restore(tmp_path, monkeypatch, "shut down in recovery", "")
+    reached = restore._wait_for_shutdown(0)
+    assert reached["state"] == "shut down at target"
+    assert seen == [(["/usr/lib/postgresql/15/bin/pg_controldata", "-D", restore.pg_data], "C")]
+
+
+def test_a_stop_before_the_target_fails_with_the_log_line_as_the_reason(tmp_path, monkeypatch):
+    log = "LOG:  recovery stopping before commit\nFATAL:  recovery ended before configured recovery target was reached\n"
+    restore, _seen = shutdown_restore(tmp_path, monkeypatch, "in archive recovery", log)
+    with pytest.raises(PgdrError) as caught:
+        restore._wait_for_shutdown(0)
+    assert "stopped before reaching its target (pg_controldata: cluster state in archive recovery)" in caught.value.msg
+    assert caught.value.msg.endswith("FATAL:  recovery ended before configured recovery target was reached")
