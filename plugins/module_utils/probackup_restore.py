@@ -20,7 +20,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils import backup_set
 from ansible_collections.pgdr.backup.plugins.module_utils import probackup as pb
 from ansible_collections.pgdr.backup.plugins.module_utils.commands import run
 from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.physical_restore import Restore, auto_conf_text, segment_end
+from ansible_collections.pgdr.backup.plugins.module_utils.physical_restore import AUTO_CONF_MARK, Restore, auto_conf_text, segment_end
 
 
 def catalog_argument_spec():
@@ -73,6 +73,19 @@ def newest_archived(backup_path, instance):
     if best is None:
         return ("", None)
     return (best[1], datetime.datetime.fromtimestamp(best[2], datetime.timezone.utc))
+
+
+EARLIER_RESTORE_NOTE = "# (settings below were written by an earlier pgdr.backup restore)"
+
+
+def restored_auto_conf(existing, settings):
+    """postgresql.auto.conf as the tool left it, with our settings last.
+
+    The tool appends its recovery lines (restore_command, the target) after the backed-up cluster's file, which
+    holds AUTO_CONF_MARK when that cluster was itself restored by restore_cluster; auto_conf_text keeps only what
+    precedes the mark, so the mark becomes a plain comment first and the tool's lines stay.
+    """
+    return auto_conf_text(existing.replace(AUTO_CONF_MARK, EARLIER_RESTORE_NOTE), settings)
 
 
 class ProbackupRestore(Restore):
@@ -131,4 +144,4 @@ class ProbackupRestore(Restore):
             existing = f.read()
         settings = [("archive_mode", self.p.get("archive_mode") or "off")] + sorted((self.p.get("server_settings") or {}).items())
         with open(path, "w") as f:
-            f.write(auto_conf_text(existing, settings))
+            f.write(restored_auto_conf(existing, settings))
