@@ -219,6 +219,18 @@ def load_chain(repo, cluster, manifest):
     return chain
 
 
+def check_chain_supported(chain):
+    """Refuse an incremental chain whose sets hold tablespaces (each part would need its own tablespace folders)."""
+    if len(chain) < 2:
+        return
+    with_tablespaces = [m["backup_id"] for m in chain if m["physical"].get("tablespaces")]
+    if with_tablespaces:
+        raise PgdrError(
+            "incremental chains with tablespaces are not supported yet (set %s holds tablespaces); restore the full backup %s "
+            "with recovery_target and the WAL archive instead, or take a full backup" % (with_tablespaces[0], chain[0]["backup_id"])
+        )
+
+
 # --- deploying ------------------------------------------------------------------------
 
 
@@ -335,6 +347,7 @@ def drop_tablespace_map(data_dir):
 
 def deploy(repo, cluster, chain, new_dir, tools, os_user, mapping):
     """Deploy a full backup or an incremental chain into ``new_dir``."""
+    check_chain_supported(chain)
     dirs = tablespace_dirs(chain[-1], mapping)
     if len(chain) == 1:
         deploy_one(repo, cluster, chain[0], new_dir, dirs)
@@ -528,6 +541,7 @@ class Restore:
         """Every check that needs nothing changed; returns (chain, description of what would happen)."""
         m = self.manifest
         chain = load_chain(self.repo, self.name, m)
+        check_chain_supported(chain)
         check_target_bounds(m, self.target, self.archive_newest, self.has_archive)
         if self.p.get("standby") and self.target[0] != "latest":
             raise PgdrError("a standby (standby.signal) follows its primary; do not combine standby with a recovery target")

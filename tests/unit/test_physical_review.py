@@ -235,3 +235,34 @@ def test_a_stop_before_the_target_fails_with_the_log_line_as_the_reason(tmp_path
         restore._wait_for_shutdown(0)
     assert "stopped before reaching its target (pg_controldata: cluster state in archive recovery)" in caught.value.msg
     assert caught.value.msg.endswith("FATAL:  recovery ended before configured recovery target was reached")
+
+
+# --- incremental chains with tablespaces are refused before anything changes ---------------
+
+
+def chain_of(*tablespaces):
+    return [{"backup_id": "b%d" % i, "physical": {"tablespaces": ts, "format": "tar"}} for i, ts in enumerate(tablespaces)]
+
+
+def test_an_incremental_chain_with_tablespaces_is_refused():
+    pr.check_chain_supported(chain_of([]))
+    pr.check_chain_supported(chain_of([{"oid": "16400", "location": "/srv/ts"}]))  # a full backup maps its tablespaces
+    pr.check_chain_supported(chain_of([], None))
+    with pytest.raises(PgdrError, match="incremental chains with tablespaces are not supported yet .set b1 holds tablespaces.; restore the full backup b0"):
+        pr.check_chain_supported(chain_of([], [{"oid": "16400", "location": "/srv/ts"}]))
+
+
+def test_deploy_refuses_the_chain_before_touching_anything(tmp_path):
+    new_dir = str(tmp_path / "main.pgdr-new")
+    chain = chain_of([{"oid": "16400", "location": "/srv/ts"}], [{"oid": "16400", "location": "/srv/ts"}])
+    with pytest.raises(PgdrError, match="not supported yet"):
+        pr.deploy(None, "c1", chain, new_dir, {}, "postgres", None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_refuses_the_chain(tmp_path, monkeypatch):
+    chain = chain_of([{"oid": "16400", "location": "/srv/ts"}], [{"oid": "16400", "location": "/srv/ts"}])
+    restore = restore_for(tmp_path, FakeCluster(str(tmp_path / "main"), running=False))
+    monkeypatch.setattr(pr, "load_chain", lambda repo, name, manifest: chain)
+    with pytest.raises(PgdrError, match="not supported yet"):
+        restore.plan()
