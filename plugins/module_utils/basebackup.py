@@ -240,8 +240,14 @@ def physical_facts(opts, compression_spec, label, ranges, tablespaces, chain, ve
     )
 
 
-def manifest_fields(opts, compression_spec, source, tool, label, ranges, tablespaces, chain, verified, verify_seconds, started_at, finished_at, duration):
-    """Everything of manifest.json but format_version/backup_id/cluster/files, which SetWriter adds."""
+def manifest_fields(
+    opts, compression_spec, source, tool, label, ranges, tablespaces, chain, verified, verify_seconds, started_at, finished_at, duration, stop_time=None
+):
+    """Everything of manifest.json but format_version/backup_id/cluster/files, which SetWriter adds.
+
+    ``stop_time`` is when pg_basebackup exited (the backup's end, which bounds recovery_target_time);
+    ``finished_at`` is when the set was finished, after pg_verifybackup.
+    """
     return dict(
         kind="base",
         source=source,
@@ -266,7 +272,7 @@ def manifest_fields(opts, compression_spec, source, tool, label, ranges, tablesp
             verified,
             verify_seconds,
             label_time_utc(label.get("start_time")) or started_at,
-            finished_at,
+            stop_time or finished_at,
         ),
     )
 
@@ -659,6 +665,7 @@ def run_backup(plan, writer, system_identifier):
                 result = run_pipeline([argv], env=env, check=False)
         finally:
             hashed = follower.finish() if follower else {}
+        stopped_at = backup_set.iso_utc()  # the backup's end: before verification, which can take long
         progress = parse_progress(result.stderr)
         if result.returncodes[0] != 0:
             try:
@@ -704,6 +711,7 @@ def run_backup(plan, writer, system_identifier):
             started_at,
             finished_at,
             time.monotonic() - started,
+            stop_time=stopped_at,
         )
         if verify_error is not None:
             _mark_failed(writer, fields, verify_error)

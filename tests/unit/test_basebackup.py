@@ -269,3 +269,66 @@ def test_follow_hasher_drops_a_file_rewritten_shorter(tmp_path):
     time.sleep(0.2)
     path.write_bytes(b"y" * 10)  # truncated and rewritten: the followed sum is no longer that of the file
     assert hasher.finish() == {}
+
+
+class FakeParams:
+    settings = {"host": "db1", "port": 5432}
+    reached_host = None
+
+    def child_env(self):
+        import contextlib
+
+        return contextlib.nullcontext(dict(os.environ))
+
+
+class FakePlan:
+    """What run_backup reads of a Plan: a plain backup into a local repository, no parent."""
+
+    def __init__(self, repo, work_dir):
+        self.p = {"work_dir": work_dir, "verify": True, "pg_bin_dir": None}
+        self.params = FakeParams()
+        self.repo = repo
+        self.opts = opts(format="plain")
+        self.compression = {"method": "none", "level": None, "location": "client"}
+        self.parent = None
+        self.facts = {"tablespaces": []}
+        self.version = {"text": "18.1", "num": 180001}
+        self.major = 18
+        self.tool_version = "18.1"
+        self.chain = ["b1"]
+
+    def argv(self, target, incremental=None, set_dir=None):
+        return ["/usr/lib/postgresql/18/bin/pg_basebackup", "--pgdata=%s" % target]
+
+
+def test_the_stop_time_is_when_pg_basebackup_exited_not_after_verification(tmp_path, monkeypatch):
+    """recovery_target_time is bounded by physical.stop_time: a long pg_verifybackup must not move it later."""
+    clock = ["2026-11-22T10:22:00Z"]
+    real_iso_utc = backup_set.iso_utc
+    monkeypatch.setattr(basebackup.backup_set, "iso_utc", lambda moment=None: clock[0] if moment is None else real_iso_utc(moment))
+
+    class Ran:
+        returncodes, stderr = [0], ""
+
+    def fake_basebackup(argvs, **kwargs):
+        target = argvs[0][1].split("=", 1)[1]
+        os.makedirs(target)
+        with open(os.path.join(target, "backup_label"), "w") as f:
+            f.write(LABEL)
+        with open(os.path.join(target, "backup_manifest"), "w") as f:
+            json.dump({"WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}]}, f)
+        clock[0] = "2026-11-22T10:23:00Z"  # pg_basebackup exits
+        return Ran()
+
+    def slow_verify(*args):
+        clock[0] = "2026-11-22T10:40:00Z"  # pg_verifybackup of a large backup
+        return 1020.0, "pg_verifybackup"
+
+    monkeypatch.setattr(basebackup, "run_pipeline", fake_basebackup)
+    monkeypatch.setattr(basebackup, "verify_backup", slow_verify)
+    repo = LocalRepository(str(tmp_path / "repo"))
+    writer = backup_set.SetWriter(repo, "db1", "b1", compression="none")
+    manifest, _details = basebackup.run_backup(FakePlan(repo, str(tmp_path / "work")), writer, "7710939028678239692")
+    assert manifest["physical"]["stop_time"] == "2026-11-22T10:23:00Z"
+    assert manifest["finished_at"] == "2026-11-22T10:40:00Z"
+    assert_valid_manifest(manifest)
