@@ -64,6 +64,10 @@ TOOL_GAPS = {
     (GS, "recovery_target_timeline"): "gs_probackup has no --recovery-target-timeline",
     (GS, "db_include"): "gs_probackup has no partial restore (--db-include/--db-exclude)",
     (GS, "target_immediate"): "gs_probackup has no --recovery-target=immediate|latest; use a time, xid, lsn or name target",
+    (GS, "restore_to_target"): (
+        "restore_cluster restores a gs_probackup backup only to the end of the archive (no recovery_target_*): openGauss "
+        "pauses at a target (gs_probackup has no --recovery-target-action), and restore_cluster can only wait for a promotion"
+    ),
     (PG, "rw_timeout"): "pg_probackup has no --rw-timeout (-t); that is a gs_probackup option",
     (PG, "remote_libpath"): "pg_probackup has no --remote-libpath; that is a gs_probackup option",
 }

@@ -379,3 +379,43 @@ def test_restored_auto_conf_keeps_the_tools_recovery_lines_after_an_earlier_rest
     assert lines[lines.index(AUTO_CONF_MARK) :] == [AUTO_CONF_MARK, "archive_mode = 'off'", "max_connections = '50'"]
     assert [line for line in lines if line.startswith("archive_mode")] == ["archive_mode = 'off'"]
     assert "shared_buffers = '256MB'" in lines and "work_mem = '8MB'" in lines  # the backed-up cluster's settings stay
+
+
+class _StoppedCluster:
+    pg_data = "/nonexistent/pgdr-unit/data"
+
+    def status(self):
+        return "stopped"
+
+
+def _probackup_restore(tmp_path, tool, **target):
+    from ansible_collections.pgdr.backup.plugins.module_utils.probackup_restore import ProbackupRestore
+
+    p = dict(probackup=dict(backup_path=str(tmp_path), instance="og"), backup_id="latest", **target)
+    backup = {"id": "TOUSU2", "stop-lsn": "0/2000100", "server-version": "15", "end-time": "2026-11-21 13:00:00+00"}
+    return ProbackupRestore(p, tool, backup, "7312345678901234567", _StoppedCluster(), connect=None)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        dict(recovery_target_time="2026-11-21 14:00:00+00"),
+        dict(recovery_target_lsn="0/3000000"),
+        dict(recovery_target_xid="1234"),
+        dict(recovery_target_name="before-upgrade"),
+        dict(recovery_target="immediate"),
+    ],
+)
+def test_gs_probackup_restore_to_a_target_is_refused_before_anything_changes(tmp_path, target):
+    restore = _probackup_restore(tmp_path, GS, **target)
+    with pytest.raises(PgdrError) as refused:
+        restore.plan()
+    assert refused.value.msg.startswith("restore_cluster restores a gs_probackup backup only to the end of the archive (no recovery_target_*)")
+    assert "openGauss pauses at a target" in refused.value.msg and "\n" not in refused.value.msg
+    assert restore.was_running is None  # refused before the server was even looked at
+
+
+def test_pg_probackup_restore_to_a_target_passes_that_check(tmp_path):
+    restore = _probackup_restore(tmp_path, PG, recovery_target_time="2026-11-21 14:00:00+00")
+    with pytest.raises(PgdrError, match="the WAL archive holds no segment"):  # the next check, on an empty catalog
+        restore.plan()
