@@ -356,6 +356,14 @@ def verify_set(module, p, params, repo):
     )
 
 
+def existing_set(repo, cluster, backup_id, result):
+    """The result for a set that is already complete (changed false), or None."""
+    if backup_set.set_status(repo, cluster, backup_id) != "complete":
+        return None
+    manifest = backup_set.load_manifest(repo, cluster, backup_id)
+    return dict(result, manifest=manifest, summary=basebackup.summary(manifest), verified=bool(manifest.get("physical", {}).get("verified")))
+
+
 def backup(module, p, params, repo):
     cluster = p["cluster"] or basebackup.default_cluster_name(params)
     backup_set.validate_cluster_name(cluster)
@@ -363,9 +371,9 @@ def backup(module, p, params, repo):
     backup_set.validate_backup_id(backup_id)
     location = repo.location(backup_set.set_key(cluster, backup_id))
     result = dict(changed=False, backup_id=backup_id, location=location)
-    if backup_set.set_status(repo, cluster, backup_id) == "complete":
-        manifest = backup_set.load_manifest(repo, cluster, backup_id)
-        return dict(result, manifest=manifest, summary=basebackup.summary(manifest), verified=bool(manifest.get("physical", {}).get("verified")))
+    done = existing_set(repo, cluster, backup_id, result)
+    if done:
+        return done
     conn = params.connect(autocommit=True)
     try:
         version = server_version(conn)
@@ -383,6 +391,10 @@ def backup(module, p, params, repo):
             if p["if_running"] == "skip":
                 return dict(result, skipped_reason=reason)
             raise PgdrError(reason + "; wait for it, or set if_running: skip")
+        # another run with this backup_id may have completed the set since the check above: never delete it
+        done = existing_set(repo, cluster, backup_id, result)
+        if done:
+            return done
         started = time.monotonic()
         # leftovers of an interrupted or failed run with this id are never a backup
         backup_set.delete_set(repo, cluster, backup_id)
