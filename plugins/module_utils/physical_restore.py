@@ -520,7 +520,7 @@ def wait_for_recovery(connect, target, action, expect_standby, timeout, alive=la
 class Restore:
     """One physical restore onto this host. ``connect()`` opens a psycopg connection to the restored server."""
 
-    def __init__(self, p, repo, manifest, cluster, tools, connect, restore_command=None, archive_newest=None, has_archive=False):
+    def __init__(self, p, repo, manifest, cluster, tools, connect, restore_command=None, archive_newest=None, has_archive=False, before_changes=None):
         self.p = p
         self.repo = repo
         self.manifest = manifest
@@ -536,6 +536,7 @@ class Restore:
         self.new_dir = self.pg_data + ".pgdr-new"
         self.previous_dir = None
         self.was_running = None
+        self.before_changes = before_changes  # what the host needs (the pgdr-wal helper), once plan() has refused nothing
 
     def plan(self):
         """Every check that needs nothing changed; returns (chain, description of what would happen)."""
@@ -581,6 +582,8 @@ class Restore:
         result = dict(changed=not check_mode, backup_id=self.manifest["backup_id"], kind=self.kind, plan=planned)
         if check_mode:
             return result
+        if self.before_changes:
+            self.before_changes()
         timings = {}
         started = time.monotonic()
         remove_tree(self.new_dir)  # left by a run that was killed; never the live data

@@ -581,9 +581,15 @@ def run_physical(module, p, params, repo):
     bin_dir = physical_bin_dir(p, manifest)
     tools = {name: os.path.join(bin_dir, name) for name in ("pg_ctl", "pg_verifybackup", "pg_combinebackup", "pg_controldata")}
     cluster = Cluster.from_params(p, bin_dir, port=p["login_port"], socket_dir=p["login_host"])
-    restore_command, newest = None, None
+    restore_command, newest, install = None, None, None
     if p["archive"]:
-        restore_command = wal_helper.restore_command(p["archive"], "restore-%s" % p["cluster"], os_user=p["os_user"], check_mode=module.check_mode)
+        name = "restore-%s" % p["cluster"]
+        # checked here, installed (helper, config, an emptied spool) only once the restore's own checks refused nothing
+        restore_command = wal_helper.restore_command(p["archive"], name, os_user=p["os_user"], check_mode=True)
+
+        def install():
+            wal_helper.restore_command(p["archive"], name, os_user=p["os_user"])
+
         if p["archive"]["type"] in ("local", "sftp", "s3"):
             with wal_helper.open_archive(p["archive"]) as archive:
                 newest = archive.newest_segment() or ("", None)
@@ -597,6 +603,7 @@ def run_physical(module, p, params, repo):
         restore_command=restore_command,
         archive_newest=newest,
         has_archive=bool(p["archive"]),
+        before_changes=install,
     )
     return restore.run(check_mode=module.check_mode)
 
