@@ -616,6 +616,18 @@ def retention_verdicts(stderr):
     return out
 
 
+def wal_purge_ranges(stderr):
+    """From a run with --delete-wal: [{timeline, first, last}] the tool says can (dry run) or will be removed.
+
+    As the tool words it: ``last`` is the first segment it keeps. A dry run reckons with the backups as they are,
+    not as --delete-expired would leave them, so it may name less than the real run then removes.
+    """
+    out = []
+    for m in re.finditer(r"On timeline (\d+) WAL segments between (\w+) and (\w+) (?:can|will) be removed\s*$", stderr or "", re.M):
+        out.append({"timeline": int(m.group(1)), "first": m.group(2), "last": m.group(3)})
+    return out
+
+
 # ------------------------------------------------------------------ configuration
 
 

@@ -31,7 +31,8 @@ attributes:
     support: full
     description:
       - State - reads the catalog and reports the commands it would run. Actions - runs nothing that changes the
-        catalog; O(action=delete) with O(delete_expired) runs the tool's own C(--dry-run) to say what would go.
+        catalog; O(action=delete) with O(delete_expired) or O(delete_wal) runs the tool's own C(--dry-run) to say what
+        would go, and reports changed when it names an expired backup or WAL that can be removed (RV(would_purge)).
   diff_mode:
     support: full
     description: Before and after values of the configuration settings the task manages.
@@ -367,6 +368,15 @@ wal_purged:
   description: Number of archived WAL files removed.
   returned: with action delete
   type: int
+would_purge:
+  description:
+    - The archived WAL the tool's dry run says O(delete_wal) can remove - timeline, first (the oldest segment) and last
+      (the first segment kept), per timeline. In check mode a non-empty list makes the task report changed.
+    - The dry run reckons with the backups as they are; with O(delete_expired) the real run also removes the WAL that only
+      the expired backups needed, so it may purge more than listed.
+  returned: with action delete, delete_wal and dry_run or in check mode, unless backup_id or status chooses the backups
+  type: list
+  elements: dict
 backups:
   description: The instance's backups after the task (summaries as in RV(backup)), newest first.
   returned: with action show, validate, delete
@@ -717,7 +727,9 @@ def do_delete(module, tool, p, result):
     if dry:
         expired = [v["id"] for v in result.get("retention", []) if v["verdict"] == "Expired"]
         result["would_delete"] = expired
-        if module.check_mode and expired:
+        if p["delete_wal"]:
+            result["would_purge"] = pb.wal_purge_ranges(ran.stderr)
+        if module.check_mode and (expired or result.get("would_purge")):
             result["changed"] = True
             result["would_run"].append([argv[0].rsplit("/", 1)[-1]] + [a for a in argv[1:] if a != "--dry-run"])
         return

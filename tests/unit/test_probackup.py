@@ -419,3 +419,50 @@ def test_pg_probackup_restore_to_a_target_passes_that_check(tmp_path):
     restore = _probackup_restore(tmp_path, PG, recovery_target_time="2026-11-21 14:00:00+00")
     with pytest.raises(PgdrError, match="the WAL archive holds no segment"):  # the next check, on an empty catalog
         restore.plan()
+
+
+# ------------------------------------------------------------------ delete_wal: what a dry run says would be purged
+
+
+def test_wal_purge_ranges_of_the_real_tools_runs():
+    assert pb.wal_purge_ranges(sample("61-delete-expired-dry-run-redundancy-1.stderr.txt")) == [
+        {"timeline": 1, "first": "000000010000000000000001", "last": "000000010000000000000006"}
+    ]
+    assert pb.wal_purge_ranges(sample("62-delete-expired-delete-wal-redundancy-1.stderr.txt")) == [
+        {"timeline": 1, "first": "000000010000000000000001", "last": "000000010000000000000009"}
+    ]
+    assert pb.wal_purge_ranges(sample("30-delete-expired-dry-run.stderr.txt")) == []  # "There is no WAL to purge"
+
+
+class _CheckModule:
+    check_mode = True
+
+
+def _standin_catalog_tool(catalog):
+    from ansible_collections.pgdr.backup.plugins.module_utils import commands
+
+    env = dict(os.environ, LC_ALL="C.UTF-8")
+    env.pop("BACKUP_PATH", None)
+    return pb.Probackup(pb.Tool(STANDIN, pb.PG, "2.5.15"), str(catalog), env=env, run=lambda argv, **kw: commands.run([sys.executable, *argv], **kw))
+
+
+@pytest.mark.parametrize("old_wal, changed", [(True, True), (False, False)], ids=["wal-to-purge", "nothing-to-purge"])
+def test_delete_wal_in_check_mode_reports_changed_when_the_dry_run_would_purge(catalog, old_wal, changed):
+    from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
+
+    wal = catalog / "wal" / "main"
+    # TOUSU2 (the only backup, kept) starts in segment 9: segments 5-8 are older than any backup needs
+    for number in range(5 if old_wal else 9, 11):
+        (wal / ("0000000100000000000000%02X" % number)).write_bytes(b"\0" * 1024)
+    before = sorted(os.listdir(wal))
+    p = dict(backup_path=str(catalog), instance="main", backup_id=None, delete_expired=False, status=None, dry_run=False, delete_wal=True, merge_expired=False)
+    result = dict(changed=False, would_run=[])
+    probackup_instance.do_delete(_CheckModule(), _standin_catalog_tool(catalog), p, result)
+    assert result["changed"] is changed
+    assert result["would_delete"] == [] and result["deleted"] == [] and result["wal_purged"] == 0
+    if old_wal:
+        assert result["would_purge"] == [{"timeline": 1, "first": "000000010000000000000005", "last": "000000010000000000000009"}]
+        assert result["would_run"] == [["pg_probackup.py", "delete", "-B", str(catalog), "--instance=main", "--delete-wal"]]
+    else:
+        assert result["would_purge"] == [] and result["would_run"] == []
+    assert sorted(os.listdir(wal)) == before  # check mode removed nothing
