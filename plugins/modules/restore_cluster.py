@@ -38,7 +38,11 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    description: Verifies the set's checksums and reports what would be restored where; changes nothing.
+    description:
+      - Reports what would be restored where; changes nothing. Logical and table restores read every file of the set back and
+        verify its size and sha256 first.
+      - Physical restores run only the checks that need nothing read or changed (the set is complete, the major version, the
+        recovery target's bounds, O(force)); they do not read the set's files, whose digests are checked while deploying.
   diff_mode:
     support: none
     description: Backups and restores are actions, not states; there is nothing to diff.
@@ -172,7 +176,8 @@ options:
       - Physical restores - what the server does at the target. Always written explicitly, because PostgreSQL's own default
         (V(pause)) would leave an unattended restore waiting.
       - V(promote) ends recovery and opens the cluster read-write; V(pause) keeps it read-only at the target (inspect, then
-        promote with C(pg_wal_replay_resume())); V(shutdown) stops the server at the target.
+        promote with C(pg_wal_replay_resume())); V(shutdown) stops the server at the target (recognised by C(pg_controldata),
+        cluster state C(shut down in recovery), wherever the server logs).
     type: str
     choices: [promote, pause, shutdown]
     default: promote
@@ -205,11 +210,19 @@ options:
         empty or absent; without a mapping the original location is used.
     type: dict
   recovery_timeout:
-    description: Physical restores - seconds to wait for recovery to reach its target before the restore is rolled back.
+    description:
+      - Physical restores - seconds to wait, once the server accepts connections, for recovery to reach its target before the
+        restore is rolled back.
+      - Replay up to the consistent point (the end of the backup) happens before the server accepts connections, so it counts
+        against O(start_timeout), not this one.
     type: int
     default: 600
   start_timeout:
-    description: Physical restores - seconds to wait for the server to start (and to accept connections).
+    description:
+      - Physical restores - seconds to wait for the server to start and accept connections (C(pg_ctl -w)).
+      - This includes replaying the WAL from the backup's start to its end (until the cluster is consistent; all of recovery when the
+        restored C(postgresql.conf) has C(hot_standby = off)), which can take long after a backup of a busy server; raise it rather than
+        O(recovery_timeout) when the restored server does not start in time.
     type: int
     default: 120
   analyze:
@@ -270,7 +283,7 @@ options:
     description:
       - Folder with C(pg_restore) and C(psql) for the target server. Default - C(/usr/lib/postgresql/<major>/bin),
         then C(PATH), matching the target server's major version.
-      - For physical restores, the binaries the restored cluster runs with (C(pg_ctl), C(pg_verifybackup), C(pg_combinebackup));
+      - For physical restores, the binaries the restored cluster runs with (C(pg_ctl), C(pg_verifybackup), C(pg_combinebackup), C(pg_controldata));
         they must be of the backup's major version.
     type: path
 notes:
@@ -286,6 +299,10 @@ notes:
     Refused before anything changes - a set that is incomplete or whose files do not match the manifest, a backup of another major
     version than the target's binaries or cluster, a recovery target before the backup's end or after the newest archived WAL,
     and a running server without O(force).
+  - >-
+    Physical restores watch recovery over the connection options (O(login_host), O(login_port)): they must reach the restored server
+    (with a C(port) in O(server_settings), that port). A server that never ran recovery (C(pg_last_wal_replay_lsn()) is null), or
+    whose C(data_directory) is not O(pg_data), fails the restore, which is then rolled back.
 seealso:
   - module: pgdr.backup.pg_logical_dump
 """
@@ -346,18 +363,18 @@ kind:
   type: str
 checked_files:
   description: Files whose size and sha256 were verified before restoring.
-  returned: always
+  returned: for logical and table restores
   type: int
 databases:
-  description: Per database - source name, target name, what happened, seconds taken, and verification.
-  returned: always
+  description: Per database - source name, target name, what happened, seconds taken, and verification (empty for table restores).
+  returned: for logical and table restores
   type: list
   elements: dict
   sample: [{"source": "sales", "target": "sales_check", "action": "created", "seconds": 3.2,
             "verification": {"verified": true, "tables": 12, "mismatches": []}}]
 globals_restored:
   description: Whether the globals of a cluster set were applied.
-  returned: always
+  returned: for logical and table restores
   type: bool
 database:
   description: For table restores, the target database.
