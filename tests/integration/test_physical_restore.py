@@ -475,3 +475,40 @@ def test_shutdown_at_the_target_is_recognised_when_the_log_goes_to_the_logging_c
         ok(restore(ansible, pair, repository))
     assert_running(pair.replica)
     assert pair.rows(pair.replica) == "1,2"
+
+
+# --- a scratch restore beside the live cluster: recovery must be watched on the restored server ---
+
+
+@ON_PG15
+def test_a_scratch_restore_watched_over_the_live_servers_port_fails_and_leaves_nothing(ansible, pair15):
+    """A copy restored into another folder with server_settings port 5433, but login_port left at 5432 (the live cluster,
+    itself a restored copy of the primary: same system identifier, and it did run recovery once, so its replay LSN is not
+    null). data_directory names the mistake: the restore fails saying so and removes the copy (without that check the live
+    server's old replay LSN was blamed as a short recovery, or passed when it lay past the backup's end); with login_port
+    5433 it passes."""
+    pair = pair15
+    scratch = "/var/lib/postgresql/15/scratch-%s" % pair.suffix
+    pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+    pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (5);", db=pair.db)
+    repository = {"type": "local", "path": pair.repo_path}
+    ok(base_backup(ansible, pair, pair.replica, repository, format="tar", wal_method="stream"))
+    task = dict(cluster=pair.cluster, repository=repository, pg_data=scratch, pg_bin_dir=pair.replica.pg_bin_dir,
+                server_settings={"port": 5433}, **pair.connection(pair.replica))
+    try:
+        wrong = ansible.module(pair.replica.name, RESTORE, task, become_postgres=False)
+        assert wrong["_status"] == "failed"
+        assert "runs from %s, not from the restored cluster in %s" % (pair.replica.pg_data, scratch) in wrong["msg"], wrong["msg"]
+        assert "point login_host and login_port at the restored server" in wrong["msg"]
+        assert pair.replica.run(["ls", "/var/lib/postgresql/15"]).stdout.split() == ["main", "postgresql.log"]
+        assert_running(pair.replica)
+
+        right = ok(ansible.module(pair.replica.name, RESTORE, dict(task, login_port=5433), become_postgres=False))
+        assert right["state"] == "promoted"
+        assert pair.replica.psql("SHOW data_directory").strip() == pair.replica.pg_data  # the live cluster, untouched
+        copy = pair.replica.run([pair.replica.pg_bin_dir + "/psql", "-X", "-At", "-h", "/run/postgresql", "-p", "5433", "-U", "postgres",
+                                 "-d", pair.db, "-c", "SELECT n FROM t"], user="postgres").stdout.strip()
+        assert copy == "5"
+    finally:
+        pair.replica.run([pair.replica.pg_bin_dir + "/pg_ctl", "-D", scratch, "-m", "immediate", "-w", "stop"], user="postgres", check=False)
+        pair.replica.run(["rm", "-rf", scratch])
