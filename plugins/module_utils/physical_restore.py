@@ -601,7 +601,10 @@ class Restore:
         except BaseException as exc:
             self._roll_back()
             if isinstance(exc, PgdrError):
-                exc.msg = exc.msg + "; the previous data directory was put back" + (" and started" if self.was_running else "")
+                if self.previous_dir:
+                    exc.msg += "; the previous data directory was put back" + (" and started" if self.was_running else "")
+                else:  # a restore into a new folder (a scratch copy): there was nothing to put back
+                    exc.msg += "; the restored copy was removed"
                 raise PgdrError(exc.msg, **exc.details) from None
             raise
         timings["recovery_seconds"] = round(time.monotonic() - mark, 3)

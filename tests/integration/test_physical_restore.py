@@ -500,6 +500,7 @@ def test_a_scratch_restore_watched_over_the_live_servers_port_fails_and_leaves_n
         assert wrong["_status"] == "failed"
         assert "runs from %s, not from the restored cluster in %s" % (pair.replica.pg_data, scratch) in wrong["msg"], wrong["msg"]
         assert "point login_host and login_port at the restored server" in wrong["msg"]
+        assert wrong["msg"].endswith("; the restored copy was removed")
         assert pair.replica.run(["ls", "/var/lib/postgresql/15"]).stdout.split() == ["main", "postgresql.log"]
         assert_running(pair.replica)
 

@@ -266,3 +266,19 @@ def test_plan_refuses_the_chain(tmp_path, monkeypatch):
     monkeypatch.setattr(pr, "load_chain", lambda repo, name, manifest: chain)
     with pytest.raises(PgdrError, match="not supported yet"):
         restore.plan()
+
+
+def test_a_failed_restore_into_a_new_folder_says_the_copy_was_removed(tmp_path, monkeypatch):
+    pg_data = str(tmp_path / "scratch")  # nothing there before: no previous data directory to put back
+    restore = restore_for(tmp_path, FakeCluster(pg_data, running=False))
+    monkeypatch.setattr(restore, "plan", lambda: ([], {"signal": "recovery"}))
+    monkeypatch.setattr(restore, "prepare", lambda chain, planned, timings: (tmp_path / "scratch.pgdr-new").mkdir())
+
+    def wrong_server():
+        raise PgdrError("the server login_host/login_port reach runs from /srv/prod/data, not from the restored cluster")
+
+    monkeypatch.setattr(restore, "_start_and_wait", wrong_server)
+    with pytest.raises(PgdrError) as caught:
+        restore.run()
+    assert caught.value.msg.endswith("not from the restored cluster; the restored copy was removed")
+    assert list(tmp_path.iterdir()) == []
