@@ -81,7 +81,6 @@ def test_wait_for_recovery_result_is_an_aware_time():
     assert reached["reached_time"].startswith("2026-11-22T10:00:00")
 
 
-
 class FakeCluster:
     """The server of pg_service.Cluster as Restore uses it; records what was done."""
 
