@@ -222,6 +222,16 @@ def pid_alive(host, pid):
     return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def remove_receiver(primary, backup, slot, directory, state_dir):
+    """Whatever a receiver test left: its supervisor, its slot, its archive and state folders."""
+    pid = backup.run(["cat", state_dir + "/supervisor.pid"], check=False).stdout.strip()
+    if pid.isdigit():
+        backup.run(["kill", pid], check=False)
+        time.sleep(1)
+    primary.psql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active" % slot)
+    backup.run(["rm", "-rf", directory, state_dir])
+
+
 @ON_PG15
 def test_receiver_present_idempotent_and_absent(ansible, lab, suffix):
     primary = lab.host("primary15")
@@ -276,12 +286,7 @@ def test_receiver_present_idempotent_and_absent(ansible, lab, suffix):
         still = assert_ok(ansible.module(backup.name, MODULE, dict(args, receiver=dict(slot=slot, state="absent")), become_postgres=False))
         assert still["changed"] is False
     finally:
-        pid = backup.run(["cat", state_dir + "/supervisor.pid"], check=False).stdout.strip()
-        if pid.isdigit():
-            backup.run(["kill", pid], check=False)
-            time.sleep(1)
-        primary.psql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active" % slot)
-        backup.run(["rm", "-rf", directory, state_dir])
+        remove_receiver(primary, backup, slot, directory, state_dir)
 
 
 @ON_PG15
@@ -318,10 +323,5 @@ def test_receiver_managed_by_a_role_with_only_login_replication(ansible, lab, su
         assert gone["changed"] is True and gone["receiver"]["running"] is False
         assert primary.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s'" % slot).strip() == "0"
     finally:
-        pid = backup.run(["cat", state_dir + "/supervisor.pid"], check=False).stdout.strip()
-        if pid.isdigit():
-            backup.run(["kill", pid], check=False)
-            time.sleep(1)
-        primary.psql("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '%s' AND NOT active" % slot)
-        backup.run(["rm", "-rf", directory, state_dir])
+        remove_receiver(primary, backup, slot, directory, state_dir)
         primary.psql("DROP ROLE IF EXISTS %s" % role)
