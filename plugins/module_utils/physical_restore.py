@@ -704,8 +704,8 @@ class Restore:
                 raise PgdrError("the restored cluster did not shut down at the recovery target within recovery_timeout")
             time.sleep(0.5)
         # The control file says how the server stopped wherever its log goes (pg_ctl's file, the journal, logging_collector).
-        pg_controldata = self.tools.get("pg_controldata") or os.path.join(self.cluster.bin_dir, "pg_controldata")
-        state = cluster_state(run([pg_controldata, "-D", self.pg_data], env=dict(os.environ, LC_ALL="C", LANGUAGE="C")).stdout)
+        controldata = run([os.path.join(self.cluster.bin_dir, "pg_controldata"), "-D", self.pg_data], env=dict(os.environ, LC_ALL="C", LANGUAGE="C"))
+        state = cluster_state(controldata.stdout)
         if state != SHUT_DOWN_IN_RECOVERY:
             text = log_tail(self.cluster.server_log, offset, limit=20000)
             why = telling_log_line(text) if text.strip() else "see the server log"

@@ -596,7 +596,7 @@ def run_physical(module, p, params, repo):
             "set %s is a %s backup; pg_data is only for base backups (drop pg_data to restore it logically)" % (manifest["backup_id"], manifest["kind"])
         )
     bin_dir = physical_bin_dir(p, manifest)
-    tools = {name: os.path.join(bin_dir, name) for name in ("pg_ctl", "pg_verifybackup", "pg_combinebackup", "pg_controldata")}
+    tools = {name: os.path.join(bin_dir, name) for name in ("pg_ctl", "pg_verifybackup", "pg_combinebackup")}
     cluster = Cluster.from_params(p, bin_dir, port=p["login_port"], socket_dir=p["login_host"])
     restore_command, newest, install = None, None, None
     if p["archive"]:
