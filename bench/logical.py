@@ -36,7 +36,7 @@ def _fingerprint_module():
     collections = os.path.join(PROJECT_DIR, ".collections")
     if collections not in sys.path:
         sys.path.insert(0, collections)
-    from ansible_collections.pgdr.backup.plugins.module_utils import fingerprint
+    from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint
 
     return fingerprint
 

@@ -36,7 +36,7 @@ def wal_helper():
     collections = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".collections")
     if collections not in sys.path:
         sys.path.insert(0, collections)
-    from ansible_collections.pgdr.backup.plugins.module_utils import wal_helper as module
+    from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as module
 
     return module
 

@@ -276,12 +276,20 @@ skipped_reason:
 import contextlib
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, basebackup, compression, locks
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
-from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import server_version
-from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params, storage_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, locks
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import (
+    ConnectionOptions,
+    ConnectionParams,
+    connection_argument_spec,
+    default_cluster_name,
+)
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
+from ansible_collections.pgdr.backup.plugins.module_utils.physical import basebackup
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import repository_from_params, storage_argument_spec
 
 
 def argument_spec():
@@ -327,7 +335,7 @@ def argument_spec():
 
 def run(module):
     p = module.params
-    params = ConnectionParams(p)
+    params = ConnectionParams(typed(ConnectionOptions, p))
     repo = repository_from_params(p["repository"])
     try:
         if p["action"] == "verify":
@@ -365,7 +373,7 @@ def existing_set(repo, cluster, backup_id, result):
 
 
 def backup(module, p, params, repo):
-    cluster = p["cluster"] or basebackup.default_cluster_name(params)
+    cluster = p["cluster"] or default_cluster_name(params)
     backup_set.validate_cluster_name(cluster)
     backup_id = p["backup_id"] or backup_set.new_backup_id()
     backup_set.validate_backup_id(backup_id)

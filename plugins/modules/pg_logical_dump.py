@@ -317,20 +317,22 @@ skipped_reason:
 import contextlib
 import socket
 
-from ansible_collections.pgdr.backup.plugins.module_utils import (
-    backup_set,
-    compression,
-    encryption,
-    locks,
-    logical_dump,
-    table_copy,
+from ansible_collections.pgdr.backup.plugins.module_utils.access.grants import list_databases
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption, locks
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import (
+    ConnectionOptions,
+    ConnectionParams,
+    connection_argument_spec,
+    default_cluster_name,
 )
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.grants import list_databases
-from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
-from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import server_version
-from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params, storage_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump as logical_dump
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import repository_from_params, storage_argument_spec
 
 DUMP_OPTIONS = ("format", "jobs", "schemas", "exclude_schemas", "tables", "exclude_tables", "data_only", "schema_only",
                 "create", "clean", "if_exists", "no_owner", "no_privileges", "extra_args")
@@ -375,11 +377,6 @@ def argument_spec():
         pg_bin_dir=dict(type="path"),
     )
     return spec
-
-
-def default_cluster_name(params):
-    host = params.settings.get("host")
-    return host if host and not host.startswith("/") else socket.gethostname()
 
 
 def system_identifier(conn):
@@ -456,7 +453,7 @@ def validate_table_mode(p):
 def run(module):
     p = module.params
     validate(p)
-    params = ConnectionParams(p)
+    params = ConnectionParams(typed(ConnectionOptions, p))
     compression_spec = compression.normalize(p["compression"])
     database = p["database"] or params.dbname
     admin = params.connect(database, autocommit=True)

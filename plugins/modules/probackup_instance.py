@@ -408,9 +408,9 @@ archive:
 import datetime
 import re
 
-from ansible_collections.pgdr.backup.plugins.module_utils import probackup as pb
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as pb
 
 LEVELS = ["VERBOSE", "LOG", "INFO", "WARNING", "ERROR", "OFF"]
 ACTION_ONLY = (

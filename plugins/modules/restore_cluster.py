@@ -446,24 +446,23 @@ import contextlib
 import os
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import (
-    backup_set,
-    encryption,
-    logical_restore,
-    physical_restore,
-    probackup,
-    probackup_restore,
-    table_copy,
-    wal_helper,
-)
-from ansible_collections.pgdr.backup.plugins.module_utils.binaries import find_binary, tool_version
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run as run_command
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
-from ansible_collections.pgdr.backup.plugins.module_utils.pg_service import Cluster, service_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import server_version
-from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params, storage_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
+from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary, tool_version
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run as run_command
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import ConnectionOptions, ConnectionParams, connection_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster, ServiceOptions, service_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy
+from ansible_collections.pgdr.backup.plugins.module_utils.physical import restore as physical_restore
+from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as probackup
+from ansible_collections.pgdr.backup.plugins.module_utils.probackup import restore as probackup_restore
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import repository_from_params, storage_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
 
 LOGICAL_KINDS = ("logical-db", "logical-cluster", "logical-table")
 
@@ -550,7 +549,7 @@ def plan_targets(p, manifest, admin):
 
 def run(module):
     p = module.params
-    params = ConnectionParams(p)
+    params = ConnectionParams(typed(ConnectionOptions, p))
     if p["probackup"]:
         return run_probackup(module, p, params)
     if not p["repository"] or not p["cluster"]:
@@ -597,7 +596,7 @@ def run_physical(module, p, params, repo):
         )
     bin_dir = physical_bin_dir(p, manifest)
     tools = {name: os.path.join(bin_dir, name) for name in ("pg_ctl", "pg_verifybackup", "pg_combinebackup")}
-    cluster = Cluster.from_params(p, bin_dir, port=p["login_port"], socket_dir=p["login_host"])
+    cluster = Cluster.from_options(typed(ServiceOptions, p), bin_dir, port=p["login_port"], socket_dir=p["login_host"])
     restore_command, newest, install = None, None, None
     if p["archive"]:
         name = "restore-%s" % p["cluster"]
@@ -654,7 +653,7 @@ def run_probackup(module, p, params):
             raise PgdrError("backup %s has status %s; choose a valid backup (action show lists them)" % (backup["id"], backup.get("status")))
     manifest = probackup_restore.pseudo_manifest(backup, str(config.get("system-identifier") or ""), spec["instance"])
     bin_dir = physical_bin_dir(p, manifest)
-    cluster = Cluster.from_params(p, bin_dir, port=p["login_port"], socket_dir=p["login_host"])
+    cluster = Cluster.from_options(typed(ServiceOptions, p), bin_dir, port=p["login_port"], socket_dir=p["login_host"])
     restore = probackup_restore.ProbackupRestore(
         p, catalog.tool, backup, manifest["source"]["system_identifier"], cluster, lambda: params.connect(autocommit=True)
     )

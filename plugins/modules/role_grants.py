@@ -233,11 +233,12 @@ checked_as:
   type: str
 """
 
-from ansible_collections.pgdr.backup.plugins.module_utils import grants
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
-from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import server_version
+from ansible_collections.pgdr.backup.plugins.module_utils.access import grants
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import ConnectionOptions, ConnectionParams, connection_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
 
 
 def argument_spec():
@@ -286,7 +287,7 @@ class Connections:
 
 
 def run(module):
-    params = ConnectionParams(module.params)
+    params = ConnectionParams(typed(ConnectionOptions, module.params))
     connections = Connections(params)
     try:
         return _run(module, params, connections)

@@ -252,13 +252,15 @@ verified:
 import os
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import wal_archive, wal_helper
-from ansible_collections.pgdr.backup.plugins.module_utils.binaries import find_binary
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import ConnectionParams, connection_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.module_runner import run_module
-from ansible_collections.pgdr.backup.plugins.module_utils.pg_service import Cluster, service_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.receivewal import Receiver, receiver_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import ConnectionOptions, ConnectionParams, connection_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster, ServiceOptions, service_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive_settings as wal_archive
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.receiver import Receiver, receiver_argument_spec
 
 
 def argument_spec():
@@ -303,7 +305,7 @@ class Session:
 
 
 def run(module):
-    params = ConnectionParams(module.params)
+    params = ConnectionParams(typed(ConnectionOptions, module.params))
     session = Session(params)
     try:
         return _run(module, module.params, params, session)
@@ -400,7 +402,7 @@ def restart(p, facts, session):
     if not os.path.isdir(pg_data):
         raise PgdrError("restart needs the task to run on the server's host: data directory %s is not here" % pg_data)
     bin_dir = p["pg_bin_dir"] or os.path.dirname(find_binary("pg_ctl", facts["major"])[0])
-    cluster = Cluster.from_params(dict(p, pg_data=pg_data), bin_dir, port=facts["port"], socket_dir=facts["socket_dir"])
+    cluster = Cluster.from_options(typed(ServiceOptions, dict(p, pg_data=pg_data)), bin_dir, port=facts["port"], socket_dir=facts["socket_dir"])
     session.close()
     cluster.restart(timeout=p["restart_timeout"])
     session.reconnect()

@@ -6,8 +6,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ansible_collections.pgdr.backup.plugins.module_utils import fingerprint as fp
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint as fp
 
 pytestmark = pytest.mark.lab
 

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import probackup as pb
+from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as pb
 
 MODULE = "pgdr.backup.probackup_instance"
 HOST = "primary15"

@@ -15,8 +15,8 @@ import uuid
 import paramiko
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.storage import TEMP_MARK, S3Repository, SftpRepository
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import TEMP_MARK, S3Repository, SftpRepository
 
 pytestmark = pytest.mark.lab
 

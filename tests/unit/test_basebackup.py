@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, basebackup
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.storage import LocalRepository
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.physical import basebackup
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import LocalRepository
 from tests.manifest_schema import assert_valid_manifest
 
 LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import commands
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core import commands
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 
 def test_run_captures_stdout():

@@ -3,11 +3,13 @@
 import os
 import stat
 
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import (
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import (
+    ConnectionOptions,
     ConnectionParams,
     connection_argument_spec,
     passfile_escape,
 )
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 
 SECRET = "s3cr:et\\with;'quotes\""
 
@@ -16,7 +18,7 @@ def params(**overrides):
     base = {name: None for name in connection_argument_spec()}
     base.update(connect_timeout=10)
     base.update(overrides)
-    return ConnectionParams(base)
+    return ConnectionParams(typed(ConnectionOptions, base))
 
 
 def test_password_is_never_an_argument_spec_default_and_is_no_log():

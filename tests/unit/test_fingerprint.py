@@ -2,8 +2,8 @@
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import fingerprint as fp
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint as fp
 
 
 def entry(table, rows=1, fingerprint="7", database="sales", schema="public", method=fp.METHOD):

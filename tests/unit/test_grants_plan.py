@@ -1,6 +1,6 @@
 """Planning grants is pure: catalog state in, statements out."""
 
-from ansible_collections.pgdr.backup.plugins.module_utils import grants
+from ansible_collections.pgdr.backup.plugins.module_utils.access import grants
 
 
 def params(**overrides):

@@ -2,8 +2,8 @@
 
 import contextlib
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils.storage import LocalRepository
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import LocalRepository
 from ansible_collections.pgdr.backup.plugins.modules import pg_basebackup as module_code
 from tests.unit.test_basebackup import stored_base_set
 

@@ -4,8 +4,8 @@ import datetime
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import physical_restore as pr
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.physical import restore as pr
 
 UTC = datetime.timezone.utc
 
@@ -100,7 +100,7 @@ def test_restored_wal_files_counts_distinct_segments():
 
 
 def test_probackup_backup_becomes_the_facts_restores_check(tmp_path):
-    from ansible_collections.pgdr.backup.plugins.module_utils import probackup_restore as pbr
+    from ansible_collections.pgdr.backup.plugins.module_utils.probackup import restore as pbr
 
     backup = {"id": "TOUSRY", "stop-lsn": "0/4000100", "recovery-time": "2026-11-22 10:00:05+00", "end-time": "2026-11-22 10:00:06+00",
               "server-version": "15"}

@@ -5,8 +5,8 @@ import datetime
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import physical_restore as pr
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.physical import restore as pr
 
 PG_DATA = "/var/lib/postgresql/15/main"
 

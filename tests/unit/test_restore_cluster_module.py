@@ -4,7 +4,7 @@ import contextlib
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.modules import restore_cluster as module_code
 from tests.unit.test_physical_review import FakeCluster
 
@@ -26,7 +26,7 @@ def physical_run(tmp_path, monkeypatch, check_mode=False, **over):
     installed = []
     monkeypatch.setattr(module_code, "select_set", lambda repo, cluster, backup_id, kind=None: MANIFEST)
     monkeypatch.setattr(module_code, "physical_bin_dir", lambda p, manifest: "/usr/lib/postgresql/15/bin")
-    monkeypatch.setattr(module_code.Cluster, "from_params", classmethod(lambda cls, p, bin_dir, port=None, socket_dir=None: FakeCluster(p["pg_data"])))
+    monkeypatch.setattr(module_code.Cluster, "from_options", classmethod(lambda cls, service, bin_dir, **kw: FakeCluster(service.pg_data)))
     monkeypatch.setattr(module_code.wal_helper, "install", lambda spec, name, check_mode=False, **kw: installed.append(("install", check_mode)))
     monkeypatch.setattr(module_code.wal_helper, "prepare_spool", lambda name, **kw: installed.append(("spool", False)))
     monkeypatch.setattr(module_code.wal_helper, "open_archive", lambda spec: contextlib.nullcontext(FakeArchive()))

@@ -8,8 +8,8 @@ import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.pgdr.backup.plugins.doc_fragments.storage import ModuleDocFragment
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.storage import (
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import (
     TEMP_MARK,
     LocalRepository,
     S3Repository,
@@ -260,7 +260,7 @@ class _OpenFile:
 def test_sftp_fsync_refused_by_the_server_is_a_one_line_failure():
     from paramiko.sftp import CMD_EXTENDED
 
-    from ansible_collections.pgdr.backup.plugins.module_utils.storage import _sftp_fsync
+    from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import _sftp_fsync
 
     sftp = _RefusingSftp()
     with pytest.raises(PgdrError) as failed:

@@ -2,9 +2,10 @@
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, logical_restore
-from ansible_collections.pgdr.backup.plugins.module_utils import table_copy as tc
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy as tc
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
 
 def entry(table, schema="public", database="sales", rows=3, fingerprint="42"):

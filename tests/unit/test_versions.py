@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import binaries
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import major_of, parse_tool_version
+from ansible_collections.pgdr.backup.plugins.module_utils.core import binaries
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import major_of, parse_tool_version
 
 
 @pytest.mark.parametrize("num,major", [(150018, 15), (180006, 18), (140000, 14), (170002, 17)])

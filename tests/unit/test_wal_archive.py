@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from ansible_collections.pgdr.backup.plugins.module_utils import receivewal, wal_archive
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive_settings as wal_archive
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import receiver as receivewal
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.pgdr.backup.plugins.doc_fragments.wal_archive import ModuleDocFragment
-from ansible_collections.pgdr.backup.plugins.module_utils import wal_helper
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
 
 SEGMENT = "000000010000000000000005"
 ME = pwd.getpwuid(os.geteuid()).pw_name

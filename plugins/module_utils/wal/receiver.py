@@ -24,9 +24,9 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run, telling_line
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import passfile_escape
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, telling_line
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import passfile_escape
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 MANAGERS = ("auto", "systemd", "supervisor")

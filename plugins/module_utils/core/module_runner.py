@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.pgdr.backup.plugins.module_utils.connection import HAS_PSYCOPG, PSYCOPG_IMPORT_ERROR
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import HAS_PSYCOPG, PSYCOPG_IMPORT_ERROR
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 
 def run_module(argument_spec, run):

@@ -19,3 +19,9 @@ class PgdrError(Exception):
 
     def fail_json_kwargs(self):
         return dict(msg=self.msg, **self.details)
+
+
+def first_line(exc):
+    """The first line of an exception's text (a driver's or a library's), for a one-line ``msg``."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -13,8 +13,8 @@ import os
 import re
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import wal_helper
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
 
 try:
     from psycopg import sql
@@ -180,17 +180,13 @@ def apply_changes(conn, changes):
             try:
                 cur.execute(statement)
             except Exception as exc:
-                raise PgdrError("ALTER SYSTEM SET %s failed: %s" % (name, _first_line(exc))) from None
+                raise PgdrError("ALTER SYSTEM SET %s failed: %s" % (name, first_line(exc))) from None
             executed.append(statement.as_string(conn))
         if changes:
             cur.execute("SELECT pg_reload_conf()")
             executed.append("SELECT pg_reload_conf()")
     return executed
 
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --- health ---------------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ import datetime
 import os
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils import probackup as pb
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.physical_restore import AUTO_CONF_MARK, Restore, auto_conf_text, segment_end
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.physical.restore import AUTO_CONF_MARK, Restore, auto_conf_text, segment_end
+from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as pb
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
 
 def catalog_argument_spec():

@@ -5,7 +5,7 @@
 WAL files are stored flat under the archive root (``<path>/<walfile>``, or ``<bucket>/<prefix>/<walfile>``),
 the layout pg_receivewal writes too, so one reader serves both.
 
-``pgdr-wal`` is a Python zipapp built at module run time from this file, ``storage.py`` and ``errors.py``
+``pgdr-wal`` is a Python zipapp built at module run time from this file, ``storage/repository.py`` and ``core/errors.py``
 (the collection's own source, read through the module loader, so it works from an AnsiballZ zip), installed
 at ``/usr/local/lib/pgdr/pgdr-wal`` with its settings in ``/etc/pgdr/wal/<name>.json`` (0600, owned by the
 server's OS user: it may hold S3 keys)::
@@ -37,7 +37,7 @@ import sys
 import time
 import zipfile
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 ARCHIVE_TYPES = ["local", "sftp", "s3", "probackup", "command"]
 STORE_TYPES = ("local", "sftp", "s3")  # the ones pgdr-wal reads and writes
@@ -72,7 +72,7 @@ _STORE_KEYS = {
 def archive_argument_spec():
     """The ``archive`` option (doc fragment pgdr.backup.wal_archive): where WAL files are archived."""
     # imported here: pgdr-wal itself must not load storage.py (and boto3/paramiko) before it knows which it needs
-    from ansible_collections.pgdr.backup.plugins.module_utils import storage
+    from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository as storage
 
     return dict(
         archive=dict(
@@ -186,8 +186,8 @@ def restore_command(
 # --- building and installing the helper -----------------------------------------------------------
 
 _PACKAGE = "ansible_collections.pgdr.backup.plugins.module_utils"
-_SOURCES = ("errors", "storage", "wal_helper")
-_MAIN = "import sys\nfrom ansible_collections.pgdr.backup.plugins.module_utils.wal_helper import main\nsys.exit(main(sys.argv[1:]))\n"
+_SOURCES = ("core.errors", "storage.repository", "wal.pgdr_wal")  # dotted below _PACKAGE
+_MAIN = "import sys\nfrom ansible_collections.pgdr.backup.plugins.module_utils.wal.pgdr_wal import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 def _source(module_name):
@@ -226,11 +226,14 @@ def build_zipapp(python=None):
             zf.writestr(info, text)
 
         add("__main__.py", _MAIN)
-        parts = _PACKAGE.split(".")
-        for depth in range(1, len(parts) + 1):
-            add("/".join(parts[:depth]) + "/__init__.py", "")
+        packages = set()
         for module_name in _SOURCES:
-            add("%s/%s.py" % ("/".join(parts), module_name), _source(module_name))
+            parts = ("%s.%s" % (_PACKAGE, module_name)).split(".")
+            packages.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
+        for package in sorted(packages):
+            add(package + "/__init__.py", "")
+        for module_name in _SOURCES:
+            add("%s.py" % ("%s.%s" % (_PACKAGE, module_name)).replace(".", "/"), _source(module_name))
     return buf.getvalue()
 
 
@@ -415,7 +418,7 @@ class WalArchive:
     @property
     def repo(self):
         if self._repo is None:
-            from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params
+            from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import repository_from_params
 
             self._repo = repository_from_params(dict(self.spec))
         return self._repo
@@ -662,7 +665,7 @@ def store_from_config(config):
     store = dict(config.get("store") or {}, type=config["type"])
     if config["type"] == "local":
         return LocalStore(store["path"])
-    from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository_from_params
+    from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import repository_from_params
 
     return RepoStore(repository_from_params(store))
 

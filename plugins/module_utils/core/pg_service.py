@@ -12,13 +12,15 @@ for running or not, and ``pg_isready`` on the server's socket for accepting conn
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import re
 import time
+from typing import Optional
 
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run, telling_line
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, telling_line
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 MANAGERS = ("auto", "systemd", "pg_ctlcluster", "pg_ctl")
 _DEBIAN_DATA_RE = re.compile(r"^/var/lib/postgresql/(\d+)/([^/]+)/?$")
@@ -33,6 +35,17 @@ def service_argument_spec():
         server_log=dict(type="path"),
         os_user=dict(type="str", default="postgres"),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceOptions:
+    """The options of service_argument_spec, as the module received them."""
+
+    pg_data: Optional[str]
+    service_manager: str
+    service_name: Optional[str]
+    server_log: Optional[str]
+    os_user: str
 
 
 def debian_cluster(pg_data):
@@ -77,17 +90,9 @@ class Cluster:
         self.socket_dir = socket_dir
 
     @classmethod
-    def from_params(cls, params, bin_dir, port=None, socket_dir=None):
-        return cls(
-            params["pg_data"],
-            bin_dir,
-            params.get("service_manager") or "auto",
-            params.get("service_name"),
-            params.get("server_log"),
-            params.get("os_user") or "postgres",
-            port,
-            socket_dir,
-        )
+    def from_options(cls, service, bin_dir, port=None, socket_dir=None):
+        """The cluster a module's ServiceOptions name."""
+        return cls(service.pg_data, bin_dir, service.service_manager, service.service_name, service.server_log, service.os_user, port, socket_dir)
 
     # --- running commands as the cluster's owner -------------------------------------
 

@@ -26,7 +26,7 @@ import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 try:
     import paramiko

@@ -15,10 +15,11 @@ import re
 import shutil
 import tempfile
 
-from ansible_collections.pgdr.backup.plugins.module_utils import compression, fingerprint
-from ansible_collections.pgdr.backup.plugins.module_utils.backup_set import set_key
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run_pipeline
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run_pipeline
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint
+from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import set_key
 
 try:
     from psycopg import sql

@@ -38,7 +38,8 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
+from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import qualified
 
 try:
     import psycopg
@@ -147,7 +148,7 @@ def begin_snapshot(conn, snapshot=None):
         except psycopg.Error as exc:
             raise PgdrError(
                 "cannot import snapshot %s: %s; the exporting transaction must still be open on the same server and database"
-                % (snapshot, _first_line(exc))
+                % (snapshot, first_line(exc))
             ) from None
     else:
         conn.execute("SELECT 1")  # take the snapshot now
@@ -220,8 +221,8 @@ def table_fingerprints(conn, database, tables, method=METHOD):
             elif isinstance(exc, psycopg.errors.InsufficientPrivilege):
                 advice = "grant the backup role read access (pgdr.backup.role_grants profile logical), or " + advice
             raise PgdrError(
-                "cannot fingerprint table %s in database %s: %s; %s" % (_qualified(schema, table), database, _first_line(exc), advice),
-                table=_qualified(schema, table),
+                "cannot fingerprint table %s in database %s: %s; %s" % (qualified(schema, table), database, first_line(exc), advice),
+                table=qualified(schema, table),
                 database=database,
             ) from None
         results.append({
@@ -243,20 +244,6 @@ def recorded_method(entries):
     return methods.pop() if methods else METHOD
 
 
-def _qualified(schema, table):
-    return "%s.%s" % (_quote(schema), _quote(table))
-
-
-def _quote(name):
-    """Identifier text for messages only (never for SQL)."""
-    if re.match(r"^[a-z_][a-z0-9_$]*$", name):
-        return name
-    return '"%s"' % name.replace('"', '""')
-
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 # --- comparing ------------------------------------------------------------------------
@@ -270,7 +257,7 @@ def _index(entries, what, database_map=None):
             database = database_map.get(database, database)
         key = (database, entry["schema"], entry["table"])
         if key in indexed:
-            raise PgdrError("table %s of database %s is listed twice in the %s fingerprints" % (_qualified(key[1], key[2]), key[0], what))
+            raise PgdrError("table %s of database %s is listed twice in the %s fingerprints" % (qualified(key[1], key[2]), key[0], what))
         indexed[key] = entry
     return indexed
 
@@ -342,5 +329,5 @@ def summary(expected, actual, mismatches):
         parts = ["%d %s" % (n, problem) for problem, n in sorted(counts.items())]
         first = mismatches[0]
         result["text"] = "%d of %d expected tables match; %s; first: table %s in database %s, %s" % (
-            matched, len(expected), ", ".join(parts), _qualified(first["schema"], first["table"]), first["database"], first["problem"])
+            matched, len(expected), ", ".join(parts), qualified(first["schema"], first["table"]), first["database"], first["problem"])
     return result

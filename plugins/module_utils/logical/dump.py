@@ -20,10 +20,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
-from ansible_collections.pgdr.backup.plugins.module_utils import compression, encryption, fingerprint
-from ansible_collections.pgdr.backup.plugins.module_utils.binaries import find_binary
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run_pipeline
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption
+from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run_pipeline
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import split_table
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint
 
 FORMATS = {"plain": ".sql", "custom": ".dump", "directory": ".dir", "tar": ".tar"}
 # pg_dump options the module sets itself: extra_args may not override them
@@ -46,12 +48,6 @@ def dump_file_name(database, fmt, compression_spec, encryption_method):
 def quote_pattern(name):
     """An exact name as a pg_dump pattern: inside double quotes wildcards are literal."""
     return '"%s"' % name.replace('"', '""')
-
-
-def split_table(text):
-    """'schema.table' -> (schema, table); a bare name is in public."""
-    schema, dot, table = text.partition(".")
-    return (schema, table) if dot else ("public", schema)
 
 
 def pg_dump_argv(pg_dump, pg_dump_major, options, snapshot, compression_spec, out_dir=None):
@@ -269,7 +265,7 @@ def run_table_backup(ctx, database, selection, parallel):
     ``selection`` holds tables, schemas, query, name and copy_format. Returns
     (fingerprints, per-table results, skipped, database info, seconds).
     """
-    from ansible_collections.pgdr.backup.plugins.module_utils import table_copy
+    from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy
 
     started = time.monotonic()
     snapshot = Snapshot(ctx.params, database)

@@ -17,8 +17,8 @@ import os
 import re
 import shutil
 
-from ansible_collections.pgdr.backup.plugins.module_utils import commands
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core import commands
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 PG = "pg_probackup"
 GS = "gs_probackup"

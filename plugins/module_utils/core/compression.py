@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 METHODS = ("none", "gzip", "lz4", "zstd")
 SUFFIX = {"none": "", "gzip": ".gz", "lz4": ".lz4", "zstd": ".zst"}

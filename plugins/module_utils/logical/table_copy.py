@@ -20,12 +20,13 @@ rolls back unless they match. The scratch database is always dropped.
 
 from __future__ import annotations
 
-import re
 import uuid
 
-from ansible_collections.pgdr.backup.plugins.module_utils import compression, encryption, fingerprint
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run_pipeline
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run_pipeline
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
+from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import display_ident, qualified, split_table
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint
 
 try:
     import psycopg
@@ -56,23 +57,6 @@ JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 
 
 # --- pure helpers (unit-tested) --------------------------------------------------------
-
-
-def split_table(text):
-    """'schema.table' -> (schema, table); a bare name is in public. The first dot separates."""
-    schema, dot, table = text.partition(".")
-    return (schema, table) if dot else ("public", schema)
-
-
-def qualified(schema, table):
-    """schema.table for messages only (never for SQL)."""
-    return "%s.%s" % (_quote(schema), _quote(table))
-
-
-def _quote(name):
-    if re.match(r"^[a-z_][a-z0-9_$]*$", name):
-        return name
-    return '"%s"' % name.replace('"', '""')
 
 
 def _safe(name):
@@ -125,7 +109,7 @@ def select_tables(manifest_tables, database, tables=None, schemas=None):
     for schema in schemas or []:
         found = [pair for pair in available if pair[0] == schema]
         if not found:
-            raise PgdrError("schema %s has no tables in the backup set of database %s" % (_quote(schema), database))
+            raise PgdrError("schema %s has no tables in the backup set of database %s" % (display_ident(schema), database))
         chosen.extend(pair for pair in found if pair not in chosen)
     return chosen
 
@@ -219,7 +203,7 @@ def resolve(conn, tables=None, schemas=None):
         take(row, named=True)
     for schema in schemas or []:
         if conn.execute("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", [schema]).fetchone() is None:
-            raise PgdrError("schema %s does not exist in database %s" % (_quote(schema), conn.info.dbname))
+            raise PgdrError("schema %s does not exist in database %s" % (display_ident(schema), conn.info.dbname))
         rows = conn.execute(_RELATION + " WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
                                         "ORDER BY c.relname", [schema]).fetchall()
         for row in rows:
@@ -275,16 +259,12 @@ def copy_out(conn, statement, writer, relpath, stages, entry):
                         run_pipeline(argvs, stdin_reader=reader, sink=handle.write)
                 except PgdrError:
                     if reader.error is not None:
-                        raise PgdrError("COPY of %s failed: %s" % (relpath, _first_line(reader.error))) from None
+                        raise PgdrError("COPY of %s failed: %s" % (relpath, first_line(reader.error))) from None
                     raise
                 if reader.error is not None:
-                    raise PgdrError("COPY of %s failed: %s" % (relpath, _first_line(reader.error)))
+                    raise PgdrError("COPY of %s failed: %s" % (relpath, first_line(reader.error)))
         return cur.rowcount
 
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 class TableJob:
@@ -315,7 +295,7 @@ def copy_job(ctx, snapshot_id, database, job, copy_format, want_fingerprint):
             rows = copy_out(conn, statement, ctx.writer, relpath, stages, entry)
         except psycopg.Error as exc:
             what = "query %s" % job.name if job.query is not None else "table %s" % qualified(job.schema, job.table)
-            raise PgdrError("COPY of %s failed: %s" % (what, _first_line(exc))) from None
+            raise PgdrError("COPY of %s failed: %s" % (what, first_line(exc))) from None
         fp = None
         if job.query is None and want_fingerprint:
             (fp,) = fingerprint.table_fingerprints(conn, database, [(job.schema, job.table)])
@@ -462,7 +442,7 @@ def replace_tables(scratch, target, plans, expected_by_pair, source_database):
         return actual
     except psycopg.Error as exc:
         target.rollback()
-        raise PgdrError("replacing tables failed and was rolled back, the existing tables are unchanged: %s" % _first_line(exc)) from None
+        raise PgdrError("replacing tables failed and was rolled back, the existing tables are unchanged: %s" % first_line(exc)) from None
     except BaseException:
         if target.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             target.rollback()
@@ -518,8 +498,8 @@ def restore_plan(manifest, params, source_database, target_database, tables, sch
 
 def load_table_set(ctx, scratch_conn, scratch, plans):
     """A logical-table set into the scratch database: its schemas, schema.sql, then COPY FROM of the chosen tables."""
-    from ansible_collections.pgdr.backup.plugins.module_utils import logical_restore
-    from ansible_collections.pgdr.backup.plugins.module_utils.backup_set import set_key
+    from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
+    from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import set_key
 
     manifest = ctx.manifest
     objects = [tuple(o) for o in manifest["options"].get("schema_objects") or []]
@@ -546,7 +526,7 @@ def load_table_set(ctx, scratch_conn, scratch, plans):
             copy_in(scratch_conn, schema, table, entry["format"],
                     lambda sink, key=key, stages=stages: logical_restore.feed(ctx.repo, key, stages, None, sink=sink))
         except psycopg.Error as exc:
-            raise PgdrError("loading %s from %s failed: %s" % (qualified(schema, table), entry["path"], _first_line(exc))) from None
+            raise PgdrError("loading %s from %s failed: %s" % (qualified(schema, table), entry["path"], first_line(exc))) from None
 
 
 class RestoreContext:
@@ -563,7 +543,7 @@ def restore_tables(ctx, source_database, target_database, plans, load_database_d
     ``load_database_dump(scratch)`` loads a logical-db/cluster dump into the scratch
     database; ``create_target()`` creates the target database when it is missing.
     """
-    from ansible_collections.pgdr.backup.plugins.module_utils import logical_restore
+    from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
 
     manifest = ctx.manifest
     expected = {(t["schema"], t["table"]): t for t in manifest["tables"] if t["database"] == source_database}
@@ -602,7 +582,7 @@ def restore_tables(ctx, source_database, target_database, plans, load_database_d
 
 
 def _move(ctx, scratch, scratch_conn, target, plans, expected, source_database):
-    from ansible_collections.pgdr.backup.plugins.module_utils import logical_restore
+    from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
 
     replace = [plan for plan in plans if plan[3] == "replaced"]
     move = [plan for plan in plans if plan[3] != "replaced"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 
 try:
     from psycopg import errors as pg_errors
@@ -404,16 +404,12 @@ def apply_actions(conn, actions, login):
                     cur.execute(action.statement)
     except pg_errors.InsufficientPrivilege as exc:
         raise PgdrError(
-            "%s was refused (%s); login role %s needs %s" % (action.text(conn), _first_line(exc), login, action.hint),
+            "%s was refused (%s); login role %s needs %s" % (action.text(conn), first_line(exc), login, action.hint),
             statement=action.text(conn),
         ) from None
     except pg_errors.Error as exc:
-        raise PgdrError("%s failed: %s" % (action.text(conn), _first_line(exc)), statement=action.text(conn)) from None
+        raise PgdrError("%s failed: %s" % (action.text(conn), first_line(exc)), statement=action.text(conn)) from None
 
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 # ---------------------------------------------------------------- preflight

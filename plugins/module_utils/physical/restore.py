@@ -29,10 +29,10 @@ import shutil
 import tempfile
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run, run_pipeline
-from ansible_collections.pgdr.backup.plugins.module_utils.compression import decompress_argv
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, run_pipeline
+from ansible_collections.pgdr.backup.plugins.module_utils.core.compression import decompress_argv
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024  # the default; manifests record another size when the source used one
 TARGET_KINDS = ("time", "xid", "lsn", "name")

@@ -24,10 +24,11 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils import backup_set, compression
-from ansible_collections.pgdr.backup.plugins.module_utils.binaries import DEBIAN_BIN_DIR, find_binary, tool_version
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import check_result, run, run_pipeline, telling_line
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression
+from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import DEBIAN_BIN_DIR, find_binary, tool_version
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import check_result, run, run_pipeline, telling_line
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
 FORMATS = ("plain", "tar")
 WAL_METHODS = ("stream", "fetch", "none")
@@ -532,11 +533,6 @@ def server_facts(conn):
         cur.execute("SELECT slot_name, slot_type, active FROM pg_catalog.pg_replication_slots")
         slots = {r[0]: dict(type=r[1], active=r[2]) for r in cur.fetchall()}
     return dict(tablespaces=tablespaces, summarize_wal=row[0] if row else None, slots=slots)
-
-
-def default_cluster_name(params):
-    host = params.settings.get("host")
-    return host if host and not host.startswith("/") else socket.gethostname()
 
 
 def display_argv(argv):

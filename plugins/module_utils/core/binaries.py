@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from ansible_collections.pgdr.backup.plugins.module_utils.commands import run
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.pgversion import parse_tool_version
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import parse_tool_version
 
 DEBIAN_BIN_DIR = "/usr/lib/postgresql/%d/bin"
 

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 STDERR_TAIL = 4000  # characters of a tool's stderr kept in a result
 CHUNK = 1024 * 1024

@@ -11,12 +11,15 @@ is removed afterwards, so the password is never in argv, results or logs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import socket
 import tempfile
+from typing import Optional
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.pgdr.backup.plugins.module_utils.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 
 try:
     import psycopg
@@ -60,14 +63,31 @@ def connection_argument_spec():
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ConnectionOptions:
+    """The connection options (connection_argument_spec) as the module received them."""
+
+    login_host: Optional[str]
+    login_port: Optional[int]
+    login_user: Optional[str]
+    login_password: Optional[str]
+    login_db: Optional[str]
+    ssl_mode: Optional[str]
+    ssl_rootcert: Optional[str]
+    ssl_cert: Optional[str]
+    ssl_key: Optional[str]
+    connect_timeout: Optional[int]
+
+
 class ConnectionParams:
     """The libpq settings of one module run; the password is kept apart."""
 
-    def __init__(self, params):
-        self.password = params.get("login_password") or None
+    def __init__(self, options=None):
+        """``options``: a ConnectionOptions, or None for no settings at all (see with_user)."""
+        self.password = (options.login_password if options else None) or None
         self.settings = {}
         for option, (keyword, _env) in _LIBPQ.items():
-            value = params.get(option)
+            value = getattr(options, option) if options else None
             if value not in (None, ""):
                 self.settings[keyword] = str(value)
         self.settings.setdefault("dbname", "postgres")
@@ -88,7 +108,7 @@ class ConnectionParams:
 
     def with_user(self, user, password):
         """The same server and TLS settings, logged in as another role."""
-        other = ConnectionParams({})
+        other = ConnectionParams()
         other.settings = dict(self.settings, user=user)
         other.password = password
         other.reached_host = self.reached_host
@@ -106,7 +126,7 @@ class ConnectionParams:
         except psycopg.OperationalError as exc:
             raise PgdrError(
                 "cannot connect to %s: %s; check login_host/login_port/login_user, the password and pg_hba.conf"
-                % (self.describe(dbname), _first_line(exc))
+                % (self.describe(dbname), first_line(exc))
             ) from None
         if "host" not in self.settings and self.reached_host is None:
             self.reached_host = conn.info.host
@@ -153,6 +173,7 @@ def passfile_escape(value):
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
+def default_cluster_name(params):
+    """The name a backup's sets are filed under when ``cluster`` is not given: the server's host, or this host's."""
+    host = params.settings.get("host")
+    return host if host and not host.startswith("/") else socket.gethostname()

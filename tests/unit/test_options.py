@@ -1,0 +1,39 @@
+"""core.options.typed: module params become typed option objects in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional
+
+import pytest
+
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    path: Optional[str]
+    port: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    name: str
+    inner: Optional[Inner]
+    items: Optional[List[Inner]]
+    plain: Optional[dict]
+
+
+def test_nested_suboptions_become_option_objects():
+    options = typed(Outer, dict(name="a", inner=dict(path="/x", port=5), items=[dict(path="/y")], plain=dict(k=1), extra=3))
+    assert options == Outer(name="a", inner=Inner("/x", 5), items=[Inner("/y", None)], plain=dict(k=1))
+
+
+def test_missing_keys_are_none_as_ansible_reports_unset_options():
+    assert typed(Outer, dict(name="a")) == Outer(name="a", inner=None, items=None, plain=None)
+
+
+def test_options_are_read_only():
+    options = typed(Inner, dict(path="/x"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.path = "/y"
