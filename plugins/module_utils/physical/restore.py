@@ -32,24 +32,22 @@ import time
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, run_pipeline
 from ansible_collections.pgdr.backup.plugins.module_utils.core.compression import decompress_argv
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import (  # noqa: F401  (re-exported for callers)
+    TARGET_KINDS,
+    RecoveryTargetOptions,
+    lsn_to_int,
+    parse_target_time,
+    requested_target,
+)
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024  # the default; manifests record another size when the source used one
-TARGET_KINDS = ("time", "xid", "lsn", "name")
-_LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
-_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d+)?)\s*(Z|UTC|[+-]\d{2}(?::?\d{2})?)$")
 _SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?$")
 AUTO_CONF_MARK = "# --- written by pgdr.backup restore_cluster ---"
 
 
 # --- pure helpers ---------------------------------------------------------------------
-
-
-def lsn_to_int(text):
-    match = _LSN_RE.match(text or "")
-    if not match:
-        raise PgdrError("%r is not an LSN such as 0/3000028" % (text,))
-    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
 
 
 def segment_end(walfile, segment_size=WAL_SEGMENT_SIZE):
@@ -62,34 +60,9 @@ def segment_end(walfile, segment_size=WAL_SEGMENT_SIZE):
     return (log * per_log + seg + 1) * segment_size
 
 
-def parse_target_time(text):
-    """A recovery_target_time as an aware datetime (PostgreSQL accepts more forms; these are the ones checked before starting)."""
-    match = _TIME_RE.match(text.strip())
-    if not match:
-        raise PgdrError("recovery_target_time %r needs a date, a time and a time zone, for example '2026-11-22 10:15:00+00'" % text)
-    date, clock, zone = match.groups()
-    moment = datetime.datetime.strptime("%s %s" % (date, clock.split(".")[0]), "%Y-%m-%d %H:%M:%S")
-    if "." in clock:
-        moment = moment.replace(microsecond=int((clock.split(".")[1] + "000000")[:6]))
-    offset = datetime.timedelta(0)
-    if zone not in ("Z", "UTC"):
-        hours, minutes = int(zone[1:3]), int(zone[-2:]) if len(zone) > 3 else 0
-        offset = datetime.timedelta(hours=hours, minutes=minutes) * (1 if zone[0] == "+" else -1)
-    return moment.replace(tzinfo=datetime.timezone(offset))
-
-
 def recovery_target(p):
     """(kind, value) of the requested target: kind is one of time, xid, lsn, name, immediate, latest."""
-    given = [(kind, p.get("recovery_target_" + kind)) for kind in TARGET_KINDS if p.get("recovery_target_" + kind) not in (None, "")]
-    if p.get("recovery_target") == "immediate":
-        given.append(("immediate", None))
-    if len(given) > 1:
-        raise PgdrError("give one recovery target, not %s" % " and ".join("recovery_target_%s" % k if v else "recovery_target=immediate" for k, v in given))
-    if given:
-        if given[0][0] == "lsn":
-            lsn_to_int(given[0][1])
-        return given[0]
-    return ("latest", None)
+    return requested_target(typed(RecoveryTargetOptions, p))
 
 
 def _conf_quote(value):
