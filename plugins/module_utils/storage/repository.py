@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import os
 import posixpath
@@ -25,6 +26,7 @@ import secrets
 import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
@@ -96,6 +98,32 @@ def storage_argument_spec():
     options = dict(type=dict(type="str", required=True, choices=REPOSITORY_TYPES), **location_options())
     options["part_size_mb"] = dict(type="int", default=64)
     return dict(repository=dict(type="dict", required=True, options=options))
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositoryOptions:
+    """The ``repository`` option (storage_argument_spec), typed."""
+
+    type: str
+    path: Optional[str]
+    host: Optional[str]
+    port: Optional[int]
+    user: Optional[str]
+    key_file: Optional[str]
+    known_hosts: Optional[str]
+    endpoint_url: Optional[str]
+    region: Optional[str]
+    bucket: Optional[str]
+    prefix: Optional[str]
+    access_key: Optional[str]
+    secret_key: Optional[str]
+    addressing_style: Optional[str]
+    part_size_mb: Optional[int]
+
+
+def open_repository(options):
+    """The backend for a RepositoryOptions."""
+    return repository_from_params(dataclasses.asdict(options))
 
 
 def repository_from_params(repo):
