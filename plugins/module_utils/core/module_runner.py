@@ -10,9 +10,13 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 
-def run_module(argument_spec, run):
-    """``run(module)`` returns the result dict; a PgdrError becomes one clear failure, never a traceback."""
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+def run_module(argument_spec, run, **relations):
+    """``run(module)`` returns the result dict; a PgdrError becomes one clear failure, never a traceback.
+
+    ``relations``: AnsibleModule's mutually_exclusive, required_if, required_one_of, required_together,
+    required_by, declared so that ansible-doc shows them and Ansible checks them before ``run``.
+    """
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **relations)
     if not HAS_PSYCOPG:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=str(PSYCOPG_IMPORT_ERROR))
     try:
