@@ -233,6 +233,9 @@ checked_as:
   type: str
 """
 
+import dataclasses
+from typing import List, Optional
+
 from ansible_collections.pgdr.backup.plugins.module_utils.access import grants
 from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import ConnectionOptions, ConnectionParams, connection_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
@@ -272,13 +275,13 @@ class Connections:
     in apply_actions is a real BEGIN/COMMIT rather than a savepoint.
     """
 
-    def __init__(self, params):
-        self.params = params
+    def __init__(self, conn_params):
+        self.conn_params = conn_params
         self.open = {}
 
     def get(self, database):
         if database not in self.open:
-            self.open[database] = self.params.connect(database, autocommit=True)
+            self.open[database] = self.conn_params.connect(database, autocommit=True)
         return self.open[database]
 
     def close(self):
@@ -286,31 +289,41 @@ class Connections:
             conn.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckOptions:
+    """The read-access preflight's options."""
+
+    databases: Optional[List[str]]
+    check_access: bool
+    check_password: Optional[str]
+    fail_on_missing: bool
+
+
 def run(module):
-    params = ConnectionParams(typed(ConnectionOptions, module.params))
-    connections = Connections(params)
+    conn_params = ConnectionParams(typed(ConnectionOptions, module.params))
+    connections = Connections(conn_params)
     try:
-        return _run(module, params, connections)
+        return grant_and_check(module, typed(grants.GrantOptions, module.params), typed(CheckOptions, module.params), conn_params, connections)
     finally:
         connections.close()
 
 
-def _run(module, params, connections):
-    p = module.params
-    admin = connections.get(params.dbname)
+def grant_and_check(module, options, check, conn_params, connections):
+    """Read, plan, grant (unless state check or check mode), re-read; then the preflight when asked."""
+    admin = connections.get(conn_params.dbname)
     version = server_version(admin)
     if version["major"] < 14:
         raise PgdrError("PostgreSQL %s is not supported; pgdr.backup needs 14 or later" % version["text"])
-    request = grants.build_request(p, version["major"])
-    granting = p["state"] != "check"
-    checking = p["check_access"] or not granting
+    request = grants.build_request(options, version["major"])
+    granting = options.state != "check"
+    checking = check.check_access or not granting
 
-    cluster = grants.read_cluster_state(admin, request.user)
+    grants.read_cluster_state(admin, request.user)  # fails clearly when the role does not exist
     grants.check_roles_exist(admin, list(request.roles), "role")
     grants.check_roles_exist(admin, request.default_privileges_for or [], "default_privileges_for role")
     databases = []
     if (granting and request.needs_databases) or checking:
-        databases = grants.list_databases(admin, p["databases"])
+        databases = grants.list_databases(admin, check.databases)
 
     def read_all():
         cluster_state = grants.read_cluster_state(admin, request.user)
@@ -328,19 +341,19 @@ def _run(module, params, connections):
             actions += grants.plan_database(request, db, state)
         return actions
 
-    cluster, db_states = read_all()
-    before = grants.summarize(cluster, db_states)
-    actions = plan(cluster, db_states)
-    login = '"%s"' % (params.settings.get("user") or "(OS user)")
+    cluster_state, db_states = read_all()
+    before = grants.summarize(cluster_state, db_states)
+    actions = plan(cluster_state, db_states)
+    login = '"%s"' % (conn_params.settings.get("user") or "(OS user)")
 
     if actions and not module.check_mode:
         for database in [None] + databases:
             batch = [a for a in actions if a.database == database]
             if batch:
-                grants.apply_actions(connections.get(database or params.dbname), batch, login)
-        cluster, db_states = read_all()
-        after = grants.summarize(cluster, db_states)
-        remaining = plan(cluster, db_states)
+                grants.apply_actions(connections.get(database or conn_params.dbname), batch, login)
+        cluster_state, db_states = read_all()
+        after = grants.summarize(cluster_state, db_states)
+        remaining = plan(cluster_state, db_states)
         if remaining:
             raise PgdrError(
                 "statements ran but %d grant(s) are still missing (PostgreSQL only warns when a non-owner grants); "
@@ -360,8 +373,8 @@ def _run(module, params, connections):
     if module._diff:
         result["diff"] = dict(before=before, after=after)
     if checking:
-        result["missing"], result["checked_as"] = preflight(p, params, connections, request.user, databases)
-        if p["fail_on_missing"] and result["missing"]:
+        result["missing"], result["checked_as"] = preflight(check, conn_params, connections, request.user, databases)
+        if check.fail_on_missing and result["missing"]:
             first = result["missing"][0]
             result["msg"] = (
                 'role "%s" cannot read %d object(s) in %d database(s), first %s %s; run the statements in "missing" '
@@ -373,17 +386,17 @@ def _run(module, params, connections):
     return result
 
 
-def preflight(p, params, connections, user, databases):
+def preflight(check, conn_params, connections, user, databases):
     """Findings across ``databases``, as ``user`` itself when its password is known."""
     findings = []
-    as_user = bool(p["check_password"])
-    user_params = params.with_user(user, p["check_password"]) if as_user else None
+    as_user = bool(check.check_password)
+    user_params = conn_params.with_user(user, check.check_password) if as_user else None
     for db in databases:
         if as_user:
             try:
                 conn = user_params.connect(db, autocommit=True)
             except PgdrError as exc:
-                findings.append(grants.connect_finding(db, user, exc.msg, connections.get(params.dbname)))
+                findings.append(grants.connect_finding(db, user, exc.msg, connections.get(conn_params.dbname)))
                 continue
             try:
                 findings += grants.preflight_database(conn, db, user, as_user=True)

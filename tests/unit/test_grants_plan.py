@@ -1,6 +1,7 @@
 """Planning grants is pure: catalog state in, statements out."""
 
 from ansible_collections.pgdr.backup.plugins.module_utils.access import grants
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 
 
 def params(**overrides):
@@ -8,7 +9,7 @@ def params(**overrides):
                 bypassrls=None, object_privileges=False, use_predefined_roles=True, default_privileges=True,
                 default_privileges_for=None, functions=[], schemas=None)
     base.update(overrides)
-    return base
+    return typed(grants.GrantOptions, base)
 
 
 def cluster(roles=None, replication=False, bypassrls=False):

@@ -11,6 +11,8 @@ privilege PUBLIC happens to have today is still granted to the role itself.
 from __future__ import annotations
 
 import copy
+import dataclasses
+from typing import List, Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 
@@ -74,15 +76,34 @@ class Request:
         return bool(self.object_privileges or self.functions)
 
 
-def build_request(params, major):
-    """Turn module parameters (and profiles) into a Request for a server of ``major``."""
-    roles = list(params.get("roles") or [])
-    functions = list(params.get("functions") or [])
-    attributes = {name: params.get(name) for name in ATTRIBUTES}
-    object_privileges = bool(params.get("object_privileges"))
-    for profile in params.get("profile") or []:
+@dataclasses.dataclass(frozen=True)
+class GrantOptions:
+    """What role_grants was asked for (its options, typed)."""
+
+    name: str
+    state: str
+    profile: List[str]
+    roles: List[str]
+    admin_option: bool
+    replication: Optional[bool]
+    bypassrls: Optional[bool]
+    object_privileges: bool
+    use_predefined_roles: bool
+    default_privileges: bool
+    default_privileges_for: Optional[List[str]]
+    functions: List[str]
+    schemas: Optional[List[str]]
+
+
+def build_request(options, major):
+    """Turn GrantOptions (and their profiles) into a Request for a server of ``major``."""
+    roles = list(options.roles or [])
+    functions = list(options.functions or [])
+    attributes = {name: getattr(options, name) for name in ATTRIBUTES}
+    object_privileges = bool(options.object_privileges)
+    for profile in options.profile or []:
         if profile == "logical":
-            if params.get("use_predefined_roles", True):
+            if options.use_predefined_roles:
                 roles.append("pg_read_all_data")
             else:
                 object_privileges = True
@@ -93,16 +114,16 @@ def build_request(params, major):
             if profile == "physical" and major >= 15:
                 roles.append("pg_checkpoint")  # CHECKPOINT before a base backup without superuser
     return Request(
-        user=params["name"],
-        state=params["state"],
+        user=options.name,
+        state=options.state,
         roles=list(dict.fromkeys(roles)),
-        admin_option=bool(params.get("admin_option")),
+        admin_option=bool(options.admin_option),
         attributes=attributes,
         object_privileges=object_privileges,
-        default_privileges=params.get("default_privileges", True),
-        default_privileges_for=params.get("default_privileges_for"),
+        default_privileges=options.default_privileges,
+        default_privileges_for=options.default_privileges_for,
         functions=functions,
-        schemas=params.get("schemas"),
+        schemas=options.schemas,
     )
 
 
