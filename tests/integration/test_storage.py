@@ -16,7 +16,9 @@ import paramiko
 import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import TEMP_MARK, S3Repository, SftpRepository
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import TEMP_MARK
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.s3 import S3Repository
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.sftp import SftpRepository
 
 pytestmark = pytest.mark.lab
 

@@ -1,7 +1,10 @@
 """Repositories: the local backend in full, the option spec and its documentation, argument checks."""
 
+import datetime
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -9,14 +12,19 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.pgdr.backup.plugins.doc_fragments.storage import ModuleDocFragment
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import TEMP_MARK
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import LocalRepository
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import (
-    TEMP_MARK,
-    LocalRepository,
-    S3Repository,
-    SftpRepository,
+    RepositoryOptions,
+    open_repository,
     repository_from_params,
     storage_argument_spec,
 )
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.s3 import S3Repository
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.sftp import SftpRepository
+
+COLLECTIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), ".collections")
 
 
 @pytest.fixture
@@ -210,20 +218,70 @@ def test_doc_fragment_matches_the_spec():
     ],
 )
 def test_argument_errors(repository, message):
+    # what Ansible hands over: the spec's defaults applied (its choices are not checked here, so a bad one reaches the backend)
+    defaults = {name: option.get("default") for name, option in storage_argument_spec()["repository"]["options"].items()}
     with pytest.raises(PgdrError) as caught:
-        repository_from_params(repository)
+        open_repository(typed(RepositoryOptions, dict(defaults, **repository)))
     assert message in caught.value.msg
 
 
-def test_repository_from_params_builds_each_backend(tmp_path):
-    local = repository_from_params(validated({"type": "local", "path": str(tmp_path)}).validated_parameters["repository"])
+def options(repository):
+    return typed(RepositoryOptions, validated(repository).validated_parameters["repository"])
+
+
+def test_open_repository_builds_each_backend(tmp_path):
+    local = open_repository(options({"type": "local", "path": str(tmp_path)}))
     assert isinstance(local, LocalRepository) and local.root == str(tmp_path)
-    sftp = repository_from_params(validated({"type": "sftp", "host": "h", "path": "/srv/b", "port": 2222, "user": "bk"}).validated_parameters["repository"])
+    sftp = open_repository(options({"type": "sftp", "host": "h", "path": "/srv/b", "port": 2222, "user": "bk"}))
     assert isinstance(sftp, SftpRepository) and sftp.describe() == "sftp://bk@h:2222/srv/b"
-    params = validated({"type": "s3", "bucket": "b", "prefix": "p/", "part_size_mb": 8, "addressing_style": "virtual"}).validated_parameters["repository"]
-    s3 = repository_from_params(params)
+    s3 = open_repository(options({"type": "s3", "bucket": "b", "prefix": "p/", "part_size_mb": 8, "addressing_style": "virtual"}))
     assert isinstance(s3, S3Repository)
     assert (s3.bucket, s3.prefix, s3.part_size, s3.addressing_style) == ("b", "p", 8 * 1024 * 1024, "virtual")
+    # the dict form, for modules not yet converted, builds the same
+    legacy = repository_from_params(validated({"type": "local", "path": str(tmp_path)}).validated_parameters["repository"])
+    assert isinstance(legacy, LocalRepository) and legacy.root == str(tmp_path)
+
+
+def test_a_local_repository_loads_neither_paramiko_nor_boto3():
+    # pgdr-wal opens one per WAL segment: the backend's library is imported only for its own type
+    code = (
+        "import sys\n"
+        "from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed\n"
+        "from ansible_collections.pgdr.backup.plugins.module_utils.storage import repository\n"
+        "repository.open_repository(typed(repository.RepositoryOptions, dict(type='local', path='/nonexistent'))).exists('x')\n"
+        "print(sorted(m for m in ('boto3', 'botocore', 'paramiko') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), check=False)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_list_entries_names_sizes_and_times_of_one_folder(repo):
+    repo.put_bytes_atomic("wal/000000010000000000000002", b"bb")
+    repo.put_bytes_atomic("wal/000000010000000000000001", b"a")
+    repo.put_bytes_atomic("wal/sub/000000010000000000000003", b"c")  # in a sub-folder: not listed
+    with open(os.path.join(repo.root, "wal", "x" + TEMP_MARK + "0123"), "wb") as stray:
+        stray.write(b"half")
+    os.symlink("/etc/passwd", os.path.join(repo.root, "wal", "link"))  # not an object of the repository
+    os.utime(os.path.join(repo.root, "wal", "000000010000000000000001"), (1_700_000_000, 1_700_000_000))
+    entries = repo.list_entries("wal")
+    assert [(entry.name, entry.size) for entry in entries] == [("000000010000000000000001", 1), ("000000010000000000000002", 2)]
+    assert entries[0].mtime == datetime.datetime.fromtimestamp(1_700_000_000, datetime.timezone.utc)
+    assert repo.list_entries("nothing") == []
+    assert [entry.name for entry in repo.list_entries("")] == []  # the root holds only a folder
+
+
+def test_put_if_absent_stores_once_accepts_an_identical_copy_and_refuses_a_different_one(repo, tmp_path):
+    source = tmp_path / "seg"
+    source.write_bytes(os.urandom(5000))
+    assert repo.put_if_absent("wal/000000010000000000000001", str(source)) is True
+    assert mode(os.path.join(repo.root, "wal", "000000010000000000000001")) == 0o600
+    assert repo.put_if_absent("wal/000000010000000000000001", str(source)) is False
+    other = tmp_path / "other"
+    other.write_bytes(os.urandom(5000))
+    with pytest.raises(PgdrError, match="000000010000000000000001 already exists in local:.* with different content; refusing to overwrite it"):
+        repo.put_if_absent("wal/000000010000000000000001", str(other))
+    assert repo.get_bytes("wal/000000010000000000000001") == source.read_bytes()
+    assert leftovers(repo.root) == []
 
 
 def test_a_broken_known_hosts_file_is_a_clear_error_before_connecting(tmp_path):
@@ -260,7 +318,7 @@ class _OpenFile:
 def test_sftp_fsync_refused_by_the_server_is_a_one_line_failure():
     from paramiko.sftp import CMD_EXTENDED
 
-    from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import _sftp_fsync
+    from ansible_collections.pgdr.backup.plugins.module_utils.storage.sftp import _sftp_fsync
 
     sftp = _RefusingSftp()
     with pytest.raises(PgdrError) as failed:

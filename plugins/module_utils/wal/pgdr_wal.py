@@ -186,7 +186,16 @@ def restore_command(
 # --- building and installing the helper -----------------------------------------------------------
 
 _PACKAGE = "ansible_collections.pgdr.backup.plugins.module_utils"
-_SOURCES = ("core.errors", "storage.repository", "wal.pgdr_wal")  # dotted below _PACKAGE
+_SOURCES = (  # dotted below _PACKAGE
+    "core.errors",
+    "core.options",
+    "storage.base",
+    "storage.local",
+    "storage.sftp",
+    "storage.s3",
+    "storage.repository",
+    "wal.pgdr_wal",
+)
 _MAIN = "import sys\nfrom ansible_collections.pgdr.backup.plugins.module_utils.wal.pgdr_wal import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
@@ -439,39 +448,7 @@ class WalArchive:
 
     def list(self):
         """Every WAL file stored: dicts name, size, mtime (aware UTC datetime), sorted by name."""
-        found = []
-        if self.kind == "local":
-            root = self.spec["path"]
-            try:
-                with os.scandir(root) as entries:
-                    for entry in entries:
-                        if WAL_NAME_RE.match(entry.name) and entry.is_file(follow_symlinks=False):
-                            info = entry.stat(follow_symlinks=False)
-                            found.append(dict(name=entry.name, size=info.st_size, mtime=_utc(info.st_mtime)))
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise PgdrError("listing the WAL archive %s failed: %s" % (root, exc.strerror or exc)) from None
-        elif self.kind == "sftp":
-            repo = self.repo
-            try:
-                entries = repo.sftp.listdir_attr(repo.root)
-            except FileNotFoundError:
-                entries = []
-            except (OSError, EOFError) as exc:
-                raise PgdrError("listing the WAL archive %s failed: %s" % (repo.describe(), exc)) from None
-            for entry in entries:
-                if WAL_NAME_RE.match(entry.filename) and stat.S_ISREG(entry.st_mode):
-                    found.append(dict(name=entry.filename, size=entry.st_size, mtime=_utc(entry.st_mtime)))
-        else:
-            repo = self.repo
-            folder = repo.prefix + "/" if repo.prefix else ""
-            for page in repo._pages("listing the WAL archive", Prefix=folder, Delimiter="/"):
-                for item in page.get("Contents", []):
-                    name = item["Key"][len(folder) :]
-                    if WAL_NAME_RE.match(name):
-                        found.append(dict(name=name, size=item["Size"], mtime=item["LastModified"].astimezone(datetime.timezone.utc)))
-        return sorted(found, key=lambda item: item["name"])
+        return [dict(name=entry.name, size=entry.size, mtime=entry.mtime) for entry in self.repo.list_entries("") if WAL_NAME_RE.match(entry.name)]
 
     def exists(self, walfile):
         """Whether ``walfile`` is stored (as itself; ``.partial`` or ``.gz`` copies do not count)."""
