@@ -39,8 +39,10 @@ attributes:
 options:
   binary:
     description:
-      - The tool - V(pg_probackup), V(gs_probackup) (looked up on C(PATH)) or a path. Which tool it is, is read
-        from its C(version) output, not from its name.
+      - The backup tool's program - V(pg_probackup), V(gs_probackup) (looked up on C(PATH)) or the path of its binary.
+        Which tool it is, is read from its C(version) output, not from its name.
+      - This is the tool itself, not PostgreSQL's client programs (the folder other modules of this collection take as
+        C(pg_bin_dir)).
     type: str
     default: pg_probackup
   backup_path:
@@ -65,10 +67,14 @@ options:
       - With O(state=absent), allow C(del-instance) to remove the instance's backups and archived WAL.
     type: bool
     default: false
-  pgdata:
+  pg_data:
     description:
-      - Data directory of the cluster (C(-D)). Needed to add an instance; compared and changed like the settings.
+      - Data directory of the cluster (C(-D), the tool's C(pgdata) setting). Needed to add an instance; compared and
+        changed like the settings.
+      - The alias O(pgdata) is deprecated and will be removed in 1.0.0; use O(pg_data), the name
+        M(pgdr.backup.restore_cluster) and M(pgdr.backup.wal_archive_config) use for a data directory.
     type: path
+    aliases: [pgdata]
   external_dirs:
     description: External directories backed up with the cluster (C(--external-dirs), joined with colons).
     type: list
@@ -147,7 +153,9 @@ options:
   action:
     description:
       - V(backup) - take a backup of O(backup_mode).
-      - V(validate) - validate the whole instance, one O(backup_id), or the backup that reaches O(recovery_target).
+      - V(validate) - validate the whole instance, one O(backup_id), or the backup and WAL that reach a recovery target
+        (O(recovery_target_time), O(recovery_target_xid), O(recovery_target_lsn), O(recovery_target_name) or
+        O(recovery_target)).
       - V(merge) - merge the incremental O(backup_id) with its parents into one FULL (which takes that id).
         Merging a FULL backup does nothing.
       - V(delete) - delete O(backup_id) and its descendants, or the backups of O(status), or what the retention
@@ -187,10 +195,13 @@ options:
   ttl:
     description:
       - How long a backup stays pinned after its recovery time, such as V(30d), V(12h) or seconds
-        (C(--ttl)). With O(action=backup) or O(action=pin).
+        (C(--ttl)). With O(action=backup) or O(action=pin), which needs O(ttl) or O(expire_time).
+      - Mutually exclusive with O(expire_time).
     type: str
   expire_time:
-    description: Pin until this time, such as V(2027-01-01 00:00:00+00) (C(--expire-time)).
+    description:
+      - Pin until this time, such as V(2027-01-01 00:00:00+00) (C(--expire-time)).
+      - Mutually exclusive with O(ttl).
     type: str
   delete_expired:
     description: Delete the backups the retention policy expires (C(--delete-expired)), after a backup or as O(action=delete).
@@ -212,7 +223,9 @@ options:
     description: Connection read/write timeout in seconds (C(-t)); gs_probackup only.
     type: int
   backup_id:
-    description: The backup for O(action=validate), V(merge), V(delete), V(pin), V(unpin) and V(show).
+    description:
+      - The backup for O(action=validate), V(merge), V(delete), V(pin), V(unpin) and V(show).
+      - Required with O(action=merge), O(action=pin) and O(action=unpin).
     type: str
   status:
     description: With O(action=delete), delete every backup with this status (C(--status)).
@@ -224,17 +237,26 @@ options:
     default: false
   recovery_target:
     description:
-      - With O(action=validate), validate the backup and WAL that reach this target.
-    type: dict
-    suboptions:
-      kind:
-        description: V(time), V(xid), V(lsn), V(name), V(immediate) or V(latest).
-        type: str
-        required: true
-        choices: [time, xid, lsn, name, immediate, latest]
-      value:
-        description: The target's value (none for V(immediate) and V(latest)).
-        type: str
+      - With O(action=validate), V(immediate) validates the backup up to the point where it is consistent, V(latest) the backup
+        and the WAL up to the end of the archive (C(--recovery-target)); pg_probackup only. The same option as in
+        M(pgdr.backup.restore_cluster). Give at most one recovery target.
+      - Deprecated form - a dict with C(kind) (V(time), V(xid), V(lsn), V(name), V(immediate) or V(latest)) and C(value) (none for
+        V(immediate) and V(latest)), such as C(kind=time) with C(value=2026-11-22 10:15:00+00). It still works, with a
+        deprecation warning, and will be removed in 1.0.0; use O(recovery_target_time), O(recovery_target_xid),
+        O(recovery_target_lsn), O(recovery_target_name) or O(recovery_target=immediate) instead, which give the same command line.
+    type: raw
+  recovery_target_time:
+    description: With O(action=validate), validate the backup and WAL that reach this time, with a time zone, for example V(2026-11-22 10:15:00+00).
+    type: str
+  recovery_target_xid:
+    description: With O(action=validate), validate the backup and WAL that reach this transaction id.
+    type: str
+  recovery_target_lsn:
+    description: With O(action=validate), validate the backup and WAL that reach this WAL location, for example V(0/5000100).
+    type: str
+  recovery_target_name:
+    description: With O(action=validate), validate the backup and WAL that reach this restore point (made with C(pg_create_restore_point())).
+    type: str
   recovery_target_inclusive:
     description: Whether the target itself is included (C(--recovery-target-inclusive)).
     type: bool
@@ -260,7 +282,7 @@ EXAMPLES = r"""
   pgdr.backup.probackup_instance:
     backup_path: /var/backups/probackup
     instance: main
-    pgdata: /var/lib/postgresql/15/main
+    pg_data: /var/lib/postgresql/15/main
     retention_redundancy: 2
     retention_window: 7
     compress_algorithm: zlib
@@ -284,6 +306,13 @@ EXAMPLES = r"""
     backup_path: /var/backups/probackup
     instance: main
     action: validate
+
+- name: Validate what a restore to this time would use
+  pgdr.backup.probackup_instance:
+    backup_path: /var/backups/probackup
+    instance: main
+    action: validate
+    recovery_target_time: "2026-11-22 10:15:00+00"
 
 - name: Keep a backup for 30 days whatever the retention policy says
   pgdr.backup.probackup_instance:
@@ -405,38 +434,52 @@ archive:
   elements: dict
 """
 
+import dataclasses
 import datetime
 import re
+from typing import Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
-from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as pb
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import RecoveryTargetOptions, recovery_target_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as probackup
 
 LEVELS = ["VERBOSE", "LOG", "INFO", "WARNING", "ERROR", "OFF"]
-ACTION_ONLY = (
-    "stream",
-    "slot",
-    "threads",
-    "note",
-    "ttl",
-    "expire_time",
-    "rw_timeout",
-    "backup_id",
-    "status",
-    "recovery_target",
-    "recovery_target_inclusive",
-    "recovery_target_timeline",
+DEPRECATED = dict(version="1.0.0", collection_name="pgdr.backup")
+
+
+def target_argument_spec():
+    """PostgreSQL's recovery target options, as restore_cluster takes them, without recovery_target_action (a validate has none).
+
+    ``recovery_target`` is raw: immediate or latest, or the deprecated {kind, value} dict (probackup.legacy_target checks it).
+    """
+    spec = {name: dict(option) for name, option in recovery_target_argument_spec().items() if name != "recovery_target_action"}
+    spec["recovery_target"] = dict(type="raw")
+    return spec
+
+
+TARGET_OPTIONS = tuple(target_argument_spec())
+ACTION_ONLY = ("stream", "slot", "threads", "note", "ttl", "expire_time", "rw_timeout", "backup_id", "status") + TARGET_OPTIONS
+ACTIONS_ON_AN_INSTANCE = ("backup", "merge", "delete", "pin", "unpin")  # show and validate may cover every instance
+
+# what Ansible checks before run(), and ansible-doc shows
+ARGUMENT_RELATIONS = dict(
+    required_if=[["action", action, ["instance"]] for action in ACTIONS_ON_AN_INSTANCE]
+    + [["action", action, ["backup_id"]] for action in ("merge", "pin", "unpin")]
+    + [["action", "pin", ["ttl", "expire_time"], True]],
+    mutually_exclusive=[["ttl", "expire_time"]],
 )
 
 
 def argument_spec():
-    return dict(
+    spec = dict(
         binary=dict(type="str", default="pg_probackup"),
         backup_path=dict(type="path", required=True),
         instance=dict(type="str"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         purge=dict(type="bool", default=False),
-        pgdata=dict(type="path"),
+        pg_data=dict(type="path", aliases=["pgdata"], deprecated_aliases=[dict(name="pgdata", **DEPRECATED)]),
         external_dirs=dict(type="list", elements="path"),
         retention_redundancy=dict(type="int"),
         retention_window=dict(type="int"),
@@ -476,201 +519,242 @@ def argument_spec():
         backup_id=dict(type="str"),
         status=dict(type="str", choices=["OK", "DONE", "ERROR", "CORRUPT", "ORPHAN", "RUNNING"]),
         dry_run=dict(type="bool", default=False),
-        recovery_target=dict(
-            type="dict",
-            options=dict(
-                kind=dict(type="str", required=True, choices=list(pb.TARGET_KINDS)),
-                value=dict(type="str"),
-            ),
-        ),
-        recovery_target_inclusive=dict(type="bool"),
-        recovery_target_timeline=dict(type="str"),
-        archive=dict(type="bool", default=False),
     )
+    spec.update(target_argument_spec())
+    spec.update(archive=dict(type="bool", default=False))
+    return spec
 
 
-def check_combinations(p):
-    if p["action"]:
-        config = [o for o in pb.CONFIG_OPTIONS if p.get(o) not in (None, [])]
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """What one task does, on which catalog and instance."""
+
+    binary: str
+    backup_path: str
+    instance: Optional[str]
+    state: str
+    purge: bool
+    action: Optional[str]
+    backup_mode: str
+    stream: Optional[bool]
+    temp_slot: bool
+    slot: Optional[str]
+    threads: Optional[int]
+    note: Optional[str]
+    ttl: Optional[str]
+    expire_time: Optional[str]
+    delete_expired: bool
+    merge_expired: bool
+    delete_wal: bool
+    no_validate: bool
+    rw_timeout: Optional[int]
+    backup_id: Optional[str]
+    status: Optional[str]
+    dry_run: bool
+    archive: bool
+    config: probackup.InstanceConfig  # the instance settings the task manages
+    target: RecoveryTargetOptions  # for action validate; recovery_target may be the deprecated {kind, value} dict
+
+
+def task_options(params):
+    # the instance settings and the recovery target are flat options too: each part reads its own from the same params
+    return typed(TaskOptions, dict(params, config=params, target=params))
+
+
+def refuse_misplaced_options(options):
+    """Instance settings go in a task without action, action options in one with an action."""
+    if options.action:
+        config = options.config.managed()
         if config:
             raise PgdrError(
-                "%s configure the instance; set them in a task without action (action %s uses the stored configuration)" % (", ".join(config), p["action"])
+                "%s configure the instance; set them in a task without action (action %s uses the stored configuration)" % (", ".join(config), options.action)
             )
-        if p["action"] not in ("show", "validate") and not p["instance"]:
-            raise PgdrError("action %s needs instance" % p["action"])
     else:
-        used = [o for o in ACTION_ONLY if p.get(o) not in (None, False)]
+        used = [name for name in ACTION_ONLY if getattr(options.target if name in TARGET_OPTIONS else options, name) not in (None, False)]
         if used:
             raise PgdrError("%s go with an action (backup, validate, merge, delete, pin, unpin, show)" % ", ".join(used))
-        if not p["instance"] and p["state"] == "absent":
+        if not options.instance and options.state == "absent":
             raise PgdrError("state absent removes an instance; name it with instance (the catalog itself is never removed)")
 
 
 def run(module):
-    p = module.params
-    check_combinations(p)
-    tool = pb.Probackup.detect(p["binary"], p["backup_path"])
-    result = dict(changed=False, tool=tool.tool.kind, tool_version=tool.tool.version, commands=tool.commands)
+    options = task_options(module.params)
+    if isinstance(options.target.recovery_target, dict):
+        probackup.legacy_target(options.target.recovery_target)  # refused when malformed, as its suboptions were
+        module.deprecate(
+            "recovery_target as a {kind, value} dict is deprecated; give the target as restore_cluster takes it - recovery_target_time, "
+            "recovery_target_xid, recovery_target_lsn, recovery_target_name, or recovery_target: immediate (or latest)",
+            **DEPRECATED,
+        )
+    refuse_misplaced_options(options)
+    catalog = probackup.Probackup.detect(options.binary, options.backup_path)
+    result = dict(changed=False, tool=catalog.program.kind, tool_version=catalog.program.version, commands=catalog.commands)
     if module.check_mode:
         result["would_run"] = []
-    if p["action"]:
-        ensure_exists(tool, p)
-        ACTIONS[p["action"]](module, tool, p, result)
-    elif p["state"] == "present":
-        present(module, tool, p, result)
+    if options.action:
+        require_instance(catalog, options)
+        ACTIONS[options.action](module, catalog, options, result)
+    elif options.state == "present":
+        ensure_present(module, catalog, options, result)
     else:
-        absent(module, tool, p, result)
+        ensure_absent(module, catalog, options, result)
     return result
 
 
-def change(module, tool, argv, result):
+def run_or_record(module, catalog, argv, result):
     """Run a command that changes the catalog, or in check mode record it."""
     result["changed"] = True
     if module.check_mode:
         result["would_run"].append([argv[0].rsplit("/", 1)[-1]] + argv[1:])
         return None
-    return tool.run(argv)
+    return catalog.run(argv)
 
 
-def ensure_exists(tool, p):
-    state = pb.catalog_state(p["backup_path"])
+def require_instance(catalog, options):
+    """An action needs the catalog, and the instance when it names one."""
+    state = probackup.catalog_state(options.backup_path)
     if state != "catalog":
         raise PgdrError(
             "%s is not a backup catalog (%s); create it with state: present first"
-            % (p["backup_path"], {"missing": "it does not exist", "empty": "it is empty"}.get(state, "no backups/ and wal/"))
+            % (options.backup_path, {"missing": "it does not exist", "empty": "it is empty"}.get(state, "no backups/ and wal/"))
         )
-    if p["instance"] and tool.show_config(p["instance"]) is None:
-        raise PgdrError("instance %s is not in the catalog %s; add it with state: present and pgdata" % (p["instance"], p["backup_path"]))
+    if options.instance and catalog.show_config(options.instance) is None:
+        raise PgdrError("instance %s is not in the catalog %s; add it with state: present and pg_data" % (options.instance, options.backup_path))
 
 
 # ---------------------------------------------------------------- state
 
 
-def present(module, tool, p, result):
-    desired = pb.desired_config(p, tool.tool)
-    state = pb.catalog_state(p["backup_path"])
+def ensure_present(module, catalog, options, result):
+    desired = probackup.desired_config(options.config, catalog.program)
+    state = probackup.catalog_state(options.backup_path)
     result["catalog_created"] = state in ("missing", "empty")
     if state == "other":
         if module.check_mode:
-            raise PgdrError("%s is not empty and is not a backup catalog (no backups/ and wal/); choose an empty or missing folder" % p["backup_path"])
-        tool.run(pb.init_argv(tool.tool, p["backup_path"]))  # the tool refuses; its message says why
+            raise PgdrError("%s is not empty and is not a backup catalog (no backups/ and wal/); choose an empty or missing folder" % options.backup_path)
+        catalog.run(probackup.init_argv(catalog.program, options.backup_path))  # the tool refuses; its message says why
     if result["catalog_created"]:
-        change(module, tool, pb.init_argv(tool.tool, p["backup_path"]), result)
-    if not p["instance"]:
+        run_or_record(module, catalog, probackup.init_argv(catalog.program, options.backup_path), result)
+    if not options.instance:
         return
-    current = None if (result["catalog_created"] and module.check_mode) else tool.show_config(p["instance"])
+    current = None if (result["catalog_created"] and module.check_mode) else catalog.show_config(options.instance)
     result["instance_added"] = current is None
     if current is None:
-        if not p["pgdata"]:
-            raise PgdrError("instance %s is not in the catalog; pgdata is needed to add it" % p["instance"])
+        pg_data = options.config.pg_data
+        if not pg_data:
+            raise PgdrError("instance %s is not in the catalog; pg_data is needed to add it" % options.instance)
         first = {
             k: v
             for k, v in desired.items()
             if k in ("external-dirs", "remote-proto", "remote-host", "remote-port", "remote-user", "remote-path", "remote-libpath", "ssh-options")
         }
-        change(module, tool, pb.add_instance_argv(tool.tool, p["backup_path"], p["instance"], p["pgdata"], first), result)
-        current = dict(first, pgdata=p["pgdata"]) if module.check_mode else tool.show_config(p["instance"])
-    now = pb.current_config(current)
-    changes = pb.config_changes(now, desired)
+        run_or_record(module, catalog, probackup.add_instance_argv(catalog.program, options.backup_path, options.instance, pg_data, first), result)
+        current = dict(first, pgdata=pg_data) if module.check_mode else catalog.show_config(options.instance)
+    now = probackup.current_config(current)
+    changes = probackup.config_changes(now, desired)
     result["config_changes"] = changes
     if changes:
-        change(module, tool, pb.set_config_argv(tool.tool, p["backup_path"], p["instance"], changes), result)
+        run_or_record(module, catalog, probackup.set_config_argv(catalog.program, options.backup_path, options.instance, changes), result)
     if module._diff:
         result["diff"] = dict(
             before={k: now.get(k) for k in sorted(desired)} if not result["instance_added"] else {}, after={k: desired[k] for k in sorted(desired)}
         )
     if not module.check_mode:
-        result["config"] = tool.show_config(p["instance"]) if changes else current
+        result["config"] = catalog.show_config(options.instance) if changes else current
 
 
-def absent(module, tool, p, result):
-    if pb.catalog_state(p["backup_path"]) != "catalog" or tool.show_config(p["instance"]) is None:
+def ensure_absent(module, catalog, options, result):
+    if probackup.catalog_state(options.backup_path) != "catalog" or catalog.show_config(options.instance) is None:
         return
-    backups = tool.backups(p["instance"])
-    wal = pb.wal_segments(p["backup_path"], p["instance"])
-    if (backups or wal) and not p["purge"]:
+    backups = catalog.backups(options.instance)
+    wal = probackup.wal_segments(options.backup_path, options.instance)
+    if (backups or wal) and not options.purge:
         raise PgdrError(
             "instance %s still has %d backups and %d archived WAL files, which del-instance removes; set purge: true to "
-            "delete them" % (p["instance"], len(backups), len(wal))
+            "delete them" % (options.instance, len(backups), len(wal))
         )
     result["deleted"] = [b["id"] for b in backups]
-    change(module, tool, pb.del_instance_argv(tool.tool, p["backup_path"], p["instance"]), result)
+    run_or_record(module, catalog, probackup.del_instance_argv(catalog.program, options.backup_path, options.instance), result)
 
 
 # ---------------------------------------------------------------- actions
 
 
-def do_backup(module, tool, p, result):
-    argv = pb.backup_argv(
-        tool.tool,
-        p["backup_path"],
-        p["instance"],
-        p["backup_mode"],
-        stream=p["stream"],
-        temp_slot=p["temp_slot"],
-        slot=p["slot"],
-        threads=p["threads"],
-        note=p["note"],
-        ttl=p["ttl"],
-        expire_time=p["expire_time"],
-        delete_expired=p["delete_expired"],
-        merge_expired=p["merge_expired"],
-        delete_wal=p["delete_wal"],
-        no_validate=p["no_validate"],
-        rw_timeout=p["rw_timeout"],
+def take_backup(module, catalog, options, result):
+    argv = probackup.backup_argv(
+        catalog.program,
+        options.backup_path,
+        options.instance,
+        options.backup_mode,
+        stream=options.stream,
+        temp_slot=options.temp_slot,
+        slot=options.slot,
+        threads=options.threads,
+        note=options.note,
+        ttl=options.ttl,
+        expire_time=options.expire_time,
+        delete_expired=options.delete_expired,
+        merge_expired=options.merge_expired,
+        delete_wal=options.delete_wal,
+        no_validate=options.no_validate,
+        rw_timeout=options.rw_timeout,
     )
-    before = {b["id"] for b in tool.backups(p["instance"])}
+    before = {b["id"] for b in catalog.backups(options.instance)}
     if module.check_mode:
-        change(module, tool, argv, result)
+        run_or_record(module, catalog, argv, result)
         return
     result["changed"] = True
-    ran = tool.run(argv, check=False)
-    after = tool.backups(p["instance"])
+    ran = catalog.run(argv, check=False)
+    after = catalog.backups(options.instance)
     new = [b for b in after if b["id"] not in before]
     result["deleted"] = sorted(before - {b["id"] for b in after})
     rc = ran.returncodes[0]
+    kind = catalog.program.kind
     if new:
         backup = new[0]  # newest first
-        result.update(backup_id=backup["id"], backup=pb.backup_summary(backup))
-        if backup["status"] not in pb.VALID_STATUSES or rc != 0:
+        result.update(backup_id=backup["id"], backup=probackup.backup_summary(backup))
+        if backup["status"] not in probackup.VALID_STATUSES or rc != 0:
             raise PgdrError(
                 "backup %s of instance %s failed (status %s): %s"
-                % (backup["id"], p["instance"], backup["status"], pb.failure_message(tool.tool.kind, "backup", rc, ran.stderr)),
+                % (backup["id"], options.instance, backup["status"], probackup.failure_message(kind, "backup", rc, ran.stderr)),
                 backup_id=backup["id"],
                 backup=result["backup"],
                 rc=rc,
                 stderr=ran.stderr[-4000:],
-                cmd=tool.commands[-2],
+                cmd=catalog.commands[-2],
             )
         return
     if rc != 0:
         result["changed"] = False
-        raise pb.ProbackupError(pb.failure_message(tool.tool.kind, "backup", rc, ran.stderr), rc=rc, stderr=ran.stderr[-4000:], cmd=tool.commands[-2])
-    raise PgdrError("%s backup exited 0 but show lists no new backup of instance %s" % (tool.tool.kind, p["instance"]))
+        raise probackup.ProbackupError(probackup.failure_message(kind, "backup", rc, ran.stderr), rc=rc, stderr=ran.stderr[-4000:], cmd=catalog.commands[-2])
+    raise PgdrError("%s backup exited 0 but show lists no new backup of instance %s" % (kind, options.instance))
 
 
-def target_of(p):
-    return dict(p["recovery_target"]) if p["recovery_target"] else None
-
-
-def do_validate(module, tool, p, result):
-    argv = pb.validate_argv(
-        tool.tool, p["backup_path"], p["instance"], p["backup_id"], target_of(p), p["recovery_target_inclusive"], p["recovery_target_timeline"]
+def validate_backups(module, catalog, options, result):
+    target = probackup.validation_target(options.target)
+    argv = probackup.validate_argv(
+        catalog.program,
+        options.backup_path,
+        options.instance,
+        options.backup_id,
+        target,
+        options.target.recovery_target_inclusive,
+        options.target.recovery_target_timeline,
     )
-    instances = [p["instance"]] if p["instance"] else [i["instance"] for i in tool.show()]
-    before = {(i, b["id"]): b["status"] for i in instances for b in tool.backups(i)}
+    instances = [options.instance] if options.instance else [i["instance"] for i in catalog.show()]
+    before = {(i, b["id"]): b["status"] for i in instances for b in catalog.backups(i)}
     if module.check_mode:
         result["would_run"].append([argv[0].rsplit("/", 1)[-1]] + argv[1:])  # validation marks statuses: not in check mode
         return
-    ran = tool.run(argv, check=False)
+    ran = catalog.run(argv, check=False)
     rc = ran.returncodes[0]
-    after = {i: tool.backups(i) for i in instances}
+    after = {i: catalog.backups(i) for i in instances}
     result["changed"] = before != {(i, b["id"]): b["status"] for i in instances for b in after[i]}
-    invalid = [dict(instance=i, id=bid, status=status) for i in instances for bid, status in pb.invalid_backups(after[i])]
+    invalid = [dict(instance=i, id=bid, status=status) for i in instances for bid, status in probackup.invalid_backups(after[i])]
     result["invalid"] = invalid
-    if p["instance"]:
-        result["backups"] = [pb.backup_summary(b) for b in after[p["instance"]]]
-    whole = not (p["backup_id"] or p["recovery_target"])
+    if options.instance:
+        result["backups"] = [probackup.backup_summary(b) for b in after[options.instance]]
+    whole = not (options.backup_id or target)
     if invalid and whole:  # one backup or a target: the tool's own reason below names what failed
         raise PgdrError(
             "validate found invalid backups: %s; their files do not match the checksums taken at backup time (or a parent "
@@ -680,55 +764,65 @@ def do_validate(module, tool, p, result):
             stderr=ran.stderr[-4000:],
         )
     if rc != 0:
-        raise pb.ProbackupError(pb.failure_message(tool.tool.kind, "validate", rc, ran.stderr), rc=rc, stderr=ran.stderr[-4000:], invalid=invalid)
+        raise probackup.ProbackupError(
+            probackup.failure_message(catalog.program.kind, "validate", rc, ran.stderr), rc=rc, stderr=ran.stderr[-4000:], invalid=invalid
+        )
 
 
-def do_merge(module, tool, p, result):
-    argv = pb.merge_argv(tool.tool, p["backup_path"], p["instance"], p["backup_id"], p["threads"])
-    backups = {b["id"]: b for b in tool.backups(p["instance"])}
-    target = backups.get(p["backup_id"])
+def merge_backups(module, catalog, options, result):
+    argv = probackup.merge_argv(catalog.program, options.backup_path, options.instance, options.backup_id, options.threads)
+    backups = {b["id"]: b for b in catalog.backups(options.instance)}
+    target = backups.get(options.backup_id)
     if target is None:
-        raise PgdrError("backup %s is not in instance %s; see action: show" % (p["backup_id"], p["instance"]))
-    result["backup_id"] = p["backup_id"]
+        raise PgdrError("backup %s is not in instance %s; see action: show" % (options.backup_id, options.instance))
+    result["backup_id"] = options.backup_id
     if target["backup-mode"] == "FULL":  # already merged (a merge gives the FULL the incremental's id)
-        result.update(backup=pb.backup_summary(target), deleted=[])
+        result.update(backup=probackup.backup_summary(target), deleted=[])
         return
-    if change(module, tool, argv, result) is None:
+    if run_or_record(module, catalog, argv, result) is None:
         return
-    after = {b["id"]: b for b in tool.backups(p["instance"])}
-    result.update(backup=pb.backup_summary(after[p["backup_id"]]), deleted=sorted(set(backups) - set(after)))
+    after = {b["id"]: b for b in catalog.backups(options.instance)}
+    result.update(backup=probackup.backup_summary(after[options.backup_id]), deleted=sorted(set(backups) - set(after)))
 
 
-def do_delete(module, tool, p, result):
-    dry = p["dry_run"] or module.check_mode
-    argv = pb.delete_argv(
-        tool.tool, p["backup_path"], p["instance"], p["backup_id"], p["delete_expired"], p["status"], dry, p["delete_wal"], p["merge_expired"]
+def delete_backups(module, catalog, options, result):
+    dry = options.dry_run or module.check_mode
+    argv = probackup.delete_argv(
+        catalog.program,
+        options.backup_path,
+        options.instance,
+        options.backup_id,
+        options.delete_expired,
+        options.status,
+        dry,
+        options.delete_wal,
+        options.merge_expired,
     )
-    before = tool.backups(p["instance"])
+    before = catalog.backups(options.instance)
     ids = [b["id"] for b in before]
-    if p["backup_id"] and p["backup_id"] not in ids:
-        result.update(deleted=[], backups=[pb.backup_summary(b) for b in before], wal_purged=0)
+    if options.backup_id and options.backup_id not in ids:
+        result.update(deleted=[], backups=[probackup.backup_summary(b) for b in before], wal_purged=0)
         return
-    wal_before = pb.wal_segments(p["backup_path"], p["instance"])
-    if dry and (p["backup_id"] or p["status"]):
-        doomed = descendants_of(before, p["backup_id"]) if p["backup_id"] else [b["id"] for b in before if b["status"] == p["status"]]
-        result.update(would_delete=doomed, deleted=[], wal_purged=0, backups=[pb.backup_summary(b) for b in before])
+    wal_before = probackup.wal_segments(options.backup_path, options.instance)
+    if dry and (options.backup_id or options.status):
+        doomed = descendants_of(before, options.backup_id) if options.backup_id else [b["id"] for b in before if b["status"] == options.status]
+        result.update(would_delete=doomed, deleted=[], wal_purged=0, backups=[probackup.backup_summary(b) for b in before])
         if module.check_mode and doomed:
             result["changed"] = True
             result["would_run"].append([argv[0].rsplit("/", 1)[-1]] + [a for a in argv[1:] if a != "--dry-run"])
         return
-    ran = tool.run(argv)
-    after = tool.backups(p["instance"])
+    ran = catalog.run(argv)
+    after = catalog.backups(options.instance)
     deleted = sorted(set(ids) - {b["id"] for b in after})
-    purged = len(set(wal_before) - set(pb.wal_segments(p["backup_path"], p["instance"])))
-    result.update(deleted=deleted, wal_purged=purged, backups=[pb.backup_summary(b) for b in after])
-    if p["delete_expired"] or p["merge_expired"]:
-        result["retention"] = pb.retention_verdicts(ran.stderr)
+    purged = len(set(wal_before) - set(probackup.wal_segments(options.backup_path, options.instance)))
+    result.update(deleted=deleted, wal_purged=purged, backups=[probackup.backup_summary(b) for b in after])
+    if options.delete_expired or options.merge_expired:
+        result["retention"] = probackup.retention_verdicts(ran.stderr)
     if dry:
         expired = [v["id"] for v in result.get("retention", []) if v["verdict"] == "Expired"]
         result["would_delete"] = expired
-        if p["delete_wal"]:
-            result["would_purge"] = pb.wal_purge_ranges(ran.stderr)
+        if options.delete_wal:
+            result["would_purge"] = probackup.wal_purge_ranges(ran.stderr)
         if module.check_mode and (expired or result.get("would_purge")):
             result["changed"] = True
             result["would_run"].append([argv[0].rsplit("/", 1)[-1]] + [a for a in argv[1:] if a != "--dry-run"])
@@ -748,13 +842,12 @@ def descendants_of(backups, backup_id):
     return out
 
 
-def find_backup(tool, p):
-    if not p["backup_id"]:
-        raise PgdrError("action %s needs backup_id" % p["action"])
-    for b in tool.backups(p["instance"]):
-        if b["id"] == p["backup_id"]:
+def find_backup(catalog, options):
+    """The backup_id's entry in show (the declared relations make sure backup_id is given)."""
+    for b in catalog.backups(options.instance):
+        if b["id"] == options.backup_id:
             return b
-    raise PgdrError("backup %s is not in instance %s; see action: show" % (p["backup_id"], p["instance"]))
+    raise PgdrError("backup %s is not in instance %s; see action: show" % (options.backup_id, options.instance))
 
 
 def ttl_seconds(ttl):
@@ -764,63 +857,67 @@ def ttl_seconds(ttl):
     return int(match.group(1)) * {"d": 86400, "h": 3600, "min": 60, "s": 1}[match.group(2) or "s"]
 
 
-def do_pin(module, tool, p, result):
-    backup = find_backup(tool, p)
-    if p["ttl"] is None and p["expire_time"] is None:
-        raise PgdrError("action pin needs ttl or expire_time")
-    argv = pb.set_backup_argv(tool.tool, p["backup_path"], p["instance"], p["backup_id"], ttl=p["ttl"], expire_time=p["expire_time"])
-    if p["ttl"] is not None:
-        seconds = ttl_seconds(p["ttl"])
+def pin_backup(module, catalog, options, result):
+    backup = find_backup(catalog, options)
+    pin = probackup.set_backup_argv(catalog.program, options.backup_path, options.instance, options.backup_id, ttl=options.ttl, expire_time=options.expire_time)
+    if options.ttl is not None:
+        seconds = ttl_seconds(options.ttl)
         if seconds == 0:
             raise PgdrError("ttl 0 removes the pin; use action: unpin")
-        recovery = pb.parse_tool_time(backup.get("recovery-time"))
+        recovery = probackup.parse_tool_time(backup.get("recovery-time"))
         if recovery is None:
             raise PgdrError("backup %s has no recovery time (status %s); it cannot be pinned by ttl" % (backup["id"], backup["status"]))
         wanted = recovery + datetime.timedelta(seconds=seconds)
     else:
-        wanted = pb.parse_tool_time(p["expire_time"].strip().replace("T", " ").replace("Z", "+00"))
+        wanted = probackup.parse_tool_time(options.expire_time.strip().replace("T", " ").replace("Z", "+00"))
         if wanted is None:
-            raise PgdrError("expire_time %r is not a time such as 2027-01-01 00:00:00+00" % p["expire_time"])
-    current = pb.parse_tool_time(backup.get("expire-time"))
+            raise PgdrError("expire_time %r is not a time such as 2027-01-01 00:00:00+00" % options.expire_time)
+    current = probackup.parse_tool_time(backup.get("expire-time"))
     result["backup_id"] = backup["id"]
-    if current != wanted and change(module, tool, argv, result) is not None:
-        backup = find_backup(tool, p)
-    result["backup"] = pb.backup_summary(backup)
+    if current != wanted and run_or_record(module, catalog, pin, result) is not None:
+        backup = find_backup(catalog, options)
+    result["backup"] = probackup.backup_summary(backup)
 
 
-def do_unpin(module, tool, p, result):
-    backup = find_backup(tool, p)
+def unpin_backup(module, catalog, options, result):
+    backup = find_backup(catalog, options)
     result["backup_id"] = backup["id"]
-    if (
-        backup.get("expire-time")
-        and change(module, tool, pb.set_backup_argv(tool.tool, p["backup_path"], p["instance"], p["backup_id"], ttl="0"), result) is not None
-    ):
-        backup = find_backup(tool, p)
-    result["backup"] = pb.backup_summary(backup)
+    unpin = probackup.set_backup_argv(catalog.program, options.backup_path, options.instance, options.backup_id, ttl="0")
+    if backup.get("expire-time") and run_or_record(module, catalog, unpin, result) is not None:
+        backup = find_backup(catalog, options)
+    result["backup"] = probackup.backup_summary(backup)
 
 
-def do_show(module, tool, p, result):
-    catalog = tool.show(p["instance"], p["backup_id"])
-    result["catalog"] = catalog
-    if p["instance"]:
-        backups = pb.backups_of(catalog, p["instance"])
-        result["backups"] = [pb.backup_summary(b) for b in backups]
-        if p["backup_id"]:
+def show_catalog(module, catalog, options, result):
+    listing = catalog.show(options.instance, options.backup_id)
+    result["catalog"] = listing
+    if options.instance:
+        backups = probackup.backups_of(listing, options.instance)
+        result["backups"] = [probackup.backup_summary(b) for b in backups]
+        if options.backup_id:
             if not backups:
-                raise PgdrError("backup %s is not in instance %s" % (p["backup_id"], p["instance"]))
-            result["backup"] = pb.backup_summary(backups[0])
+                raise PgdrError("backup %s is not in instance %s" % (options.backup_id, options.instance))
+            result["backup"] = probackup.backup_summary(backups[0])
         else:
-            latest = pb.latest_valid_backup(catalog, p["instance"])
+            latest = probackup.latest_valid_backup(listing, options.instance)
             result["latest_valid"] = latest["id"] if latest else None
-    if p["archive"]:
-        result["archive"] = pb.archive_summary(tool.show_archive(p["instance"]))
+    if options.archive:
+        result["archive"] = probackup.archive_summary(catalog.show_archive(options.instance))
 
 
-ACTIONS = dict(backup=do_backup, validate=do_validate, merge=do_merge, delete=do_delete, pin=do_pin, unpin=do_unpin, show=do_show)
+ACTIONS = dict(
+    backup=take_backup,
+    validate=validate_backups,
+    merge=merge_backups,
+    delete=delete_backups,
+    pin=pin_backup,
+    unpin=unpin_backup,
+    show=show_catalog,
+)
 
 
 def main():
-    run_module(argument_spec(), run)
+    run_module(argument_spec(), run, **ARGUMENT_RELATIONS)
 
 
 if __name__ == "__main__":

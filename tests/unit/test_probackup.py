@@ -12,14 +12,20 @@ import sys
 import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as pb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STANDIN_DIR = os.path.join(HERE, "..", "probackup_standin")
 SAMPLES = os.path.join(STANDIN_DIR, "samples")
 STANDIN = os.path.join(STANDIN_DIR, "pg_probackup.py")
-PG = pb.Tool("/usr/bin/pg_probackup", pb.PG, "2.5.15")
-GS = pb.Tool("/usr/bin/gs_probackup", pb.GS, "2.4.2")
+PG = pb.Program("/usr/bin/pg_probackup", pb.PG, "2.5.15")
+GS = pb.Program("/usr/bin/gs_probackup", pb.GS, "2.4.2")
+
+
+def instance_config(**settings):
+    """The instance settings of a task that sets ``settings``, as probackup_instance types them."""
+    return typed(pb.InstanceConfig, settings)
 
 
 def sample(name):
@@ -45,10 +51,11 @@ def test_show_config_no_scale_units_compares_with_module_values():
     assert config["system-identifier"] == 7710612375541675971  # > 2**53: must not pass through a float
     current = pb.current_config(config)
     assert current["pgport"] == "55432" and current["archive-timeout"] == "300" and current["compress-algorithm"] == "zlib"
-    params = dict(retention_redundancy=2, retention_window=7, compress_algorithm="zlib", compress_level=1, pgport=55432, archive_timeout=300)
-    assert pb.config_changes(current, pb.desired_config(params, PG)) == {}
-    params.update(retention_redundancy=3, log_level_file="info", pgdata="/data/15/")
-    assert pb.config_changes(current, pb.desired_config(params, PG)) == {"retention-redundancy": "3", "log-level-file": "INFO", "pgdata": "/data/15"}
+    settings = dict(retention_redundancy=2, retention_window=7, compress_algorithm="zlib", compress_level=1, pgport=55432, archive_timeout=300)
+    assert pb.config_changes(current, pb.desired_config(instance_config(**settings), PG)) == {}
+    settings.update(retention_redundancy=3, log_level_file="info", pg_data="/data/15/")
+    changes = pb.config_changes(current, pb.desired_config(instance_config(**settings), PG))
+    assert changes == {"retention-redundancy": "3", "log-level-file": "INFO", "pgdata": "/data/15"}
 
 
 def test_set_config_argv_carries_only_the_changes():
@@ -176,11 +183,11 @@ def test_backup_argv_and_what_gs_probackup_lacks():
 
 
 def test_compression_per_tool():
-    assert pb.desired_config({"compress_algorithm": "lz4"}, GS) == {"compress-algorithm": "lz4"}
+    assert pb.desired_config(instance_config(compress_algorithm="lz4"), GS) == {"compress-algorithm": "lz4"}
     with pytest.raises(PgdrError, match="pg_probackup has no compression algorithm lz4"):
-        pb.desired_config({"compress_algorithm": "lz4"}, PG)
+        pb.desired_config(instance_config(compress_algorithm="lz4"), PG)
     with pytest.raises(PgdrError, match="remote-libpath"):
-        pb.desired_config({"remote_libpath": "/opt/og/lib"}, PG)
+        pb.desired_config(instance_config(remote_libpath="/opt/og/lib"), PG)
 
 
 def test_delete_validate_and_pin_argv():
@@ -438,12 +445,12 @@ class _CheckModule:
     check_mode = True
 
 
-def _standin_catalog_tool(catalog):
+def _standin_catalog(catalog):
     from ansible_collections.pgdr.backup.plugins.module_utils.core import commands
 
     env = dict(os.environ, LC_ALL="C.UTF-8")
     env.pop("BACKUP_PATH", None)
-    return pb.Probackup(pb.Tool(STANDIN, pb.PG, "2.5.15"), str(catalog), env=env, run=lambda argv, **kw: commands.run([sys.executable, *argv], **kw))
+    return pb.Probackup(pb.Program(STANDIN, pb.PG, "2.5.15"), str(catalog), env=env, run=lambda argv, **kw: commands.run([sys.executable, *argv], **kw))
 
 
 @pytest.mark.parametrize("old_wal, changed", [(True, True), (False, False)], ids=["wal-to-purge", "nothing-to-purge"])
@@ -455,9 +462,11 @@ def test_delete_wal_in_check_mode_reports_changed_when_the_dry_run_would_purge(c
     for number in range(5 if old_wal else 9, 11):
         (wal / ("0000000100000000000000%02X" % number)).write_bytes(b"\0" * 1024)
     before = sorted(os.listdir(wal))
-    p = dict(backup_path=str(catalog), instance="main", backup_id=None, delete_expired=False, status=None, dry_run=False, delete_wal=True, merge_expired=False)
+    options = probackup_instance.task_options(
+        dict(backup_path=str(catalog), instance="main", backup_id=None, delete_expired=False, status=None, dry_run=False, delete_wal=True, merge_expired=False)
+    )
     result = dict(changed=False, would_run=[])
-    probackup_instance.do_delete(_CheckModule(), _standin_catalog_tool(catalog), p, result)
+    probackup_instance.delete_backups(_CheckModule(), _standin_catalog(catalog), options, result)
     assert result["changed"] is changed
     assert result["would_delete"] == [] and result["deleted"] == [] and result["wal_purged"] == 0
     if old_wal:
@@ -466,3 +475,166 @@ def test_delete_wal_in_check_mode_reports_changed_when_the_dry_run_would_purge(c
     else:
         assert result["would_purge"] == [] and result["would_run"] == []
     assert sorted(os.listdir(wal)) == before  # check mode removed nothing
+
+
+# ------------------------------------------------------------------ probackup_instance's options: one shape across modules
+
+
+def _validated(args):
+    """Ansible's own argument checks of probackup_instance (spec and declared relations) on ``args``."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
+
+    return ArgumentSpecValidator(probackup_instance.argument_spec(), **probackup_instance.ARGUMENT_RELATIONS).validate(args)
+
+
+class _TaskModule:
+    """What probackup_instance.run reads of an AnsibleModule, with the params Ansible would pass it."""
+
+    def __init__(self, args, check_mode=True):
+        validated = _validated(args)
+        assert validated.error_messages == []
+        self.params = validated.validated_parameters
+        self.check_mode = check_mode
+        self._diff = False
+        self.deprecations = [dict(msg=d["msg"], version=d["version"], collection_name=d["collection_name"]) for d in validated._deprecations]
+
+    def deprecate(self, msg, version=None, date=None, collection_name=None):
+        self.deprecations.append(dict(msg=msg, version=version, collection_name=collection_name))
+
+
+@pytest.fixture
+def standin_binary(tmp_path, monkeypatch):
+    """The stand-in as an executable pg_probackup, as the module finds a binary."""
+    monkeypatch.delenv("BACKUP_PATH", raising=False)
+    path = tmp_path / "bin" / "pg_probackup"
+    path.parent.mkdir()
+    path.write_text('#!/bin/sh\nexec "%s" "%s" "$@"\n' % (sys.executable, os.path.abspath(STANDIN)))
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_instance_config_options_are_the_config_settings_and_in_the_spec():
+    import dataclasses
+
+    from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
+
+    assert [field.name for field in dataclasses.fields(pb.InstanceConfig)] == list(pb.CONFIG_OPTIONS)
+    assert set(pb.CONFIG_OPTIONS) <= set(probackup_instance.argument_spec())
+    assert instance_config(pg_data="/d", external_dirs=[], retention_window=0).managed() == ["pg_data", "retention_window"]
+
+
+def test_pgdata_is_a_deprecated_alias_of_pg_data():
+    old = _validated(dict(backup_path="/bk", instance="main", pgdata="/data/15/main"))
+    assert old.error_messages == [] and old.validated_parameters["pg_data"] == "/data/15/main"
+    assert [(d["msg"], d["version"], d["collection_name"]) for d in old._deprecations] == [
+        ("Alias 'pgdata' is deprecated. See the module docs for more information", "1.0.0", "pgdr.backup")
+    ]
+    new = _validated(dict(backup_path="/bk", instance="main", pg_data="/data/15/main"))
+    assert new.validated_parameters["pg_data"] == "/data/15/main" and new._deprecations == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(action="backup"), "action is backup but all of the following are missing: instance"),
+        (dict(action="delete", delete_expired=True), "action is delete but all of the following are missing: instance"),
+        (dict(action="merge", instance="main"), "action is merge but all of the following are missing: backup_id"),
+        (dict(action="unpin", instance="main"), "action is unpin but all of the following are missing: backup_id"),
+        (dict(action="pin", instance="main", backup_id="TOUSU2"), "action is pin but any of the following are missing: ttl, expire_time"),
+        (dict(action="pin", instance="main", backup_id="X", ttl="1d", expire_time="2030-01-01 00:00:00+00"), "mutually exclusive: ttl|expire_time"),
+    ],
+)
+def test_declared_argument_relations(args, message):
+    assert message in " ".join(_validated(dict(backup_path="/bk", **args)).error_messages)
+
+
+@pytest.mark.parametrize("args", [dict(action="show"), dict(action="validate"), dict(), dict(action="pin", instance="m", backup_id="X", ttl="1d")])
+def test_declared_argument_relations_let_these_pass(args):
+    assert _validated(dict(backup_path="/bk", **args)).error_messages == []
+
+
+FLAT_AND_DICT_TARGETS = [
+    (dict(recovery_target_time="2026-11-21 13:14:44+00"), dict(kind="time", value="2026-11-21 13:14:44+00"), "--recovery-target-time=2026-11-21 13:14:44+00"),
+    (dict(recovery_target_xid="727"), dict(kind="xid", value=727), "--recovery-target-xid=727"),
+    (dict(recovery_target_lsn="0/70000B8"), dict(kind="lsn", value="0/70000B8"), "--recovery-target-lsn=0/70000B8"),
+    (dict(recovery_target_name="before-upgrade"), dict(kind="name", value="before-upgrade"), "--recovery-target-name=before-upgrade"),
+    (dict(recovery_target="immediate"), dict(kind="immediate"), "--recovery-target=immediate"),
+    (dict(recovery_target="latest"), dict(kind="latest", value=None), "--recovery-target=latest"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("flat, legacy, option", FLAT_AND_DICT_TARGETS, ids=["time", "xid", "lsn", "name", "immediate", "latest"])
+def test_flat_and_dict_recovery_targets_give_the_same_validate_command(catalog, standin_binary, flat, legacy, option):
+    from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
+
+    base = dict(binary=standin_binary, backup_path=str(catalog), instance="main", action="validate", recovery_target_timeline="1")
+    inclusive = not option.startswith("--recovery-target=")  # immediate and latest take no inclusive
+    if inclusive:
+        base["recovery_target_inclusive"] = False
+    runs = {}
+    for shape, target in (("flat", flat), ("dict", dict(recovery_target=legacy))):
+        module = _TaskModule(dict(base, **target))
+        runs[shape] = (probackup_instance.run(module)["would_run"], module.deprecations)
+    (flat_argv,), flat_deprecations = runs["flat"]
+    (dict_argv,), dict_deprecations = runs["dict"]
+    assert flat_argv == dict_argv
+    expected = ["pg_probackup", "validate", "-B", str(catalog), "--instance=main", option]
+    expected += ["--recovery-target-inclusive=false"] if inclusive else []
+    assert flat_argv == expected + ["--recovery-target-timeline=1"]
+    assert flat_deprecations == []
+    assert [(d["version"], d["collection_name"]) for d in dict_deprecations] == [("1.0.0", "pgdr.backup")]
+    assert dict_deprecations[0]["msg"].startswith("recovery_target as a {kind, value} dict is deprecated; ")
+
+
+def test_validate_without_a_target_validates_the_instance(catalog, standin_binary):
+    from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
+
+    module = _TaskModule(dict(binary=standin_binary, backup_path=str(catalog), instance="main", action="validate"))
+    assert probackup_instance.run(module)["would_run"] == [["pg_probackup", "validate", "-B", str(catalog), "--instance=main"]]
+
+
+def _target(**options):
+    from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import RecoveryTargetOptions
+
+    return typed(RecoveryTargetOptions, options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(recovery_target_time="2026-11-21 13:14:44+00", recovery_target_lsn="0/70000B8"),
+         "give one recovery target, not recovery_target_time and recovery_target_lsn"),
+        (dict(recovery_target="immediate", recovery_target_xid="727"), "give one recovery target, not recovery_target_xid and recovery_target=immediate"),
+        (dict(recovery_target="latest", recovery_target_name="x"), "give one recovery target, not recovery_target=latest and recovery_target_name"),
+        (dict(recovery_target=dict(kind="time", value="2026-11-21 13:14:44+00"), recovery_target_xid="727"),
+         "give one recovery target, not recovery_target (a {kind, value} dict) and recovery_target_xid"),
+        (dict(recovery_target="soon"), "recovery_target 'soon' is not immediate or latest"),
+        (dict(recovery_target=dict(kind="soon", value="x")), "recovery_target kind 'soon' is not one of time, xid, lsn, name, immediate, latest"),
+        (dict(recovery_target=dict(value="x")), "recovery_target kind None is not one of"),
+        (dict(recovery_target=dict(kind="time", when="x")), "recovery_target as a dict takes kind and value, not when"),
+    ],
+)  # fmt: skip
+def test_recovery_target_refusals(options, message):
+    with pytest.raises(PgdrError) as refused:
+        pb.validation_target(_target(**options))
+    assert refused.value.msg.startswith(message)
+
+
+def test_two_recovery_targets_are_refused_before_the_tool_runs(catalog):
+    from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
+
+    two = dict(recovery_target_time="2026-11-21 13:14:44+00", recovery_target_lsn="0/70000B8")
+    module = _TaskModule(dict(binary="/nonexistent/pg_probackup", backup_path=str(catalog), instance="main", action="validate", **two))
+    with pytest.raises(PgdrError, match="give one recovery target"):
+        probackup_instance.validate_backups(module, _standin_catalog(catalog), probackup_instance.task_options(module.params), dict(would_run=[]))
+    malformed = _TaskModule(dict(binary="/nonexistent/pg_probackup", backup_path=str(catalog), action="show", recovery_target=dict(kind="soon")))
+    with pytest.raises(PgdrError, match="recovery_target kind 'soon'"):
+        probackup_instance.run(malformed)  # refused as its suboptions refused it, before the binary is looked for
+
+
+def test_the_catalog_names_its_program():
+    catalog = pb.Probackup(PG, "/bk")
+    assert catalog.program is PG and catalog.tool is PG  # tool: the old name, still read by restore_cluster
+    assert pb.parse_version("pg_probackup 2.5.15 (PostgreSQL 15.18)") == pb.ProgramVersion(kind="pg_probackup", version="2.5.15")

@@ -4,21 +4,27 @@
 
 Pure functions build argv lists per tool (refusing what the chosen tool does not have), parse the tool's
 JSON (``show``, ``show --archive``, ``show-config --no-scale-units``) and turn its exit code and ERROR
-lines into one clear message. ``Probackup`` runs the commands. Results are read from the tool's JSON,
-never from its log lines (the one exception: which backups a retention dry run would delete, which the
-tool reports nowhere else).
+lines into one clear message. Results are read from the tool's JSON, never from its log lines (the one
+exception: which backups a retention dry run would delete, which the tool reports nowhere else).
+
+Names: a ``Program`` is the tool's binary - its path, which tool it is (pg_probackup or gs_probackup) and
+what it lacks; a ``Probackup`` is that program working on one backup catalog, and is called ``catalog``
+where it is used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import re
 import shutil
+from typing import List, NamedTuple, Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core import commands
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import requested_target
 
 PG = "pg_probackup"
 GS = "gs_probackup"
@@ -30,32 +36,75 @@ INVALID_STATUSES = ("CORRUPT", "ORPHAN")
 TARGET_KINDS = ("time", "xid", "lsn", "name", "immediate", "latest")
 TARGET_ACTIONS = ("pause", "promote", "shutdown")
 
-# module option -> (show-config / set-config key, kind); kind says how values compare
+
+class ConfigSetting(NamedTuple):
+    """Where a module option lives in the instance's configuration, and how its values compare."""
+
+    key: str  # the show-config / set-config key
+    kind: str  # int, lower, upper, path, dirs or str: see normalize()
+
+
+# module option -> its setting
 CONFIG_OPTIONS = {
-    "pgdata": ("pgdata", "path"),
-    "external_dirs": ("external-dirs", "dirs"),
-    "retention_redundancy": ("retention-redundancy", "int"),
-    "retention_window": ("retention-window", "int"),
-    "wal_depth": ("wal-depth", "int"),
-    "compress_algorithm": ("compress-algorithm", "lower"),
-    "compress_level": ("compress-level", "int"),
-    "pgdatabase": ("pgdatabase", "str"),
-    "pghost": ("pghost", "str"),
-    "pgport": ("pgport", "int"),
-    "pguser": ("pguser", "str"),
-    "archive_timeout": ("archive-timeout", "int"),
-    "remote_proto": ("remote-proto", "str"),
-    "remote_host": ("remote-host", "str"),
-    "remote_port": ("remote-port", "int"),
-    "remote_user": ("remote-user", "str"),
-    "remote_path": ("remote-path", "str"),
-    "remote_libpath": ("remote-libpath", "str"),
-    "ssh_options": ("ssh-options", "str"),
-    "log_level_console": ("log-level-console", "upper"),
-    "log_level_file": ("log-level-file", "upper"),
-    "log_directory": ("log-directory", "str"),
-    "log_filename": ("log-filename", "str"),
+    "pg_data": ConfigSetting("pgdata", "path"),
+    "external_dirs": ConfigSetting("external-dirs", "dirs"),
+    "retention_redundancy": ConfigSetting("retention-redundancy", "int"),
+    "retention_window": ConfigSetting("retention-window", "int"),
+    "wal_depth": ConfigSetting("wal-depth", "int"),
+    "compress_algorithm": ConfigSetting("compress-algorithm", "lower"),
+    "compress_level": ConfigSetting("compress-level", "int"),
+    "pgdatabase": ConfigSetting("pgdatabase", "str"),
+    "pghost": ConfigSetting("pghost", "str"),
+    "pgport": ConfigSetting("pgport", "int"),
+    "pguser": ConfigSetting("pguser", "str"),
+    "archive_timeout": ConfigSetting("archive-timeout", "int"),
+    "remote_proto": ConfigSetting("remote-proto", "str"),
+    "remote_host": ConfigSetting("remote-host", "str"),
+    "remote_port": ConfigSetting("remote-port", "int"),
+    "remote_user": ConfigSetting("remote-user", "str"),
+    "remote_path": ConfigSetting("remote-path", "str"),
+    "remote_libpath": ConfigSetting("remote-libpath", "str"),
+    "ssh_options": ConfigSetting("ssh-options", "str"),
+    "log_level_console": ConfigSetting("log-level-console", "upper"),
+    "log_level_file": ConfigSetting("log-level-file", "upper"),
+    "log_directory": ConfigSetting("log-directory", "str"),
+    "log_filename": ConfigSetting("log-filename", "str"),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceConfig:
+    """The instance settings a task manages (the options of CONFIG_OPTIONS); None: not managed."""
+
+    pg_data: Optional[str]
+    external_dirs: Optional[List[str]]
+    retention_redundancy: Optional[int]
+    retention_window: Optional[int]
+    wal_depth: Optional[int]
+    compress_algorithm: Optional[str]
+    compress_level: Optional[int]
+    pgdatabase: Optional[str]
+    pghost: Optional[str]
+    pgport: Optional[int]
+    pguser: Optional[str]
+    archive_timeout: Optional[int]
+    remote_proto: Optional[str]
+    remote_host: Optional[str]
+    remote_port: Optional[int]
+    remote_user: Optional[str]
+    remote_path: Optional[str]
+    remote_libpath: Optional[str]
+    ssh_options: Optional[str]
+    log_level_console: Optional[str]
+    log_level_file: Optional[str]
+    log_directory: Optional[str]
+    log_filename: Optional[str]
+
+    def managed(self):
+        """The options that are set, in CONFIG_OPTIONS order (an empty list is not set)."""
+        return [option for option in CONFIG_OPTIONS if getattr(self, option) not in (None, [])]
+
+
 # options one tool lacks: (tool that lacks it, module option or feature) -> why
 TOOL_GAPS = {
     (GS, "stream"): "gs_probackup has no --stream: it always streams the WAL a backup needs (leave stream unset)",
@@ -74,7 +123,7 @@ TOOL_GAPS = {
 
 # ERROR text (regex) -> what to do about it, appended to the one-line message
 HINTS = (
-    (r"Instance '.*' does not exist in this backup catalog", "add the instance first (state: present with pgdata)"),
+    (r"Instance '.*' does not exist in this backup catalog", "add the instance first (state: present with pg_data)"),
     (r"backup directory already exists", "the instance is already registered in this catalog"),
     (r"The backup catalog already exists and is not empty", "backup_path is not empty and is not a backup catalog; choose an empty or missing folder"),
     (r"Backup catalog '.*' does not exist", "create it first (state: present)"),
@@ -99,11 +148,16 @@ class ProbackupError(PgdrError):
     """A pg_probackup command failed; ``details`` carry cmd, rc, stderr (never secrets)."""
 
 
-# ------------------------------------------------------------------ tool
+# ------------------------------------------------------------------ the program
 
 
-class Tool:
-    """Which tool a binary is and what it can do."""
+class ProgramVersion(NamedTuple):
+    kind: str  # PG or GS
+    version: Optional[str]
+
+
+class Program:
+    """The tool's binary: its path, which tool it is (``kind``: PG or GS), its version, and what it lacks."""
 
     def __init__(self, path, kind, version):
         self.path, self.kind, self.version = path, kind, version
@@ -117,19 +171,19 @@ class Tool:
 
 
 def parse_version(text):
-    """("pg_probackup"|"gs_probackup", "2.5.15") from the output of ``version``; None if it is neither."""
+    """ProgramVersion("pg_probackup"|"gs_probackup", "2.5.15") from the output of ``version``; None if it is neither."""
     line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
     match = re.match(r"^(pg_probackup|gs_probackup)\b(.*)$", line)
     if not match:
         return None
     versions = re.findall(r"\b(\d+\.\d+(?:\.\d+)?)\b", match.group(2))
     if not versions:
-        return match.group(1), None
+        return ProgramVersion(match.group(1), None)
     # pg_probackup 2.5.15 (PostgreSQL 15.18 ...) names itself first; gs_probackup (openGauss x.y.z ...) 2.4.2 last
-    return match.group(1), versions[0] if match.group(1) == PG else versions[-1]
+    return ProgramVersion(match.group(1), versions[0] if match.group(1) == PG else versions[-1])
 
 
-def tool_kind_from_name(binary):
+def program_kind_from_name(binary):
     base = os.path.basename(binary or "")
     return GS if base.startswith("gs_probackup") else PG
 
@@ -150,8 +204,13 @@ def resolve_binary(binary):
 # ------------------------------------------------------------------ errors
 
 
+class LogRecord(NamedTuple):
+    level: str
+    message: str
+
+
 def log_records(stderr):
-    """[(level, message)] of a tool's stderr, plain (``LEVEL: msg``) or --log-format-console=json; continuation lines join."""
+    """[LogRecord(level, message)] of a tool's stderr, plain (``LEVEL: msg``) or --log-format-console=json; continuation lines join."""
     records = []
     for raw in (stderr or "").splitlines():
         line = raw.rstrip()
@@ -169,7 +228,7 @@ def log_records(stderr):
                 continue
         if records and line.strip():
             records[-1][1] += " " + line.strip()
-    return [tuple(r) for r in records]
+    return [LogRecord(*r) for r in records]
 
 
 def error_lines(stderr):
@@ -206,19 +265,19 @@ def failure_message(tool_kind, subcommand, rc, stderr):
 # ------------------------------------------------------------------ argv builders
 
 
-def _base(tool, subcommand, backup_path, instance=None):
-    argv = [tool.path, subcommand, "-B", backup_path]
+def _base(program, subcommand, backup_path, instance=None):
+    argv = [program.path, subcommand, "-B", backup_path]
     if instance:
         argv.append("--instance=%s" % instance)
     return argv
 
 
-def init_argv(tool, backup_path):
-    return _base(tool, "init", backup_path)
+def init_argv(program, backup_path):
+    return _base(program, "init", backup_path)
 
 
-def config_args(tool, config):
-    """set-config style options for a {key: value} dict of CONFIG_OPTIONS keys (pgdata is -D)."""
+def config_args(program, config):
+    """set-config style options for a {show-config key: value} dict (CONFIG_OPTIONS' keys)."""
     args = []
     for key, value in config.items():
         if key == "pgdata":
@@ -228,24 +287,26 @@ def config_args(tool, config):
     return args
 
 
-def add_instance_argv(tool, backup_path, instance, pgdata, config=None):
-    return _base(tool, "add-instance", backup_path, instance) + ["-D", pgdata] + config_args(tool, {k: v for k, v in (config or {}).items() if k != "pgdata"})
+def add_instance_argv(program, backup_path, instance, pg_data, config=None):
+    """``config``: {show-config key: value}; its pgdata is left out (the data directory is ``pg_data``)."""
+    settings = {key: value for key, value in (config or {}).items() if key != "pgdata"}
+    return _base(program, "add-instance", backup_path, instance) + ["-D", pg_data] + config_args(program, settings)
 
 
-def del_instance_argv(tool, backup_path, instance):
-    return _base(tool, "del-instance", backup_path, instance)
+def del_instance_argv(program, backup_path, instance):
+    return _base(program, "del-instance", backup_path, instance)
 
 
-def set_config_argv(tool, backup_path, instance, changes):
-    return _base(tool, "set-config", backup_path, instance) + config_args(tool, changes)
+def set_config_argv(program, backup_path, instance, changes):
+    return _base(program, "set-config", backup_path, instance) + config_args(program, changes)
 
 
-def show_config_argv(tool, backup_path, instance):
-    return _base(tool, "show-config", backup_path, instance) + ["--format=json", "--no-scale-units"]
+def show_config_argv(program, backup_path, instance):
+    return _base(program, "show-config", backup_path, instance) + ["--format=json", "--no-scale-units"]
 
 
-def show_argv(tool, backup_path, instance=None, backup_id=None, archive=False):
-    argv = _base(tool, "show", backup_path, instance)
+def show_argv(program, backup_path, instance=None, backup_id=None, archive=False):
+    argv = _base(program, "show", backup_path, instance)
     if backup_id:
         argv += ["-i", backup_id]
     if archive:
@@ -254,7 +315,7 @@ def show_argv(tool, backup_path, instance=None, backup_id=None, archive=False):
 
 
 def backup_argv(
-    tool,
+    program,
     backup_path,
     instance,
     mode,
@@ -272,14 +333,14 @@ def backup_argv(
     rw_timeout=None,
 ):
     mode = (mode or "").upper()
-    if mode not in BACKUP_MODES[tool.kind]:
-        raise PgdrError("%s has no backup mode %s (it has %s)" % (tool.kind, mode, ", ".join(BACKUP_MODES[tool.kind])))
-    argv = _base(tool, "backup", backup_path, instance) + ["-b", mode]
+    if mode not in BACKUP_MODES[program.kind]:
+        raise PgdrError("%s has no backup mode %s (it has %s)" % (program.kind, mode, ", ".join(BACKUP_MODES[program.kind])))
+    argv = _base(program, "backup", backup_path, instance) + ["-b", mode]
     if stream is not None:
-        tool.refuse("stream")
+        program.refuse("stream")
         if stream:
             argv.append("--stream")
-    if (temp_slot or slot) and not (stream or tool.kind == GS):
+    if (temp_slot or slot) and not (stream or program.kind == GS):
         raise PgdrError("temp_slot and slot stream WAL through a replication slot; they need stream: true")
     if temp_slot:
         argv.append("--temp-slot")
@@ -294,7 +355,7 @@ def backup_argv(
         if on:
             argv.append(flag)
     if rw_timeout is not None:
-        tool.refuse("rw_timeout")
+        program.refuse("rw_timeout")
         argv += ["-t", str(int(rw_timeout))]
     return argv
 
@@ -314,7 +375,40 @@ def pin_args(ttl=None, expire_time=None, allow_unpin=True):
     return []
 
 
-def target_args(tool, target=None, inclusive=None, timeline=None):
+def legacy_target(target):
+    """{kind, value} from the deprecated ``recovery_target: {kind, value}`` dict, its shape checked as its suboptions were."""
+    unknown = sorted(str(key) for key in target if key not in ("kind", "value"))
+    if unknown:
+        raise PgdrError("recovery_target as a dict takes kind and value, not %s" % ", ".join(unknown))
+    if target.get("kind") not in TARGET_KINDS:
+        raise PgdrError("recovery_target kind %r is not one of %s" % (target.get("kind"), ", ".join(TARGET_KINDS)))
+    value = target.get("value")
+    return {"kind": target["kind"], "value": None if value is None else str(value)}
+
+
+def validation_target(options):
+    """The {kind, value} a validate reaches, or None when no target is given.
+
+    ``options`` are RecoveryTargetOptions: PostgreSQL's flat ``recovery_target_*`` options, or the deprecated
+    ``recovery_target: {kind, value}`` dict. Both shapes give the same target, so the same command line.
+    """
+    legacy = options.recovery_target if isinstance(options.recovery_target, dict) else None
+    flat = dataclasses.replace(options, recovery_target=None) if legacy is not None else options
+    if flat.recovery_target not in (None, "immediate", "latest"):
+        raise PgdrError("recovery_target %r is not immediate or latest (see recovery_target_time, _xid, _lsn and _name)" % (flat.recovery_target,))
+    kind, value = requested_target(flat)  # refuses two flat targets, checks an LSN
+    if kind != "latest" and (legacy is not None or flat.recovery_target == "latest"):
+        first = "recovery_target (a {kind, value} dict)" if legacy is not None else "recovery_target=latest"
+        given = "recovery_target=immediate" if kind == "immediate" else "recovery_target_%s" % kind
+        raise PgdrError("give one recovery target, not %s and %s" % (first, given))
+    if legacy is not None:
+        return legacy_target(legacy)
+    if kind == "latest" and flat.recovery_target != "latest":
+        return None  # nothing given: the whole instance, or one backup
+    return {"kind": kind, "value": value}
+
+
+def target_args(program, target=None, inclusive=None, timeline=None):
     """--recovery-target-* options for restore and validate; ``target`` is {kind, value}."""
     args = []
     if target:
@@ -322,7 +416,7 @@ def target_args(tool, target=None, inclusive=None, timeline=None):
         if kind not in TARGET_KINDS:
             raise PgdrError("recovery target kind %r is not one of %s" % (kind, ", ".join(TARGET_KINDS)))
         if kind in ("immediate", "latest"):
-            tool.refuse("target_immediate")
+            program.refuse("target_immediate")
             if value not in (None, ""):
                 raise PgdrError("recovery target %s takes no value" % kind)
             args.append("--recovery-target=%s" % kind)
@@ -339,36 +433,36 @@ def target_args(tool, target=None, inclusive=None, timeline=None):
             raise PgdrError("inclusive applies only to time, xid, lsn and name targets")
         args.append("--recovery-target-inclusive=%s" % ("true" if inclusive else "false"))
     if timeline is not None:
-        tool.refuse("recovery_target_timeline")
+        program.refuse("recovery_target_timeline")
         if not re.match(r"^(current|latest|\d+)$", str(timeline)):
             raise PgdrError("timeline %r is not current, latest or a timeline number" % timeline)
         args.append("--recovery-target-timeline=%s" % timeline)
     return args
 
 
-def validate_argv(tool, backup_path, instance=None, backup_id=None, target=None, inclusive=None, timeline=None):
-    argv = _base(tool, "validate", backup_path, instance)
+def validate_argv(program, backup_path, instance=None, backup_id=None, target=None, inclusive=None, timeline=None):
+    argv = _base(program, "validate", backup_path, instance)
     if (backup_id or target) and not instance:
         raise PgdrError("validating one backup or a recovery target needs instance")
     if backup_id:
         argv += ["-i", backup_id]
-    return argv + target_args(tool, target, inclusive, timeline)
+    return argv + target_args(program, target, inclusive, timeline)
 
 
-def merge_argv(tool, backup_path, instance, backup_id, threads=None):
+def merge_argv(program, backup_path, instance, backup_id, threads=None):
     if not backup_id:
         raise PgdrError("action merge needs backup_id (the incremental backup to merge with its parents)")
-    argv = _base(tool, "merge", backup_path, instance) + ["-i", backup_id]
+    argv = _base(program, "merge", backup_path, instance) + ["-i", backup_id]
     return argv + (["-j", str(int(threads))] if threads else [])
 
 
-def delete_argv(tool, backup_path, instance, backup_id=None, expired=False, status=None, dry_run=False, delete_wal=False, merge_expired=False):
+def delete_argv(program, backup_path, instance, backup_id=None, expired=False, status=None, dry_run=False, delete_wal=False, merge_expired=False):
     chosen = [name for name, on in (("backup_id", backup_id), ("delete_expired", expired), ("status", status)) if on]
     if len(chosen) > 1:
         raise PgdrError("action delete takes one of backup_id, delete_expired or status, not %s" % " and ".join(chosen))
     if not chosen and not (delete_wal or merge_expired):
         raise PgdrError("action delete needs backup_id, delete_expired: true, merge_expired: true, delete_wal: true or status")
-    argv = _base(tool, "delete", backup_path, instance)
+    argv = _base(program, "delete", backup_path, instance)
     if backup_id:
         argv += ["-i", backup_id]
     if expired:
@@ -384,25 +478,25 @@ def delete_argv(tool, backup_path, instance, backup_id=None, expired=False, stat
     return argv
 
 
-def set_backup_argv(tool, backup_path, instance, backup_id, ttl=None, expire_time=None):
+def set_backup_argv(program, backup_path, instance, backup_id, ttl=None, expire_time=None):
     if not backup_id:
         raise PgdrError("pinning needs backup_id")
-    return _base(tool, "set-backup", backup_path, instance) + ["-i", backup_id] + pin_args(ttl, expire_time)
+    return _base(program, "set-backup", backup_path, instance) + ["-i", backup_id] + pin_args(ttl, expire_time)
 
 
-def _tool_for(tool):
-    if isinstance(tool, Tool):
-        return tool
-    if tool in TOOLS:
-        return Tool(tool, tool, None)
-    return Tool(tool, tool_kind_from_name(tool), None)
+def _program_for(program):
+    if isinstance(program, Program):
+        return program
+    if program in TOOLS:
+        return Program(program, program, None)
+    return Program(program, program_kind_from_name(program), None)
 
 
 def restore_argv(
-    tool,
+    program,
     backup_path,
     instance,
-    pgdata,
+    pg_data,
     backup_id=None,
     threads=None,
     incremental_mode=None,
@@ -413,15 +507,15 @@ def restore_argv(
     db_include=None,
     db_exclude=None,
 ):
-    """argv of a restore. ``tool`` is a Tool, a tool name or a binary path; ``target`` is {kind, value}.
+    """argv of a restore into ``pg_data``. ``program`` is a Program, a tool name or a binary path; ``target`` is {kind, value}.
 
     ``target_action`` is always passed explicitly for pg_probackup (its default, pause, leaves a restored
     cluster waiting); gs_probackup has no such option: pass None (anything else is refused).
     """
-    tool = _tool_for(tool)
-    if not pgdata:
+    program = _program_for(program)
+    if not pg_data:
         raise PgdrError("a restore needs the target data directory")
-    argv = _base(tool, "restore", backup_path, instance) + ["-D", pgdata]
+    argv = _base(program, "restore", backup_path, instance) + ["-D", pg_data]
     if backup_id and backup_id != "latest":
         argv += ["-i", backup_id]
     if threads:
@@ -430,9 +524,9 @@ def restore_argv(
         if incremental_mode not in ("checksum", "lsn"):
             raise PgdrError("incremental_mode %r is not checksum or lsn" % incremental_mode)
         argv += ["-I", incremental_mode]
-    argv += target_args(tool, target, inclusive, timeline)
+    argv += target_args(program, target, inclusive, timeline)
     if target_action is not None:
-        tool.refuse("recovery_target_action")
+        program.refuse("recovery_target_action")
         if target_action not in TARGET_ACTIONS:
             raise PgdrError("target_action %r is not one of %s" % (target_action, ", ".join(TARGET_ACTIONS)))
         argv.append("--recovery-target-action=%s" % target_action)
@@ -440,7 +534,7 @@ def restore_argv(
         raise PgdrError("db_include and db_exclude exclude each other; choose one")
     for option, names in (("--db-include", db_include), ("--db-exclude", db_exclude)):
         if names:
-            tool.refuse("db_include")
+            program.refuse("db_include")
             for name in names:
                 argv.append("%s=%s" % (option, name))
     return argv
@@ -653,17 +747,17 @@ def normalize(kind, value):
     return str(value)
 
 
-def desired_config(params, tool):
-    """{config key: normalized value} for the module options that are set."""
+def desired_config(config, program):
+    """{config key: normalized value} for the settings ``config`` (an InstanceConfig) manages."""
     out = {}
     for option, (key, kind) in CONFIG_OPTIONS.items():
-        value = params.get(option)
+        value = getattr(config, option)
         if value is None or (isinstance(value, (list, tuple)) and not value):
             continue
         if option in ("remote_libpath",):
-            tool.refuse(option)
-        if option == "compress_algorithm" and str(value).lower() not in COMPRESS_ALGORITHMS[tool.kind]:
-            raise PgdrError("%s has no compression algorithm %s (it has %s)" % (tool.kind, value, ", ".join(COMPRESS_ALGORITHMS[tool.kind])))
+            program.refuse(option)
+        if option == "compress_algorithm" and str(value).lower() not in COMPRESS_ALGORITHMS[program.kind]:
+            raise PgdrError("%s has no compression algorithm %s (it has %s)" % (program.kind, value, ", ".join(COMPRESS_ALGORITHMS[program.kind])))
         if option == "compress_level" and not 0 <= int(value) <= 9:
             raise PgdrError("compress_level must be between 0 and 9")
         out[key] = normalize(kind, value)
@@ -685,11 +779,19 @@ def config_changes(current, desired):
 
 
 class Probackup:
-    """Runs one tool against one catalog; every failure becomes a ProbackupError with a one-line message."""
+    """One program working on one backup catalog; every failure becomes a ProbackupError with a one-line message.
 
-    def __init__(self, tool, backup_path, env=None, run=commands.run):
-        self.tool, self.backup_path, self.env, self._run = tool, backup_path, env, run
+    ``commands`` lists what ran (the binary's name, then its arguments), for a task's result.
+    """
+
+    def __init__(self, program, backup_path, env=None, run=commands.run):
+        self.program, self.backup_path, self.env, self._run = program, backup_path, env, run
         self.commands = []
+
+    @property
+    def tool(self):
+        """The old name of ``program``, kept while restore_cluster still reads it."""
+        return self.program
 
     @classmethod
     def detect(cls, binary, backup_path, env=None, run=commands.run):
@@ -700,7 +802,7 @@ class Probackup:
             raise PgdrError(
                 "%s does not look like pg_probackup or gs_probackup (its version output: %r)" % (path, (result.stdout or result.stderr).strip()[:200])
             )
-        return cls(Tool(path, parsed[0], parsed[1]), backup_path, env=env, run=run)
+        return cls(Program(path, parsed.kind, parsed.version), backup_path, env=env, run=run)
 
     def run(self, argv, check=True):
         self.commands.append([os.path.basename(argv[0])] + list(argv[1:]))
@@ -708,7 +810,7 @@ class Probackup:
         rc = result.returncodes[0]
         if check and rc != 0:
             raise ProbackupError(
-                failure_message(self.tool.kind, argv[1], rc, result.stderr),
+                failure_message(self.program.kind, argv[1], rc, result.stderr),
                 cmd=self.commands[-1],
                 rc=rc,
                 stderr=result.stderr[-commands.STDERR_TAIL :],
@@ -717,21 +819,21 @@ class Probackup:
         return result
 
     def show(self, instance=None, backup_id=None):
-        return parse_show(self.run(show_argv(self.tool, self.backup_path, instance, backup_id)).stdout)
+        return parse_show(self.run(show_argv(self.program, self.backup_path, instance, backup_id)).stdout)
 
     def backups(self, instance):
         return backups_of(self.show(instance), instance)
 
     def show_archive(self, instance=None):
-        return parse_archive(self.run(show_argv(self.tool, self.backup_path, instance, archive=True)).stdout)
+        return parse_archive(self.run(show_argv(self.program, self.backup_path, instance, archive=True)).stdout)
 
     def show_config(self, instance):
         """Parsed show-config, or None when the instance is not in the catalog."""
-        result = self.run(show_config_argv(self.tool, self.backup_path, instance), check=False)
+        result = self.run(show_config_argv(self.program, self.backup_path, instance), check=False)
         if result.returncodes[0] != 0:
             if any("does not exist in this backup catalog" in e for e in error_lines(result.stderr)):
                 return None
-            self.run(show_config_argv(self.tool, self.backup_path, instance))  # raises with the tool's message
+            self.run(show_config_argv(self.program, self.backup_path, instance))  # raises with the tool's message
         return parse_show_config(result.stdout)
 
 
