@@ -97,7 +97,8 @@ def sql(statement, port=5432):
 
 def test_catalog_instance_and_config_idempotent_with_check_mode_and_diff(ansible, primary, tools, catalog):
     base = dict(binary=tools["pg"], backup_path=catalog, instance="main")
-    config = dict(base, pgdata=primary.pg_data, retention_redundancy=2, retention_window=7, compress_algorithm="zlib", compress_level=1)
+    config = dict(base, pg_data=primary.pg_data, retention_redundancy=2, retention_window=7, compress_algorithm="zlib", compress_level=1)
+    old_name = dict({k: v for k, v in config.items() if k != "pg_data"}, pgdata=primary.pg_data)  # the deprecated alias
 
     checked = ok(play(ansible, [("plan", config)], check=True, diff=True)["plan"])
     assert checked["changed"] is True and checked["catalog_created"] is True and checked["instance_added"] is True
@@ -113,6 +114,7 @@ def test_catalog_instance_and_config_idempotent_with_check_mode_and_diff(ansible
     done = play(ansible, [
         ("create", config),
         ("again", config),
+        ("again by the old name", old_name),
         ("plan change", tighter, {"check_mode": True, "diff": True}),
         ("tighten", tighter),
         ("tightened", tighter),
@@ -132,6 +134,8 @@ def test_catalog_instance_and_config_idempotent_with_check_mode_and_diff(ansible
     assert create["config"]["retention-redundancy"] == 2 and create["config"]["compress-algorithm"] == "zlib"
     assert create["config"]["pgdata"] == primary.pg_data and create["tool"] == "pg_probackup"
     assert again["changed"] is False and again["config_changes"] == {} and again["catalog_created"] is False
+    by_old_name = ok(done["again by the old name"])
+    assert by_old_name["changed"] is False and by_old_name["config_changes"] == {}
 
     checked = ok(done["plan change"])
     assert checked["changed"] is True and checked["config_changes"] == {"retention-redundancy": "3", "pgport": "5432"}
@@ -192,7 +196,7 @@ def test_backup_lifecycle_show_validate_pin_merge_retention_and_restore(ansible,
     binary = tools["pg"]
     base = dict(binary=binary, backup_path=catalog, instance="main")
     table = "pb_lifecycle"
-    instance = dict(base, pgdata=cluster.pgdata, pghost="/run/postgresql", pgport=CLUSTER_PORT, pgdatabase="postgres",
+    instance = dict(base, pg_data=cluster.pgdata, pghost="/run/postgresql", pgport=CLUSTER_PORT, pgdatabase="postgres",
                     compress_algorithm="zlib", compress_level=1, retention_redundancy=2, archive_timeout=60)  # fmt: skip
     ok(play(ansible, [("create", instance)])["create"])  # the instance exists before archive-push runs
     cluster.start("%s archive-push -B %s --instance=main --wal-file-name=%%f" % (binary, catalog))
@@ -208,6 +212,8 @@ def test_backup_lifecycle_show_validate_pin_merge_retention_and_restore(ansible,
         ("show", dict(base, action="show", archive=True)),
         ("validate", dict(base, action="validate")),
         ("validate one", dict(base, action="validate", backup_id="{{ reg_page.backup_id }}")),
+        ("validate to a time", dict(base, action="validate", recovery_target_time="{{ reg_page.backup.recovery_time }}")),
+        ("validate to a time, old form", dict(base, action="validate", recovery_target=dict(kind="time", value="{{ reg_page.backup.recovery_time }}"))),
         ("pin", dict(base, action="pin", backup_id="{{ reg_delta.backup_id }}", ttl="1d")),
         ("pin again", dict(base, action="pin", backup_id="{{ reg_delta.backup_id }}", ttl="1d")),
         ("merge", dict(base, action="merge", backup_id="{{ reg_page.backup_id }}")),
@@ -233,6 +239,10 @@ def test_backup_lifecycle_show_validate_pin_merge_retention_and_restore(ansible,
     assert timeline["tli"] == 1 and timeline["n_segments"] >= 2 and timeline["lost_segments"] == [] and timeline["status"] == "OK"
     assert page["backup_id"] in timeline["backups"]
     assert ok(done["validate"])["invalid"] == [] and ok(done["validate one"])["invalid"] == []
+    to_time, old_form = ok(done["validate to a time"]), ok(done["validate to a time, old form"])
+    assert to_time["invalid"] == [] and old_form["invalid"] == []
+    validated = [[argv for argv in result["commands"] if argv[1] == "validate"] for result in (to_time, old_form)]
+    assert validated[0] == validated[1] and "--recovery-target-time=%s" % page["backup"]["recovery_time"] in validated[0][0]
     pinned = ok(done["pin"])
     assert pinned["changed"] is True
     expected = pb.parse_tool_time(delta["backup"]["recovery_time"]).timestamp() + 86400
@@ -378,7 +388,7 @@ def test_restore_cluster_from_the_catalog_latest_then_a_chosen_id_to_a_time(ansi
     """restore_cluster's probackup source replaces a running cluster (port 5499) with the catalog's backups, kept safe as physical restores."""
     binary = tools["pg"]
     base = dict(binary=binary, backup_path=catalog, instance="main")
-    ok(play(ansible, [("create", dict(base, pgdata=cluster.pgdata, pghost="/run/postgresql", pgport=CLUSTER_PORT, pgdatabase="postgres"))])["create"])
+    ok(play(ansible, [("create", dict(base, pg_data=cluster.pgdata, pghost="/run/postgresql", pgport=CLUSTER_PORT, pgdatabase="postgres"))])["create"])
     cluster.start("%s archive-push -B %s --instance=main --wal-file-name=%%f" % (binary, catalog))
     cli(primary, sql("CREATE TABLE t (n int); INSERT INTO t VALUES (1)", CLUSTER_PORT), check=True)
     full = ok(play(ansible, [("reg_full", dict(base, action="backup", backup_mode="FULL", stream=True))])["reg_full"])
