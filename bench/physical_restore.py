@@ -31,14 +31,15 @@ WAL = "pgdr.backup.wal_archive_config"
 BACKUP_HOST = "backup1"
 
 
-def wal_helper():
-    """The collection's own wal_helper, so the bench writes restore_command exactly as the module does."""
+def restore_command_string(archive, name, prefetch):
+    """The collection's own restore_command for the ``archive`` dict, so the bench writes it exactly as the module does."""
     collections = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".collections")
     if collections not in sys.path:
         sys.path.insert(0, collections)
-    from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as module
+    from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+    from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive as wal_archive
 
-    return module
+    return wal_archive.restore_command_string(typed(wal_archive.ArchiveOptions, archive), name, prefetch=prefetch)
 
 
 class PhysicalRestoreBench:
@@ -165,7 +166,7 @@ class PhysicalRestoreBench:
         self.playbooks.run(self.host.name, [{"name": "wal", WAL: dict(settings, verify=True)}], become_postgres=False)
         archive = self._sftp(self.host, self.wal_path)
         # the same replay twice: as the module writes restore_command (read-ahead), then with read-ahead off
-        without = wal_helper().restore_command_string(archive, "restore-%s" % self.cluster, prefetch=0)
+        without = restore_command_string(archive, "restore-%s" % self.cluster, prefetch=0)
         for label, extra in (("", {}), ("_no_prefetch", {"server_settings": {"restore_command": without}})):
             wall, result = self._restore(backup_id, archive=archive, verify=False, **extra)
             self.samples.add("wal_replay_segments" + label, result["wal_files_restored"])

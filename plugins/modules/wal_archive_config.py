@@ -249,8 +249,10 @@ verified:
   type: dict
 """
 
+import dataclasses
 import os
 import time
+from typing import Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary
 from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import ConnectionOptions, ConnectionParams, connection_argument_spec
@@ -258,15 +260,17 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster, ServiceOptions, service_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive_settings as wal_archive
-from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
-from ansible_collections.pgdr.backup.plugins.module_utils.wal.receiver import Receiver, receiver_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive_settings, installer
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import STORE_TYPES, archive_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import validate as validate_archive
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive_settings import SettingsOptions
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.receiver import Receiver, ReceiverOptions, receiver_argument_spec
 
 
 def argument_spec():
     spec = connection_argument_spec()
     spec.update(service_argument_spec())
-    spec.update(wal_helper.archive_argument_spec())
+    spec.update(archive_argument_spec())
     spec.update(receiver_argument_spec())
     spec.update(
         wal_level=dict(type="str", choices=["minimal", "replica", "logical"]),
@@ -287,16 +291,35 @@ def argument_spec():
     return spec
 
 
+# declared, so that Ansible checks them before run() and ansible-doc shows them
+ARGUMENT_RELATIONS = dict(
+    mutually_exclusive=[("archive", "archive_command", "archive_library")],  # one way to archive
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """This module's own options, typed: the receiver, the helper's name, restart and verify."""
+
+    receiver: Optional[ReceiverOptions]
+    archive_name: Optional[str]
+    restart: bool
+    restart_timeout: int
+    verify: bool
+    verify_timeout: int
+    pg_bin_dir: Optional[str]
+
+
 class Session:
     """The module's connection, which a restart replaces."""
 
-    def __init__(self, params):
-        self.params = params
-        self.conn = params.connect(autocommit=True)
+    def __init__(self, conn_params):
+        self.conn_params = conn_params
+        self.conn = conn_params.connect(autocommit=True)
 
     def reconnect(self):
         self.close()
-        self.conn = self.params.connect(autocommit=True)
+        self.conn = self.conn_params.connect(autocommit=True)
 
     def close(self):
         if self.conn is not None:
@@ -305,91 +328,93 @@ class Session:
 
 
 def run(module):
-    params = ConnectionParams(typed(ConnectionOptions, module.params))
-    session = Session(params)
+    conn_params = ConnectionParams(typed(ConnectionOptions, module.params))
+    task = typed(TaskOptions, module.params)
+    settings = typed(SettingsOptions, module.params)
+    service = typed(ServiceOptions, module.params)
+    session = Session(conn_params)
     try:
-        return _run(module, module.params, params, session)
+        return manage(module.check_mode, task, settings, service, conn_params, session)
     finally:
         session.close()
 
 
-def manages_only_receiver(p):
+def manages_only_receiver(task, settings):
     """A task that only manages O(receiver): no settings, no archive, no restart."""
-    return bool(p["receiver"]) and not p["archive"] and not p["restart"] and not wal_archive.desired_settings(p, None)
+    return task.receiver is not None and not settings.archive and not task.restart and not archive_settings.desired_settings(settings, None)
 
 
-def _run(module, p, params, session):
-    check = module.check_mode
+def manage(check, task, settings, service, conn_params, session):
     result = dict(changed=False, restarted=False, executed_queries=[])
-    receiver_only = manages_only_receiver(p)
+    receiver_only = manages_only_receiver(task, settings)
     if receiver_only:
         # data_directory, pg_current_logfile() and pg_file_settings need superuser, pg_read_all_settings or
         # pg_monitor; the documented receiver setup logs in as a role with only REPLICATION and LOGIN
-        facts = wal_archive.version_facts(session.conn)
+        facts = archive_settings.version_facts(session.conn)
         current = {}
         result.update(restart_required=False, pending_restart=[], settings={})
     else:
-        facts, current = _manage_settings(p, session, check, result)
+        facts, current = _manage_settings(check, task, settings, service, session, result)
 
     receiver = None
-    if p["receiver"]:
-        binary, _version = find_binary("pg_receivewal", facts["major"], p["pg_bin_dir"])
-        receiver = Receiver(p["receiver"], params, binary)
-        if p["receiver"]["state"] == "present":
+    if task.receiver is not None:
+        binary, _version = find_binary("pg_receivewal", facts["major"], task.pg_bin_dir)
+        receiver = Receiver(task.receiver, conn_params, binary)
+        if task.receiver.state == "present":
             changed, actions = receiver.present(session.conn, check_mode=check)
         else:
             changed, actions = receiver.absent(session.conn, check_mode=check)
         result["changed"] |= changed
-        result["receiver"] = dict(receiver.status(session.conn), state=p["receiver"]["state"], actions=actions)
+        result["receiver"] = dict(receiver.status(session.conn), state=task.receiver.state, actions=actions)
 
-    if p["verify"] and not check:
-        result["verified"] = verify(p, facts, session, current, receiver, receiver_only)
-    result["archiver"] = wal_archive.archiver_stats(session.conn)
-    result["slots"] = wal_archive.replication_slots(session.conn)
+    if task.verify and not check:
+        result["verified"] = verify(task, settings, service, facts, session, current, receiver, receiver_only)
+    result["archiver"] = archive_settings.archiver_stats(session.conn)
+    result["slots"] = archive_settings.replication_slots(session.conn)
     return result
 
 
-def _manage_settings(p, session, check, result):
+def _manage_settings(check, task, settings, service, session, result):
     """Helper, settings and restart; reads data_directory, pg_current_logfile() and pg_file_settings."""
-    facts = wal_archive.server_facts(session.conn)
-    archive = p["archive"]
-    archive_name = p["archive_name"] or "%d-%s" % (facts["major"], os.path.basename(facts["data_directory"].rstrip("/")))
+    facts = archive_settings.server_facts(session.conn)
+    archive = settings.archive
+    archive_name = task.archive_name or "%d-%s" % (facts["major"], os.path.basename(facts["data_directory"].rstrip("/")))
     if archive:
-        wal_helper.validate_spec(archive)
-    wanted = wal_archive.desired_settings(p, archive_name)
+        validate_archive(archive)
+    wanted = archive_settings.desired_settings(settings, archive_name)
 
-    if archive and archive["type"] in wal_helper.STORE_TYPES:
+    if archive and archive.type in STORE_TYPES:
         if not os.path.isdir(facts["data_directory"]):
             raise PgdrError(
                 "archive type %s installs pgdr-wal on the PostgreSQL host, but the server's data directory %s is not on this host: "
-                "run the task on the server's host" % (archive["type"], facts["data_directory"])
+                "run the task on the server's host" % (archive.type, facts["data_directory"])
             )
-        helper = wal_helper.install(archive, archive_name, os_user=p["os_user"], check_mode=check)
+        helper = installer.install(archive, archive_name, os_user=service.os_user, check_mode=check)
         result["helper"] = helper
         result["changed"] |= helper["changed"]
     if archive:
         result["archive_command"] = wanted["archive_command"]
 
-    current = wal_archive.read_settings(session.conn)
-    changes = wal_archive.plan_changes(current, wanted)
+    current = archive_settings.read_settings(session.conn)
+    changes = archive_settings.plan_changes(current, wanted)
     if changes:
         result["changed"] = True
         result["diff"] = dict(before={n: b for n, b, _a in changes}, after={n: a for n, _b, a in changes})
         if not check:
-            result["executed_queries"] = wal_archive.apply_changes(session.conn, changes)
-            current = wal_archive.read_settings(session.conn)
+            result["executed_queries"] = archive_settings.apply_changes(session.conn, changes)
+            current = archive_settings.read_settings(session.conn)
         else:
             for name, _before, after in changes:
                 current[name] = dict(current[name], configured=after)
-    pending = wal_archive.restart_pending(current)
+    pending = archive_settings.restart_pending(current)
 
-    if pending and p["restart"]:
+    if pending and task.restart:
         result["changed"] = True
         if not check:
-            restart(p, facts, session)
+            restart(task, service, facts, session)
             result["restarted"] = True
-            current = wal_archive.read_settings(session.conn)
-            pending = wal_archive.restart_pending(current)
+            current = archive_settings.read_settings(session.conn)
+            pending = archive_settings.restart_pending(current)
         else:
             pending = []
     result.update(restart_required=bool(pending), pending_restart=pending)
@@ -397,40 +422,40 @@ def _manage_settings(p, session, check, result):
     return facts, current
 
 
-def restart(p, facts, session):
-    pg_data = p["pg_data"] or facts["data_directory"]
+def restart(task, service, facts, session):
+    pg_data = service.pg_data or facts["data_directory"]
     if not os.path.isdir(pg_data):
         raise PgdrError("restart needs the task to run on the server's host: data directory %s is not here" % pg_data)
-    bin_dir = p["pg_bin_dir"] or os.path.dirname(find_binary("pg_ctl", facts["major"])[0])
-    cluster = Cluster.from_options(typed(ServiceOptions, dict(p, pg_data=pg_data)), bin_dir, port=facts["port"], socket_dir=facts["socket_dir"])
+    bin_dir = task.pg_bin_dir or os.path.dirname(find_binary("pg_ctl", facts["major"])[0])
+    cluster = Cluster.from_options(dataclasses.replace(service, pg_data=pg_data), bin_dir, port=facts["port"], socket_dir=facts["socket_dir"])
     session.close()
-    cluster.restart(timeout=p["restart_timeout"])
+    cluster.restart(timeout=task.restart_timeout)
     session.reconnect()
 
 
-def verify(p, facts, session, current, receiver, receiver_only=False):
+def verify(task, settings, service, facts, session, current, receiver, receiver_only=False):
     conn = session.conn
     archiving = current.get("archive_mode", {}).get("running") in ("on", "always")
-    streaming = receiver is not None and p["receiver"]["state"] == "present"
+    streaming = receiver is not None and task.receiver.state == "present"
     if receiver_only and not streaming:
         raise PgdrError("verify: the receiver is absent and the task manages no archive; nothing to verify (leave verify out)")
     if not archiving and not streaming:
         raise PgdrError("verify: archive_mode is off on the running server (a change waits for a restart? set restart: true); nothing archives WAL")
     started = time.monotonic()
-    walfile = wal_archive.switch_wal(conn)
+    walfile = archive_settings.switch_wal(conn)
     done = dict(walfile=walfile)
     if archiving:
-        log_path = facts["logfile"] or p["server_log"] or os.path.join(os.path.dirname(facts["data_directory"].rstrip("/")), "postgresql.log")
-        waited = wal_archive.wait_archived(conn, walfile, p["verify_timeout"], archive_spec=p["archive"], log_path=log_path)
+        log_path = facts["logfile"] or service.server_log or os.path.join(os.path.dirname(facts["data_directory"].rstrip("/")), "postgresql.log")
+        waited = archive_settings.wait_archived(conn, walfile, task.verify_timeout, archive=settings.archive, log_path=log_path)
         done["archive_seconds"] = waited["seconds"]
     if streaming:
-        directory = p["receiver"]["directory"]
-        deadline = started + p["verify_timeout"]
+        directory = task.receiver.directory
+        deadline = started + task.verify_timeout
         while not any(os.path.exists(os.path.join(directory, walfile + suffix)) for suffix in ("", ".gz")):
             if time.monotonic() > deadline:
                 raise PgdrError(
                     "verify: WAL segment %s did not reach the streaming archive %s within %d seconds; see %s"
-                    % (walfile, directory, p["verify_timeout"], receiver.status(conn)["log"])
+                    % (walfile, directory, task.verify_timeout, receiver.status(conn)["log"])
                 )
             time.sleep(0.3)
         done["receiver_seconds"] = round(time.monotonic() - started, 3)
@@ -438,7 +463,7 @@ def verify(p, facts, session, current, receiver, receiver_only=False):
 
 
 def main():
-    run_module(argument_spec(), run)
+    run_module(argument_spec(), run, **ARGUMENT_RELATIONS)
 
 
 if __name__ == "__main__":

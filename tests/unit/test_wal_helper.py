@@ -1,8 +1,12 @@
-"""pgdr-wal as PostgreSQL runs it (the built zipapp, as a process) against a local folder, plus the wal_helper API."""
+"""pgdr-wal as PostgreSQL runs it (the built zipapp, as a process) against a local folder, plus the archive option,
+the commands it gives PostgreSQL, and the installer."""
 
+import ast
 import collections
+import dataclasses
 import datetime
 import fcntl
+import io
 import json
 import os
 import pwd
@@ -10,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 import yaml
@@ -17,18 +22,28 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.pgdr.backup.plugins.doc_fragments.wal_archive import ModuleDocFragment
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive as wal_archive
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import installer, pgdr_wal
 
 SEGMENT = "000000010000000000000005"
 ME = pwd.getpwuid(os.geteuid()).pw_name
+MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "plugins", "module_utils")
+
+
+def archive_options(**given):
+    """The ``archive`` option as a module receives it: validated (defaults applied), then typed."""
+    result = ArgumentSpecValidator(wal_archive.archive_argument_spec()).validate(dict(archive=given))
+    assert result.error_messages == []
+    return typed(wal_archive.ArchiveOptions, result.validated_parameters["archive"])
 
 
 @pytest.fixture
 def helper(tmp_path):
     """The zipapp built from this checkout, installed with a config for a local archive in tmp_path."""
     archive = tmp_path / "archive"
-    spec = dict(type="local", path=str(archive))
-    installed = wal_helper.install(spec, "unit", os_user=ME, helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
+    spec = archive_options(type="local", path=str(archive))
+    installed = installer.install(spec, "unit", os_user=ME, helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
 
     def run(*args):
         return subprocess.run([installed["helper"], "--config", installed["config"], *args], capture_output=True, text=True, cwd=tmp_path, check=False)
@@ -74,25 +89,30 @@ def fsyncs(monkeypatch):
     return synced
 
 
+def local_config(archive):
+    """What pgdr-wal reads from its config for a local archive in ``archive``."""
+    return pgdr_wal.HelperConfig(name="unit", archive=archive_options(type="local", path=str(archive)), spool_dir=pgdr_wal.SPOOL_DIR)
+
+
 def test_identical_retry_after_a_failed_fsync_makes_the_copy_durable_before_success(tmp_path, fsyncs):
     archive = tmp_path / "archive"
     archive.mkdir()
-    store = wal_helper.LocalStore(str(archive))
+    config = local_config(archive)
     source = write(tmp_path / "seg", os.urandom(4096))
     fsyncs.fail_dirs = True
-    with pytest.raises(OSError, match="Input/output error"):
-        store.push(source, SEGMENT)  # linked into place, but the folder fsync failed
+    with pytest.raises(PgdrError, match="Input/output error"):
+        pgdr_wal.push(config, source, SEGMENT)  # linked into place, but the folder fsync failed
     assert (archive / SEGMENT).exists()
     fsyncs.fail_dirs = False
     del fsyncs[:]
-    assert store.push(source, SEGMENT) == "already archived (identical)"
+    assert pgdr_wal.push(config, source, SEGMENT) is False  # already archived (identical)
     assert fsyncs == [str(archive / SEGMENT), str(archive)]
 
 
 def test_identical_copy_written_meanwhile_is_made_durable(tmp_path, fsyncs, monkeypatch):
     archive = tmp_path / "archive"
     archive.mkdir()
-    store = wal_helper.LocalStore(str(archive))
+    config = local_config(archive)
     source = write(tmp_path / "seg", os.urandom(4096))
     real_link = os.link
 
@@ -101,7 +121,7 @@ def test_identical_copy_written_meanwhile_is_made_durable(tmp_path, fsyncs, monk
         raise FileExistsError(17, "File exists")
 
     monkeypatch.setattr(os, "link", link)
-    assert store.push(source, SEGMENT) == "already archived (identical)"
+    assert pgdr_wal.push(config, source, SEGMENT) is False  # already archived (identical)
     assert fsyncs[-2:] == [str(archive / SEGMENT), str(archive)]
     assert sorted(os.listdir(archive)) == [SEGMENT]
 
@@ -166,34 +186,81 @@ def test_list_json(helper, tmp_path):
 
 
 def test_local_helper_does_not_import_boto3_or_paramiko(helper, tmp_path):
-    # the archiver starts pgdr-wal once per segment: for a local archive it must not pay for boto3/paramiko
-    code = (
-        "import sys; sys.argv=['pgdr-wal','--config',%r,'list']; import runpy\n"
-        "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('boto3','paramiko','botocore') if sys.modules.get(m) is not None))"
-    ) % (helper.installed["config"], helper.installed["helper"])
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False)
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+    # the archiver starts pgdr-wal once per segment: for a local archive it must not pay for boto3/paramiko,
+    # and the program needs neither Ansible nor its own installer
+    source = write(tmp_path / "seg", os.urandom(4096))
+    unwanted = ("boto3", "paramiko", "botocore", "ansible", "ansible_collections.pgdr.backup.plugins.module_utils.wal.installer")
+    for action in (["push", source, SEGMENT], ["fetch", SEGMENT, str(tmp_path / "fetched")], ["list"]):
+        code = (
+            "import sys; sys.argv=['pgdr-wal','--config',%r] + %r; import runpy\n"
+            "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(sorted(m for m in %r if sys.modules.get(m) is not None))"
+        ) % (helper.installed["config"], action, helper.installed["helper"], unwanted)
+        out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False)
+        assert out.stdout.strip().splitlines()[-1:] == ["[]"], (action, out.stdout, out.stderr)
+    assert (tmp_path / "fetched").read_bytes() == (tmp_path / "seg").read_bytes()  # the runs above did their work
     started = time.monotonic()
-    assert helper("fetch", SEGMENT, str(tmp_path / "x")).returncode == 1
+    assert helper("fetch", "000000010000000000000009", str(tmp_path / "x")).returncode == 1
     assert time.monotonic() - started < 2
 
 
+def module_utils_imports(dotted):
+    """The module_utils a module_utils file imports (dotted below module_utils), at any depth of the file."""
+    with open(os.path.join(MODULE_UTILS, *dotted.split(".")) + ".py", encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    prefix = "ansible_collections.pgdr.backup.plugins.module_utils."
+    found = set()
+    for node in ast.walk(tree):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + ["%s.%s" % (node.module, alias.name) for alias in node.names]
+        for name in names:
+            if name.startswith(prefix) and os.path.exists(os.path.join(MODULE_UTILS, *name[len(prefix):].split(".")) + ".py"):
+                found.add(name[len(prefix):])
+    return found
+
+
+def test_the_zipapp_packs_every_module_the_program_imports_and_not_the_installer():
+    needed, todo = set(), ["wal.pgdr_wal"]
+    while todo:
+        dotted = todo.pop()
+        if dotted not in needed:
+            needed.add(dotted)
+            # the dict entry points kept for restore_cluster import the installer inside themselves, never at run time
+            todo.extend(name for name in module_utils_imports(dotted) if name != "wal.installer")
+    assert set(installer._SOURCES) == needed
+    assert "wal.installer" not in module_utils_imports("wal.archive") | module_utils_imports("storage.repository")
+    built = installer.build_zipapp("/usr/bin/python3")
+    with zipfile.ZipFile(io.BytesIO(built)) as packed:
+        modules = [name for name in packed.namelist() if not name.endswith("__init__.py") and name != "__main__.py"]
+    assert len(modules) == len(installer._SOURCES) and not any("installer" in name for name in modules)
+
+
+def test_the_dict_entry_points_restore_cluster_still_uses(tmp_path):
+    # remove with them, once restore_cluster calls wal.archive / wal.installer
+    probackup = dict(type="probackup", backup_path="/b", instance="main", binary="pg_probackup")
+    assert pgdr_wal.restore_command(probackup, "n") == installer.restore_command(typed(wal_archive.ArchiveOptions, probackup), "n", ME)
+    assert "archive" in pgdr_wal.archive_argument_spec()
+    (tmp_path / SEGMENT).write_bytes(b"x")
+    with pgdr_wal.open_archive(dict(type="local", path=str(tmp_path))) as archive:
+        assert archive.exists(SEGMENT)
+
+
 def test_build_is_reproducible_and_install_is_idempotent(tmp_path):
-    assert wal_helper.build_zipapp("/usr/bin/python3") == wal_helper.build_zipapp("/usr/bin/python3")
-    spec = dict(type="s3", bucket="b", access_key="AK", secret_key="SECRET/KEY")
+    assert installer.build_zipapp("/usr/bin/python3") == installer.build_zipapp("/usr/bin/python3")
+    spec = archive_options(type="s3", bucket="b", access_key="AK", secret_key="SECRET/KEY")
     dirs = dict(helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
-    check = wal_helper.install(spec, "x", os_user=ME, check_mode=True, **dirs)
+    check = installer.install(spec, "x", os_user=ME, check_mode=True, **dirs)
     assert check["changed"] is True and not os.path.exists(check["config"])
-    first = wal_helper.install(spec, "x", os_user=ME, **dirs)
+    first = installer.install(spec, "x", os_user=ME, **dirs)
     assert first["changed"] is True
     assert stat.S_IMODE(os.stat(first["config"]).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(first["helper"]).st_mode) == 0o755
     assert json.loads(open(first["config"]).read())["store"]["secret_key"] == "SECRET/KEY"
-    assert wal_helper.install(spec, "x", os_user=ME, **dirs)["changed"] is False
-    assert wal_helper.install(dict(spec, bucket="c"), "x", os_user=ME, **dirs)["changed"] is True
+    assert installer.install(spec, "x", os_user=ME, **dirs)["changed"] is False
+    assert installer.install(dataclasses.replace(spec, bucket="c"), "x", os_user=ME, **dirs)["changed"] is True
     os.chmod(first["config"], 0o644)  # someone loosened it: put back
-    assert wal_helper.install(dict(spec, bucket="c"), "x", os_user=ME, **dirs)["changed"] is True
+    assert installer.install(dataclasses.replace(spec, bucket="c"), "x", os_user=ME, **dirs)["changed"] is True
     assert stat.S_IMODE(os.stat(first["config"]).st_mode) == 0o600
 
 
@@ -203,39 +270,39 @@ def test_sftp_key_must_be_readable_by_the_server_user(tmp_path):
     key = tmp_path / "key"
     key.write_text("k")
     os.chmod(key, 0o600)  # root's own file: postgres cannot read it
-    spec = dict(type="sftp", host="b", path="/x", key_file=str(key))
+    spec = archive_options(type="sftp", host="b", path="/x", key_file=str(key))
     with pytest.raises(PgdrError, match="must be a file the postgres user can read"):
-        wal_helper.install(spec, "x", os_user="postgres", helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
+        installer.install(spec, "x", os_user="postgres", helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
 
 
 def test_commands_per_type():
-    local = dict(type="local", path="/var/lib/wal archive")
-    assert wal_helper.archive_command(local, "16-main") == "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json push %p %f"
-    assert wal_helper.restore_command(local, "16-main", install_helper=False) == (
+    local = archive_options(type="local", path="/var/lib/wal archive")
+    assert wal_archive.archive_command(local, "16-main") == "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json push %p %f"
+    assert wal_archive.restore_command_string(local, "16-main") == (  # what installer.restore_command returns once it has installed
         "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json fetch --prefetch 8 %f %p"
     )
-    assert wal_helper.restore_command_string(local, "16-main", prefetch=0) == "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json fetch %f %p"
-    assert wal_helper.restore_command_string(local, "16-main", prefetch=2).endswith(" fetch --prefetch 2 %f %p")
+    assert wal_archive.restore_command_string(local, "16-main", prefetch=0) == "/usr/local/lib/pgdr/pgdr-wal --config /etc/pgdr/wal/16-main.json fetch %f %p"
+    assert wal_archive.restore_command_string(local, "16-main", prefetch=2).endswith(" fetch --prefetch 2 %f %p")
     with pytest.raises(PgdrError, match="prefetch must be"):
-        wal_helper.restore_command_string(local, "16-main", prefetch=-1)
-    probackup = dict(type="probackup", backup_path="/backup/pg probackup", instance="main")
-    assert wal_helper.archive_command(probackup, "n") == (
+        wal_archive.restore_command_string(local, "16-main", prefetch=-1)
+    probackup = archive_options(type="probackup", backup_path="/backup/pg probackup", instance="main")
+    assert wal_archive.archive_command(probackup, "n") == (
         "pg_probackup archive-push -B '/backup/pg probackup' --instance main --wal-file-path=%p --wal-file-name=%f"
     )
-    assert wal_helper.restore_command(probackup, "n").startswith("pg_probackup archive-get -B '/backup/pg probackup'")
-    command = dict(type="command", archive_command="cp %p /a/%f", restore_command="cp /a/%f %p")
-    assert wal_helper.archive_command(command, "n") == "cp %p /a/%f"
-    assert wal_helper.restore_command(command, "n") == "cp /a/%f %p"
+    assert installer.restore_command(probackup, "n", ME).startswith("pg_probackup archive-get -B '/backup/pg probackup'")
+    command = archive_options(type="command", archive_command="cp %p /a/%f", restore_command="cp /a/%f %p")
+    assert wal_archive.archive_command(command, "n") == "cp %p /a/%f"
+    assert installer.restore_command(command, "n", ME) == "cp /a/%f %p"
     with pytest.raises(PgdrError, match="archive.restore_command"):
-        wal_helper.restore_command(dict(type="command", archive_command="x"), "n")
+        installer.restore_command(archive_options(type="command", archive_command="x"), "n", ME)
     with pytest.raises(PgdrError, match="archive.bucket is required"):
-        wal_helper.archive_command(dict(type="s3"), "n")
+        wal_archive.archive_command(archive_options(type="s3"), "n")
     with pytest.raises(PgdrError, match="not usable as a file name"):
-        wal_helper.archive_command(local, "../x")
+        wal_archive.archive_command(local, "../x")
 
 
 def test_open_archive_lists_and_finds_the_newest_segment(tmp_path):
-    spec = dict(type="local", path=str(tmp_path))
+    spec = archive_options(type="local", path=str(tmp_path))
     names = [
         "000000010000000000000003",
         "000000010000000000000004",
@@ -247,19 +314,19 @@ def test_open_archive_lists_and_finds_the_newest_segment(tmp_path):
     for offset, name in enumerate(names):
         (tmp_path / name).write_bytes(b"x")
         os.utime(tmp_path / name, (1_700_000_000 + offset, 1_700_000_000 + offset))
-    with wal_helper.open_archive(spec) as archive:
+    with wal_archive.open_archive(spec) as archive:
         assert [item["name"] for item in archive.list()] == sorted(names[:-1])
         assert archive.exists("000000010000000000000003") and not archive.exists("000000010000000000000005")
         newest, mtime = archive.newest_segment()
     assert newest == "000000020000000000000005"
     assert mtime == datetime.datetime.fromtimestamp(1_700_000_004, datetime.timezone.utc)
-    assert wal_helper.open_archive(dict(type="local", path=str(tmp_path / "empty"))).newest_segment() is None
+    assert wal_archive.open_archive(archive_options(type="local", path=str(tmp_path / "empty"))).newest_segment() is None
     with pytest.raises(PgdrError, match="cannot be listed"):
-        wal_helper.open_archive(dict(type="command", restore_command="x"))
+        wal_archive.open_archive(archive_options(type="command", restore_command="x"))
 
 
 def test_spec_matches_its_doc_fragment_and_validates():
-    spec = wal_helper.archive_argument_spec()
+    spec = wal_archive.archive_argument_spec()
     docs = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)["options"]["archive"]["suboptions"]
     assert set(docs) == set(spec["archive"]["options"])
     for name, option in spec["archive"]["options"].items():
@@ -276,7 +343,7 @@ def test_a_folder_made_by_a_concurrent_run_is_not_an_error(tmp_path, monkeypatch
     real_isdir = os.path.isdir
     monkeypatch.setattr(os.path, "isdir", lambda path: False if path == str(folder) else real_isdir(path))
     folder.mkdir()
-    assert wal_helper._ensure_dir(str(folder), 0o755, os.getuid(), os.getgid(), check_mode=False) is False
+    assert installer._ensure_dir(str(folder), 0o755, os.getuid(), os.getgid(), check_mode=False) is False
 
 
 # --- read-ahead: fetch --prefetch N -----------------------------------------------------------------
@@ -308,15 +375,15 @@ IDLE = 2  # seconds: prefetchers started by these tests end soon after the test 
 @pytest.fixture
 def restore(tmp_path, monkeypatch):
     """pgdr-wal installed as restore_cluster does it (restore_command()), all into tmp_path, run as PostgreSQL runs it."""
-    monkeypatch.setenv(wal_helper.IDLE_ENV, str(IDLE))  # fetch passes it on to the prefetcher it starts
+    monkeypatch.setenv(pgdr_wal.IDLE_ENV, str(IDLE))  # fetch passes it on to the prefetcher it starts
     archive = tmp_path / "archive"
     archive.mkdir()
     dirs = dict(helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
-    spec = dict(type="local", path=str(archive))
-    line = wal_helper.restore_command(spec, "restore-unit", os_user=ME, prefetch=3, spool_dir=str(tmp_path / "spool"), **dirs)
+    spec = archive_options(type="local", path=str(archive))
+    line = installer.restore_command(spec, "restore-unit", ME, prefetch=3, spool_dir=str(tmp_path / "spool"), **dirs)
 
     def run(walfile, dest, prefetch=None, wait=True):
-        command = line if prefetch is None else wal_helper.restore_command_string(spec, "restore-unit", prefetch=prefetch, **dirs)
+        command = line if prefetch is None else wal_archive.restore_command_string(spec, "restore-unit", prefetch=prefetch, **dirs)
         argv = ["sh", "-c", command.replace("%f", walfile).replace("%p", str(dest))]
         if not wait:
             return subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -327,34 +394,34 @@ def restore(tmp_path, monkeypatch):
             (archive / name).write_bytes(content(name.split(".")[0], size))
 
     def spooled():
-        return sorted(name for name in os.listdir(run.spool) if wal_helper.SEGMENT_RE.match(name))
+        return sorted(name for name in os.listdir(run.spool) if wal_archive.SEGMENT_RE.match(name))
 
     def log():
-        path = run.spool / wal_helper.LOG_NAME
+        path = run.spool / pgdr_wal.LOG_NAME
         return path.read_text() if path.exists() else ""
 
     run.archive, run.spool, run.line, run.spec, run.dirs = archive, tmp_path / "spool" / "restore-unit", line, spec, dirs
     run.store, run.spooled, run.log = store, spooled, log
-    run.installed_helper = lambda: wal_helper.helper_path(dirs["helper_dir"])
-    run.config = lambda: wal_helper.config_path("restore-unit", dirs["config_dir"])
+    run.installed_helper = lambda: wal_archive.helper_path(dirs["helper_dir"])
+    run.config = lambda: wal_archive.config_path("restore-unit", dirs["config_dir"])
     return run
 
 
 def test_next_segments_follow_the_segment_size():
     mib16, gib = 16 * MIB, 1 << 30
-    assert wal_helper.next_segments("0000000100000000000000FE", mib16, 3) == [
+    assert pgdr_wal.next_segments("0000000100000000000000FE", mib16, 3) == [
         "0000000100000000000000FF",
         "000000010000000100000000",
         "000000010000000100000001",
     ]
-    assert wal_helper.next_segments("000000010000000000000002", gib, 1) == ["000000010000000000000003"]
-    assert wal_helper.next_segments("000000010000000000000003", gib, 2) == ["000000010000000100000000", "000000010000000100000001"]
-    assert wal_helper.next_segments("0000000A0000000000000FFF", MIB, 1) == ["0000000A0000000100000000"]  # timeline kept
-    assert wal_helper.next_segments("00000001FFFFFFFF000000FF", mib16, 2) == []  # the end of the WAL address space
-    assert wal_helper.next_segments("000000010000000000000005", mib16, 0) == []
+    assert pgdr_wal.next_segments("000000010000000000000002", gib, 1) == ["000000010000000000000003"]
+    assert pgdr_wal.next_segments("000000010000000000000003", gib, 2) == ["000000010000000100000000", "000000010000000100000001"]
+    assert pgdr_wal.next_segments("0000000A0000000000000FFF", MIB, 1) == ["0000000A0000000100000000"]  # timeline kept
+    assert pgdr_wal.next_segments("00000001FFFFFFFF000000FF", mib16, 2) == []  # the end of the WAL address space
+    assert pgdr_wal.next_segments("000000010000000000000005", mib16, 0) == []
     for walfile, size in (("000000010000000000000004", gib), (SEGMENT, 3 * MIB), (SEGMENT, MIB // 2), (SEGMENT, 2 * gib), ("00000002.history", mib16)):
         with pytest.raises(PgdrError, match="segment"):
-            wal_helper.next_segments(walfile, size, 1)
+            pgdr_wal.next_segments(walfile, size, 1)
 
 
 def test_first_fetch_fills_the_spool_with_the_next_n_whole_segments(restore, tmp_path):
@@ -434,7 +501,7 @@ def test_history_files_and_partial_segments_start_no_read_ahead(restore, tmp_pat
 def test_prefetch_0_reads_nothing_ahead_and_ignores_the_spool(restore, tmp_path):
     restore.store(*(seg(n) for n in range(5, 10)))
     (restore.spool / seg(6)).write_bytes(content("not the archive's copy"))
-    assert "--prefetch" not in wal_helper.restore_command_string(restore.spec, "restore-unit", prefetch=0, **restore.dirs)
+    assert "--prefetch" not in wal_archive.restore_command_string(restore.spec, "restore-unit", prefetch=0, **restore.dirs)
     assert restore(seg(5), tmp_path / "out", prefetch=0).returncode == 0
     assert restore(seg(6), tmp_path / "out", prefetch=0).returncode == 0
     assert (tmp_path / "out").read_bytes() == content(seg(6))
@@ -516,15 +583,15 @@ def test_two_fetches_at_once_start_one_prefetcher(restore, tmp_path):
 def test_restore_command_installs_an_empty_private_spool(restore, tmp_path):
     config = json.loads((tmp_path / "etc" / "restore-unit.json").read_text())
     assert config["spool_dir"] == str(tmp_path / "spool")
-    assert "spool_dir" not in json.loads(wal_helper.helper_config(restore.spec, "x"))  # the default is not written
+    assert "spool_dir" not in json.loads(installer.helper_config(restore.spec, "x"))  # the default is not written
     assert stat.S_IMODE(restore.spool.stat().st_mode) == 0o700 and restore.spool.stat().st_uid == os.geteuid()
     for name in (seg(6), ".%s.tmp-1" % seg(7), ".lock"):
         (restore.spool / name).write_bytes(b"from an earlier restore")
     (restore.spool / "stray").mkdir()
     again = dict(os_user=ME, prefetch=3, spool_dir=str(tmp_path / "spool"), **restore.dirs)
-    wal_helper.restore_command(restore.spec, "restore-unit", check_mode=True, **again)
+    installer.restore_command(restore.spec, "restore-unit", check_mode=True, **again)
     assert restore.spooled() == [seg(6)]  # check mode changes nothing
-    wal_helper.restore_command(restore.spec, "restore-unit", **again)
+    installer.restore_command(restore.spec, "restore-unit", **again)
     assert os.listdir(restore.spool) == []
     assert stat.S_IMODE(restore.spool.stat().st_mode) == 0o700
     assert os.listdir(tmp_path / "spool") == ["restore-unit"]  # the old folder is gone too
@@ -536,10 +603,10 @@ def test_a_spooled_segment_is_copied_across_file_systems(tmp_path):
     (tmp_path / seg(6)).write_bytes(content(seg(6)))
     dest = "/dev/shm/pgdr-unit-%d" % os.getpid()
     try:
-        assert wal_helper._take_spooled(str(tmp_path), seg(6), dest) is True
+        assert pgdr_wal._take_spooled(str(tmp_path), seg(6), dest) is True
         assert open(dest, "rb").read() == content(seg(6))
         assert not (tmp_path / seg(6)).exists()
-        assert wal_helper._take_spooled(str(tmp_path), seg(6), dest) is False
+        assert pgdr_wal._take_spooled(str(tmp_path), seg(6), dest) is False
         assert not [name for name in os.listdir("/dev/shm") if name.startswith("pgdr-unit-%d." % os.getpid())]
     finally:
         if os.path.exists(dest):
@@ -599,7 +666,7 @@ def test_the_prefetcher_stops_when_a_new_restore_replaces_the_spool(restore, tmp
     assert alive(pid)
     # as prepare_spool does it, but the old folder is kept: a prefetcher there would not fail, only linger
     os.rename(restore.spool, tmp_path / "old-spool")
-    wal_helper.prepare_spool("restore-unit", os_user=ME, spool_dir=str(restore.spool.parent))
+    installer.prepare_spool("restore-unit", os_user=ME, spool_dir=str(restore.spool.parent))
     (restore.spool / ".served").write_text(seg(8))  # it would move its window if it still looked at this folder
     assert wait_for(lambda: not alive(pid), timeout=1.5)  # well before IDLE
     time.sleep(0.5)

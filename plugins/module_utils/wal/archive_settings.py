@@ -9,12 +9,14 @@ next run, but it is reported as ``restart_required`` until the restart happens.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
+from typing import Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
-from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import SEGMENT_RE, STORE_TYPES, ArchiveOptions, archive_command, open_archive
 
 try:
     from psycopg import sql
@@ -124,23 +126,42 @@ def read_settings(conn, names=MANAGED):
     return found
 
 
-def desired_settings(params, archive_name):
-    """{setting: value} asked for by the module's options (None options are not managed)."""
-    chosen = [option for option in ("archive", "archive_command", "archive_library") if params.get(option) not in (None, "")]
-    if len(chosen) > 1:
-        raise PgdrError("%s are mutually exclusive: give one way to archive" % " and ".join(chosen))
+@dataclasses.dataclass(frozen=True)
+class SettingsOptions:
+    """wal_archive_config's options for the server's settings, typed; ``archive`` writes archive_command.
+
+    ``archive``, ``archive_command`` and ``archive_library`` are mutually exclusive (the module declares it).
+    """
+
+    wal_level: Optional[str]
+    archive_mode: Optional[str]
+    archive_timeout: Optional[str]
+    max_wal_senders: Optional[int]
+    max_replication_slots: Optional[int]
+    wal_keep_size: Optional[str]
+    archive: Optional[ArchiveOptions]
+    archive_command: Optional[str]
+    archive_library: Optional[str]
+
+
+_PLAIN_SETTINGS = ("wal_level", "archive_mode", "archive_timeout", "max_wal_senders", "max_replication_slots", "wal_keep_size")
+
+
+def desired_settings(options, archive_name):
+    """{setting: value} the SettingsOptions ``options`` ask for (None options are not managed)."""
     wanted = {}
-    for name in ("wal_level", "archive_mode", "archive_timeout", "max_wal_senders", "max_replication_slots", "wal_keep_size"):
-        if params.get(name) is not None:
-            wanted[name] = str(params[name])
-    if params.get("archive"):
-        wanted["archive_command"] = wal_helper.archive_command(params["archive"], archive_name)
+    for name in _PLAIN_SETTINGS:
+        value = getattr(options, name)
+        if value is not None:
+            wanted[name] = str(value)
+    if options.archive:
+        wanted["archive_command"] = archive_command(options.archive, archive_name)
         wanted["archive_library"] = ""
-    elif params.get("archive_command") not in (None, ""):
-        wanted["archive_command"] = params["archive_command"]
+    elif options.archive_command not in (None, ""):
+        wanted["archive_command"] = options.archive_command
         wanted["archive_library"] = ""
-    elif params.get("archive_library") not in (None, ""):
-        wanted["archive_library"] = params["archive_library"]
+    elif options.archive_library not in (None, ""):
+        wanted["archive_library"] = options.archive_library
         wanted["archive_command"] = ""
     return wanted
 
@@ -186,7 +207,6 @@ def apply_changes(conn, changes):
             cur.execute("SELECT pg_reload_conf()")
             executed.append("SELECT pg_reload_conf()")
     return executed
-
 
 
 # --- health ---------------------------------------------------------------------------------------
@@ -292,19 +312,20 @@ def server_archived(stats, walfile):
     Segment names only are compared: a later .backup file counts, a .history file does not.
     """
     last = (stats["last_archived_wal"] or "")[:24]
-    return wal_helper.SEGMENT_RE.match(last) is not None and last >= walfile
+    return SEGMENT_RE.match(last) is not None and last >= walfile
 
 
-def wait_archived(conn, walfile, timeout, archive_spec=None, log_path=None, poll=0.5):
-    """Wait until PostgreSQL's archiver reports ``walfile`` done and, for local/sftp/s3, the store holds it.
+def wait_archived(conn, walfile, timeout, archive=None, log_path=None, poll=0.5):
+    """Wait until PostgreSQL's archiver reports ``walfile`` done and, for a local/sftp/s3 ``archive`` (ArchiveOptions),
+    the store holds it.
 
     Both, because the segment reaches the store before archive_command returns and the archiver counts it:
     a result read in between would show a verified archive that the server has not finished with.
     """
     started = time.monotonic()
     reader = None
-    if archive_spec and archive_spec.get("type") in wal_helper.STORE_TYPES:
-        reader = wal_helper.open_archive(archive_spec)
+    if archive and archive.type in STORE_TYPES:
+        reader = open_archive(archive)
     try:
         while True:
             stats = archiver_stats(conn)
@@ -318,7 +339,7 @@ def wait_archived(conn, walfile, timeout, archive_spec=None, log_path=None, poll
         if reader is not None:
             reader.close()
     reason = last_archive_error(log_path)
-    where = " in %s" % _describe(archive_spec) if archive_spec else ""
+    where = " in %s" % _describe(archive) if archive else ""
     msg = "WAL segment %s was not archived%s within %d seconds: archiver failed_count %s, last failed %s at %s" % (
         walfile,
         where,
@@ -331,12 +352,12 @@ def wait_archived(conn, walfile, timeout, archive_spec=None, log_path=None, poll
     raise PgdrError(msg, archiver=stats, walfile=walfile)
 
 
-def _describe(spec):
-    kind = spec.get("type")
+def _describe(archive):
+    kind = archive.type
     if kind == "local":
-        return "local:%s" % spec.get("path")
+        return "local:%s" % archive.path
     if kind == "sftp":
-        return "sftp://%s@%s%s" % (spec.get("user"), spec.get("host"), spec.get("path"))
+        return "sftp://%s@%s%s" % (archive.user, archive.host, archive.path)
     if kind == "s3":
-        return "s3://%s/%s" % (spec.get("bucket"), spec.get("prefix") or "")
+        return "s3://%s/%s" % (archive.bucket, archive.prefix or "")
     return kind

@@ -1,14 +1,266 @@
 # Copyright: pgdr.backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Installing pgdr-wal on this host: the zipapp, its 0600 config, its spool; and the commands PostgreSQL runs."""
+"""Installing pgdr-wal on this host: the zipapp, its 0600 config, its spool; and the restore_command that needs them.
+
+``pgdr-wal`` is a Python zipapp built at module run time from the files in ``_SOURCES`` (the collection's own
+source, read through the module loader, so it works from an AnsiballZ zip), installed at
+``/usr/local/lib/pgdr/pgdr-wal`` with its settings in ``/etc/pgdr/wal/<name>.json`` (0600, owned by the server's
+OS user: it may hold S3 keys). The program (``wal/pgdr_wal.py``) never imports this file.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import importlib.util
+import io
+import json
+import os
+import shutil
+import stat
+import sys
+import zipfile
 
-from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import quietly
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import (
+    CONFIG_DIR,
+    HELPER_DIR,
+    PREFETCH,
+    STORE_TYPES,
+    config_path,
+    helper_path,
+    restore_command_string,
+    validate,
+    validate_name,
+)
+
+# imported (not only named in _SOURCES) so that AnsiballZ, which follows import statements, ships the program
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.pgdr_wal import CONFIG_FORMAT, SPOOL_DIR, spool_path
+
+_PACKAGE = "ansible_collections.pgdr.backup.plugins.module_utils"
+# every module the program imports, dotted below _PACKAGE (test_wal_helper checks the list against its imports)
+_SOURCES = (
+    "core.errors",
+    "core.options",
+    "storage.base",
+    "storage.local",
+    "storage.sftp",
+    "storage.s3",
+    "storage.repository",
+    "wal.archive",
+    "wal.pgdr_wal",
+)
+_MAIN = "import sys\nfrom ansible_collections.pgdr.backup.plugins.module_utils.wal.pgdr_wal import main\nsys.exit(main(sys.argv[1:]))\n"
+
+# options that make up the store's settings in the helper's config, per type
+_STORE_KEYS = {
+    "local": ("path",),
+    "sftp": ("path", "host", "port", "user", "key_file", "known_hosts"),
+    "s3": ("endpoint_url", "region", "bucket", "prefix", "access_key", "secret_key", "addressing_style"),
+}
 
 
-def restore_command(options, name, os_user, check_mode=False):
-    """The restore_command for the archive ``options`` (ArchiveOptions), installing pgdr-wal unless check_mode."""
-    return pgdr_wal.restore_command(dataclasses.asdict(options), name, os_user=os_user, check_mode=check_mode)
+def restore_command(options, name, os_user, check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, spool_dir=SPOOL_DIR, prefetch=PREFETCH):
+    """The restore_command for the ArchiveOptions ``options``; for local/sftp/s3 installs pgdr-wal, its config and
+    an empty spool on this host first (check_mode: says what it would install, changes nothing)."""
+    validate(options)
+    if options.type in STORE_TYPES:
+        install(options, name, os_user=os_user, check_mode=check_mode, helper_dir=helper_dir, config_dir=config_dir, spool_dir=spool_dir)
+        if not check_mode:
+            prepare_spool(name, os_user=os_user, spool_dir=spool_dir)
+    return restore_command_string(options, name, helper_dir, config_dir, prefetch)
+
+
+# --- building the zipapp --------------------------------------------------------------------------
+
+
+def _source(module_name):
+    """Source text of one of our module_utils, from wherever it is (a plain file or AnsiballZ's zip), without importing it.
+
+    Not importing matters for the backends: reading storage/s3.py must not load boto3 into the module.
+    """
+    full = "%s.%s" % (_PACKAGE, module_name)
+    spec = importlib.util.find_spec(full)
+    if spec is None:
+        raise PgdrError("cannot build pgdr-wal: %s is not importable here" % full)
+    text = None
+    if spec.loader is not None and hasattr(spec.loader, "get_source"):
+        try:
+            text = spec.loader.get_source(full)
+        except (ImportError, OSError):
+            text = None
+    if text is None:
+        with open(spec.origin, encoding="utf-8") as handle:
+            text = handle.read()
+    return text
+
+
+def build_zipapp(python=None):
+    """The pgdr-wal zipapp as bytes; the same sources give the same bytes (so reinstalling is a no-op)."""
+    python = python or sys.executable or "/usr/bin/python3"
+    buf = io.BytesIO()
+    # -I: ignore PYTHON* variables and the user's site-packages; the archiver's environment is not ours to trust
+    buf.write(("#!%s -I\n" % python).encode())
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+
+        def add(name, text):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, text)
+
+        add("__main__.py", _MAIN)
+        packages = set()
+        for module_name in _SOURCES:
+            parts = ("%s.%s" % (_PACKAGE, module_name)).split(".")
+            packages.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
+        for package in sorted(packages):
+            add(package + "/__init__.py", "")
+        for module_name in _SOURCES:
+            add("%s.py" % ("%s.%s" % (_PACKAGE, module_name)).replace(".", "/"), _source(module_name))
+    return buf.getvalue()
+
+
+def helper_config(options, name, spool_dir=SPOOL_DIR):
+    """The helper's JSON settings for the ArchiveOptions ``options`` (holds secrets: written 0600 only)."""
+    validate(options)
+    kind = options.type
+    if kind not in STORE_TYPES:
+        raise PgdrError("pgdr-wal serves archive types %s, not %s" % (", ".join(STORE_TYPES), kind))
+    store = {key: getattr(options, key) for key in _STORE_KEYS[kind] if getattr(options, key) not in (None, "")}
+    config = dict(format=CONFIG_FORMAT, name=name, type=kind, store=store)
+    if spool_dir != SPOOL_DIR:
+        config["spool_dir"] = spool_dir  # only when moved, so configs written before read-ahead stay byte-identical
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+
+
+# --- installing -----------------------------------------------------------------------------------
+
+
+def _owner_ids(user):
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise PgdrError("OS user %s does not exist on this host; set os_user to the user that runs PostgreSQL" % user) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _readable_by(path, uid, gid):
+    """Whether ``uid`` can read ``path`` (mode bits; root can read anything)."""
+    if uid == 0:
+        return True
+    try:
+        found = os.stat(path)
+    except OSError:
+        return False
+    mode = found.st_mode
+    if found.st_uid == uid:
+        return bool(mode & stat.S_IRUSR)
+    if found.st_gid == gid:
+        return bool(mode & stat.S_IRGRP)
+    return bool(mode & stat.S_IROTH)
+
+
+def _ensure_dir(path, mode, uid, gid, check_mode):
+    if os.path.isdir(path):
+        return False
+    if not check_mode:
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            _ensure_dir(parent, 0o755, 0, 0, check_mode)
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            return False  # another run (a second task on this host) made it just now
+        os.chmod(path, mode)
+        if os.geteuid() == 0:
+            os.chown(path, uid, gid)
+    return True
+
+
+def _install_file(path, data, mode, uid, gid, check_mode):
+    """Write ``data`` atomically unless the file already holds it with this mode and owner; True if it changed."""
+    try:
+        found = os.stat(path)
+        with open(path, "rb") as handle:
+            same = handle.read() == data
+        owner_ok = os.geteuid() != 0 or (found.st_uid, found.st_gid) == (uid, gid)
+        if same and stat.S_IMODE(found.st_mode) == mode and owner_ok:
+            return False
+    except FileNotFoundError:
+        pass
+    if check_mode:
+        return True
+    temp = "%s.tmp-%d" % (path, os.getpid())
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if os.geteuid() == 0:
+            os.chown(temp, uid, gid)
+        os.chmod(temp, mode)
+        os.rename(temp, path)
+    except BaseException:
+        quietly(os.unlink, temp)
+        raise
+    return True
+
+
+def install(options, name, os_user="postgres", check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, spool_dir=SPOOL_DIR):
+    """Install pgdr-wal and the config for the ArchiveOptions ``options`` on this host; dict(helper=, config=, changed=).
+
+    Only local/sftp/s3 need it; other types return changed False and no paths. Needs root for the default
+    folders (the helper is root:root 0755; the config 0600 owned by ``os_user``, who runs the archiver).
+    """
+    validate(options)
+    name = validate_name(name)
+    if options.type not in STORE_TYPES:
+        return dict(helper=None, config=None, changed=False)
+    uid, gid = _owner_ids(os_user)
+    for option in ("key_file", "known_hosts"):
+        path = getattr(options, option) if options.type == "sftp" else None
+        if path and not _readable_by(path, uid, gid):
+            raise PgdrError(
+                "archive.%s %s must be a file the %s user can read: pgdr-wal runs as %s from archive_command/restore_command "
+                "(for example install -o %s -m 0600 the key into ~%s/.ssh/)" % (option, path, os_user, os_user, os_user, os_user)
+            )
+    if os.geteuid() != 0 and (helper_dir, config_dir) == (HELPER_DIR, CONFIG_DIR):
+        if not (os.access(helper_dir, os.W_OK) and os.access(config_dir, os.W_OK)):
+            raise PgdrError("installing pgdr-wal into %s and %s needs root: run the task with become (as root)" % (helper_dir, config_dir))
+    helper, config = helper_path(helper_dir), config_path(name, config_dir)
+    changed = False
+    try:
+        changed |= _ensure_dir(helper_dir, 0o755, 0, 0, check_mode)
+        changed |= _ensure_dir(config_dir, 0o755, 0, 0, check_mode)
+        changed |= _install_file(helper, build_zipapp(), 0o755, 0, 0, check_mode)
+        changed |= _install_file(config, helper_config(options, name, spool_dir), 0o600, uid, gid, check_mode)
+        if options.type == "local":
+            # the folder the archiver writes to; a mounted share that is missing is not created by the helper itself
+            changed |= _ensure_dir(options.path, 0o700, uid, gid, check_mode)
+    except OSError as exc:
+        raise PgdrError("installing pgdr-wal (%s, %s) failed: %s" % (helper, config, exc.strerror or exc)) from None
+    return dict(helper=helper, config=config, changed=changed)
+
+
+def prepare_spool(name, os_user="postgres", spool_dir=SPOOL_DIR):
+    """Make the read-ahead spool of ``name`` empty, 0700, owned by ``os_user``; returns its path.
+
+    Emptied on every restore: a segment an earlier restore under this name left (maybe of another archive) must never
+    be served. The old folder is renamed away, not emptied in place, so a prefetcher still writing into it (it works
+    through a handle on that folder) cannot refill the new one.
+    """
+    uid, gid = _owner_ids(os_user)
+    path = spool_path(name, spool_dir)
+    try:
+        _ensure_dir(spool_dir, 0o755, 0, 0, False)
+        if os.path.lexists(path):
+            old = os.path.join(spool_dir, ".%s.old-%d" % (name, os.getpid()))
+            os.rename(path, old)
+            shutil.rmtree(old, ignore_errors=True)
+        _ensure_dir(path, 0o700, uid, gid, False)
+    except OSError as exc:
+        raise PgdrError("preparing the WAL spool %s failed: %s" % (path, exc.strerror or exc)) from None
+    return path

@@ -14,6 +14,7 @@ State of one receiver lives in its state folder: ``config.json`` (argv and envir
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, telling_line
 from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import passfile_escape
@@ -162,6 +164,19 @@ def receiver_argument_spec():
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ReceiverOptions:
+    """The ``receiver`` option of wal_archive_config, typed."""
+
+    state: str
+    directory: Optional[str]
+    slot: str
+    synchronous: bool
+    compress: int
+    state_dir: Optional[str]
+    service_manager: str
+
+
 def default_state_dir(slot):
     if os.geteuid() == 0:
         return "/var/lib/pgdr/receivewal/%s" % slot
@@ -185,9 +200,9 @@ def receivewal_argv(binary, directory, slot, synchronous=False, compress=0):
     return argv
 
 
-def libpq_env(params):
-    """PG* variables that point pg_receivewal at the server (the password goes into a passfile instead)."""
-    with params.child_env(base_env={}) as env:
+def libpq_env(conn_params):
+    """PG* variables (from the ConnectionParams) that point pg_receivewal at the server (the password goes into a passfile instead)."""
+    with conn_params.child_env(base_env={}) as env:
         env = {key: value for key, value in env.items() if key.startswith("PG") and key != "PGPASSFILE"}
     return env
 
@@ -225,17 +240,18 @@ def unit_text(slot, argv, env, user):
 
 
 class Receiver:
-    """The receiver of one slot on this host. ``params`` is the ``receiver`` option; ``conn`` the ConnectionParams."""
+    """The receiver of one slot on this host: ``options`` are the ReceiverOptions, ``conn_params`` the ConnectionParams
+    pg_receivewal connects with, ``binary`` the pg_receivewal to run."""
 
-    def __init__(self, params, conn_params, binary=None):
-        self.params = params
-        self.slot = params["slot"]
+    def __init__(self, options, conn_params, binary=None):
+        self.options = options
+        self.slot = options.slot
         if not SLOT_RE.match(self.slot or ""):
             raise PgdrError("receiver.slot %r is not a valid slot name: use lower-case letters, digits and '_' (at most 63)" % (self.slot,))
         self.conn_params = conn_params
         self.binary = binary
-        self.manager = choose_manager(params.get("service_manager") or "auto")
-        self.state_dir = params.get("state_dir") or default_state_dir(self.slot)
+        self.manager = choose_manager(options.service_manager)
+        self.state_dir = options.state_dir or default_state_dir(self.slot)  # the default depends on the user: not in the spec
         self.unit = "pgdr-receivewal-%s.service" % self.slot
         self.user = pwd.getpwuid(os.geteuid()).pw_name
 
@@ -265,10 +281,10 @@ class Receiver:
     # --- wanted state --------------------------------------------------------------------------------
 
     def _desired(self):
-        directory = self.params.get("directory")
+        directory = self.options.directory
         if not directory or not os.path.isabs(directory):
             raise PgdrError("receiver.directory must be the absolute path of the folder pg_receivewal writes to")
-        argv = receivewal_argv(self.binary, directory, self.slot, self.params.get("synchronous"), self.params.get("compress") or 0)
+        argv = receivewal_argv(self.binary, directory, self.slot, self.options.synchronous, self.options.compress)
         env = libpq_env(self.conn_params)
         env.update(LANG="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
         passfile = None
@@ -384,7 +400,7 @@ class Receiver:
             running=self.running(),
             pid=self.receivewal_pid(),
             log=self._path("receiver.log") if self.manager == "supervisor" else "journalctl -u %s" % self.unit,
-            directory=self.params.get("directory"),
+            directory=self.options.directory,
         )
         if self.manager == "supervisor":
             info["supervisor_pid"] = self.supervisor_pid()
@@ -404,7 +420,7 @@ class Receiver:
             done.append("create slot %s" % self.slot)
             if not check_mode:
                 self._slot_command("create")
-        directory = self.params["directory"]
+        directory = self.options.directory
         for folder, mode in ((self.state_dir, 0o700), (directory, 0o700)):
             if not os.path.isdir(folder):
                 done.append("create folder %s" % folder)
