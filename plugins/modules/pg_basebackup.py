@@ -48,6 +48,7 @@ options:
     description:
       - Name of the source cluster in the repository layout C(<cluster>/<backup_id>/).
       - Default - O(login_host) when it is a host name or address, otherwise this host's name.
+      - Required with O(action=verify).
     type: str
   backup_id:
     description:
@@ -289,7 +290,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.options import ty
 from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
 from ansible_collections.pgdr.backup.plugins.module_utils.physical import basebackup
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import repository_from_params, storage_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import RepositoryOptions, open_repository, storage_argument_spec
 
 
 def argument_spec():
@@ -334,26 +335,24 @@ def argument_spec():
 
 
 def run(module):
-    p = module.params
-    params = ConnectionParams(typed(ConnectionOptions, p))
-    repo = repository_from_params(p["repository"])
+    options = typed(basebackup.BaseBackupOptions, module.params)
+    conn_params = ConnectionParams(typed(ConnectionOptions, module.params))
+    repo = open_repository(typed(RepositoryOptions, module.params["repository"]))
     try:
-        if p["action"] == "verify":
-            return verify_set(module, p, params, repo)
-        return backup(module, p, params, repo)
+        if options.action == "verify":
+            return verify_set(module, options, repo)
+        return backup(module, options, conn_params, repo)
     finally:
         repo.close()
 
 
-def verify_set(module, p, params, repo):
-    if not p["backup_id"] or not p["cluster"]:
-        raise PgdrError("action verify needs cluster and backup_id of the set to check")
-    location = repo.location(backup_set.set_key(p["cluster"], p["backup_id"]))
-    result = dict(changed=False, backup_id=p["backup_id"], location=location)
+def verify_set(module, options, repo):
+    location = repo.location(backup_set.set_key(options.cluster, options.backup_id))
+    result = dict(changed=False, backup_id=options.backup_id, location=location)
     if module.check_mode:
-        manifest = backup_set.load_manifest(repo, p["cluster"], p["backup_id"])
+        manifest = backup_set.load_manifest(repo, options.cluster, options.backup_id)
         return dict(result, manifest=manifest, summary=basebackup.summary(manifest))
-    checked = basebackup.reverify(repo, p["cluster"], p["backup_id"], p["pg_bin_dir"], p["work_dir"])
+    checked = basebackup.reverify(repo, options.cluster, options.backup_id, options.pg_bin_dir, options.work_dir)
     return dict(
         result,
         manifest=checked["manifest"],
@@ -372,31 +371,31 @@ def existing_set(repo, cluster, backup_id, result):
     return dict(result, manifest=manifest, summary=basebackup.summary(manifest), verified=bool(manifest.get("physical", {}).get("verified")))
 
 
-def backup(module, p, params, repo):
-    cluster = p["cluster"] or default_cluster_name(params)
+def backup(module, options, conn_params, repo):
+    cluster = options.cluster or default_cluster_name(conn_params)
     backup_set.validate_cluster_name(cluster)
-    backup_id = p["backup_id"] or backup_set.new_backup_id()
+    backup_id = options.backup_id or backup_set.new_backup_id()
     backup_set.validate_backup_id(backup_id)
     location = repo.location(backup_set.set_key(cluster, backup_id))
     result = dict(changed=False, backup_id=backup_id, location=location)
     done = existing_set(repo, cluster, backup_id, result)
     if done:
         return done
-    conn = params.connect(autocommit=True)
+    conn = conn_params.connect(autocommit=True)
     try:
         version = server_version(conn)
-        plan = basebackup.Plan(p, params, conn, version, repo, cluster, backup_id)
+        plan = basebackup.Plan(options, conn_params, conn, version, repo, cluster, backup_id)
     finally:
         conn.close()
     if module.check_mode:
         return dict(result, changed=True, cmd=plan.check_mode_argv(), create_slot=plan.create_slot, chain=plan.chain, tablespaces=plan.facts["tablespaces"])
-    system_identifier, _timeline = basebackup.identify_system(params)
-    host = params.settings.get("host") or "local"
-    source = "basebackup|%s:%s|%s" % (host, params.settings.get("port") or 5432, cluster)
+    system_identifier, _timeline = basebackup.identify_system(conn_params)
+    host = conn_params.settings.get("host") or "local"
+    source = "basebackup|%s:%s|%s" % (host, conn_params.settings.get("port") or 5432, cluster)
     with locks.exclusive(source, repo.describe()) as (taken, holder):
         if not taken:
             reason = "another base backup of %s into %s is running (%s)" % (cluster, repo.describe(), holder or "pid unknown")
-            if p["if_running"] == "skip":
+            if options.if_running == "skip":
                 return dict(result, skipped_reason=reason)
             raise PgdrError(reason + "; wait for it, or set if_running: skip")
         # another run with this backup_id may have completed the set since the check above: never delete it
@@ -428,7 +427,7 @@ def backup(module, p, params, repo):
 
 
 def main():
-    run_module(argument_spec(), run)
+    run_module(argument_spec(), run, required_if=[("action", "verify", ("cluster", "backup_id"))])
 
 
 if __name__ == "__main__":

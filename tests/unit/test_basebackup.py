@@ -9,6 +9,7 @@ import time
 import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.physical import basebackup
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import LocalRepository
@@ -25,7 +26,15 @@ START TIMELINE: 1
 
 
 def opts(**over):
+    """BaseBackupOptions as the module builds them (argument spec defaults filled in), with ``over``."""
     base = dict(
+        action="backup",
+        cluster=None,
+        backup_id=None,
+        compression=dict(method="none", level=None, location="client"),
+        work_dir="/var/tmp",
+        if_running="fail",
+        pg_bin_dir=None,
         format="tar",
         wal_method="stream",
         checkpoint="fast",
@@ -39,12 +48,17 @@ def opts(**over):
         verify=True,
     )
     base.update(over)
-    return base
+    return typed(basebackup.BaseBackupOptions, base)
+
+
+def compression(comp=None):
+    """The compression option as the module receives it: suboptions left out take the argument spec's defaults."""
+    return typed(basebackup.CompressionOptions, dict(dict(method="none", level=None, location="client"), **(comp or {})))
 
 
 def argv(tool_major=18, comp=None, **over):
     o = opts(**over)
-    spec = basebackup.normalize_compression(comp, o["format"], tool_major)
+    spec = basebackup.normalize_compression(compression(comp), o.format, tool_major)
     return basebackup.build_argv("/bin/pg_basebackup", tool_major, o, "/t", spec)[1:]
 
 
@@ -89,11 +103,11 @@ def test_compression_forms(major, comp, expected):
 )
 def test_compression_refusals(major, comp, fmt, text):
     with pytest.raises(PgdrError, match=text):
-        basebackup.normalize_compression(comp, fmt, major)
+        basebackup.normalize_compression(compression(comp), fmt, major)
 
 
 def test_server_compression_is_allowed_with_plain_on_15():
-    spec = basebackup.normalize_compression({"method": "gzip", "location": "server"}, "plain", 15)
+    spec = basebackup.normalize_compression(compression({"method": "gzip", "location": "server"}), "plain", 15)
     assert basebackup.compress_args(spec, 15) == ["--compress=server-gzip"]
 
 
@@ -198,6 +212,11 @@ def test_manifest_is_valid_and_complete(tmp_path):
     assert physical["compression"] == {"algorithm": "gzip", "level": 1, "location": "client"} and physical["data_dir"] is None
     assert backup_set.validate_manifest_shape(manifest) == []
     assert backup_set.load_manifest(repo, "db1", "b1") == manifest
+    # the options as pg_basebackup ran with them; not where the module ran (work_dir, pg_bin_dir) nor what it was asked (action)
+    assert manifest["options"] == dict(
+        format="tar", wal_method="stream", checkpoint="fast", max_rate=None, slot=None, temporary_slot=True, label="L", tablespace_mapping=[],
+        manifest_checksums="CRC32C", incremental_from="b0", verify=True, compression={"method": "gzip", "level": 1, "location": "client"},
+    )
 
 
 def stored_base_set(repo):
@@ -272,7 +291,7 @@ def test_follow_hasher_drops_a_file_rewritten_shorter(tmp_path):
     assert hasher.finish() == {}
 
 
-class FakeParams:
+class FakeConnParams:
     settings = {"host": "db1", "port": 5432}
     reached_host = None
 
@@ -286,10 +305,9 @@ class FakePlan:
     """What run_backup reads of a Plan: a plain backup into a local repository, no parent."""
 
     def __init__(self, repo, work_dir):
-        self.p = {"work_dir": work_dir, "verify": True, "pg_bin_dir": None}
-        self.params = FakeParams()
+        self.options = opts(format="plain", work_dir=work_dir, verify=True, pg_bin_dir=None)
+        self.conn_params = FakeConnParams()
         self.repo = repo
-        self.opts = opts(format="plain")
         self.compression = {"method": "none", "level": None, "location": "client"}
         self.parent = None
         self.facts = {"tablespaces": []}
@@ -333,3 +351,10 @@ def test_the_stop_time_is_when_pg_basebackup_exited_not_after_verification(tmp_p
     assert manifest["physical"]["stop_time"] == "2026-11-22T10:23:00Z"
     assert manifest["finished_at"] == "2026-11-22T10:40:00Z"
     assert_valid_manifest(manifest)
+
+
+def test_the_manifest_records_tablespace_mappings_as_given():
+    o = opts(format="plain", tablespace_mapping=[{"old_dir": "/srv/ts", "new_dir": "/b/ts"}])
+    assert basebackup.recorded_options(o, {"method": "none", "level": None, "location": "client"})["tablespace_mapping"] == [
+        {"old_dir": "/srv/ts", "new_dir": "/b/ts"}
+    ]

@@ -1,7 +1,14 @@
-"""pg_basebackup's module flow around the lock: a set another run completed is never deleted."""
+"""pg_basebackup's module flow around the lock: a set another run completed is never deleted; its declared argument relations."""
 
 import contextlib
+import json
 
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.common.text.converters import to_bytes
+
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.physical.basebackup import BaseBackupOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import LocalRepository
 from ansible_collections.pgdr.backup.plugins.modules import pg_basebackup as module_code
@@ -12,7 +19,7 @@ class FakeModule:
     check_mode = False
 
 
-class FakeParams:
+class FakeConnParams:
     settings = {"host": "db1", "port": 5432}
 
     def connect(self, autocommit=True):
@@ -43,10 +50,25 @@ def test_a_set_completed_by_another_run_while_waiting_for_the_lock_is_kept(tmp_p
 
     monkeypatch.setattr(module_code, "server_version", lambda conn: {"major": 18, "num": 180001, "text": "18.1"})
     monkeypatch.setattr(module_code.basebackup, "Plan", FakePlan)
-    monkeypatch.setattr(module_code.basebackup, "identify_system", lambda params: ("7710939028678239692", 1))
+    monkeypatch.setattr(module_code.basebackup, "identify_system", lambda conn_params: ("7710939028678239692", 1))
     monkeypatch.setattr(module_code.basebackup, "run_backup", must_not_run)
     monkeypatch.setattr(module_code.locks, "exclusive", lock_after_the_other_run_finished)
-    p = dict(cluster="db1", backup_id="b1", if_running="fail")
-    result = module_code.backup(FakeModule(), p, FakeParams(), repo)
+    options = typed(BaseBackupOptions, dict(cluster="db1", backup_id="b1", if_running="fail"))
+    result = module_code.backup(FakeModule(), options, FakeConnParams(), repo)
     assert result["changed"] is False and result["manifest"]["backup_id"] == "b1"
     assert backup_set.set_status(repo, "db1", "b1") == "complete"
+
+
+def run_main(monkeypatch, capsys, args):
+    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args})))
+    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
+    monkeypatch.setattr(basic, "_PARSED_MODULE_ARGS", None, raising=False)  # restored after the test, like the two above
+    with pytest.raises(SystemExit):
+        module_code.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_action_verify_requires_cluster_and_backup_id_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(module_code, "open_repository", lambda options: pytest.fail("the repository was opened"))
+    result = run_main(monkeypatch, capsys, dict(action="verify", cluster="db1", repository=dict(type="local", path=str(tmp_path))))
+    assert result["failed"] is True and result["msg"] == "action is verify but all of the following are missing: backup_id"

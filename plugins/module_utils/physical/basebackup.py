@@ -12,6 +12,7 @@ written, so a set that failed verification is never complete.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from typing import List, Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core import compression
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import DEBIAN_BIN_DIR, find_binary, tool_version
@@ -47,16 +49,78 @@ _ARCHIVE_RE = re.compile(r"^(base|pg_wal|[0-9]+)\.tar(\.gz|\.lz4|\.zst)?$")
 _SUFFIX_METHOD = {"": "none", ".gz": "gzip", ".lz4": "lz4", ".zst": "zstd"}
 
 
-# --- options and argv (pure) ---------------------------------------------------------
+# --- options ---------------------------------------------------------------------------
 
 
-def normalize_compression(spec, fmt, tool_major):
-    """{method, level, location} checked against the format and pg_basebackup's version."""
-    spec = dict(spec or {})
-    location = spec.get("location") or "client"
+@dataclasses.dataclass(frozen=True)
+class CompressionOptions:
+    """The ``compression`` option of pg_basebackup, typed."""
+
+    method: str
+    level: Optional[int]
+    location: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TablespaceMapping:
+    old_dir: str
+    new_dir: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseBackupOptions:
+    """The options of module pg_basebackup (besides connection and repository), typed.
+
+    ``cluster``, ``backup_id`` and ``label`` may be None here; Plan is given the resolved ones.
+    """
+
+    action: str
+    cluster: Optional[str]
+    backup_id: Optional[str]
+    format: str
+    wal_method: str
+    compression: CompressionOptions
+    checkpoint: str
+    max_rate: Optional[str]
+    slot: Optional[str]
+    temporary_slot: bool
+    label: Optional[str]
+    tablespace_mapping: Optional[List[TablespaceMapping]]
+    manifest_checksums: str
+    incremental_from: Optional[str]
+    verify: bool
+    work_dir: str
+    if_running: str
+    pg_bin_dir: Optional[str]
+
+
+def recorded_options(options, compression_spec):
+    """The options a base set's manifest records (``options``), as pg_basebackup ran with them."""
+    return dict(
+        format=options.format,
+        wal_method=options.wal_method,
+        checkpoint=options.checkpoint,
+        max_rate=options.max_rate,
+        slot=options.slot,
+        temporary_slot=options.temporary_slot,
+        label=options.label,
+        tablespace_mapping=[dataclasses.asdict(mapping) for mapping in options.tablespace_mapping or []],
+        manifest_checksums=options.manifest_checksums,
+        incremental_from=options.incremental_from,
+        verify=options.verify,
+        compression=dict(compression_spec),
+    )
+
+
+# --- argv (pure) ---------------------------------------------------------------------
+
+
+def normalize_compression(requested, fmt, tool_major):
+    """{method, level, location} of the ``requested`` CompressionOptions, checked against the format and pg_basebackup's version."""
+    location = requested.location
     if location not in LOCATIONS:
         raise PgdrError("compression.location %r is not one of client, server" % location)
-    checked = compression.normalize({"method": spec.get("method"), "level": spec.get("level")})
+    checked = compression.normalize({"method": requested.method, "level": requested.level})
     method, level = checked["method"], checked["level"]
     if method == "none":
         return {"method": "none", "level": None, "location": location}
@@ -94,48 +158,48 @@ def escape_mapping(path):
     return path.replace("=", "\\=")
 
 
-def check_options(opts, tool_major):
+def check_options(options, tool_major):
     """Refuse combinations pg_basebackup would refuse (with a clearer message) or that cannot make a usable set."""
-    if opts["slot"] and opts["wal_method"] != "stream":
+    if options.slot and options.wal_method != "stream":
         raise PgdrError("a replication slot is used only while WAL is streamed; set wal_method: stream or drop slot")
-    if opts["slot"] and not opts["temporary_slot"]:
+    if options.slot and not options.temporary_slot:
         raise PgdrError("slot names a permanent slot; temporary_slot: false goes without slot")
-    if opts["max_rate"] and not _MAX_RATE_RE.match(str(opts["max_rate"])):
-        raise PgdrError("max_rate %r must be kilobytes per second, optionally with k or M (e.g. 32M)" % opts["max_rate"])
-    if opts["tablespace_mapping"] and opts["format"] != "plain":
+    if options.max_rate and not _MAX_RATE_RE.match(str(options.max_rate)):
+        raise PgdrError("max_rate %r must be kilobytes per second, optionally with k or M (e.g. 32M)" % options.max_rate)
+    if options.tablespace_mapping and options.format != "plain":
         raise PgdrError("tablespace_mapping applies to format plain; format tar writes one archive per tablespace")
-    if opts["incremental_from"] and tool_major < 17:
+    if options.incremental_from and tool_major < 17:
         raise PgdrError(
             "incremental backups need PostgreSQL 17 or later (server and pg_basebackup); this is %d: take a full backup (no incremental_from)" % tool_major
         )
 
 
-def build_argv(binary, tool_major, opts, target, compression_spec, create_slot=False, incremental_manifest=None, tablespace_map=None):
+def build_argv(binary, tool_major, options, target, compression_spec, create_slot=False, incremental_manifest=None, tablespace_map=None):
     """pg_basebackup's argv (pure: unit-tested). Connection settings reach it through the environment."""
     argv = [
         binary,
         "--pgdata=%s" % target,
-        "--format=%s" % opts["format"],
-        "--wal-method=%s" % opts["wal_method"],
-        "--checkpoint=%s" % opts["checkpoint"],
-        "--label=%s" % opts["label"],
+        "--format=%s" % options.format,
+        "--wal-method=%s" % options.wal_method,
+        "--checkpoint=%s" % options.checkpoint,
+        "--label=%s" % options.label,
         "--no-password",
         "--progress",
         "--verbose",
     ]
     argv += compress_args(compression_spec, tool_major)
-    if opts["max_rate"]:
-        argv.append("--max-rate=%s" % opts["max_rate"])
-    if opts["slot"]:
-        argv.append("--slot=%s" % opts["slot"])
+    if options.max_rate:
+        argv.append("--max-rate=%s" % options.max_rate)
+    if options.slot:
+        argv.append("--slot=%s" % options.slot)
         if create_slot:
             argv.append("--create-slot")
-    elif not opts["temporary_slot"] and opts["wal_method"] == "stream":
+    elif not options.temporary_slot and options.wal_method == "stream":
         argv.append("--no-slot")
     for old, new in sorted((tablespace_map or {}).items()):
         argv.append("--tablespace-mapping=%s=%s" % (escape_mapping(old), escape_mapping(new)))
-    if opts.get("manifest_checksums"):
-        argv.append("--manifest-checksums=%s" % opts["manifest_checksums"])
+    if options.manifest_checksums:
+        argv.append("--manifest-checksums=%s" % options.manifest_checksums)
     if incremental_manifest:
         argv.append("--incremental=%s" % incremental_manifest)
     return argv
@@ -218,31 +282,31 @@ def file_role(name):
     return {"base": "base", "pg_wal": "wal"}.get(stem, "tablespace")
 
 
-def physical_facts(opts, compression_spec, label, ranges, tablespaces, chain, verified, verify_seconds, start_time, stop_time):
+def physical_facts(options, compression_spec, label, ranges, tablespaces, chain, verified, verify_seconds, start_time, stop_time):
     """The manifest's ``physical`` object (pure: unit-tested)."""
     return dict(
-        format=opts["format"],
-        wal_method=opts["wal_method"],
-        wal_included=opts["wal_method"] != "none",
+        format=options.format,
+        wal_method=options.wal_method,
+        wal_included=options.wal_method != "none",
         compression=dict(algorithm=compression_spec["method"], level=compression_spec["level"], location=compression_spec["location"]),
-        label=opts["label"],
-        checkpoint=opts["checkpoint"],
+        label=options.label,
+        checkpoint=options.checkpoint,
         start_time=start_time,
         stop_time=stop_time,
         backup_label=label,
         wal_ranges=ranges,
         tablespaces=tablespaces,
-        incremental_from=opts["incremental_from"],
+        incremental_from=options.incremental_from,
         chain=chain,
         verified=verified,
         verify_seconds=verify_seconds,
-        manifest_checksums=opts.get("manifest_checksums"),
-        data_dir=DATA_DIR if opts["format"] == "plain" else None,
+        manifest_checksums=options.manifest_checksums,
+        data_dir=DATA_DIR if options.format == "plain" else None,
     )
 
 
 def manifest_fields(
-    opts, compression_spec, source, tool, label, ranges, tablespaces, chain, verified, verify_seconds, started_at, finished_at, duration, stop_time=None
+    options, compression_spec, source, tool, label, ranges, tablespaces, chain, verified, verify_seconds, started_at, finished_at, duration, stop_time=None
 ):
     """Everything of manifest.json but format_version/backup_id/cluster/files, which SetWriter adds.
 
@@ -262,9 +326,9 @@ def manifest_fields(
         compression={"method": compression_spec["method"], "level": compression_spec["level"]},
         encryption={"method": "none"},
         consistency=dict(snapshot=None, isolation="wal"),
-        options=dict(opts),
+        options=recorded_options(options, compression_spec),
         physical=physical_facts(
-            opts,
+            options,
             compression_spec,
             label,
             ranges,
@@ -494,26 +558,26 @@ def _checked(argv):
 # --- the run -------------------------------------------------------------------------
 
 
-def identify_system(params):
+def identify_system(conn_params):
     """(system_identifier, timeline) through IDENTIFY_SYSTEM on a replication connection, as pg_basebackup sees it."""
     import psycopg
 
-    kwargs = dict(params.settings, application_name="pgdr.backup", replication="true")
-    if params.password:
-        kwargs["password"] = params.password
+    kwargs = dict(conn_params.settings, application_name="pgdr.backup", replication="true")
+    if conn_params.password:
+        kwargs["password"] = conn_params.password
     try:
         conn = psycopg.connect(autocommit=True, **kwargs)
     except psycopg.OperationalError as exc:
         text = (str(exc).strip().splitlines() or ["connection failed"])[0]
         raise PgdrError(
             "cannot open a replication connection to %s: %s; the role needs the REPLICATION attribute and "
-            "pg_hba.conf a 'replication' line for this host" % (params.describe("replication"), text)
+            "pg_hba.conf a 'replication' line for this host" % (conn_params.describe("replication"), text)
         ) from None
     try:
         res = conn.pgconn.exec_(b"IDENTIFY_SYSTEM")
         if res.ntuples != 1:
             raise PgdrError(
-                "IDENTIFY_SYSTEM on %s failed: %s" % (params.describe("replication"), (res.error_message or b"").decode("utf-8", "replace").strip())
+                "IDENTIFY_SYSTEM on %s failed: %s" % (conn_params.describe("replication"), (res.error_message or b"").decode("utf-8", "replace").strip())
             )
         return res.get_value(0, 0).decode(), int(res.get_value(0, 1))
     finally:
@@ -541,44 +605,36 @@ def display_argv(argv):
 
 
 class Plan:
-    """What one backup will do: binaries, options, chain; built before anything is written (check mode shows it)."""
+    """What one backup will do: binaries, options, chain; built before anything is written (check mode shows it).
 
-    def __init__(self, p, params, conn, version, repo, cluster, backup_id):
-        self.p = p
-        self.params = params
+    ``options``: BaseBackupOptions; ``conn_params``: the ConnectionParams pg_basebackup connects with; ``conn``: an
+    open connection to the server; ``cluster`` and ``backup_id``: the set's, resolved (the options may leave them None).
+    """
+
+    def __init__(self, options, conn_params, conn, version, repo, cluster, backup_id):
+        # the label names the set unless one was given
+        self.options = dataclasses.replace(options, label=options.label or "pgdr.backup %s/%s" % (cluster, backup_id))
+        self.conn_params = conn_params
         self.version = version
         self.major = version["major"]
         self.repo = repo
         self.cluster = cluster
         self.backup_id = backup_id
-        self.binary, tool = find_binary("pg_basebackup", self.major, p["pg_bin_dir"])
+        self.binary, tool = find_binary("pg_basebackup", self.major, options.pg_bin_dir)
         self.tool_major = tool[0] if tool else self.major
         self.tool_version = "%d.%d" % tool if tool else "unknown"
-        self.opts = dict(
-            format=p["format"],
-            wal_method=p["wal_method"],
-            checkpoint=p["checkpoint"],
-            max_rate=p["max_rate"],
-            slot=p["slot"],
-            temporary_slot=p["temporary_slot"],
-            label=p["label"] or "pgdr.backup %s/%s" % (cluster, backup_id),
-            tablespace_mapping=[dict(m) for m in p["tablespace_mapping"] or []],
-            manifest_checksums=p["manifest_checksums"],
-            incremental_from=p["incremental_from"],
-            verify=p["verify"],
-        )
-        if self.opts["format"] == "plain" and repo.kind != "local":
+        if options.format == "plain" and repo.kind != "local":
             raise PgdrError("format plain writes a data directory; use format: tar for sftp/s3")
-        check_options(self.opts, min(self.tool_major, self.major))
-        self.compression = normalize_compression(p["compression"], self.opts["format"], self.tool_major)
-        self.opts["compression"] = dict(self.compression)
+        check_options(self.options, min(self.tool_major, self.major))
+        self.compression = normalize_compression(options.compression, options.format, self.tool_major)
         self.facts = server_facts(conn)
-        self.create_slot = bool(self.opts["slot"]) and self.opts["slot"] not in self.facts["slots"]
-        if self.opts["slot"] and not self.create_slot and self.facts["slots"][self.opts["slot"]]["type"] != "physical":
-            raise PgdrError("replication slot %s is a logical slot; pg_basebackup needs a physical one" % self.opts["slot"])
+        slot = options.slot
+        self.create_slot = bool(slot) and slot not in self.facts["slots"]
+        if slot and not self.create_slot and self.facts["slots"][slot]["type"] != "physical":
+            raise PgdrError("replication slot %s is a logical slot; pg_basebackup needs a physical one" % slot)
         self.parent = None
         self.chain = [backup_id]
-        if self.opts["incremental_from"]:
+        if options.incremental_from:
             self._check_incremental()
 
     def _check_incremental(self):
@@ -587,7 +643,7 @@ class Plan:
                 "incremental backups need summarize_wal = on on the server (it is %s); set it with ALTER SYSTEM "
                 "SET summarize_wal = on and reload, then take a full backup before the first incremental one" % (self.facts["summarize_wal"] or "missing")
             )
-        parent_id = self.opts["incremental_from"]
+        parent_id = self.options.incremental_from
         self.parent = backup_set.load_manifest(self.repo, self.cluster, parent_id)
         if self.parent["kind"] != "base" or not isinstance(self.parent.get("physical"), dict):
             raise PgdrError("incremental_from %s is a %s set, not a base backup" % (parent_id, self.parent["kind"]))
@@ -604,26 +660,26 @@ class Plan:
 
     def tablespace_map(self, set_dir):
         """plain: every tablespace lands inside the set unless tablespace_mapping says otherwise."""
-        if self.opts["format"] != "plain":
+        if self.options.format != "plain":
             return {}
-        mapping = {m["old_dir"]: m["new_dir"] for m in self.opts["tablespace_mapping"]}
+        mapping = {m.old_dir: m.new_dir for m in self.options.tablespace_mapping or []}
         for ts in self.facts["tablespaces"]:
             mapping.setdefault(ts["location"], os.path.join(set_dir, "tablespaces", ts["oid"]))
         return mapping
 
     def argv(self, target, incremental_manifest=None, set_dir=None):
         return build_argv(
-            self.binary, self.tool_major, self.opts, target, self.compression, self.create_slot, incremental_manifest, self.tablespace_map(set_dir or target)
+            self.binary, self.tool_major, self.options, target, self.compression, self.create_slot, incremental_manifest, self.tablespace_map(set_dir or target)
         )
 
     def check_mode_argv(self):
         set_dir = self.repo.location(backup_set.set_key(self.cluster, self.backup_id)) if self.repo.kind == "local" else None
         target = (
             os.path.join(set_dir, DATA_DIR)
-            if self.opts["format"] == "plain"
-            else (set_dir or os.path.join(self.p["work_dir"], "pgdr-basebackup-XXXX", "backup"))
+            if self.options.format == "plain"
+            else (set_dir or os.path.join(self.options.work_dir, "pgdr-basebackup-XXXX", "backup"))
         )
-        incremental = "<backup_manifest of %s>" % self.opts["incremental_from"] if self.parent else None
+        incremental = "<backup_manifest of %s>" % self.options.incremental_from if self.parent else None
         return display_argv(self.argv(target, incremental, set_dir))
 
 
@@ -633,10 +689,10 @@ def run_backup(plan, writer, system_identifier):
     Returns (manifest, details). A failed verification leaves the set without manifest.json (incomplete),
     with verify-failed.json saying why; any other failure removes the set.
     """
-    p, repo = plan.p, plan.repo
+    options, repo = plan.options, plan.repo
     local = repo.kind == "local"
-    os.makedirs(p["work_dir"], exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix="pgdr-basebackup-", dir=p["work_dir"])
+    os.makedirs(options.work_dir, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="pgdr-basebackup-", dir=options.work_dir)
     os.chmod(scratch, 0o700)
     try:
         if local:
@@ -646,7 +702,7 @@ def run_backup(plan, writer, system_identifier):
             folder = set_dir
         else:
             set_dir = folder = os.path.join(scratch, "backup")
-        target = os.path.join(folder, DATA_DIR) if plan.opts["format"] == "plain" else folder
+        target = os.path.join(folder, DATA_DIR) if options.format == "plain" else folder
         incremental = None
         if plan.parent:
             incremental = os.path.join(scratch, "parent_backup_manifest")
@@ -655,9 +711,9 @@ def run_backup(plan, writer, system_identifier):
         argv = plan.argv(target, incremental, set_dir)
         started_at = backup_set.iso_utc()
         started = time.monotonic()
-        follower = FollowHasher(folder) if local and plan.opts["format"] == "tar" else None
+        follower = FollowHasher(folder) if local and options.format == "tar" else None
         try:
-            with plan.params.child_env() as env:
+            with plan.conn_params.child_env() as env:
                 result = run_pipeline([argv], env=env, check=False)
         finally:
             hashed = follower.finish() if follower else {}
@@ -670,22 +726,22 @@ def run_backup(plan, writer, system_identifier):
                 exc.details["progress"] = progress
                 raise
         backup_seconds = time.monotonic() - started
-        label = parse_backup_label(read_label(target, plan.opts["format"]))
+        label = parse_backup_label(read_label(target, options.format))
         bm_path = os.path.join(target, "backup_manifest")
         ranges = wal_ranges(read_backup_manifest(bm_path))
         verified, verify_seconds, how = False, None, None
         verify_error = None
-        if p["verify"]:
+        if options.verify:
             try:
-                verify_seconds, how = verify_backup(target, plan.opts["format"], plan.opts["wal_method"], plan.major, p["pg_bin_dir"], scratch)
+                verify_seconds, how = verify_backup(target, options.format, options.wal_method, plan.major, options.pg_bin_dir, scratch)
                 verify_seconds = round(verify_seconds, 3)
                 verified = True
             except PgdrError as exc:
                 verify_error = exc
         finished_at = backup_set.iso_utc()
         source = dict(
-            host=plan.params.settings.get("host") or plan.params.reached_host or socket.gethostname(),
-            port=int(plan.params.settings.get("port") or 5432),
+            host=plan.conn_params.settings.get("host") or plan.conn_params.reached_host or socket.gethostname(),
+            port=int(plan.conn_params.settings.get("port") or 5432),
             database=None,
             system_identifier=system_identifier,
             server_version=plan.version["text"],
@@ -694,7 +750,7 @@ def run_backup(plan, writer, system_identifier):
         )
         tablespaces = [dict(ts, file=_tablespace_file(plan, folder, ts, set_dir)) for ts in plan.facts["tablespaces"]]
         fields = manifest_fields(
-            plan.opts,
+            options,
             plan.compression,
             source,
             dict(name="pg_basebackup", version=plan.tool_version, argv=display_argv(argv)),
@@ -733,7 +789,7 @@ def run_backup(plan, writer, system_identifier):
 
 
 def _tablespace_file(plan, folder, ts, set_dir):
-    if plan.opts["format"] == "tar":
+    if plan.options.format == "tar":
         names = [n for n in os.listdir(folder) if n.split(".", 1)[0] == ts["oid"] and _ARCHIVE_RE.match(n)]
         return names[0] if names else None
     mapped = plan.tablespace_map(set_dir)[ts["location"]]
@@ -743,7 +799,7 @@ def _tablespace_file(plan, folder, ts, set_dir):
 
 def _record_files(plan, writer, folder, target, hashed):
     """Enter every file into the set: hashed in place (local) or uploaded while hashed (remote); returns upload seconds."""
-    if plan.opts["format"] == "plain":
+    if plan.options.format == "plain":
         writer.add_file_entry("%s/backup_manifest" % DATA_DIR, "backup-manifest", "json", compression="none")
         return None
     started = time.monotonic()
