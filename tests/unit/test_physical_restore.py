@@ -1,13 +1,21 @@
 """The pure rules of physical restores: targets, their bounds, recovery settings, postgresql.auto.conf."""
 
 import datetime
+import os
 
 import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import RecoveryTargetOptions, requested_target
 from ansible_collections.pgdr.backup.plugins.module_utils.physical import restore as pr
+from tests.unit.test_physical_review import restore_options
 
 UTC = datetime.timezone.utc
+
+
+class Server:
+    pg_data = "/var/lib/postgresql/15/main"
 
 
 def manifest(stop_lsn="0/5000100", stop_time="2026-11-22T10:00:00Z"):
@@ -32,12 +40,18 @@ def test_target_time_needs_a_zone():
         pr.parse_target_time("2026-11-22 10:15:00")
 
 
+def recovery_target(params):
+    return requested_target(typed(RecoveryTargetOptions, params))
+
+
 def test_one_target_at_most():
-    assert pr.recovery_target({}) == ("latest", None)
-    assert pr.recovery_target({"recovery_target_name": "before_upgrade"}) == ("name", "before_upgrade")
-    assert pr.recovery_target({"recovery_target": "immediate"}) == ("immediate", None)
+    assert recovery_target({}) == ("latest", None)
+    assert recovery_target({"recovery_target_name": "before_upgrade"}) == ("name", "before_upgrade")
+    assert recovery_target({"recovery_target": "immediate"}) == ("immediate", None)
     with pytest.raises(PgdrError, match="give one recovery target"):
-        pr.recovery_target({"recovery_target_name": "x", "recovery_target_xid": "42"})
+        recovery_target({"recovery_target_name": "x", "recovery_target_xid": "42"})
+    # what a restore plans with is this same target, read from its own options
+    assert pr.BaseSetRestore(restore_options(recovery_target_xid="42"), Server(), {}, None, None, {}).target == ("xid", "42")
 
 
 def test_targets_before_the_backup_end_are_refused():
@@ -67,7 +81,7 @@ def test_targets_past_the_backup_need_an_archive():
 
 
 def test_recovery_settings_are_explicit_and_turn_archiving_off():
-    settings = dict(pr.recovery_settings({"recovery_target_action": None}, ("name", "p1"), "cp /a/%f %p"))
+    settings = dict(pr.recovery_settings(restore_options(), ("name", "p1"), "cp /a/%f %p"))
     assert settings == {
         "restore_command": "cp /a/%f %p",
         "recovery_target_name": "p1",
@@ -75,7 +89,7 @@ def test_recovery_settings_are_explicit_and_turn_archiving_off():
         "recovery_target_action": "promote",  # never PostgreSQL's default pause
         "archive_mode": "off",
     }
-    standby = dict(pr.recovery_settings({"standby": {"primary_conninfo": "host=p1", "slot": "s1"}, "archive_mode": "on"}, ("latest", None), None))
+    standby = dict(pr.recovery_settings(restore_options(standby={"primary_conninfo": "host=p1", "slot": "s1"}, archive_mode="on"), ("latest", None), None))
     assert standby == {"primary_conninfo": "host=p1", "primary_slot_name": "s1", "archive_mode": "on"}
 
 
@@ -128,3 +142,127 @@ def test_a_replay_of_the_whole_archive_must_reach_its_newest_segment():
     assert pr.archive_shortfall(("name", "p1"), {"reached_lsn": "0/5000000"}, newest) is None  # a target stops earlier on purpose
     assert pr.archive_shortfall(("latest", None), {"reached_lsn": "0/5000000"}, ("", None)) is None  # an empty archive
     assert pr.archive_shortfall(("latest", None), {"reached_lsn": "0/5000000"}, None) is None  # an archive that cannot be listed
+
+
+# --- the probackup restore as restore_cluster starts it ---------------------------------------------------------
+
+BACKUPS = [
+    {"id": "TOUSRY", "status": "OK", "backup-mode": "FULL", "stop-lsn": "0/4000100", "start-time": "2026-11-22 10:00:00+00",
+     "recovery-time": "2026-11-22 10:00:05+00", "end-time": "2026-11-22 10:00:06+00", "server-version": "15"},
+    {"id": "TOUSZZ", "status": "ERROR", "backup-mode": "FULL", "stop-lsn": "0/6000100", "start-time": "2026-11-22 11:00:00+00",
+     "recovery-time": "2026-11-22 11:00:05+00", "end-time": "2026-11-22 11:00:06+00", "server-version": "15"},
+]
+
+
+class FakeCatalog:
+    """What the probackup restore asks of probackup.catalog.Probackup."""
+
+    def __init__(self, kind):
+        from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as pb
+
+        self.program = pb.Program("/usr/bin/" + kind, kind, "2.5.15")
+        self.commands = [[kind, "show-config"], [kind, "show"]]
+
+    def show_config(self, instance):
+        return {"system-identifier": 7440} if instance == "main" else None
+
+    def backups(self, instance):
+        return BACKUPS
+
+
+class OwnedServer:
+    """The server of pg_service.Cluster as the probackup restore uses it."""
+
+    manager, bin_dir = "pg_ctl", "/usr/lib/postgresql/15/bin"
+
+    def __init__(self, pg_data, running=True):
+        self.pg_data, self.running, self.server_log = pg_data, running, pg_data + ".log"
+
+    def status(self):
+        return "running" if self.running else "stopped"
+
+    def stop(self, mode="fast", timeout=60):
+        self.running = False
+
+    def as_owner(self, argv):
+        return ["runuser", "-u", "postgres", "--"] + argv
+
+
+def probackup_restore(tmp_path, monkeypatch, kind="pg_probackup", **given):
+    from ansible_collections.pgdr.backup.plugins.module_utils.probackup import restore as pbr
+
+    monkeypatch.setattr(pbr.pb.Probackup, "detect", classmethod(lambda cls, binary, backup_path: FakeCatalog(kind)))
+    monkeypatch.setattr(pbr, "server_bin_dir", lambda manifest, pg_bin_dir, pg_data: "/usr/lib/postgresql/15/bin")
+    monkeypatch.setattr(pbr.Cluster, "from_options", classmethod(lambda cls, service, bin_dir, **kw: OwnedServer(service.pg_data)))
+    options = dict(probackup=dict(binary=kind, backup_path=str(tmp_path / "catalog"), instance="main", incremental_mode="none"),
+                   pg_data=str(tmp_path / "main"), force=True)
+    options.update(given)
+    return pbr.ProbackupRestore.from_options(restore_options(pbr.ProbackupRestoreOptions, **options), None)
+
+
+def test_probackup_latest_is_the_newest_valid_backup_and_check_mode_reports_the_catalog(tmp_path, monkeypatch):
+    restore = probackup_restore(tmp_path, monkeypatch)
+    assert restore.manifest["backup_id"] == "TOUSRY" and restore.manifest["source"] == {"major": 15, "system_identifier": "7440"}
+    assert restore.wal.newest == ("", None) and restore.wal.restore_command is None  # the tool writes its own archive-get
+    result = restore.run(check_mode=True)
+    assert result["kind"] == "probackup" and result["backup_id"] == "TOUSRY"
+    assert result["plan"]["catalog"] == str(tmp_path / "catalog") and result["plan"]["instance"] == "main"
+    assert result["backup"]["id"] == "TOUSRY" and result["commands"] == [["pg_probackup", "show-config"], ["pg_probackup", "show"]]
+
+
+@pytest.mark.parametrize(
+    "given,message",
+    [
+        (dict(probackup=dict(binary="pg_probackup", backup_path="/bk", instance="other", incremental_mode="none")),
+         "instance other does not exist in the catalog /bk; check probackup.instance"),
+        (dict(backup_id="ZZZZZZ"), "backup ZZZZZZ is not in instance main of .*; see probackup_instance action show"),
+        (dict(backup_id="TOUSZZ"), "backup TOUSZZ has status ERROR; choose a valid backup"),
+    ],
+)
+def test_probackup_refusals_before_anything_changes(tmp_path, monkeypatch, given, message):
+    with pytest.raises(PgdrError, match=message):
+        probackup_restore(tmp_path, monkeypatch, **given)
+
+
+def test_probackup_without_a_valid_backup_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(FakeCatalog, "backups", lambda self, instance: [BACKUPS[1]])
+    with pytest.raises(PgdrError, match="instance main in .* has no valid backup .status OK or DONE with a valid chain.; run a backup first"):
+        probackup_restore(tmp_path, monkeypatch)
+
+
+def test_probackup_plan_refuses_what_belongs_to_base_sets_and_gs_probackup_targets(tmp_path, monkeypatch):
+    with pytest.raises(PgdrError, match="standby and tablespace_mapping are for base backup sets"):
+        probackup_restore(tmp_path, monkeypatch, tablespace_mapping={"/srv/ts": "/srv/ts2"}).run(check_mode=True)
+    with pytest.raises(PgdrError, match="gs_probackup"):
+        probackup_restore(tmp_path, monkeypatch, kind="gs_probackup", recovery_target_name="p1").run(check_mode=True)
+
+
+def test_probackup_prepare_runs_the_tool_as_the_owner_and_adds_our_settings(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ansible_collections.pgdr.backup.plugins.module_utils.probackup import restore as pbr
+
+    restore = probackup_restore(tmp_path, monkeypatch, recovery_target_name="p1", recovery_target_inclusive=False,
+                                server_settings={"max_connections": 50}, probackup=dict(
+                                    binary="pg_probackup", backup_path=str(tmp_path / "catalog"), instance="main", threads=4,
+                                    incremental_mode="none", db_exclude=["big"]))
+    ran = []
+
+    def tool(argv, **kw):
+        ran.append(argv)
+        os.makedirs(restore.new_dir)
+        with open(os.path.join(restore.new_dir, "postgresql.auto.conf"), "w") as f:
+            f.write("restore_command = 'pg_probackup archive-get'\nrecovery_target_name = 'p1'\n")
+        return SimpleNamespace(returncodes=[0], stdout="", stderr="")
+
+    monkeypatch.setattr(pbr, "run", tool)
+    timings = {}
+    restore.prepare(restore.plan(), timings)
+    assert ran[0][:4] == ["runuser", "-u", "postgres", "--"]
+    assert ran[0][4:] == ["/usr/bin/pg_probackup", "restore", "-B", str(tmp_path / "catalog"), "--instance=main", "-D", restore.new_dir,
+                          "-i", "TOUSRY", "-j", "4", "--recovery-target-name=p1", "--recovery-target-inclusive=false",
+                          "--recovery-target-action=promote", "--db-exclude=big"]
+    assert restore.restore_commands == [["pg_probackup"] + ran[0][5:]]  # as run, without runuser, for the result
+    text = (tmp_path / "main.pgdr-new" / "postgresql.auto.conf").read_text()
+    assert text.splitlines()[-3:] == [pr.AUTO_CONF_MARK, "archive_mode = 'off'", "max_connections = 50"]
+    assert "deploy_seconds" in timings

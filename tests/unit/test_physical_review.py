@@ -1,14 +1,25 @@
 """Physical restore rules fixed after review: the server watched must be the restored one, the swap undoes itself,
 shutdown at the target is judged by pg_controldata, incremental chains with tablespaces are refused."""
 
+import contextlib
 import datetime
 
 import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.physical import restore as pr
 
 PG_DATA = "/var/lib/postgresql/15/main"
+
+
+def restore_options(cls=pr.BaseSetRestoreOptions, **given):
+    """Options as restore_cluster builds them: its argument spec's defaults, then ``given``."""
+    from ansible_collections.pgdr.backup.plugins.modules import restore_cluster
+
+    params = {name: option.get("default") for name, option in restore_cluster.argument_spec().items()}
+    params.update(given)
+    return typed(cls, params)
 
 
 # --- the server recovery is watched on must be the restored cluster -----------------------
@@ -110,12 +121,12 @@ class FakeCluster:
         return True
 
 
-def restore_for(tmp_path, cluster, **p):
+def restore_for(tmp_path, server, **given):
     manifest = {"backup_id": "b1", "stop_lsn": "0/5000100", "finished_at": "2026-11-22T10:00:00Z", "source": {"system_identifier": "7"},
                 "physical": {"stop_time": "2026-11-22T10:00:00Z", "format": "tar"}}
-    params = dict(cluster="c1", force=True, start_timeout=5, recovery_timeout=5)
-    params.update(p)
-    return pr.Restore(params, None, manifest, cluster, {}, lambda: None)
+    options = dict(cluster="c1", force=True, start_timeout=5, recovery_timeout=5)
+    options.update(given)
+    return pr.BaseSetRestore(restore_options(**options), server, manifest, lambda: None, None, {})
 
 
 def test_a_restore_watched_on_a_server_that_never_recovered_fails(tmp_path, monkeypatch):
@@ -181,8 +192,8 @@ def test_a_failed_swap_in_run_is_one_clear_error(tmp_path, monkeypatch):
     pg_data = folders(tmp_path)
     cluster = FakeCluster(pg_data, running=True, fail_stop=True)
     restore = restore_for(tmp_path, cluster)
-    monkeypatch.setattr(restore, "plan", lambda: ([], {"signal": "recovery"}))
-    monkeypatch.setattr(restore, "prepare", lambda chain, planned, timings: (tmp_path / "main.pgdr-new").mkdir(exist_ok=True))
+    monkeypatch.setattr(restore, "plan", lambda: pr.RestorePlan([], {"signal": "recovery"}))
+    monkeypatch.setattr(restore, "prepare", lambda plan, timings: (tmp_path / "main.pgdr-new").mkdir(exist_ok=True))
     restore.was_running = True
     with pytest.raises(PgdrError, match="swapping the restored data directory"):
         restore.run()
@@ -262,7 +273,7 @@ def test_deploy_refuses_the_chain_before_touching_anything(tmp_path):
 def test_plan_refuses_the_chain(tmp_path, monkeypatch):
     chain = chain_of([{"oid": "16400", "location": "/srv/ts"}], [{"oid": "16400", "location": "/srv/ts"}])
     restore = restore_for(tmp_path, FakeCluster(str(tmp_path / "main"), running=False))
-    monkeypatch.setattr(pr, "load_chain", lambda repo, name, manifest: chain)
+    monkeypatch.setattr(pr, "load_chain", lambda repo, cluster_name, manifest: chain)
     with pytest.raises(PgdrError, match="not supported yet"):
         restore.plan()
 
@@ -270,8 +281,8 @@ def test_plan_refuses_the_chain(tmp_path, monkeypatch):
 def test_a_failed_restore_into_a_new_folder_says_the_copy_was_removed(tmp_path, monkeypatch):
     pg_data = str(tmp_path / "scratch")  # nothing there before: no previous data directory to put back
     restore = restore_for(tmp_path, FakeCluster(pg_data, running=False))
-    monkeypatch.setattr(restore, "plan", lambda: ([], {"signal": "recovery"}))
-    monkeypatch.setattr(restore, "prepare", lambda chain, planned, timings: (tmp_path / "scratch.pgdr-new").mkdir())
+    monkeypatch.setattr(restore, "plan", lambda: pr.RestorePlan([], {"signal": "recovery"}))
+    monkeypatch.setattr(restore, "prepare", lambda plan, timings: (tmp_path / "scratch.pgdr-new").mkdir())
 
     def wrong_server():
         raise PgdrError("the server login_host/login_port reach runs from /srv/prod/data, not from the restored cluster")
@@ -281,3 +292,98 @@ def test_a_failed_restore_into_a_new_folder_says_the_copy_was_removed(tmp_path, 
         restore.run()
     assert caught.value.msg.endswith("not from the restored cluster; the restored copy was removed")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the base-set restore as restore_cluster starts it: nothing changes before the restore's own refusals ---------
+
+MANIFEST = {"backup_id": "b1", "kind": "base", "stop_lsn": "0/5000100", "finished_at": "2026-11-22T10:00:00Z",
+            "source": {"major": 15, "system_identifier": "7"}, "physical": {"stop_time": "2026-11-22T10:00:00Z", "format": "tar"}}
+
+
+class FakeArchive:
+    def newest_segment(self):
+        return ("000000010000000000000009", None)
+
+
+class FakeConnParams:
+    def connect(self, autocommit=False):
+        return ("connection", autocommit)
+
+
+def base_set_restore(tmp_path, monkeypatch, **given):
+    """BaseSetRestore.from_options over fakes: (the restore, what was asked of the WAL installer, the servers built)."""
+    installed, servers = [], []
+
+    def restore_command(archive, name, os_user, check_mode=False):
+        installed.append((name, check_mode))
+        return "pgdr-wal fetch %f %p"
+
+    def server(cls, service, bin_dir, **kw):
+        servers.append(dict(kw, bin_dir=bin_dir, os_user=service.os_user))
+        return FakeCluster(service.pg_data)
+
+    monkeypatch.setattr(pr, "server_bin_dir", lambda manifest, pg_bin_dir, pg_data: "/usr/lib/postgresql/15/bin")
+    monkeypatch.setattr(pr.Cluster, "from_options", classmethod(server))
+    monkeypatch.setattr(pr.wal_installer, "restore_command", restore_command)
+    monkeypatch.setattr(pr.wal_archive, "open_archive", lambda archive: contextlib.nullcontext(FakeArchive()))
+    monkeypatch.setattr(pr, "load_chain", lambda repo, cluster_name, manifest: [manifest])
+    options = dict(cluster="db1", backup_id="b1", pg_data=str(tmp_path / "main"), login_port=5432, login_host=None,
+                   archive={"type": "local", "path": "/var/backups/wal"})
+    options.update(given)
+    return pr.BaseSetRestore.from_options(restore_options(**options), FakeConnParams(), "the repository", MANIFEST), installed, servers
+
+
+def test_a_refused_restore_installs_nothing_and_keeps_the_spool(tmp_path, monkeypatch):
+    restore, installed, _servers = base_set_restore(tmp_path, monkeypatch)  # the server runs and force is false
+    with pytest.raises(PgdrError, match="is running; set force: true"):
+        restore.run()
+    assert [name for name, check_mode in installed if not check_mode] == []
+
+
+def test_check_mode_installs_nothing(tmp_path, monkeypatch):
+    restore, installed, _servers = base_set_restore(tmp_path, monkeypatch, force=True)
+    assert restore.run(check_mode=True)["plan"]["was_running"] is True
+    assert [name for name, check_mode in installed if not check_mode] == []
+
+
+def test_an_accepted_restore_installs_the_helper_before_deploying(tmp_path, monkeypatch):
+    restore, installed, _servers = base_set_restore(tmp_path, monkeypatch, force=True)
+    order = []
+
+    def prepare(self, plan, timings):
+        order.append(list(installed))
+        raise PgdrError("stop here")
+
+    monkeypatch.setattr(pr.BaseSetRestore, "prepare", prepare)
+    with pytest.raises(PgdrError, match="stop here"):
+        restore.run()
+    assert order == [[("restore-db1", True), ("restore-db1", False)]]
+
+
+def test_from_options_finds_the_set_the_binaries_the_server_and_the_archive(tmp_path, monkeypatch):
+    restore, _installed, servers = base_set_restore(tmp_path, monkeypatch, login_host="/run/postgresql", login_port=5433, os_user="pg")
+    assert restore.manifest is MANIFEST and restore.repo == "the repository" and restore.cluster_name == "db1"
+    assert restore.tools == {"pg_verifybackup": "/usr/lib/postgresql/15/bin/pg_verifybackup", "pg_combinebackup": "/usr/lib/postgresql/15/bin/pg_combinebackup"}
+    assert servers == [dict(port=5433, socket_dir="/run/postgresql", bin_dir="/usr/lib/postgresql/15/bin", os_user="pg")]
+    assert restore.server.pg_data == str(tmp_path / "main") and restore.pg_data == restore.server.pg_data
+    assert restore.wal.restore_command == "pgdr-wal fetch %f %p" and restore.wal.newest == ("000000010000000000000009", None)
+    assert restore.connect() == ("connection", True)
+
+
+def test_without_an_archive_nothing_is_installed_and_targets_past_the_backup_are_refused(tmp_path, monkeypatch):
+    restore, installed, _servers = base_set_restore(tmp_path, monkeypatch, archive=None, force=True, recovery_target_name="p1")
+    assert restore.wal is None and installed == []
+    with pytest.raises(PgdrError, match="recovery_target_name needs WAL after the backup: give archive"):
+        restore.run(check_mode=True)
+
+
+def test_a_backup_of_another_major_version_is_refused_by_the_cluster_in_place(tmp_path):
+    (tmp_path / "PG_VERSION").write_text("18\n")
+    with pytest.raises(PgdrError, match="backup b1 is of PostgreSQL 15 but the cluster in %s is PostgreSQL 18" % tmp_path):
+        pr.server_bin_dir(MANIFEST, None, str(tmp_path))
+
+
+def test_only_a_base_set_restores_into_pg_data(tmp_path):
+    logical = {"backup_id": "d1", "kind": "logical-db"}
+    with pytest.raises(PgdrError, match="set d1 is a logical-db backup; pg_data is only for base backups .drop pg_data to restore it logically."):
+        pr.BaseSetRestore.from_options(restore_options(cluster="db1", pg_data=str(tmp_path / "main")), FakeConnParams(), None, logical)

@@ -21,6 +21,7 @@ The order is what makes it safe:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import os
@@ -28,23 +29,86 @@ import re
 import shutil
 import tempfile
 import time
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
+from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary, tool_version
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, run_pipeline
 from ansible_collections.pgdr.backup.plugins.module_utils.core.compression import decompress_argv
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
-from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import (  # noqa: F401  (re-exported for callers)
-    TARGET_KINDS,
-    RecoveryTargetOptions,
-    lsn_to_int,
-    parse_target_time,
-    requested_target,
-)
+from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster, ServiceOptions
+from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import RecoveryTargetOptions, lsn_to_int, parse_target_time, requested_target
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive as wal_archive
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import installer as wal_installer
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import ArchiveOptions
 
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024  # the default; manifests record another size when the source used one
 _SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?$")
 AUTO_CONF_MARK = "# --- written by pgdr.backup restore_cluster ---"
+
+
+# --- options ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StandbyOptions:
+    """The ``standby`` option of restore_cluster: the restored cluster follows a primary."""
+
+    primary_conninfo: str
+    slot: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicalRestoreOptions(RecoveryTargetOptions, ServiceOptions):
+    """What every restore of a whole data directory takes (a base backup set or a probackup catalog), typed.
+
+    The recovery target and the server (pg_data, service_manager, os_user, ...) are restore_cluster's top-level
+    options, so they are inherited fields rather than nested ones.
+    """
+
+    backup_id: str
+    pg_bin_dir: Optional[str]
+    login_host: Optional[str]  # the restored server's socket folder or host: where recovery is watched
+    login_port: Optional[int]
+    force: bool
+    keep_previous: bool
+    standby: Optional[StandbyOptions]
+    archive_mode: str
+    server_settings: Optional[dict]
+    tablespace_mapping: Optional[dict]
+    recovery_timeout: int
+    start_timeout: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseSetRestoreOptions(PhysicalRestoreOptions):
+    """A restore of a base backup set (pg_basebackup's) from a repository."""
+
+    cluster: str  # the set's cluster name in the repository layout
+    verify: bool
+    archive: Optional[ArchiveOptions]
+
+
+class Setting(NamedTuple):
+    """One line of postgresql.auto.conf."""
+
+    name: str
+    value: object
+
+
+class WalSource(NamedTuple):
+    """Where recovery reads WAL after the backup's own."""
+
+    restore_command: Optional[str]  # the PostgreSQL setting; None where the tool writes its own (probackup)
+    newest: Optional[Tuple[str, Optional[datetime.datetime]]]  # the newest archived segment and its mtime, ("", None): none; None: not listable
+    install: Optional[Callable[[], None]] = None  # what the host needs (the pgdr-wal helper), run once plan() has refused nothing
+
+
+class RestorePlan(NamedTuple):
+    """What plan() found: the sets to deploy, full backup first, and what the task reports as ``plan``."""
+
+    chain: List[dict]
+    description: dict
 
 
 # --- pure helpers ---------------------------------------------------------------------
@@ -60,11 +124,6 @@ def segment_end(walfile, segment_size=WAL_SEGMENT_SIZE):
     return (log * per_log + seg + 1) * segment_size
 
 
-def recovery_target(p):
-    """(kind, value) of the requested target: kind is one of time, xid, lsn, name, immediate, latest."""
-    return requested_target(typed(RecoveryTargetOptions, p))
-
-
 def _conf_quote(value):
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -73,32 +132,34 @@ def _conf_quote(value):
     return "'%s'" % str(value).replace("'", "''")
 
 
-def recovery_settings(p, target, restore_command):
-    """The settings written to postgresql.auto.conf of the restored cluster, in order."""
+def recovery_settings(options, target, restore_command):
+    """The settings written to postgresql.auto.conf of the restored cluster, in order.
+
+    ``options``: PhysicalRestoreOptions; ``target``: requested_target(options); ``restore_command``: the PostgreSQL setting, or None.
+    """
     settings = []
     if restore_command:
-        settings.append(("restore_command", restore_command))
+        settings.append(Setting("restore_command", restore_command))
     kind, value = target
     if kind == "immediate":
-        settings.append(("recovery_target", "immediate"))
+        settings.append(Setting("recovery_target", "immediate"))
     elif kind != "latest":
-        settings.append(("recovery_target_" + kind, value))
-        if p.get("recovery_target_inclusive") is not None:
-            settings.append(("recovery_target_inclusive", bool(p["recovery_target_inclusive"])))
-    if kind != "latest" or p.get("recovery_target_timeline"):
-        settings.append(("recovery_target_timeline", p.get("recovery_target_timeline") or "latest"))
+        settings.append(Setting("recovery_target_" + kind, value))
+        if options.recovery_target_inclusive is not None:
+            settings.append(Setting("recovery_target_inclusive", bool(options.recovery_target_inclusive)))
+    if kind != "latest" or options.recovery_target_timeline:
+        settings.append(Setting("recovery_target_timeline", options.recovery_target_timeline or "latest"))
     if kind != "latest":
         # Always explicit: PostgreSQL's default (pause) leaves a drill waiting forever.
-        settings.append(("recovery_target_action", p.get("recovery_target_action") or "promote"))
-    standby = p.get("standby")
-    if standby:
-        settings.append(("primary_conninfo", standby["primary_conninfo"]))
-        if standby.get("slot"):
-            settings.append(("primary_slot_name", standby["slot"]))
+        settings.append(Setting("recovery_target_action", options.recovery_target_action))
+    if options.standby:
+        settings.append(Setting("primary_conninfo", options.standby.primary_conninfo))
+        if options.standby.slot:
+            settings.append(Setting("primary_slot_name", options.standby.slot))
     # A restored copy must never push WAL into the production archive unless asked to.
-    settings.append(("archive_mode", p.get("archive_mode") or "off"))
-    for name, value in sorted((p.get("server_settings") or {}).items()):
-        settings.append((name, value))
+    settings.append(Setting("archive_mode", options.archive_mode))
+    for name, value in sorted((options.server_settings or {}).items()):
+        settings.append(Setting(name, value))
     return settings
 
 
@@ -177,12 +238,12 @@ def check_target_bounds(manifest, target, archive_newest=None, has_archive=False
 # --- the chain of sets to deploy ------------------------------------------------------
 
 
-def load_chain(repo, cluster, manifest):
+def load_chain(repo, cluster_name, manifest):
     """Manifests from the full backup to ``manifest`` (one for a full backup), each complete."""
     chain_ids = manifest["physical"].get("chain") or [manifest["backup_id"]]
     if chain_ids[-1] != manifest["backup_id"]:
         raise PgdrError("backup set %s records a chain that does not end with itself; the manifest is corrupt" % manifest["backup_id"])
-    chain = [backup_set.load_manifest(repo, cluster, bid) for bid in chain_ids[:-1]] + [manifest]
+    chain = [backup_set.load_manifest(repo, cluster_name, bid) for bid in chain_ids[:-1]] + [manifest]
     for index in range(1, len(chain)):
         parent, child = chain[index - 1], chain[index]
         if child["physical"].get("incremental_from") != parent["backup_id"]:
@@ -220,9 +281,9 @@ class _HashingReader:
         return data
 
 
-def _extract(repo, cluster, manifest, entry, dest):
+def _extract(repo, cluster_name, manifest, entry, dest):
     """Stream one tar from the repository through sha256 into tar -x; refuses a file whose digest differs."""
-    key = backup_set.set_key(cluster, manifest["backup_id"], entry["path"])
+    key = backup_set.set_key(cluster_name, manifest["backup_id"], entry["path"])
     os.makedirs(dest, mode=0o700, exist_ok=True)
     stages = []
     method = (entry.get("compression") or {}).get("method", "none")
@@ -237,30 +298,30 @@ def _extract(repo, cluster, manifest, entry, dest):
     if reader.size != entry["size"] or reader.sha.hexdigest() != entry["sha256"]:
         raise PgdrError(
             "file %s of backup set %s/%s does not match its manifest (sha256 or size differs); the set is corrupt, "
-            "nothing was changed on the target; restore another backup" % (entry["path"], cluster, manifest["backup_id"])
+            "nothing was changed on the target; restore another backup" % (entry["path"], cluster_name, manifest["backup_id"])
         )
 
 
-def _fetch_file(repo, cluster, manifest, entry, path):
-    key = backup_set.set_key(cluster, manifest["backup_id"], entry["path"])
+def _fetch_file(repo, cluster_name, manifest, entry, path):
+    key = backup_set.set_key(cluster_name, manifest["backup_id"], entry["path"])
     data = repo.get_bytes(key)
     if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise PgdrError(
             "file %s of backup set %s/%s does not match its manifest; the set is corrupt, nothing was changed on the target"
-            % (entry["path"], cluster, manifest["backup_id"])
+            % (entry["path"], cluster_name, manifest["backup_id"])
         )
     with open(path, "wb") as out:
         out.write(data)
 
 
-def deploy_one(repo, cluster, manifest, dest, tablespace_dirs):
+def deploy_one(repo, cluster_name, manifest, dest, tablespace_dirs):
     """Put one set's data directory at ``dest`` (and its tablespaces where ``tablespace_dirs`` says)."""
     physical = manifest["physical"]
     if physical["format"] == "plain":
         if repo.kind != "local":
             raise PgdrError("plain-format set %s is only readable from a local repository" % manifest["backup_id"])
-        backup_set.check_files(repo, manifest, cluster)  # the sha256 of backup_manifest; pg_verifybackup does the rest
-        source = repo.location(backup_set.set_key(cluster, manifest["backup_id"], physical.get("data_dir") or "data"))
+        backup_set.check_files(repo, manifest, cluster_name)  # the sha256 of backup_manifest; pg_verifybackup does the rest
+        source = repo.location(backup_set.set_key(cluster_name, manifest["backup_id"], physical.get("data_dir") or "data"))
         run(["cp", "-a", "--reflink=auto", source, dest])
         for tablespace in physical.get("tablespaces") or []:
             if str(tablespace["oid"]) in tablespace_dirs:
@@ -268,7 +329,7 @@ def deploy_one(repo, cluster, manifest, dest, tablespace_dirs):
                 held = (
                     tablespace["file"]
                     if os.path.isabs(tablespace["file"])
-                    else repo.location(backup_set.set_key(cluster, manifest["backup_id"], tablespace["file"]))
+                    else repo.location(backup_set.set_key(cluster_name, manifest["backup_id"], tablespace["file"]))
                 )
                 os.makedirs(tablespace_dirs[str(tablespace["oid"])], mode=0o700, exist_ok=True)
                 run(["cp", "-a", "--reflink=auto", held + "/.", tablespace_dirs[str(tablespace["oid"])]])
@@ -276,15 +337,15 @@ def deploy_one(repo, cluster, manifest, dest, tablespace_dirs):
     for entry in manifest["files"]:
         role = entry["role"]
         if role == "base":
-            _extract(repo, cluster, manifest, entry, dest)
+            _extract(repo, cluster_name, manifest, entry, dest)
         elif role == "wal":
-            _extract(repo, cluster, manifest, entry, os.path.join(dest, "pg_wal"))
+            _extract(repo, cluster_name, manifest, entry, os.path.join(dest, "pg_wal"))
         elif role == "tablespace":
             oid = entry["path"].split(".")[0]
-            _extract(repo, cluster, manifest, entry, tablespace_dirs[oid])
+            _extract(repo, cluster_name, manifest, entry, tablespace_dirs[oid])
     for entry in manifest["files"]:
         if entry["role"] == "backup-manifest":
-            _fetch_file(repo, cluster, manifest, entry, os.path.join(dest, "backup_manifest"))
+            _fetch_file(repo, cluster_name, manifest, entry, os.path.join(dest, "backup_manifest"))
 
 
 def tablespace_dirs(manifest, mapping):
@@ -318,18 +379,18 @@ def drop_tablespace_map(data_dir):
         os.unlink(os.path.join(data_dir, "tablespace_map"))
 
 
-def deploy(repo, cluster, chain, new_dir, tools, os_user, mapping):
+def deploy(repo, cluster_name, chain, new_dir, tools, os_user, mapping):
     """Deploy a full backup or an incremental chain into ``new_dir``."""
     check_chain_supported(chain)
     dirs = tablespace_dirs(chain[-1], mapping)
     if len(chain) == 1:
-        deploy_one(repo, cluster, chain[0], new_dir, dirs)
+        deploy_one(repo, cluster_name, chain[0], new_dir, dirs)
     else:
         with tempfile.TemporaryDirectory(prefix="pgdr-chain-", dir=os.path.dirname(new_dir)) as work:
             parts = []
             for manifest in chain:
                 part = os.path.join(work, manifest["backup_id"])
-                deploy_one(repo, cluster, manifest, part, {})
+                deploy_one(repo, cluster_name, manifest, part, {})
                 parts.append(part)
             argv = [tools["pg_combinebackup"], "-o", new_dir]
             for location, target in sorted((mapping or {}).items()):
@@ -487,85 +548,119 @@ def wait_for_recovery(connect, target, action, expect_standby, timeout, alive=la
         time.sleep(0.5)
 
 
+# --- what a restore starts from ----------------------------------------------------------
+
+
+def server_bin_dir(manifest, pg_bin_dir, pg_data):
+    """The binaries the restored cluster runs with; refuses a backup of another major version."""
+    major = manifest["source"]["major"]
+    target_major, why = None, None
+    if pg_bin_dir:
+        version = tool_version(os.path.join(pg_bin_dir, "pg_ctl"))
+        target_major, why = (version[0] if version else None), "the binaries in %s" % pg_bin_dir
+    elif os.path.isfile(os.path.join(pg_data, "PG_VERSION")):
+        with open(os.path.join(pg_data, "PG_VERSION")) as f:
+            target_major, why = int(f.read().strip().split(".")[0]), "the cluster in %s" % pg_data
+    if target_major is not None and target_major != major:
+        raise PgdrError(
+            "backup %s is of PostgreSQL %d but %s is PostgreSQL %s; a physical backup restores only onto the same major "
+            "version: use a PostgreSQL %d host (or pg_bin_dir), or a logical backup to move between versions"
+            % (manifest["backup_id"], major, why, target_major, major)
+        )
+    return os.path.dirname(find_binary("pg_ctl", major, pg_bin_dir)[0])
+
+
+def wal_source(archive, cluster_name, os_user):
+    """The WalSource of the ``archive`` option (ArchiveOptions, or None for no archive)."""
+    if archive is None:
+        return None
+    name = "restore-%s" % cluster_name
+    # checked here, installed (helper, config, an emptied spool) only once the restore's own checks refused nothing
+    restore_command = wal_installer.restore_command(archive, name, os_user, check_mode=True)
+    newest = None
+    if archive.type in wal_archive.STORE_TYPES:  # the others (probackup, command) cannot be listed
+        with wal_archive.open_archive(archive) as listing:
+            newest = listing.newest_segment() or ("", None)
+    return WalSource(restore_command, newest, install=lambda: wal_installer.restore_command(archive, name, os_user))
+
+
 # --- the whole restore ----------------------------------------------------------------
 
 
-class Restore:
-    """One physical restore onto this host. ``connect()`` opens a psycopg connection to the restored server."""
+class PhysicalRestore:
+    """One restore of a whole data directory onto this host: the checks, the swap, the start, the wait, the undo.
 
-    def __init__(self, p, repo, manifest, cluster, tools, connect, restore_command=None, archive_newest=None, has_archive=False, before_changes=None):
-        self.p = p
-        self.repo = repo
+    A subclass says which sets the restore is made of (``chain``) and what fills the new data directory
+    (``prepare``). ``options`` is a PhysicalRestoreOptions; ``server`` the pg_service.Cluster of
+    ``options.pg_data``; ``connect()`` opens a psycopg connection to the restored server; ``wal`` the
+    WalSource recovery replays from, None for none.
+    """
+
+    kind = None  # the result's ``kind``
+
+    def __init__(self, options, server, manifest, connect, wal=None):
+        self.options = options
+        self.server = server
         self.manifest = manifest
-        self.name = p["cluster"]
-        self.cluster = cluster
-        self.tools = tools
         self.connect = connect
-        self.restore_command = restore_command
-        self.target = recovery_target(p)
-        self.has_archive = has_archive
-        self.archive_newest = archive_newest
-        self.pg_data = cluster.pg_data
+        self.wal = wal
+        self.target = requested_target(options)
+        self.pg_data = server.pg_data
         self.new_dir = self.pg_data + ".pgdr-new"
         self.previous_dir = None
         self.was_running = None
-        self.before_changes = before_changes  # what the host needs (the pgdr-wal helper), once plan() has refused nothing
+
+    def chain(self):
+        """The manifests to deploy, full backup first."""
+        return [self.manifest]
+
+    def prepare(self, plan, timings):
+        """Fill ``self.new_dir`` with the restored data directory and its recovery settings (the live cluster is untouched)."""
+        raise NotImplementedError
 
     def plan(self):
-        """Every check that needs nothing changed; returns (chain, description of what would happen)."""
+        """Every check that needs nothing changed; a RestorePlan."""
         m = self.manifest
-        chain = load_chain(self.repo, self.name, m)
+        chain = self.chain()
         check_chain_supported(chain)
-        check_target_bounds(m, self.target, self.archive_newest, self.has_archive)
-        if self.p.get("standby") and self.target[0] != "latest":
+        check_target_bounds(m, self.target, self.wal.newest if self.wal else None, self.wal is not None)
+        if self.options.standby and self.target[0] != "latest":
             raise PgdrError("a standby (standby.signal) follows its primary; do not combine standby with a recovery target")
-        self.was_running = self.cluster.status() == "running"
-        if self.was_running and not self.p.get("force"):
+        self.was_running = self.server.status() == "running"
+        if self.was_running and not self.options.force:
             raise PgdrError(
                 "the PostgreSQL server in %s is running; set force: true to stop it (its data directory is kept until "
                 "the restored cluster has started and passed verification)" % self.pg_data
             )
-        signal = "standby" if self.p.get("standby") else "recovery"
-        return chain, dict(
-            pg_data=self.pg_data,
-            chain=[c["backup_id"] for c in chain],
-            signal=signal,
-            was_running=self.was_running,
-            target=dict(kind=self.target[0], value=self.target[1]),
-            format=m["physical"]["format"],
+        signal = "standby" if self.options.standby else "recovery"
+        return RestorePlan(
+            chain,
+            dict(
+                pg_data=self.pg_data,
+                chain=[c["backup_id"] for c in chain],
+                signal=signal,
+                was_running=self.was_running,
+                target=dict(kind=self.target[0], value=self.target[1]),
+                format=m["physical"]["format"],
+            ),
         )
 
-    kind = "base"
-
-    def prepare(self, chain, planned, timings):
-        """Fill ``self.new_dir``: the backup, checked, with its recovery settings (the live cluster is untouched)."""
-        started = time.monotonic()
-        deploy(self.repo, self.name, chain, self.new_dir, self.tools, self.p.get("os_user") or "postgres", self.p.get("tablespace_mapping"))
-        timings["deploy_seconds"] = round(time.monotonic() - started, 3)
-        if self.p.get("verify", True):
-            mark = time.monotonic()
-            run([self.tools["pg_verifybackup"], "-n", "-q", self.new_dir])
-            timings["verify_backup_seconds"] = round(time.monotonic() - mark, 3)
-        drop_tablespace_map(self.new_dir)
-        restore_command = self.restore_command or ("false" if not self.p.get("standby") else None)
-        write_recovery(self.new_dir, recovery_settings(self.p, self.target, restore_command), planned["signal"], self.p.get("os_user") or "postgres")
-
     def run(self, check_mode=False):
-        chain, planned = self.plan()
-        result = dict(changed=not check_mode, backup_id=self.manifest["backup_id"], kind=self.kind, plan=planned)
+        plan = self.plan()
+        result = dict(changed=not check_mode, backup_id=self.manifest["backup_id"], kind=self.kind, plan=plan.description)
         if check_mode:
             return result
-        if self.before_changes:
-            self.before_changes()
+        if self.wal and self.wal.install:
+            self.wal.install()
         timings = {}
         started = time.monotonic()
         remove_tree(self.new_dir)  # left by a run that was killed; never the live data
         try:
-            self.prepare(chain, planned, timings)
+            self.prepare(plan, timings)
         except BaseException:
             remove_tree(self.new_dir)
-            if self.was_running and self.cluster.status() == "stopped":  # prepare() may stop it (incremental restores)
-                self.cluster.start(timeout=self.p.get("start_timeout") or 120)
+            if self.was_running and self.server.status() == "stopped":  # prepare() may stop it (incremental restores)
+                self.server.start(timeout=self.options.start_timeout)
             raise
         mark = time.monotonic()
         self._swap_in()
@@ -582,7 +677,7 @@ class Restore:
             raise
         timings["recovery_seconds"] = round(time.monotonic() - mark, 3)
         previous = self.previous_dir
-        if previous and not self.p.get("keep_previous"):
+        if previous and not self.options.keep_previous:
             remove_tree(previous)
             previous = None
         timings["total_seconds"] = round(time.monotonic() - started, 3)
@@ -593,7 +688,7 @@ class Restore:
         """Stop the server and put the new data directory in place; any failure puts everything back as it was."""
         try:
             if self.was_running:
-                self.cluster.stop(mode="fast")
+                self.server.stop(mode="fast")
             if os.path.lexists(self.pg_data):
                 previous = "%s.pgdr-previous-%s" % (self.pg_data, self.manifest["backup_id"])
                 if os.path.lexists(previous):
@@ -617,8 +712,8 @@ class Restore:
                 said = "the previous data directory was put back"
             self.previous_dir = None
             remove_tree(self.new_dir)
-            if self.was_running and self.cluster.status() == "stopped":
-                self.cluster.start(timeout=self.p.get("start_timeout") or 120)
+            if self.was_running and self.server.status() == "stopped":
+                self.server.start(timeout=self.options.start_timeout)
                 said += " and started again"
         except Exception as exc:  # pylint: disable=broad-exception-caught  # the swap's failure is the one to report
             why = exc.msg if isinstance(exc, PgdrError) else str(exc)
@@ -626,15 +721,15 @@ class Restore:
         return said
 
     def _start_and_wait(self):
-        offset = log_size(self.cluster.server_log)
-        action = self.p.get("recovery_target_action") or "promote"
+        offset = log_size(self.server.server_log)
+        action = self.options.recovery_target_action
         try:
-            self.cluster.start(timeout=self.p.get("start_timeout") or 120)
+            self.server.start(timeout=self.options.start_timeout)
         except PgdrError as exc:
-            shut_down_at_target = action == "shutdown" and self.target[0] != "latest" and self.cluster.status() == "stopped"
+            shut_down_at_target = action == "shutdown" and self.target[0] != "latest" and self.server.status() == "stopped"
             if not shut_down_at_target:
-                line = telling_log_line(log_tail(self.cluster.server_log, offset))
-                raise PgdrError("the restored cluster did not start: %s" % line, server_log=log_tail(self.cluster.server_log, offset)) from exc
+                line = telling_log_line(log_tail(self.server.server_log, offset))
+                raise PgdrError("the restored cluster did not start: %s" % line, server_log=log_tail(self.server.server_log, offset)) from exc
         if action == "shutdown" and self.target[0] != "latest":
             return self._wait_for_shutdown(offset)
         try:
@@ -642,12 +737,12 @@ class Restore:
                 self.connect,
                 self.target,
                 action,
-                bool(self.p.get("standby")),
-                self.p.get("recovery_timeout") or 600,
-                alive=lambda: self.cluster.status() == "running",
+                bool(self.options.standby),
+                self.options.recovery_timeout,
+                alive=lambda: self.server.status() == "running",
             )
         except ServerStopped:
-            text = log_tail(self.cluster.server_log, offset)
+            text = log_tail(self.server.server_log, offset)
             raise PgdrError("the restored cluster stopped during recovery: %s" % telling_log_line(text), server_log=text) from None
         wrong = wrong_server_problem(reached, self.pg_data)
         if wrong:
@@ -661,35 +756,82 @@ class Restore:
             )
         if reached["reached_lsn"] and lsn_to_int(reached["reached_lsn"]) < lsn_to_int(self.manifest["stop_lsn"]):
             raise PgdrError("recovery stopped at %s, before the end of the backup (%s)" % (reached["reached_lsn"], self.manifest["stop_lsn"]))
-        short = archive_shortfall(self.target, reached, self.archive_newest, self.p.get("standby"))
+        short = archive_shortfall(self.target, reached, self.wal.newest if self.wal else None, bool(self.options.standby))
         if short:
             raise PgdrError(short)
         reached["state"] = "standby" if reached["in_recovery"] and not reached["paused"] else ("paused" if reached["paused"] else "promoted")
         # from the server log pg_ctl writes; None where the log goes elsewhere (journal, logging_collector)
-        text = log_tail(self.cluster.server_log, offset, limit=50 * 1024 * 1024) if self.cluster.manager == "pg_ctl" else ""
+        text = log_tail(self.server.server_log, offset, limit=50 * 1024 * 1024) if self.server.manager == "pg_ctl" else ""
         reached["wal_files_restored"] = restored_wal_files(text) if "redo" in text or "restored log file" in text else None
         return reached
 
     def _wait_for_shutdown(self, offset):
-        deadline = time.monotonic() + (self.p.get("recovery_timeout") or 600)
-        while self.cluster.status() == "running":
+        deadline = time.monotonic() + self.options.recovery_timeout
+        while self.server.status() == "running":
             if time.monotonic() > deadline:
                 raise PgdrError("the restored cluster did not shut down at the recovery target within recovery_timeout")
             time.sleep(0.5)
         # The control file says how the server stopped wherever its log goes (pg_ctl's file, the journal, logging_collector).
-        controldata = run([os.path.join(self.cluster.bin_dir, "pg_controldata"), "-D", self.pg_data], env=dict(os.environ, LC_ALL="C", LANGUAGE="C"))
+        controldata = run([os.path.join(self.server.bin_dir, "pg_controldata"), "-D", self.pg_data], env=dict(os.environ, LC_ALL="C", LANGUAGE="C"))
         state = cluster_state(controldata.stdout)
         if state != SHUT_DOWN_IN_RECOVERY:
-            text = log_tail(self.cluster.server_log, offset, limit=20000)
+            text = log_tail(self.server.server_log, offset, limit=20000)
             why = telling_log_line(text) if text.strip() else "see the server log"
             raise PgdrError("the restored cluster stopped before reaching its target (pg_controldata: cluster state %s): %s" % (state or "unknown", why))
         return dict(in_recovery=True, paused=False, reached_lsn=None, reached_time=None, system_identifier=None, state="shut down at target")
 
     def _roll_back(self):
         with contextlib.suppress(Exception):
-            self.cluster.stop(mode="immediate")
+            self.server.stop(mode="immediate")
         remove_tree(self.pg_data)
         if self.previous_dir:
             os.rename(self.previous_dir, self.pg_data)
             if self.was_running:
-                self.cluster.start(timeout=self.p.get("start_timeout") or 120)
+                self.server.start(timeout=self.options.start_timeout)
+
+
+class BaseSetRestore(PhysicalRestore):
+    """A base backup set from a repository (a full backup, or an incremental chain combined with pg_combinebackup).
+
+    ``options`` is a BaseSetRestoreOptions; ``tools`` maps pg_verifybackup and pg_combinebackup to their paths.
+    """
+
+    kind = "base"
+
+    def __init__(self, options, server, manifest, connect, repo, tools, wal=None):
+        super().__init__(options, server, manifest, connect, wal)
+        self.repo = repo
+        self.cluster_name = options.cluster
+        self.tools = tools
+
+    @classmethod
+    def from_options(cls, options, conn_params, repo, manifest):
+        """The restore of the set ``manifest`` (of ``options.cluster`` in ``repo``) as ``options`` ask; nothing is changed yet.
+
+        ``conn_params`` (a ConnectionParams) reaches the restored server once it runs.
+        """
+        if manifest["kind"] != "base":
+            raise PgdrError(
+                "set %s is a %s backup; pg_data is only for base backups (drop pg_data to restore it logically)" % (manifest["backup_id"], manifest["kind"])
+            )
+        bin_dir = server_bin_dir(manifest, options.pg_bin_dir, options.pg_data)
+        tools = {name: os.path.join(bin_dir, name) for name in ("pg_verifybackup", "pg_combinebackup")}
+        server = Cluster.from_options(options, bin_dir, port=options.login_port, socket_dir=options.login_host)
+        wal = wal_source(options.archive, options.cluster, options.os_user)
+        return cls(options, server, manifest, lambda: conn_params.connect(autocommit=True), repo, tools, wal)
+
+    def chain(self):
+        return load_chain(self.repo, self.cluster_name, self.manifest)
+
+    def prepare(self, plan, timings):
+        started = time.monotonic()
+        deploy(self.repo, self.cluster_name, plan.chain, self.new_dir, self.tools, self.options.os_user, self.options.tablespace_mapping)
+        timings["deploy_seconds"] = round(time.monotonic() - started, 3)
+        if self.options.verify:
+            mark = time.monotonic()
+            run([self.tools["pg_verifybackup"], "-n", "-q", self.new_dir])
+            timings["verify_backup_seconds"] = round(time.monotonic() - mark, 3)
+        drop_tablespace_map(self.new_dir)
+        # no archive: "false", which also overrides a restore_command the backed-up cluster's own configuration carries
+        restore_command = (self.wal.restore_command if self.wal else None) or ("false" if not self.options.standby else None)
+        write_recovery(self.new_dir, recovery_settings(self.options, self.target, restore_command), plan.description["signal"], self.options.os_user)

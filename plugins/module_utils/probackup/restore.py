@@ -4,21 +4,36 @@
 
 ``pg_probackup restore`` fills ``<pg_data>.pgdr-new`` (it writes restore_command = archive-get, the target
 and recovery.signal itself); pgdr.backup adds ``archive_mode = off`` and ``server_settings`` after its own
-lines, then swaps, starts, waits and rolls back exactly as for a base backup set (physical_restore.Restore).
+lines, then swaps, starts, waits and rolls back exactly as for a base backup set (physical.restore.PhysicalRestore).
 An incremental restore (``-I checksum|lsn``) needs a stopped cluster to compare with: the server is stopped,
 its data directory copied into the new folder, and the tool rewrites only what differs in the copy, so the
 original is still kept until the restored cluster is verified.
+
+Names: ``catalog`` is a probackup.catalog.Probackup (one catalog worked on by one program); ``catalog.program``
+is its probackup.catalog.Program (the binary, pg_probackup or gs_probackup, and what it lacks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import time
+from typing import List, Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.physical.restore import AUTO_CONF_MARK, Restore, auto_conf_text, segment_end
+from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster
+from ansible_collections.pgdr.backup.plugins.module_utils.physical.restore import (
+    AUTO_CONF_MARK,
+    PhysicalRestore,
+    PhysicalRestoreOptions,
+    Setting,
+    WalSource,
+    auto_conf_text,
+    segment_end,
+    server_bin_dir,
+)
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as pb
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
@@ -41,12 +56,32 @@ def catalog_argument_spec():
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class CatalogOptions:
+    """The ``probackup`` option of restore_cluster (catalog_argument_spec), typed."""
+
+    binary: str
+    backup_path: str
+    instance: str
+    threads: Optional[int]
+    incremental_mode: str
+    db_include: Optional[List[str]]
+    db_exclude: Optional[List[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbackupRestoreOptions(PhysicalRestoreOptions):
+    """A restore from a pg_probackup / gs_probackup catalog on this host."""
+
+    probackup: CatalogOptions
+
+
 def _iso(moment):
     return backup_set.iso_utc(moment) if moment else None
 
 
 def pseudo_manifest(backup, system_identifier, instance):
-    """The facts physical_restore checks, from the tool's JSON for one backup."""
+    """The facts physical restores check, from the tool's JSON for one backup."""
     stop_time = pb.parse_tool_time(backup.get("recovery-time") or backup.get("end-time"))
     return {
         "backup_id": backup["id"],
@@ -75,6 +110,24 @@ def newest_archived(backup_path, instance):
     return (best[1], datetime.datetime.fromtimestamp(best[2], datetime.timezone.utc))
 
 
+def choose_backup(backups, backup_id, catalog_options):
+    """The backup to restore: ``latest`` is the newest whose status and whole parent chain are OK or DONE."""
+    where = "instance %s in %s" % (catalog_options.instance, catalog_options.backup_path)
+    if backup_id == "latest":
+        backup = pb.latest_valid_backup(backups)
+        if backup is None:
+            raise PgdrError("%s has no valid backup (status OK or DONE with a valid chain); run a backup first" % where)
+        return backup
+    backup = next((b for b in backups if b["id"] == backup_id), None)
+    if backup is None:
+        raise PgdrError(
+            "backup %s is not in instance %s of %s; see probackup_instance action show" % (backup_id, catalog_options.instance, catalog_options.backup_path)
+        )
+    if backup.get("status") not in pb.VALID_STATUSES:
+        raise PgdrError("backup %s has status %s; choose a valid backup (action show lists them)" % (backup["id"], backup.get("status")))
+    return backup
+
+
 EARLIER_RESTORE_NOTE = "# (settings below were written by an earlier pgdr.backup restore)"
 
 
@@ -88,64 +141,83 @@ def restored_auto_conf(existing, settings):
     return auto_conf_text(existing.replace(AUTO_CONF_MARK, EARLIER_RESTORE_NOTE), settings)
 
 
-class ProbackupRestore(Restore):
+class ProbackupRestore(PhysicalRestore):
+    """One backup of a probackup catalog onto this host. ``options`` is a ProbackupRestoreOptions."""
+
     kind = "probackup"
 
-    def __init__(self, p, tool, backup, system_identifier, cluster, connect):
-        spec = p["probackup"]
-        manifest = pseudo_manifest(backup, system_identifier, spec["instance"])
-        newest = newest_archived(spec["backup_path"], spec["instance"])
-        super().__init__(dict(p, cluster=spec["instance"]), None, manifest, cluster, {}, connect, archive_newest=newest, has_archive=True)
-        self.tool = tool
-        self.spec = spec
-        self.commands = []  # as run, for the result
+    def __init__(self, options, server, catalog, backup, manifest, connect):
+        catalog_options = options.probackup
+        super().__init__(options, server, manifest, connect, wal=WalSource(None, newest_archived(catalog_options.backup_path, catalog_options.instance)))
+        self.catalog = catalog
+        self.catalog_options = catalog_options
+        self.backup = backup  # as the tool's show printed it
+        self.restore_commands = []  # the restore as the cluster's owner ran it, for the result
+
+    @classmethod
+    def from_options(cls, options, conn_params):
+        """The restore ``options`` ask for: the catalog and its backup looked up, nothing changed yet."""
+        catalog_options = options.probackup
+        catalog = pb.Probackup.detect(catalog_options.binary, catalog_options.backup_path)
+        config = catalog.show_config(catalog_options.instance)
+        if config is None:
+            raise PgdrError("instance %s does not exist in the catalog %s; check probackup.instance" % (catalog_options.instance, catalog_options.backup_path))
+        backup = choose_backup(catalog.backups(catalog_options.instance), options.backup_id, catalog_options)
+        manifest = pseudo_manifest(backup, str(config.get("system-identifier") or ""), catalog_options.instance)
+        bin_dir = server_bin_dir(manifest, options.pg_bin_dir, options.pg_data)
+        server = Cluster.from_options(options, bin_dir, port=options.login_port, socket_dir=options.login_host)
+        return cls(options, server, catalog, backup, manifest, lambda: conn_params.connect(autocommit=True))
 
     def plan(self):
         if self.target[0] != "latest":
             # openGauss pauses at a target and cannot be told to promote; the wait below expects a promotion and would
             # time out and roll back, and no openGauss server is at hand to test another wait against
-            self.tool.refuse("restore_to_target")
-        chain, planned = super().plan()
-        planned.update(catalog=self.spec["backup_path"], instance=self.spec["instance"])
-        if self.p.get("standby") or self.p.get("tablespace_mapping"):
+            self.catalog.program.refuse("restore_to_target")
+        plan = super().plan()
+        plan.description.update(catalog=self.catalog_options.backup_path, instance=self.catalog_options.instance)
+        if self.options.standby or self.options.tablespace_mapping:
             raise PgdrError("standby and tablespace_mapping are for base backup sets; restore from a probackup catalog without them")
-        return chain, planned
+        return plan
 
-    def _as_owner(self, argv):
-        return self.cluster.as_owner(argv)
+    def run(self, check_mode=False):
+        result = super().run(check_mode)
+        result.update(backup=pb.backup_summary(self.backup), commands=self.catalog.commands + self.restore_commands)
+        return result
 
-    def prepare(self, chain, planned, timings):
+    def prepare(self, plan, timings):
         started = time.monotonic()
-        spec, kind = self.spec, self.target[0]
-        incremental = spec.get("incremental_mode") not in (None, "none")
-        if incremental:
+        catalog_options, kind = self.catalog_options, self.target[0]
+        if catalog_options.incremental_mode not in (None, "none"):  # as restore_argv reads it
             # the tool compares pages with a cleanly stopped cluster: copy that, and keep the original
-            self.cluster.stop(mode="fast")
-            run(self._as_owner(["cp", "-a", "--reflink=auto", self.pg_data, self.new_dir]))
+            self.server.stop(mode="fast")
+            run(self.server.as_owner(["cp", "-a", "--reflink=auto", self.pg_data, self.new_dir]))
         # gs_probackup has no --recovery-target=latest: without a target it replays what the archive holds anyway
-        target = None if kind == "latest" and self.tool.lacks("target_immediate") else {"kind": kind, "value": self.target[1]}
+        target = None if kind == "latest" and self.catalog.program.lacks("target_immediate") else {"kind": kind, "value": self.target[1]}
         argv = pb.restore_argv(
-            self.tool,
-            spec["backup_path"],
-            spec["instance"],
+            self.catalog.program,
+            catalog_options.backup_path,
+            catalog_options.instance,
             self.new_dir,
             backup_id=self.manifest["backup_id"],
-            threads=spec.get("threads"),
-            incremental_mode=spec.get("incremental_mode"),
+            threads=catalog_options.threads,
+            incremental_mode=catalog_options.incremental_mode,
             target=target,
-            target_action=None if self.tool.lacks("recovery_target_action") else (self.p.get("recovery_target_action") or "promote"),
-            inclusive=self.p.get("recovery_target_inclusive"),
-            timeline=self.p.get("recovery_target_timeline"),
-            db_include=spec.get("db_include"),
-            db_exclude=spec.get("db_exclude"),
+            target_action=None if self.catalog.program.lacks("recovery_target_action") else self.options.recovery_target_action,
+            inclusive=self.options.recovery_target_inclusive,
+            timeline=self.options.recovery_target_timeline,
+            db_include=catalog_options.db_include,
+            db_exclude=catalog_options.db_exclude,
         )
-        tool = pb.Probackup(self.tool, spec["backup_path"], run=lambda argv, **kw: run(self._as_owner(argv), **kw))
-        tool.run(argv)
+        # as the cluster's owner, so that the restored files are its own
+        catalog_as_owner = pb.Probackup(self.catalog.program, catalog_options.backup_path, run=lambda argv, **kw: run(self.server.as_owner(argv), **kw))
+        catalog_as_owner.run(argv)
+        self.restore_commands = catalog_as_owner.commands
         timings["deploy_seconds"] = round(time.monotonic() - started, 3)
-        self.commands = tool.commands
         path = os.path.join(self.new_dir, "postgresql.auto.conf")
         with open(path) as f:
             existing = f.read()
-        settings = [("archive_mode", self.p.get("archive_mode") or "off")] + sorted((self.p.get("server_settings") or {}).items())
+        settings = [Setting("archive_mode", self.options.archive_mode)] + [
+            Setting(name, value) for name, value in sorted((self.options.server_settings or {}).items())
+        ]
         with open(path, "w") as f:
             f.write(restored_auto_conf(existing, settings))
