@@ -178,14 +178,14 @@ class WalArchive:
     The repository is opened on first use, so a view costs nothing (and fails nothing) until it is asked something.
     """
 
-    def __init__(self, options):
-        self.options = options  # RepositoryOptions
+    def __init__(self, repository_options):
+        self.repository_options = repository_options
         self._repository = None
 
     @property
     def repository(self):
         if self._repository is None:
-            self._repository = open_repository(self.options)
+            self._repository = open_repository(self.repository_options)
         return self._repository
 
     def describe(self):

@@ -408,8 +408,8 @@ def _check_walfile(walfile):
 
 
 def _list(config, as_json):
-    with WalArchive(repository_options(config.archive)) as archive:
-        items = archive.list()
+    with WalArchive(repository_options(config.archive)) as view:
+        items = view.list()
     if as_json:
         sys.stdout.write(json.dumps([dict(item, mtime=item["mtime"].isoformat()) for item in items]) + "\n")
     else:
