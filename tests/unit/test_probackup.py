@@ -395,12 +395,14 @@ class _StoppedCluster:
         return "stopped"
 
 
-def _probackup_restore(tmp_path, tool, **target):
-    from ansible_collections.pgdr.backup.plugins.module_utils.probackup.restore import ProbackupRestore
+def _probackup_restore(tmp_path, program, **target):
+    from ansible_collections.pgdr.backup.plugins.module_utils.probackup import restore as pbr
+    from tests.unit.test_physical_review import restore_options
 
-    p = dict(probackup=dict(backup_path=str(tmp_path), instance="og"), backup_id="latest", **target)
+    options = restore_options(pbr.ProbackupRestoreOptions, probackup=dict(backup_path=str(tmp_path), instance="og"), backup_id="latest", **target)
     backup = {"id": "TOUSU2", "stop-lsn": "0/2000100", "server-version": "15", "end-time": "2026-11-21 13:00:00+00"}
-    return ProbackupRestore(p, tool, backup, "7312345678901234567", _StoppedCluster(), connect=None)
+    manifest = pbr.pseudo_manifest(backup, "7312345678901234567", "og")
+    return pbr.ProbackupRestore(options, _StoppedCluster(), pb.Probackup(program, str(tmp_path)), backup, manifest, connect=None)
 
 
 @pytest.mark.parametrize(
