@@ -444,27 +444,30 @@ previous_data_dir:
 
 import contextlib
 import os
-import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary, tool_version
-from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run as run_command
 from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import ConnectionOptions, ConnectionParams, connection_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster, ServiceOptions, service_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
-from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
-from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy
+from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import recovery_target_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import LOGICAL_KINDS, LogicalRestore, LogicalRestoreOptions
+from ansible_collections.pgdr.backup.plugins.module_utils.logical.table_restore import CONFLICTS, TableRestore
 from ansible_collections.pgdr.backup.plugins.module_utils.physical import restore as physical_restore
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as probackup
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup import restore as probackup_restore
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import repository_from_params, storage_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import RepositoryOptions, open_repository, storage_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import archive_argument_spec
 
-LOGICAL_KINDS = ("logical-db", "logical-cluster", "logical-table")
+# Declared so that Ansible checks them before run() and ansible-doc shows them: a restore reads either a repository
+# (where the sets of ``cluster`` are) or a probackup catalog.
+ARGUMENT_RELATIONS = dict(
+    required_one_of=[["repository", "probackup"]],
+    required_by={"repository": ["cluster"]},
+)
 
 
 def argument_spec():
@@ -486,18 +489,10 @@ def argument_spec():
         pg_bin_dir=dict(type="path"),
         tables=dict(type="list", elements="str"),
         schemas=dict(type="list", elements="str"),
-        conflict=dict(type="str", default="error", choices=list(table_copy.CONFLICTS)),
+        conflict=dict(type="str", default="error", choices=list(CONFLICTS)),
         jobs=dict(type="int"),
         # physical restores (base sets)
         force=dict(type="bool", default=False),
-        recovery_target=dict(type="str", choices=["immediate", "latest"]),
-        recovery_target_time=dict(type="str"),
-        recovery_target_xid=dict(type="str"),
-        recovery_target_lsn=dict(type="str"),
-        recovery_target_name=dict(type="str"),
-        recovery_target_inclusive=dict(type="bool"),
-        recovery_target_timeline=dict(type="str"),
-        recovery_target_action=dict(type="str", choices=["promote", "pause", "shutdown"], default="promote"),
         standby=dict(type="dict", options=dict(primary_conninfo=dict(type="str", required=True, no_log=True), slot=dict(type="str"))),
         archive_mode=dict(type="str", choices=["off", "on", "always"], default="off"),
         server_settings=dict(type="dict"),
@@ -505,65 +500,51 @@ def argument_spec():
         recovery_timeout=dict(type="int", default=600),
         start_timeout=dict(type="int", default=120),
     )
+    spec.update(recovery_target_argument_spec())
     spec.update(service_argument_spec())
-    spec.update(wal_helper.archive_argument_spec())
+    spec.update(archive_argument_spec())
     spec.update(probackup_restore.catalog_argument_spec())
     spec["repository"] = dict(spec["repository"], required=False)  # a probackup catalog is the other source
     return spec
 
 
-def select_set(repo, cluster, backup_id, kind=None):
+def select_set(repo, cluster_name, backup_id, kind=None):
+    """The manifest of set ``backup_id`` of ``cluster_name``, or of its newest complete set (of ``kind``) for latest."""
     if backup_id == "latest":
-        found = backup_set.latest_complete(repo, cluster, kind)
+        found = backup_set.latest_complete(repo, cluster_name, kind)
         if found is None:
             raise PgdrError(
-                "no complete %sbackup set for cluster %s in %s; check cluster and repository" % ("%s " % kind if kind else "", cluster, repo.describe())
+                "no complete %sbackup set for cluster %s in %s; check cluster and repository"
+                % ("%s " % kind if kind else "", cluster_name, repo.describe())
             )
         return found
-    return backup_set.load_manifest(repo, cluster, backup_id)
+    return backup_set.load_manifest(repo, cluster_name, backup_id)
 
 
-def plan_targets(p, manifest, admin):
-    """[(source database, target name, action)] where action is create, use or replace."""
-    by_db, _globals = logical_restore.database_files(manifest)
-    if manifest["kind"] == "logical-db":
-        sources = list(by_db)
-    else:
-        sources = p["databases"] or list(by_db)
-        unknown = [d for d in sources if d not in by_db]
-        if unknown:
-            raise PgdrError("set %s has no dump of database(s) %s; it holds %s" % (manifest["backup_id"], ", ".join(unknown), ", ".join(sorted(by_db))))
-    plans = []
-    for source in sources:
-        target = p["database"] if (p["database"] and manifest["kind"] == "logical-db") else source
-        if not logical_restore.database_exists(admin, target):
-            plans.append((source, target, "create"))
-        elif p["if_exists"] == "fail":
-            raise PgdrError('database "%s" exists on the target; set if_exists (rename, replace, use) or database' % target)
-        elif p["if_exists"] == "rename":
-            plans.append((source, "%s_restored_%s" % (target, manifest["backup_id"]), "create"))
-        else:
-            plans.append((source, target, p["if_exists"]))
-    return plans
+def logical_engine(manifest, options):
+    """The engine for a set restored through a connection (no pg_data): TableRestore or LogicalRestore."""
+    if manifest["kind"] == "base":
+        raise PgdrError("set %s is a base backup, which restores a whole cluster: give pg_data (the data directory it replaces)" % manifest["backup_id"])
+    if manifest["kind"] not in LOGICAL_KINDS:
+        raise PgdrError("set %s is a %s backup, which restore_cluster cannot restore" % (manifest["backup_id"], manifest["kind"]))
+    if manifest["kind"] == "logical-table" or options.tables or options.schemas:
+        return TableRestore
+    return LogicalRestore
 
 
 def run(module):
-    p = module.params
-    params = ConnectionParams(typed(ConnectionOptions, p))
+    p = module.params  # the physical and probackup restores below still read it as it is
+    conn_params = ConnectionParams(typed(ConnectionOptions, p))
     if p["probackup"]:
-        return run_probackup(module, p, params)
-    if not p["repository"] or not p["cluster"]:
-        raise PgdrError("give repository and cluster (where the backup sets are), or probackup (a pg_probackup catalog), to restore from")
-    with repository_from_params(p["repository"]) as repo:
+        return run_probackup(module, p, conn_params)
+    options = typed(LogicalRestoreOptions, p)
+    with open_repository(typed(RepositoryOptions, p["repository"])) as repo:
         if p["pg_data"]:  # a whole cluster from a base backup; the server may be down, so no connection yet
-            return run_physical(module, p, params, repo)
-        manifest = select_set(repo, p["cluster"], p["backup_id"])
-        if manifest["kind"] == "base":
-            raise PgdrError("set %s is a base backup, which restores a whole cluster: give pg_data (the data directory it replaces)" % manifest["backup_id"])
-        if manifest["kind"] not in LOGICAL_KINDS:
-            raise PgdrError("set %s is a %s backup, which restore_cluster cannot restore" % (manifest["backup_id"], manifest["kind"]))
-        with contextlib.closing(params.connect(autocommit=True)) as admin:
-            return _run(module, p, params, repo, admin, manifest)
+            return run_physical(module, p, conn_params, repo)
+        manifest = select_set(repo, options.cluster, options.backup_id)
+        engine = logical_engine(manifest, options)
+        with contextlib.closing(conn_params.connect(autocommit=True)) as admin:
+            return engine(options, conn_params, repo, manifest, admin).run(check_mode=module.check_mode)
 
 
 def physical_bin_dir(p, manifest):
@@ -662,189 +643,8 @@ def run_probackup(module, p, params):
     return result
 
 
-def _run(module, p, params, repo, admin, manifest):
-    backup_set.check_files(repo, manifest, p["cluster"])  # before anything touches the target
-    if manifest["kind"] == "logical-table" or p["tables"] or p["schemas"]:
-        return run_table_restore(module, p, params, repo, admin, manifest)
-    plans = plan_targets(p, manifest, admin)
-    result = dict(
-        changed=False,
-        backup_id=manifest["backup_id"],
-        kind=manifest["kind"],
-        checked_files=len(manifest["files"]),
-        globals_restored=False,
-        databases=[dict(source=s, target=t, action=a) for s, t, a in plans],
-    )
-    if module.check_mode:
-        result["changed"] = bool(plans)
-        return result
-
-    tools = find_tools(p, admin)
-    passphrase = (p["encryption"] or {}).get("passphrase")
-    gpg_context = encryption.gpg_session(passphrase) if passphrase else contextlib.nullcontext()
-    by_db, globals_file = logical_restore.database_files(manifest)
-    with gpg_context as gpg:
-        if manifest["kind"] == "logical-cluster" and p["globals"] and globals_file:
-            restore_globals(repo, manifest, p["cluster"], globals_file, admin, params, tools, gpg)
-            result["globals_restored"] = True
-        result["databases"] = []
-        for source, target, action in plans:
-            result["changed"] = True
-            outcome = restore_one(p, params, admin, repo, manifest, by_db[source], source, target, action, tools, gpg)
-            result["databases"].append(outcome)
-    failed = [d for d in result["databases"] if d.get("verification") and not d["verification"]["verified"]]
-    if failed:
-        first = failed[0]["verification"]["mismatches"][0]
-        result["msg"] = "verification failed for %d database(s): %s.%s in %s: %s; the restored data differs from the backup" % (
-            len(failed),
-            first["schema"],
-            first["table"],
-            failed[0]["target"],
-            first["problem"],
-        )
-        module.fail_json(**result)
-    return result
-
-
-def find_tools(p, admin):
-    major = server_version(admin)["major"]
-    return {name: find_binary(name, major, p["pg_bin_dir"])[0] for name in ("pg_restore", "psql", "pg_dump")}
-
-
-def table_source_database(p, manifest):
-    """The source database whose tables are restored."""
-    by_db, _globals = logical_restore.database_files(manifest)
-    if manifest["kind"] != "logical-cluster":
-        return manifest["source"]["database"] or (list(by_db) or [None])[0]
-    if not p["databases"] or len(p["databases"]) != 1:
-        raise PgdrError("restoring tables from a cluster set needs exactly one source database in databases; the set holds %s" % ", ".join(sorted(by_db)))
-    if p["databases"][0] not in by_db:
-        raise PgdrError("set %s has no dump of database %s; it holds %s" % (manifest["backup_id"], p["databases"][0], ", ".join(sorted(by_db))))
-    return p["databases"][0]
-
-
-def run_table_restore(module, p, params, repo, admin, manifest):
-    """Tables from a logical-table set, or chosen tables/schemas from a database set, with conflict handling."""
-    if p["if_exists"] != "fail" or p["keep_previous"]:
-        raise PgdrError("table restores use conflict (error, rename, replace), not if_exists or keep_previous")
-    source = table_source_database(p, manifest)
-    target = p["database"] or source
-    exists = logical_restore.database_exists(admin, target)
-    plans = table_copy.restore_plan(manifest, params, source, target, p["tables"], p["schemas"], p["conflict"], exists)
-    result = dict(
-        changed=False,
-        backup_id=manifest["backup_id"],
-        kind=manifest["kind"],
-        checked_files=len(manifest["files"]),
-        globals_restored=False,
-        database=target,
-        database_created=not exists,
-        databases=[],
-        tables=[dict(schema=s, table=t, target_schema=s, target_table=x, action=a) for s, t, x, a in plans],
-    )
-    if module.check_mode:
-        result["changed"] = True
-        return result
-    started = time.monotonic()
-    tools = find_tools(p, admin)
-    passphrase = (p["encryption"] or {}).get("passphrase")
-    gpg_context = encryption.gpg_session(passphrase) if passphrase else contextlib.nullcontext()
-    by_db, _globals = logical_restore.database_files(manifest)
-    infos = {info["name"]: info for info in manifest.get("databases", [])}
-    options = dict(no_owner=p["no_owner"], no_privileges=p["no_privileges"], verify=p["verify"], analyze=p["analyze"])
-    with gpg_context as gpg:
-
-        def load_dump(scratch):
-            with params.child_env() as env:
-                env["PGDATABASE"] = scratch
-                logical_restore.load_database(repo, manifest, p["cluster"], by_db[source], scratch, tools, gpg, env, options, jobs=p["jobs"])
-
-        def create_target():
-            if not exists:
-                logical_restore.create_database(admin, target, infos.get(source), keep_owner=not p["no_owner"])
-                result["changed"] = True
-
-        ctx = table_copy.RestoreContext(params, admin, repo, p["cluster"], manifest, tools, gpg, options)
-        result["tables"] = table_copy.restore_tables(ctx, source, target, plans, load_dump, create_target)
-    result.update(changed=True, seconds=round(time.monotonic() - started, 3))
-    failed = [t for t in result["tables"] if t["verified"] is False]
-    if failed:
-        result["msg"] = "verification failed for %d table(s): %s.%s in %s: %s; the restored data differs from the backup" % (
-            len(failed),
-            failed[0]["target_schema"],
-            failed[0]["target_table"],
-            target,
-            failed[0]["problem"],
-        )
-        module.fail_json(**result)
-    return result
-
-
-def restore_globals(repo, manifest, cluster, entry, admin, params, tools, gpg):
-    """Apply roles and tablespaces, leaving the ones that already exist as they are."""
-    chunks = []
-    key = backup_set.set_key(cluster, manifest["backup_id"], entry["path"])
-    stages = logical_restore.input_stages(entry, gpg) or [["cat"]]
-    logical_restore.feed(repo, key, stages, None, sink=chunks.append)
-    with admin.cursor() as cur:
-        cur.execute("SELECT rolname FROM pg_roles")
-        roles = {row[0] for row in cur.fetchall()}
-        cur.execute("SELECT spcname FROM pg_tablespace")
-        tablespaces = {row[0] for row in cur.fetchall()}
-    text = logical_restore.filter_globals(b"".join(chunks).decode("utf-8"), roles, tablespaces)
-    with params.child_env() as env:
-        env["PGDATABASE"] = "postgres"
-        run_command([tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-f", "-"], env=env, input_text=text)
-
-
-def restore_one(p, params, admin, repo, manifest, entries, source, target, action, tools, gpg):
-    """Restore one database; for replace, into a new name that is swapped in once verified."""
-    started = time.monotonic()
-    load_into = target if action in ("create", "use") else "%s_pgdr_new_%s" % (target, manifest["backup_id"])
-    if action != "use":
-        infos = {info["name"]: info for info in manifest.get("databases", [])}
-        logical_restore.create_database(admin, load_into, infos.get(source), keep_owner=not p["no_owner"])
-    try:
-        load(p, params, repo, manifest, entries, load_into, tools, gpg)
-        verification = logical_restore.verify_database(params, load_into, source, manifest) if p["verify"] else None
-        if verification and not verification["verified"] and action == "replace":
-            raise PgdrError(
-                "restored copy of %s does not match the backup (%s); the existing database was not touched"
-                % (target, verification["mismatches"][0]["problem"]),
-                verification=verification,
-            )
-    except BaseException:
-        if action in ("create", "replace"):  # made by this run: a half-loaded database must not pass for a restore
-            logical_restore.drop_database(admin, load_into)  # (with replace, the existing database is untouched)
-        raise
-    if action == "replace":
-        previous = "%s_previous_%s" % (target, manifest["backup_id"])
-        logical_restore.rename_database(admin, target, previous)
-        logical_restore.rename_database(admin, load_into, target)
-        if not p["keep_previous"]:
-            logical_restore.drop_database(admin, previous)
-    if p["analyze"]:
-        logical_restore.analyze(params, target)
-    if verification:
-        verification["database"] = target
-    return dict(
-        source=source,
-        target=target,
-        action=action if action != "create" else "created",
-        seconds=round(time.monotonic() - started, 3),
-        verification=verification,
-    )
-
-
-def load(p, params, repo, manifest, entries, database, tools, gpg):
-    options = dict(no_owner=p["no_owner"], no_privileges=p["no_privileges"])
-    with params.child_env() as env:
-        env["PGDATABASE"] = database
-        logical_restore.load_database(repo, manifest, p["cluster"], entries, database, tools, gpg, env, options, jobs=p["jobs"])
-
-
 def main():
-    run_module(argument_spec(), run)
+    run_module(argument_spec(), run, **ARGUMENT_RELATIONS)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,17 @@
-"""restore_cluster's physical flow: nothing on the host changes before the restore's own refusals have run."""
+"""restore_cluster: the physical flow changes nothing on the host before the restore's own refusals have run; logical and
+table restores are engines the module picks, which plan before they change anything and fail with their whole result."""
 
 import contextlib
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_restore
+from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import DatabasePlan, LogicalRestore, LogicalRestoreOptions, plan_databases
+from ansible_collections.pgdr.backup.plugins.module_utils.logical.table_restore import TableRestore
 from ansible_collections.pgdr.backup.plugins.modules import restore_cluster as module_code
 from tests.unit.test_physical_review import FakeCluster
 
@@ -64,3 +71,124 @@ def test_an_accepted_restore_installs_the_helper_before_deploying(tmp_path, monk
     with pytest.raises(PgdrError, match="stop here"):
         run()
     assert order == [[("install", True), ("install", False), ("spool", False)]]
+
+
+# --- logical and table restores: the module picks the engine, the engine plans and reports ------------------------
+
+
+def logical_options(**over):
+    """restore_cluster's options as the module types them, with the argument spec's defaults."""
+    params = {name: spec.get("default") for name, spec in module_code.argument_spec().items()}
+    params.update(cluster="db1", **over)
+    return typed(LogicalRestoreOptions, params)
+
+
+def logical_set(kind="logical-db", databases=("sales",)):
+    files = [{"path": "db_%s.dump" % name, "role": "database", "database": name, "format": "custom"} for name in databases]
+    if kind == "logical-cluster":
+        files.append({"path": "globals.sql", "role": "globals", "database": None, "format": "plain"})
+    return {"backup_id": "20260101T000000Z", "kind": kind, "files": files, "source": {"database": databases[0]},
+            "tables": [{"database": databases[0], "schema": "public", "table": "t", "rows": 1, "fingerprint": "1"}]}
+
+
+def test_the_module_picks_the_engine_by_the_set_and_the_options():
+    assert module_code.logical_engine(logical_set(), logical_options()) is LogicalRestore
+    assert module_code.logical_engine(logical_set(), logical_options(tables=["public.t"])) is TableRestore
+    assert module_code.logical_engine(logical_set(), logical_options(schemas=["public"])) is TableRestore
+    assert module_code.logical_engine(logical_set("logical-table"), logical_options()) is TableRestore
+    with pytest.raises(PgdrError, match="is a base backup, which restores a whole cluster: give pg_data"):
+        module_code.logical_engine(dict(logical_set(), kind="base"), logical_options())
+    with pytest.raises(PgdrError, match="is a probackup backup, which restore_cluster cannot restore"):
+        module_code.logical_engine(dict(logical_set(), kind="probackup"), logical_options())
+
+
+def test_ansible_refuses_a_restore_without_a_source_before_the_module_runs():
+    validator = ArgumentSpecValidator(module_code.argument_spec(), **module_code.ARGUMENT_RELATIONS)
+
+    def errors(**params):
+        return [str(error) for error in validator.validate(params).errors]
+
+    assert errors() == ["one of the following is required: repository, probackup"]
+    assert errors(repository={"type": "local", "path": "/b"}) == ["missing parameter(s) required by 'repository': cluster"]
+    assert errors(repository={"type": "local", "path": "/b"}, cluster="db1") == []
+    assert errors(probackup={"backup_path": "/pb", "instance": "main"}) == []
+
+
+def test_database_plans_name_source_target_and_action():
+    exists = {"sales", "hr"}.__contains__
+    manifest = logical_set()
+    assert plan_databases(manifest, logical_options(database="sales_check"), exists) == [DatabasePlan("sales", "sales_check", "create")]
+    assert plan_databases(manifest, logical_options(if_exists="rename"), exists) == [
+        DatabasePlan("sales", "sales_restored_20260101T000000Z", "create")]
+    assert plan_databases(manifest, logical_options(if_exists="replace"), exists)[0].action == "replace"
+    with pytest.raises(PgdrError, match='database "sales" exists on the target; set if_exists'):
+        plan_databases(manifest, logical_options(), exists)
+    cluster = logical_set("logical-cluster", databases=("sales", "hr", "new"))
+    assert [p.target for p in plan_databases(cluster, logical_options(databases=["new"], database="ignored"), exists)] == ["new"]
+    with pytest.raises(PgdrError, match="has no dump of database\\(s\\) nope; it holds hr, new, sales"):
+        plan_databases(cluster, logical_options(databases=["nope"]), exists)
+
+
+class FakeAdmin:
+    """No server: database_exists is answered by the test."""
+
+
+def engine(monkeypatch, cls, manifest, existing=(), **over):
+    checked = []
+    monkeypatch.setattr(logical_restore.SetLoader, "check_files", lambda self: checked.append(self.manifest["backup_id"]))
+    monkeypatch.setattr(logical_restore, "database_exists", lambda conn, name: name in existing)
+    monkeypatch.setattr(table_restore, "database_exists", lambda conn, name: name in existing)
+    monkeypatch.setattr(logical_restore.SetLoader, "session", lambda self: contextlib.nullcontext())
+    return checked, cls(logical_options(**over), None, None, manifest, FakeAdmin())
+
+
+def test_check_mode_checks_the_files_and_reports_the_plan(monkeypatch):
+    checked, restore = engine(monkeypatch, LogicalRestore, logical_set())
+    assert restore.run(check_mode=True) == dict(changed=True, backup_id="20260101T000000Z", kind="logical-db", checked_files=1,
+                                                globals_restored=False, databases=[dict(source="sales", target="sales", action="create")])
+    assert checked == ["20260101T000000Z"]
+
+
+def test_a_database_that_differs_from_the_manifest_fails_with_the_whole_result(monkeypatch):
+    _checked, restore = engine(monkeypatch, LogicalRestore, logical_set())
+    mismatch = dict(schema="public", table="t", problem="rows differ")
+    monkeypatch.setattr(LogicalRestore, "_restore_database", lambda self, plan: dict(
+        source=plan.source, target=plan.target, action="created", seconds=0.1, verification=dict(verified=False, mismatches=[mismatch])))
+    with pytest.raises(PgdrError) as failed:
+        restore.run()
+    result = failed.value.fail_json_kwargs()
+    assert result["msg"] == ("verification failed for 1 database(s): public.t in sales: rows differ; the restored data differs from the backup")
+    assert result["changed"] is True and result["databases"][0]["verification"]["verified"] is False
+
+
+def test_table_restores_refuse_database_options_after_checking_the_files(monkeypatch):
+    checked, restore = engine(monkeypatch, TableRestore, logical_set(), if_exists="replace", tables=["public.t"])
+    with pytest.raises(PgdrError, match="table restores use conflict \\(error, rename, replace\\), not if_exists or keep_previous"):
+        restore.run(check_mode=True)
+    assert checked == ["20260101T000000Z"]
+
+
+def test_a_table_restore_plan_into_a_new_database(monkeypatch):
+    _checked, restore = engine(monkeypatch, TableRestore, logical_set(), database="scratch", tables=["public.t"])
+    result = restore.run(check_mode=True)
+    assert (result["database"], result["database_created"], result["databases"]) == ("scratch", True, [])
+    assert result["tables"] == [dict(schema="public", table="t", target_schema="public", target_table="t", action="created")]
+
+
+def test_tables_of_a_cluster_set_come_from_exactly_one_database():
+    cluster = logical_set("logical-cluster", databases=("sales", "hr"))
+    assert table_restore.source_database(cluster, ["hr"]) == "hr"
+    with pytest.raises(PgdrError, match="needs exactly one source database in databases; the set holds hr, sales"):
+        table_restore.source_database(cluster, None)
+    with pytest.raises(PgdrError, match="has no dump of database nope"):
+        table_restore.source_database(cluster, ["nope"])
+
+
+def test_the_load_program_follows_the_dump_format():
+    tools = dict(pg_restore="pg_restore", psql="psql")
+    options = logical_options(no_owner=True)
+    assert logical_restore.load_argv({"format": "custom"}, tools, "sales", options) == [
+        "pg_restore", "--no-password", "--exit-on-error", "--dbname=dbname='sales'", "--no-owner", "--single-transaction"]
+    assert logical_restore.load_argv({"format": "directory"}, tools, "it's", options, jobs=4, path="/s/dump")[-3:] == [
+        "--no-owner", "--jobs=4", "/s/dump"]
+    assert logical_restore.load_argv({"format": "plain"}, tools, "sales", options)[:5] == ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]

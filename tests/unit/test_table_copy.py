@@ -5,6 +5,7 @@ import pytest
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy as tc
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_restore as tr
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
 
@@ -43,45 +44,45 @@ def test_copy_options_and_dump_patterns():
 
 def test_select_tables_by_name_and_schema_and_refuse_what_is_not_in_the_set():
     tables = [entry("a"), entry("b", schema="s"), entry("c", schema="s"), entry("x", database="other")]
-    assert tc.select_tables(tables, "sales") == [("public", "a"), ("s", "b"), ("s", "c")]
-    assert tc.select_tables(tables, "sales", tables=["s.c", "a", "s.c"]) == [("s", "c"), ("public", "a")]
-    assert tc.select_tables(tables, "sales", tables=["a"], schemas=["s"]) == [("public", "a"), ("s", "b"), ("s", "c")]
+    assert tr.select_tables(tables, "sales") == [("public", "a"), ("s", "b"), ("s", "c")]
+    assert tr.select_tables(tables, "sales", tables=["s.c", "a", "s.c"]) == [("s", "c"), ("public", "a")]
+    assert tr.select_tables(tables, "sales", tables=["a"], schemas=["s"]) == [("public", "a"), ("s", "b"), ("s", "c")]
     with pytest.raises(PgdrError, match="table public.x is not in the backup set"):
-        tc.select_tables(tables, "sales", tables=["x"])
+        tr.select_tables(tables, "sales", tables=["x"])
     with pytest.raises(PgdrError, match="schema nope has no tables"):
-        tc.select_tables(tables, "sales", schemas=["nope"])
+        tr.select_tables(tables, "sales", schemas=["nope"])
 
 
 def test_conflict_error_names_every_existing_table_and_plans_nothing():
     selected = [("public", "a"), ("s", "B c")]
     with pytest.raises(PgdrError) as failure:
-        tc.plan_conflicts(selected, {("public", "a"), ("s", "B c")}, "error", "20260101T000000Z")
+        tr.plan_conflicts(selected, {("public", "a"), ("s", "B c")}, "error", "20260101T000000Z")
     assert 'public.a, s."B c" already exist in the target database; nothing was changed' in failure.value.msg
-    assert tc.plan_conflicts(selected, set(), "error", "X") == [("public", "a", "a", "created"), ("s", "B c", "B c", "created")]
+    assert tr.plan_conflicts(selected, set(), "error", "X") == [("public", "a", "a", "created"), ("s", "B c", "B c", "created")]
 
 
 def test_conflict_rename_and_replace_plans():
     selected = [("public", "a"), ("public", "new")]
     existing = {("public", "a")}
-    assert tc.plan_conflicts(selected, existing, "rename", "20260101T000000Z") == [
+    assert tr.plan_conflicts(selected, existing, "rename", "20260101T000000Z") == [
         ("public", "a", "a_restored_20260101T000000Z", "renamed"), ("public", "new", "new", "created")]
-    assert tc.plan_conflicts(selected, existing, "replace", "id") == [
+    assert tr.plan_conflicts(selected, existing, "replace", "id") == [
         ("public", "a", "a", "replaced"), ("public", "new", "new", "created")]
     with pytest.raises(PgdrError, match="already exists too"):
-        tc.plan_conflicts(selected, existing | {("public", "a_restored_id")}, "rename", "id")
+        tr.plan_conflicts(selected, existing | {("public", "a_restored_id")}, "rename", "id")
 
 
 def test_renamed_refuses_names_postgres_would_truncate():
-    assert tc.renamed("t", "20260101T000000Z") == "t_restored_20260101T000000Z"
+    assert tr.renamed("t", "20260101T000000Z") == "t_restored_20260101T000000Z"
     with pytest.raises(PgdrError, match="longer than 63 bytes"):
-        tc.renamed("ü" * 20, "20260101T000000Z")
+        tr.renamed("ü" * 20, "20260101T000000Z")
 
 
 def test_verification_results_report_each_table():
     plans = [("public", "a", "a_restored_x", "renamed"), ("public", "b", "b", "replaced"), ("public", "c", "c", "created")]
     expected = {("public", n): entry(n) for n in "abc"}
     actual = {("public", "a_restored_x"): entry("a_restored_x"), ("public", "b"): entry("b", fingerprint="41")}
-    results = tc.verification_results(plans, expected, actual)
+    results = tr.verification_results(plans, expected, actual)
     assert [(r["target_table"], r["verified"], r["problem"]) for r in results] == [
         ("a_restored_x", True, None), ("b", False, "content differs"), ("c", False, "missing")]
 

@@ -2,23 +2,38 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Restore logical backup sets: globals, then databases, then prove them against the manifest.
 
-Order of safety: the set's checksums are verified before the target is
-touched; a database being replaced is restored under a new name, verified,
-and only then swapped in, so the old one is never dropped before its
-replacement has passed verification.
+The order is what makes it safe:
+
+1. Every file of the set is read back and its size and sha256 compared with the manifest before the
+   target server is touched (``plan()``, which changes nothing; check mode stops after it).
+2. A database is created from template0 and loaded with pg_restore (custom, directory, tar) or psql with
+   ON_ERROR_STOP in one transaction (plain). Cluster sets apply the globals first, leaving the roles and
+   tablespaces that already exist exactly as they are.
+3. A database being replaced is loaded under a new name, verified, and only then swapped in: the old
+   one is never dropped before its replacement has passed verification. A database this run created
+   and could not load is dropped again, so a half-loaded database never passes for a restore.
+
+``LogicalRestore`` restores whole databases; ``table_restore.TableRestore`` restores chosen tables. Both
+read the set through ``SetLoader`` and take ``LogicalRestoreOptions`` (restore_cluster's options, typed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 import shutil
 import tempfile
+import time
+from typing import List, NamedTuple, Optional
 
-from ansible_collections.pgdr.backup.plugins.module_utils.core import compression
-from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run_pipeline
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption
+from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, run_pipeline
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint
+from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set, fingerprint
 from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import set_key
 
 try:
@@ -26,7 +41,51 @@ try:
 except ImportError:  # reported by the module
     sql = None
 
-READ_CHUNK = 1024 * 1024
+LOGICAL_KINDS = ("logical-db", "logical-cluster", "logical-table")
+
+
+# --- options and plans ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreEncryptionOptions:
+    """restore_cluster's ``encryption`` option: how to decrypt an encrypted set."""
+
+    passphrase: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LogicalRestoreOptions:
+    """restore_cluster's options for logical and table restores (defaults are the argument spec's)."""
+
+    cluster: Optional[str]  # the name the sets are filed under in the repository
+    backup_id: Optional[str]
+    database: Optional[str]
+    databases: Optional[List[str]]
+    globals: Optional[bool]
+    if_exists: Optional[str]
+    keep_previous: Optional[bool]
+    verify: Optional[bool]
+    analyze: Optional[bool]
+    no_owner: Optional[bool]
+    no_privileges: Optional[bool]
+    encryption: Optional[RestoreEncryptionOptions]
+    pg_bin_dir: Optional[str]
+    tables: Optional[List[str]]
+    schemas: Optional[List[str]]
+    conflict: Optional[str]
+    jobs: Optional[int]
+
+
+class DatabasePlan(NamedTuple):
+    """One database of a set and where it goes."""
+
+    source: str  # the database's name in the set
+    target: str  # the database it is restored into
+    action: str  # create, use or replace
+
+
+# --- pure helpers ---------------------------------------------------------------------
 
 
 def database_files(manifest):
@@ -38,6 +97,33 @@ def database_files(manifest):
         elif entry.get("role") == "database":
             by_db.setdefault(entry["database"], []).append(entry)
     return by_db, globals_file
+
+
+def plan_databases(manifest, options, exists):
+    """[DatabasePlan] for a logical-db or logical-cluster set; ``exists(name)`` says whether the target has that database.
+
+    Refuses, before anything is changed, a database the set does not hold and (with if_exists fail) a target that exists.
+    """
+    by_db, _globals = database_files(manifest)
+    if manifest["kind"] == "logical-db":
+        sources = list(by_db)
+    else:
+        sources = options.databases or list(by_db)
+        unknown = [d for d in sources if d not in by_db]
+        if unknown:
+            raise PgdrError("set %s has no dump of database(s) %s; it holds %s" % (manifest["backup_id"], ", ".join(unknown), ", ".join(sorted(by_db))))
+    plans = []
+    for source in sources:
+        target = options.database if (options.database and manifest["kind"] == "logical-db") else source
+        if not exists(target):
+            plans.append(DatabasePlan(source, target, "create"))
+        elif options.if_exists == "fail":
+            raise PgdrError('database "%s" exists on the target; set if_exists (rename, replace, use) or database' % target)
+        elif options.if_exists == "rename":
+            plans.append(DatabasePlan(source, "%s_restored_%s" % (target, manifest["backup_id"]), "create"))
+        else:
+            plans.append(DatabasePlan(source, target, options.if_exists))
+    return plans
 
 
 def input_stages(entry, gpg):
@@ -56,61 +142,27 @@ def input_stages(entry, gpg):
     return stages
 
 
-def feed(repo, key, argvs, env, sink=None, stdout_path=None):
-    """Stream one stored file into the first process of a pipeline."""
-    with repo.open_reader(key) as reader:
-        try:
-            return run_pipeline(argvs, env=env, stdin_reader=reader, sink=sink, stdout_path=stdout_path)
-        except PgdrError as exc:
-            cmd = exc.details.get("cmd") or []
-            if cmd[:1] == ["gpg"] and "--decrypt" in cmd:  # a wrong passphrase is by far the likeliest cause
-                exc.msg += "; check encryption.passphrase: it must be the one the set was encrypted with"
-                exc.args = (exc.msg,)
-            raise
-
-
 def conninfo_dbname(database):
     """``dbname='...'`` for -d: a bare name with '=' in it would be read as a connection string."""
     return "dbname='%s'" % database.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def restore_command(entry, pg_restore, psql, database, options, jobs=1, path=None):
-    """The tool that loads one database dump into ``database`` (which exists)."""
+def load_argv(entry, tools, database, options, jobs=1, path=None):
+    """The program that loads one database dump into ``database`` (which exists): psql for plain SQL, pg_restore otherwise."""
     fmt = entry["format"]
     if fmt == "plain":
-        return [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password",
+        return [tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password",
                 "--dbname=" + conninfo_dbname(database), "-f", "-"]
-    argv = [pg_restore, "--no-password", "--exit-on-error", "--dbname=" + conninfo_dbname(database)]
-    if options.get("no_owner"):
+    argv = [tools["pg_restore"], "--no-password", "--exit-on-error", "--dbname=" + conninfo_dbname(database)]
+    if options.no_owner:
         argv.append("--no-owner")
-    if options.get("no_privileges"):
+    if options.no_privileges:
         argv.append("--no-privileges")
     if jobs > 1:
         argv.append("--jobs=%d" % jobs)
     elif fmt == "custom":
         argv.append("--single-transaction")
     return argv + ([path] if path else [])
-
-
-def restore_directory(repo, manifest, cluster, entries, database, tools, gpg, env, options, jobs=None):
-    """Directory dumps are folders: fetch (and decrypt) them into a 0700 staging folder, then pg_restore -j."""
-    staging = tempfile.mkdtemp(prefix="pgdr-restore-")
-    try:
-        os.chmod(staging, 0o700)
-        folder = os.path.join(staging, "dump")
-        os.mkdir(folder, 0o700)
-        for entry in entries:
-            name = entry["path"].split("/", 1)[1]
-            if entry["encryption"]["method"] != "none":
-                name = name[: -len(".gpg")] if name.endswith(".gpg") else name
-            key = set_key(cluster, manifest["backup_id"], entry["path"])
-            stages = input_stages(entry, gpg) or [["cat"]]
-            feed(repo, key, stages, None, stdout_path=os.path.join(folder, name))
-        jobs = max(1, int(jobs or manifest.get("options", {}).get("jobs") or 1))
-        argv = restore_command(entries[0], tools["pg_restore"], tools["psql"], database, options, jobs=jobs, path=folder)
-        run_pipeline([argv], env=env)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # pg_dumpall --globals-only writes one statement per line for these
@@ -138,6 +190,49 @@ def filter_globals(text, existing_roles, existing_tablespaces):
             continue
         kept.append(line)
     return "".join(kept)
+
+
+def verification_message(databases):
+    """The failure message for restored databases whose tables differ from the manifest, or None when all match."""
+    failed = [d for d in databases if d.get("verification") and not d["verification"]["verified"]]
+    if not failed:
+        return None
+    first = failed[0]["verification"]["mismatches"][0]
+    return "verification failed for %d database(s): %s.%s in %s: %s; the restored data differs from the backup" % (
+        len(failed),
+        first["schema"],
+        first["table"],
+        failed[0]["target"],
+        first["problem"],
+    )
+
+
+# --- the target server ----------------------------------------------------------------
+
+
+def feed(repo, key, argvs, env, sink=None, stdout_path=None):
+    """Stream one stored file into the first process of a pipeline."""
+    with repo.open_reader(key) as reader:
+        try:
+            return run_pipeline(argvs, env=env, stdin_reader=reader, sink=sink, stdout_path=stdout_path)
+        except PgdrError as exc:
+            cmd = exc.details.get("cmd") or []
+            if cmd[:1] == ["gpg"] and "--decrypt" in cmd:  # a wrong passphrase is by far the likeliest cause
+                exc.msg += "; check encryption.passphrase: it must be the one the set was encrypted with"
+                exc.args = (exc.msg,)
+            raise
+
+
+def find_tools(admin, pg_bin_dir):
+    """pg_restore, psql and pg_dump matching the major version of the server ``admin`` is connected to."""
+    major = server_version(admin)["major"]
+    return {name: find_binary(name, major, pg_bin_dir)[0] for name in ("pg_restore", "psql", "pg_dump")}
+
+
+def decryption(options):
+    """A gpg session for ``options.passphrase`` (a RestoreEncryptionOptions), or a context yielding None without one."""
+    passphrase = options.passphrase if options else None
+    return encryption.gpg_session(passphrase) if passphrase else contextlib.nullcontext()
 
 
 def create_database(conn, name, info=None, keep_owner=True):
@@ -172,10 +267,10 @@ def rename_database(conn, old, new):
         cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
 
 
-def verify_database(params, restored_name, source_name, manifest):
+def verify_database(conn_params, restored_name, source_name, manifest):
     """Recompute fingerprints in the restored database and compare with the manifest."""
     expected = [t for t in manifest.get("tables", []) if t["database"] == source_name]
-    conn = params.connect(restored_name, autocommit=True)
+    conn = conn_params.connect(restored_name, autocommit=True)
     try:
         fingerprint.begin_snapshot(conn)
         names = [(t["schema"], t["table"]) for t in expected]
@@ -189,8 +284,8 @@ def verify_database(params, restored_name, source_name, manifest):
                 verified=not mismatches, mismatches=mismatches)
 
 
-def analyze(params, database):
-    conn = params.connect(database, autocommit=True)
+def analyze(conn_params, database):
+    conn = conn_params.connect(database, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("ANALYZE")
@@ -198,27 +293,180 @@ def analyze(params, database):
         conn.close()
 
 
-def load_database(repo, manifest, cluster, entries, database, tools, gpg, env, options, jobs=None):
-    """Load one database's dump (custom, directory, tar, plain) into the existing ``database``.
+# --- reading a set back into databases ------------------------------------------------
 
-    ``jobs`` > 1 runs pg_restore in parallel: directory dumps are staged anyway,
-    a custom dump is fetched (and decrypted) into a 0700 staging folder first
-    (pg_restore -j cannot read a pipe).
+
+class SetLoader:
+    """What the database and table restores share: the set, the target server, and loading a dump into one of its databases.
+
+    ``admin`` is an autocommit connection to the target server (CREATE / DROP / ALTER DATABASE). ``session()``
+    finds the target's client binaries and holds the decryption session while files are read.
     """
-    entry = entries[0]
-    if entry["format"] == "directory":
-        restore_directory(repo, manifest, cluster, entries, database, tools, gpg, env, options, jobs=jobs)
-        return
-    key = set_key(cluster, manifest["backup_id"], entry["path"])
-    if entry["format"] == "custom" and (jobs or 1) > 1:
+
+    def __init__(self, options, conn_params, repo, manifest, admin):
+        self.options = options
+        self.conn_params = conn_params
+        self.repo = repo
+        self.manifest = manifest
+        self.cluster_name = options.cluster
+        self.admin = admin
+        self.files_by_database, self.globals_file = database_files(manifest)
+        self.tools = None  # pg_restore, psql, pg_dump of the target's major version, within session()
+        self.gpg = None  # the decryption of an encrypted set, within session()
+
+    def check_files(self):
+        """Read every file of the set back against the manifest (size, sha256); raises naming the first bad one."""
+        backup_set.check_files(self.repo, self.manifest, self.cluster_name)
+
+    def file_key(self, entry):
+        return set_key(self.cluster_name, self.manifest["backup_id"], entry["path"])
+
+    @contextlib.contextmanager
+    def session(self):
+        self.tools = find_tools(self.admin, self.options.pg_bin_dir)
+        with decryption(self.options.encryption) as gpg:
+            self.gpg = gpg
+            try:
+                yield
+            finally:
+                self.gpg = None
+
+    def load_database(self, entries, database):
+        """Load one database's dump (custom, directory, tar, plain) into the existing ``database``.
+
+        ``jobs`` > 1 runs pg_restore in parallel: directory dumps are staged anyway,
+        a custom dump is fetched (and decrypted) into a 0700 staging folder first
+        (pg_restore -j cannot read a pipe).
+        """
+        with self.conn_params.child_env() as env:
+            env["PGDATABASE"] = database
+            entry = entries[0]
+            if entry["format"] == "directory":
+                self._load_directory(entries, database, env)
+                return
+            key = self.file_key(entry)
+            jobs = self.options.jobs
+            if entry["format"] == "custom" and (jobs or 1) > 1:
+                staging = tempfile.mkdtemp(prefix="pgdr-restore-")
+                try:
+                    os.chmod(staging, 0o700)
+                    path = os.path.join(staging, "dump.custom")
+                    feed(self.repo, key, input_stages(entry, self.gpg) or [["cat"]], None, stdout_path=path)
+                    run_pipeline([load_argv(entry, self.tools, database, self.options, jobs=jobs, path=path)], env=env)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+                return
+            argv = load_argv(entry, self.tools, database, self.options)
+            feed(self.repo, key, input_stages(entry, self.gpg) + [argv], env)
+
+    def _load_directory(self, entries, database, env):
+        """Directory dumps are folders: fetch (and decrypt) them into a 0700 staging folder, then pg_restore -j."""
         staging = tempfile.mkdtemp(prefix="pgdr-restore-")
         try:
             os.chmod(staging, 0o700)
-            path = os.path.join(staging, "dump.custom")
-            feed(repo, key, input_stages(entry, gpg) or [["cat"]], None, stdout_path=path)
-            run_pipeline([restore_command(entry, tools["pg_restore"], tools["psql"], database, options, jobs=jobs, path=path)], env=env)
+            folder = os.path.join(staging, "dump")
+            os.mkdir(folder, 0o700)
+            for entry in entries:
+                name = entry["path"].split("/", 1)[1]
+                if entry["encryption"]["method"] != "none":
+                    name = name[: -len(".gpg")] if name.endswith(".gpg") else name
+                stages = input_stages(entry, self.gpg) or [["cat"]]
+                feed(self.repo, self.file_key(entry), stages, None, stdout_path=os.path.join(folder, name))
+            jobs = max(1, int(self.options.jobs or self.manifest.get("options", {}).get("jobs") or 1))
+            argv = load_argv(entries[0], self.tools, database, self.options, jobs=jobs, path=folder)
+            run_pipeline([argv], env=env)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return
-    argv = restore_command(entry, tools["pg_restore"], tools["psql"], database, options)
-    feed(repo, key, input_stages(entry, gpg) + [argv], env)
+
+
+# --- the whole restore ----------------------------------------------------------------
+
+
+class LogicalRestore(SetLoader):
+    """The databases of a logical-db or logical-cluster set (and a cluster set's globals), each verified against the manifest."""
+
+    def plan(self):
+        """Every check that changes nothing: the set's files against the manifest, then [DatabasePlan]."""
+        self.check_files()  # before anything touches the target
+        return plan_databases(self.manifest, self.options, lambda name: database_exists(self.admin, name))
+
+    def run(self, check_mode=False):
+        """The result dict; a database whose tables differ from the manifest fails the whole restore with that result."""
+        plans = self.plan()
+        result = dict(
+            changed=False,
+            backup_id=self.manifest["backup_id"],
+            kind=self.manifest["kind"],
+            checked_files=len(self.manifest["files"]),
+            globals_restored=False,
+            databases=[plan._asdict() for plan in plans],
+        )
+        if check_mode:
+            result["changed"] = bool(plans)
+            return result
+        with self.session():
+            if self.manifest["kind"] == "logical-cluster" and self.options.globals and self.globals_file:
+                self._restore_globals(self.globals_file)
+                result["globals_restored"] = True
+            result["databases"] = []
+            for plan in plans:
+                result["changed"] = True
+                result["databases"].append(self._restore_database(plan))
+        failure = verification_message(result["databases"])
+        if failure:
+            raise PgdrError(failure, **result)
+        return result
+
+    def _restore_globals(self, entry):
+        """Apply roles and tablespaces, leaving the ones that already exist as they are."""
+        chunks = []
+        feed(self.repo, self.file_key(entry), input_stages(entry, self.gpg) or [["cat"]], None, sink=chunks.append)
+        with self.admin.cursor() as cur:
+            cur.execute("SELECT rolname FROM pg_roles")
+            roles = {row[0] for row in cur.fetchall()}
+            cur.execute("SELECT spcname FROM pg_tablespace")
+            tablespaces = {row[0] for row in cur.fetchall()}
+        text = filter_globals(b"".join(chunks).decode("utf-8"), roles, tablespaces)
+        with self.conn_params.child_env() as env:
+            env["PGDATABASE"] = "postgres"
+            run([self.tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-f", "-"], env=env, input_text=text)
+
+    def _restore_database(self, plan):
+        """Restore one database; for replace, into a new name that is swapped in once verified."""
+        started = time.monotonic()
+        backup_id = self.manifest["backup_id"]
+        source, target, action = plan
+        load_into = target if action in ("create", "use") else "%s_pgdr_new_%s" % (target, backup_id)
+        if action != "use":
+            infos = {info["name"]: info for info in self.manifest.get("databases", [])}
+            create_database(self.admin, load_into, infos.get(source), keep_owner=not self.options.no_owner)
+        try:
+            self.load_database(self.files_by_database[source], load_into)
+            verification = verify_database(self.conn_params, load_into, source, self.manifest) if self.options.verify else None
+            if verification and not verification["verified"] and action == "replace":
+                raise PgdrError(
+                    "restored copy of %s does not match the backup (%s); the existing database was not touched"
+                    % (target, verification["mismatches"][0]["problem"]),
+                    verification=verification,
+                )
+        except BaseException:
+            if action in ("create", "replace"):  # made by this run: a half-loaded database must not pass for a restore
+                drop_database(self.admin, load_into)  # (with replace, the existing database is untouched)
+            raise
+        if action == "replace":
+            previous = "%s_previous_%s" % (target, backup_id)
+            rename_database(self.admin, target, previous)
+            rename_database(self.admin, load_into, target)
+            if not self.options.keep_previous:
+                drop_database(self.admin, previous)
+        if self.options.analyze:
+            analyze(self.conn_params, target)
+        if verification:
+            verification["database"] = target
+        return dict(
+            source=source,
+            target=target,
+            action=action if action != "create" else "created",
+            seconds=round(time.monotonic() - started, 3),
+            verification=verification,
+        )
