@@ -332,10 +332,13 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import s
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump as logical_dump
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import repository_from_params, storage_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import RepositoryOptions, open_repository, storage_argument_spec
 
-DUMP_OPTIONS = ("format", "jobs", "schemas", "exclude_schemas", "tables", "exclude_tables", "data_only", "schema_only",
-                "create", "clean", "if_exists", "no_owner", "no_privileges", "extra_args")
+# Declared so that Ansible checks them before run() and ansible-doc shows them. validate() still refuses an empty
+# list or passphrase, which Ansible counts as given.
+ARGUMENT_RELATIONS = dict(
+    required_if=[("mode", "table", ("tables", "schemas", "query"), True)],
+)
 
 
 def argument_spec():
@@ -356,7 +359,7 @@ def argument_spec():
         encryption=dict(type="dict", options=dict(
             method=dict(type="str", default="none", choices=list(encryption.METHODS)),
             passphrase=dict(type="str", no_log=True),
-        )),
+        ), required_if=[("method", "gpg", ("passphrase",))]),
         schemas=dict(type="list", elements="str"),
         exclude_schemas=dict(type="list", elements="str"),
         tables=dict(type="list", elements="str"),
@@ -396,11 +399,11 @@ def estimate(conn, databases):
         return cur.fetchone()[0]
 
 
-def would_dump(params, database, p):
+def would_dump(conn_params, database, options):
     """The tables whose rows a database dump with these options would hold (for check mode)."""
-    conn = params.connect(database, autocommit=True)
+    conn = conn_params.connect(database, autocommit=True)
     try:
-        return [dict(database=database, schema=s, table=t) for s, t in logical_dump.tables_in_dump(conn, p)]
+        return [dict(database=database, schema=s, table=t) for s, t in logical_dump.tables_in_dump(conn, options)]
     finally:
         conn.close()
 
@@ -412,140 +415,138 @@ def summary(manifest):
     return result
 
 
-def validate(p):
-    if p["jobs"] > 1 and p["format"] != "directory":
+def validate(options):
+    if options.jobs > 1 and options.format != "directory":
         raise PgdrError("jobs works only with format directory; set format: directory or jobs: 1")
-    if p["data_only"] and p["schema_only"]:
+    if options.data_only and options.schema_only:
         raise PgdrError("data_only and schema_only exclude each other; choose one")
-    if p["mode"] == "cluster" and (p["database"] or p["schemas"] or p["tables"]):
+    if options.mode == "cluster" and (options.database or options.schemas or options.tables):
         raise PgdrError("mode cluster dumps every database; database, schemas and tables go with mode database")
-    if p["mode"] == "table":
-        validate_table_mode(p)
-    elif p["query"] or p["name"]:
+    if options.mode == "table":
+        validate_table_mode(options)
+    elif options.query or options.name:
         raise PgdrError("query and name go with mode table")
-    enc = p["encryption"] or {"method": "none"}
-    if enc["method"] == "gpg" and not enc.get("passphrase"):
+    if options.encryption and options.encryption.method == "gpg" and not options.encryption.passphrase:
         raise PgdrError("encryption.passphrase is required with encryption.method gpg")
-    logical_dump.check_extra_args(p["extra_args"])
+    logical_dump.check_extra_args(options.extra_args)
 
 
-def validate_table_mode(p):
-    if not (p["tables"] or p["schemas"] or p["query"]):
+def validate_table_mode(options):
+    if not (options.tables or options.schemas or options.query):
         raise PgdrError("mode table needs tables (schema.table), schemas or a query")
-    if p["query"] and not p["name"]:
+    if options.query and not options.name:
         raise PgdrError("a query export needs name (the output file's name)")
-    if p["name"] and not p["query"]:
+    if options.name and not options.query:
         raise PgdrError("name goes with query")
-    if p["name"]:
-        backup_set.validate_file_path(p["name"])
-        if "/" in p["name"]:
-            raise PgdrError("name %r must be a plain file name without slashes" % p["name"])
-    unused = [o for o in ("exclude_schemas", "exclude_tables") if p[o]] + [o for o in (
-        "data_only", "schema_only", "create", "clean", "if_exists", "no_owner", "no_privileges") if p[o]]
-    if p["extra_args"]:
+    if options.name:
+        backup_set.validate_file_path(options.name)
+        if "/" in options.name:
+            raise PgdrError("name %r must be a plain file name without slashes" % options.name)
+    unused = [o for o in ("exclude_schemas", "exclude_tables") if getattr(options, o)] + [o for o in (
+        "data_only", "schema_only", "create", "clean", "if_exists", "no_owner", "no_privileges") if getattr(options, o)]
+    if options.extra_args:
         unused.append("extra_args")
-    if p["format"] != "custom" or p["jobs"] != 1:
+    if options.format != "custom" or options.jobs != 1:
         unused.append("format/jobs")
     if unused:
         raise PgdrError("%s do not apply to mode table (COPY per table; use copy_format and parallel)" % ", ".join(unused))
 
 
 def run(module):
-    p = module.params
-    validate(p)
-    params = ConnectionParams(typed(ConnectionOptions, p))
-    compression_spec = compression.normalize(p["compression"])
-    database = p["database"] or params.dbname
-    admin = params.connect(database, autocommit=True)
-    repo = repository_from_params(p["repository"])
+    options = typed(logical_dump.LogicalDumpOptions, module.params)
+    validate(options)
+    conn_params = ConnectionParams(typed(ConnectionOptions, module.params))
+    compression_spec = options.compression_spec()
+    database = options.database or conn_params.dbname
+    admin = conn_params.connect(database, autocommit=True)
+    repo = open_repository(typed(RepositoryOptions, module.params["repository"]))
     try:
-        return _run(module, p, params, admin, repo, compression_spec, database)
+        return backup(module, options, conn_params, admin, repo, compression_spec, database)
     finally:
         admin.close()
         repo.close()
 
 
-def _run(module, p, params, admin, repo, compression_spec, database):
+def backup(module, options, conn_params, admin, repo, compression_spec, database):
+    """The set of this run: written, or already complete (changed false), or in check mode what would be dumped."""
     version = server_version(admin)
-    cluster = p["cluster"] or default_cluster_name(params)
-    backup_set.validate_cluster_name(cluster)
-    backup_id = p["backup_id"] or backup_set.new_backup_id()
+    cluster_name = options.cluster or default_cluster_name(conn_params)
+    backup_set.validate_cluster_name(cluster_name)
+    backup_id = options.backup_id or backup_set.new_backup_id()
     backup_set.validate_backup_id(backup_id)
-    databases = list_databases(admin) if p["mode"] == "cluster" else [database]
-    location = repo.location(backup_set.set_key(cluster, backup_id))
+    databases = list_databases(admin) if options.mode == "cluster" else [database]
+    location = repo.location(backup_set.set_key(cluster_name, backup_id))
     result = dict(changed=False, backup_id=backup_id, location=location, databases=databases)
 
-    status = backup_set.set_status(repo, cluster, backup_id)
+    status = backup_set.set_status(repo, cluster_name, backup_id)
     if status == "complete":
-        result.update(summary(backup_set.load_manifest(repo, cluster, backup_id)))
+        result.update(summary(backup_set.load_manifest(repo, cluster_name, backup_id)))
         return result
     if module.check_mode:
-        if p["mode"] == "table":
-            leaves, _objects, skipped = table_copy.resolve(admin, p["tables"], p["schemas"])
+        if options.mode == "table":
+            leaves, _objects, skipped = table_copy.resolve(admin, options.tables, options.schemas)
             result.update(changed=True, tables=[dict(schema=s, table=t) for s, t in leaves], skipped_relations=skipped,
                           estimated_bytes=table_copy.estimate_bytes(admin, leaves))
             return result
         result.update(changed=True, estimated_bytes=estimate(admin, databases))
-        if p["mode"] == "database":
-            result["tables"] = would_dump(params, database, p)
+        if options.mode == "database":
+            result["tables"] = would_dump(conn_params, database, options)
         return result
 
-    source = "%s:%s" % (params.describe(), cluster)
+    source = "%s:%s" % (conn_params.describe(), cluster_name)
     with locks.exclusive(source, repo.describe()) as (taken, holder):
         if not taken:
-            reason = "another backup of %s into %s is running (%s)" % (cluster, repo.describe(), holder or "pid unknown")
-            if p["if_running"] == "skip":
+            reason = "another backup of %s into %s is running (%s)" % (cluster_name, repo.describe(), holder or "pid unknown")
+            if options.if_running == "skip":
                 result.update(skipped_reason=reason)
                 return result
             raise PgdrError(reason + "; wait for it, or set if_running: skip")
         # leftovers of an interrupted run with this id are never a backup; even an "absent" set may have some that
         # no listing shows (S3 multipart uploads a writer could not abort because the store was down)
-        backup_set.delete_set(repo, cluster, backup_id)
-        manifest, duration = write_set(p, params, admin, repo, compression_spec, version, cluster, backup_id, databases)
+        backup_set.delete_set(repo, cluster_name, backup_id)
+        manifest, duration = write_set(options, conn_params, admin, repo, compression_spec, version, cluster_name, backup_id, databases)
     result.update(summary(manifest), changed=True, duration=round(duration, 3))
     return result
 
 
-def write_set(p, params, admin, repo, compression_spec, version, cluster, backup_id, databases):
-    enc = p["encryption"] or {"method": "none"}
+def write_set(options, conn_params, admin, repo, compression_spec, version, cluster_name, backup_id, databases):
+    encryption_method = options.encryption.method if options.encryption else "none"
     superuser = admin.info.parameter_status("is_superuser") == "on"
     started_at = backup_set.iso_utc()
-    writer = backup_set.SetWriter(repo, cluster, backup_id, compression=compression_spec, encryption=enc["method"])
-    gpg_context = encryption.gpg_session(enc["passphrase"]) if enc["method"] == "gpg" else contextlib.nullcontext()
+    writer = backup_set.SetWriter(repo, cluster_name, backup_id, compression=compression_spec, encryption=encryption_method)
+    gpg_context = encryption.gpg_session(options.encryption.passphrase) if encryption_method == "gpg" else contextlib.nullcontext()
     try:
         with gpg_context as gpg:
             stages = logical_dump.Stages(compression_spec, gpg)
-            options = {name: p[name] for name in DUMP_OPTIONS}
-            ctx = logical_dump.DumpContext(params, options, writer, stages, version["major"], p["pg_bin_dir"], p["fingerprint"])
-            if p["mode"] == "table":
-                selection = dict(tables=p["tables"], schemas=p["schemas"], query=p["query"], name=p["name"], copy_format=p["copy_format"])
-                tables, copied, skipped, info, objects, duration = logical_dump.run_table_backup(ctx, databases[0], selection, max(1, p["parallel"]))
+            ctx = logical_dump.DumpContext(conn_params, options, writer, stages, version["major"])
+            if options.mode == "table":
+                tables, copied, skipped, info, objects, duration = logical_dump.run_table_backup(ctx, databases[0])
                 database_infos = [info]
-                options = dict(mode="table", fingerprint=p["fingerprint"], copy_format=p["copy_format"], tables=p["tables"],
-                               schemas=p["schemas"], parallel=p["parallel"],
-                               queries=[dict(name=p["name"], sql=p["query"])] if p["query"] else [], copied=copied, skipped=skipped,
-                               schema_objects=[list(o) for o in objects])
+                recorded = dict(mode="table", fingerprint=options.fingerprint, copy_format=options.copy_format, tables=options.tables,
+                                schemas=options.schemas, parallel=options.parallel,
+                                queries=[dict(name=options.name, sql=options.query)] if options.query else [], copied=copied, skipped=skipped,
+                                schema_objects=[list(o) for o in objects])
             else:
-                tables, database_infos, duration = logical_dump.run_backup(ctx, p["mode"], databases, max(1, p["parallel"]), superuser)
-                options = dict({name: p[name] for name in DUMP_OPTIONS}, mode=p["mode"], fingerprint=p["fingerprint"])
-        kind = {"cluster": "logical-cluster", "table": "logical-table"}.get(p["mode"], "logical-db")
+                tables, database_infos, duration = logical_dump.run_backup(ctx, databases, superuser)
+                recorded = dict(options.pg_dump_options(), mode=options.mode, fingerprint=options.fingerprint)
+        kind = {"cluster": "logical-cluster", "table": "logical-table"}.get(options.mode, "logical-db")
         manifest = writer.finish(dict(
             kind=kind,
-            source=dict(host=params.settings.get("host") or socket.gethostname(), port=int(params.settings.get("port") or 5432),
-                        database=None if p["mode"] == "cluster" else databases[0],
+            source=dict(host=conn_params.settings.get("host") or socket.gethostname(), port=int(conn_params.settings.get("port") or 5432),
+                        database=None if options.mode == "cluster" else databases[0],
                         system_identifier=system_identifier(admin), server_version=version["text"],
                         server_version_num=version["num"], major=version["major"]),
             started_at=started_at,
             finished_at=backup_set.iso_utc(),
             duration_seconds=round(duration, 3),
-            tool=dict(name="copy" if p["mode"] == "table" else "pg_dump", version=ctx.tool_version, argv=[]),
+            tool=dict(name="copy" if options.mode == "table" else "pg_dump", version=ctx.tool_version, argv=[]),
             compression=dict(compression_spec),
             encryption=stages.manifest_encryption(),
-            consistency=dict(snapshot="exported per database" if p["mode"] != "table" else "exported, imported by every COPY worker",
+            consistency=dict(snapshot="exported per database" if options.mode != "table" else "exported, imported by every COPY worker",
                              isolation="repeatable read"),
             tables=tables,
             databases=database_infos,
-            options=options,
+            options=recorded,
         ))
     except BaseException as exc:
         try:
@@ -561,7 +562,7 @@ def write_set(p, params, admin, repo, compression_spec, version, cluster, backup
 
 
 def main():
-    run_module(argument_spec(), run)
+    run_module(argument_spec(), run, **ARGUMENT_RELATIONS)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ local disk except directory-format dumps (pg_dump writes those itself).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional
 from urllib.parse import quote
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption
@@ -25,12 +27,69 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import f
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run_pipeline
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import split_table
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint
 
 FORMATS = {"plain": ".sql", "custom": ".dump", "directory": ".dir", "tar": ".tar"}
 # pg_dump options the module sets itself: extra_args may not override them
 MANAGED_OPTIONS = ("-f", "--file", "-F", "--format", "--snapshot", "-Z", "--compress", "-j", "--jobs", "-d", "--dbname",
                    "-h", "--host", "-p", "--port", "-U", "--username", "-W", "--password")
+# the options that shape what pg_dump writes, recorded as given in a database or cluster set's manifest
+PG_DUMP_OPTIONS = ("format", "jobs", "schemas", "exclude_schemas", "tables", "exclude_tables", "data_only", "schema_only",
+                   "create", "clean", "if_exists", "no_owner", "no_privileges", "extra_args")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionOptions:
+    method: str
+    level: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class DumpEncryptionOptions:
+    method: str
+    passphrase: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LogicalDumpOptions:
+    """pg_logical_dump's options (without the connection and the repository); defaults are the argument spec's."""
+
+    mode: str
+    database: Optional[str]
+    cluster: Optional[str]  # the name the set is filed under in the repository
+    backup_id: Optional[str]
+    format: str
+    jobs: int
+    parallel: int
+    compression: Optional[CompressionOptions]
+    encryption: Optional[DumpEncryptionOptions]
+    schemas: Optional[List[str]]
+    exclude_schemas: Optional[List[str]]
+    tables: Optional[List[str]]
+    exclude_tables: Optional[List[str]]
+    data_only: bool
+    schema_only: bool
+    create: bool
+    clean: bool
+    if_exists: bool
+    no_owner: bool
+    no_privileges: bool
+    extra_args: Optional[List[str]]
+    fingerprint: bool
+    query: Optional[str]
+    name: Optional[str]
+    copy_format: str
+    if_running: str
+    pg_bin_dir: Optional[str]
+
+    def pg_dump_options(self):
+        """{option: value} of PG_DUMP_OPTIONS, for the manifest."""
+        return {name: getattr(self, name) for name in PG_DUMP_OPTIONS}
+
+    def compression_spec(self):
+        """The checked {method, level} (core.compression) of the ``compression`` option."""
+        return compression.normalize(dataclasses.asdict(self.compression) if self.compression else None)
 
 
 def safe_name(name):
@@ -51,30 +110,30 @@ def quote_pattern(name):
 
 
 def pg_dump_argv(pg_dump, pg_dump_major, options, snapshot, compression_spec, out_dir=None):
-    """pg_dump's argv for one database (pure: unit-tested)."""
-    fmt = options["format"]
+    """pg_dump's argv for one database, from LogicalDumpOptions (pure: unit-tested)."""
+    fmt = options.format
     argv = [pg_dump, "--format=%s" % fmt, "--no-password"]
     if snapshot:
         argv.append("--snapshot=%s" % snapshot)
-    for schema in options.get("schemas") or []:
+    for schema in options.schemas or []:
         argv.append("--schema=%s" % quote_pattern(schema))
-    for schema in options.get("exclude_schemas") or []:
+    for schema in options.exclude_schemas or []:
         argv.append("--exclude-schema=%s" % quote_pattern(schema))
-    for table in options.get("tables") or []:
+    for table in options.tables or []:
         argv.append("--table=%s.%s" % tuple(quote_pattern(part) for part in split_table(table)))
-    for table in options.get("exclude_tables") or []:
+    for table in options.exclude_tables or []:
         argv.append("--exclude-table=%s.%s" % tuple(quote_pattern(part) for part in split_table(table)))
     for option, flag in (("data_only", "--data-only"), ("schema_only", "--schema-only"), ("create", "--create"),
                          ("clean", "--clean"), ("if_exists", "--if-exists"), ("no_owner", "--no-owner"),
                          ("no_privileges", "--no-privileges")):
-        if options.get(option):
+        if getattr(options, option):
             argv.append(flag)
     if fmt in ("custom", "directory"):  # plain and tar are compressed outside pg_dump, as one stream
         argv += compression.pg_dump_option(compression_spec, pg_dump_major)
     if fmt == "directory":
-        argv += ["--jobs=%d" % max(1, int(options.get("jobs") or 1)), "--file=%s" % out_dir]
-    check_extra_args(options.get("extra_args"))
-    return argv + list(options.get("extra_args") or [])
+        argv += ["--jobs=%d" % max(1, int(options.jobs)), "--file=%s" % out_dir]
+    check_extra_args(options.extra_args)
+    return argv + list(options.extra_args or [])
 
 
 def check_extra_args(extra_args):
@@ -86,8 +145,8 @@ def check_extra_args(extra_args):
 class Snapshot:
     """A REPEATABLE READ, READ ONLY transaction that exports its snapshot and stays open for the dump."""
 
-    def __init__(self, params, database):
-        self.conn = params.connect(database, autocommit=True)
+    def __init__(self, conn_params, database):
+        self.conn = conn_params.connect(database, autocommit=True)
         try:
             fingerprint.begin_snapshot(self.conn)
             self.id = fingerprint.export_snapshot(self.conn)
@@ -134,13 +193,13 @@ def stream_into(writer, relpath, argvs, env, entry):
 def dump_database(ctx, database):
     """One database into the set: its dump file(s) and, when asked, its table fingerprints."""
     options, stages, writer = ctx.options, ctx.stages, ctx.writer
-    fmt = options["format"]
-    snapshot = Snapshot(ctx.params, database)
+    fmt = options.format
+    snapshot = Snapshot(ctx.conn_params, database)
     tables = []
     try:
         info = database_info(snapshot.conn, database)
         fingerprints = FingerprintThread(snapshot.conn, database, options) if ctx.fingerprint else None
-        with ctx.params.child_env() as env:
+        with ctx.conn_params.child_env() as env:
             env["PGDATABASE"] = database
             if fmt == "directory":
                 dump_directory(ctx, database, snapshot, env)
@@ -185,11 +244,11 @@ def dump_directory(ctx, database, snapshot, env):
 
 
 def tables_in_dump(conn, options):
-    """[(schema, table)] whose rows a pg_dump with these include/exclude options holds."""
-    names = fingerprint.list_tables(conn, schemas=options.get("schemas"),
-                                    tables=[split_table(t) for t in options.get("tables") or []] or None)
-    excluded_schemas = set(options.get("exclude_schemas") or [])
-    excluded_tables = {split_table(t) for t in options.get("exclude_tables") or []}
+    """[(schema, table)] whose rows a pg_dump with these include/exclude options (LogicalDumpOptions) holds."""
+    names = fingerprint.list_tables(conn, schemas=options.schemas,
+                                    tables=[split_table(t) for t in options.tables or []] or None)
+    excluded_schemas = set(options.exclude_schemas or [])
+    excluded_tables = {split_table(t) for t in options.exclude_tables or []}
     return [n for n in names if n[0] not in excluded_schemas and tuple(n) not in excluded_tables]
 
 
@@ -204,7 +263,7 @@ class FingerprintThread:
 
     def _run(self, conn, database, options):
         try:
-            if options.get("schema_only"):
+            if options.schema_only:
                 self.tables = []
                 return
             self.tables = fingerprint.table_fingerprints(conn, database, tables_in_dump(conn, options))
@@ -224,69 +283,70 @@ def dump_globals(ctx, superuser):
     if not superuser:
         argv.append("--no-role-passwords")  # pg_authid is superuser-only
     name = "globals.sql%s%s" % (compression.SUFFIX[ctx.stages.compression["method"]], encryption.SUFFIX[ctx.stages.encryption_method])
-    with ctx.params.child_env() as env:
+    with ctx.conn_params.child_env() as env:
         stream_into(ctx.writer, name, [argv] + ctx.stages.after(), env, dict(
             role="globals", database=None, format="plain",
             compression=ctx.stages.manifest_compression(), encryption=ctx.stages.manifest_encryption()))
 
 
 class DumpContext:
-    """What one run needs everywhere: connection settings, binaries, options, the set being written."""
+    """What one run needs everywhere: connection settings, binaries, options (LogicalDumpOptions), the set being written."""
 
-    def __init__(self, params, options, writer, stages, major, pg_bin_dir, fingerprint_on):
-        self.params = params
+    def __init__(self, conn_params, options, writer, stages, major):
+        self.conn_params = conn_params
         self.options = options
         self.writer = writer
         self.stages = stages
-        self.fingerprint = fingerprint_on
-        self.pg_dump, version = find_binary("pg_dump", major, pg_bin_dir)
+        self.fingerprint = options.fingerprint
+        self.pg_dump, version = find_binary("pg_dump", major, options.pg_bin_dir)
         self.pg_dump_major = version[0] if version else major
-        self.pg_dumpall = find_binary("pg_dumpall", major, pg_bin_dir)[0]
+        self.pg_dumpall = find_binary("pg_dumpall", major, options.pg_bin_dir)[0]
         self.tool_version = "%d.%d" % version if version else "unknown"
 
 
-def run_backup(ctx, mode, databases, parallel, superuser):
-    """Dump ``databases`` (and globals for a cluster set).
+def run_backup(ctx, databases, superuser):
+    """Dump ``databases`` (and globals for a cluster set), ``parallel`` at a time.
 
     Returns the fingerprints of all tables, each database's owner and encoding, and the seconds taken.
     """
     started = time.monotonic()
-    if mode == "cluster":
+    if ctx.options.mode == "cluster":
         dump_globals(ctx, superuser)
+    parallel = max(1, ctx.options.parallel)
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(databases)))) as pool:
         results = list(pool.map(lambda db: dump_database(ctx, db), databases))
     tables = [table for db_tables, _info in results for table in db_tables]
     return tables, [info for _tables, info in results], time.monotonic() - started
 
 
-def run_table_backup(ctx, database, selection, parallel):
-    """``mode: table``: COPY each table (and query) on one exported snapshot, ``parallel`` at a time.
+def run_table_backup(ctx, database):
+    """``mode: table``: COPY each table (and query) of ``database`` on one exported snapshot, ``parallel`` at a time.
 
-    ``selection`` holds tables, schemas, query, name and copy_format. Returns
-    (fingerprints, per-table results, skipped, database info, seconds).
+    The options' tables, schemas, query, name and copy_format say what is exported. Returns
+    (fingerprints, per-table results, skipped, database info, schema objects, seconds).
     """
-    from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy
-
+    options = ctx.options
+    parallel = max(1, options.parallel)
     started = time.monotonic()
-    snapshot = Snapshot(ctx.params, database)
+    snapshot = Snapshot(ctx.conn_params, database)
     try:
         info = database_info(snapshot.conn, database)
         info["extensions"] = [list(r) for r in snapshot.conn.execute(
             "SELECT e.extname, n.nspname FROM pg_catalog.pg_extension AS e JOIN pg_catalog.pg_namespace AS n "
             "ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY e.extname").fetchall()]
-        leaves, objects, skipped = table_copy.resolve(snapshot.conn, selection.get("tables"), selection.get("schemas"))
+        leaves, objects, skipped = table_copy.resolve(snapshot.conn, options.tables, options.schemas)
         jobs = [table_copy.TableJob(schema=s, table=t) for s, t in leaves]
-        if selection.get("query"):
-            jobs.append(table_copy.TableJob(query=selection["query"], name=selection["name"]))
+        if options.query:
+            jobs.append(table_copy.TableJob(query=options.query, name=options.name))
         if not jobs:
             raise PgdrError("nothing to export in database %s: %s" % (
                 database, "; ".join("%s skipped (%s)" % (s["name"], s["reason"]) for s in skipped) or "no tables selected"), skipped=skipped)
-        with ctx.params.child_env() as env:
+        with ctx.conn_params.child_env() as env:
             env["PGDATABASE"] = database
             if objects:
                 table_copy.dump_schema(ctx, env, snapshot.id, objects)
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs)))) as pool:
-            done = list(pool.map(lambda job: table_copy.copy_job(ctx, snapshot.id, database, job, selection["copy_format"],
+            done = list(pool.map(lambda job: table_copy.copy_job(ctx, snapshot.id, database, job, options.copy_format,
                                                                  ctx.fingerprint), jobs))
     finally:
         snapshot.close()

@@ -204,7 +204,7 @@ class TableJob:
 
 def copy_job(ctx, snapshot_id, database, job, copy_format, want_fingerprint):
     """One table or query: own connection, the shared snapshot, COPY out, then the fingerprint."""
-    conn = ctx.params.connect(database, autocommit=True)
+    conn = ctx.conn_params.connect(database, autocommit=True)
     stages = ctx.stages
     try:
         fingerprint.begin_snapshot(conn, snapshot_id)
