@@ -93,7 +93,8 @@ options:
         elements: str
   cluster:
     description:
-      - Name of the source cluster in the repository (as given to the backup module). Not used with O(probackup).
+      - Name of the source cluster in the repository (as given to the backup module). Required with O(repository); not used with
+        O(probackup).
     type: str
   backup_id:
     description: The set to restore, or V(latest) for the newest complete set of O(cluster).

@@ -318,6 +318,17 @@ class SetLoader:
         """Read every file of the set back against the manifest (size, sha256); raises naming the first bad one."""
         backup_set.check_files(self.repo, self.manifest, self.cluster_name)
 
+    def result(self, **facts):
+        """The result of a restore of this set: what every logical and table restore reports, then ``facts``."""
+        return dict(
+            changed=False,
+            backup_id=self.manifest["backup_id"],
+            kind=self.manifest["kind"],
+            checked_files=len(self.manifest["files"]),
+            globals_restored=False,
+            **facts,
+        )
+
     def file_key(self, entry):
         return set_key(self.cluster_name, self.manifest["backup_id"], entry["path"])
 
@@ -393,14 +404,7 @@ class LogicalRestore(SetLoader):
     def run(self, check_mode=False):
         """The result dict; a database whose tables differ from the manifest fails the whole restore with that result."""
         plans = self.plan()
-        result = dict(
-            changed=False,
-            backup_id=self.manifest["backup_id"],
-            kind=self.manifest["kind"],
-            checked_files=len(self.manifest["files"]),
-            globals_restored=False,
-            databases=[plan._asdict() for plan in plans],
-        )
+        result = self.result(databases=[plan._asdict() for plan in plans])
         if check_mode:
             result["changed"] = bool(plans)
             return result

@@ -347,12 +347,7 @@ class TableRestore(SetLoader):
     def run(self, check_mode=False):
         """The result dict; a table whose rows differ from the manifest fails the whole restore with that result."""
         plan = self.plan()
-        result = dict(
-            changed=False,
-            backup_id=self.manifest["backup_id"],
-            kind=self.manifest["kind"],
-            checked_files=len(self.manifest["files"]),
-            globals_restored=False,
+        result = self.result(
             database=plan.target_database,
             database_created=not plan.target_exists,
             databases=[],
