@@ -1,12 +1,16 @@
-"""Table backups and restores without a server: names, file paths, COPY options, selection, conflict plans."""
+"""Table backups and restores without a server: names, file paths, COPY options, selection, conflict plans, what mode table needs."""
 
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy as tc
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_restore as tr
+from ansible_collections.pgdr.backup.plugins.module_utils.logical.dump import LogicalDumpOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.modules import pg_logical_dump
 
 
 def entry(table, schema="public", database="sales", rows=3, fingerprint="42"):
@@ -94,3 +98,22 @@ def test_copy_files_are_decompressed_as_whole_streams():
         assert stages == [["gzip", "-dc"]]
     assert logical_restore.input_stages({"path": "f", "format": "custom", "compression": {"method": "gzip"},
                                          "encryption": {"method": "none"}}, None) == []
+
+
+def test_mode_table_needs_something_to_export_before_the_module_runs():
+    validator = ArgumentSpecValidator(pg_logical_dump.argument_spec(), **pg_logical_dump.ARGUMENT_RELATIONS)
+    repository = {"type": "local", "path": "/b"}
+
+    def errors(**params):
+        return [str(error) for error in validator.validate(dict(params, repository=repository)).errors]
+
+    assert errors(mode="table") == ["mode is table but any of the following are missing: tables, schemas, query"]
+    assert errors(mode="table", query="SELECT 1", name="one") == []
+    assert errors(encryption={"method": "gpg"}) == ["method is gpg but all of the following are missing: passphrase found in encryption"]
+    # an empty list or passphrase counts as given for Ansible: the module's own checks refuse them
+    params = validator.validate(dict(mode="table", tables=[], repository=repository)).validated_parameters
+    with pytest.raises(PgdrError, match="mode table needs tables"):
+        pg_logical_dump.validate(typed(LogicalDumpOptions, params))
+    params = validator.validate(dict(encryption={"method": "gpg", "passphrase": ""}, repository=repository)).validated_parameters
+    with pytest.raises(PgdrError, match="encryption.passphrase is required with encryption.method gpg"):
+        pg_logical_dump.validate(typed(LogicalDumpOptions, params))
