@@ -93,8 +93,7 @@ options:
         elements: str
   cluster:
     description:
-      - Name of the source cluster in the repository (as given to the backup module). Required with O(repository); not used with
-        O(probackup).
+      - Name of the source cluster in the repository (as given to the backup module). Not used with O(probackup).
     type: str
   backup_id:
     description: The set to restore, or V(latest) for the newest complete set of O(cluster).
@@ -444,23 +443,19 @@ previous_data_dir:
 """
 
 import contextlib
-import os
 
-from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary, tool_version
 from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import ConnectionOptions, ConnectionParams, connection_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import run_module
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
-from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster, ServiceOptions, service_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import service_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import recovery_target_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import LOGICAL_KINDS, LogicalRestore, LogicalRestoreOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.table_restore import CONFLICTS, TableRestore
-from ansible_collections.pgdr.backup.plugins.module_utils.physical import restore as physical_restore
-from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as probackup
-from ansible_collections.pgdr.backup.plugins.module_utils.probackup import restore as probackup_restore
+from ansible_collections.pgdr.backup.plugins.module_utils.physical.restore import BaseSetRestore, BaseSetRestoreOptions
+from ansible_collections.pgdr.backup.plugins.module_utils.probackup.restore import ProbackupRestore, ProbackupRestoreOptions, catalog_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import RepositoryOptions, open_repository, storage_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal as wal_helper
 from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import archive_argument_spec
 
 # Declared so that Ansible checks them before run() and ansible-doc shows them: a restore reads either a repository
@@ -469,6 +464,7 @@ ARGUMENT_RELATIONS = dict(
     required_one_of=[["repository", "probackup"]],
     required_by={"repository": ["cluster"]},
 )
+LOGICAL_ONLY = ("database", "databases", "tables", "schemas")
 
 
 def argument_spec():
@@ -504,7 +500,7 @@ def argument_spec():
     spec.update(recovery_target_argument_spec())
     spec.update(service_argument_spec())
     spec.update(archive_argument_spec())
-    spec.update(probackup_restore.catalog_argument_spec())
+    spec.update(catalog_argument_spec())
     spec["repository"] = dict(spec["repository"], required=False)  # a probackup catalog is the other source
     return spec
 
@@ -534,114 +530,38 @@ def logical_engine(manifest, options):
 
 
 def run(module):
-    p = module.params  # the physical and probackup restores below still read it as it is
-    conn_params = ConnectionParams(typed(ConnectionOptions, p))
-    if p["probackup"]:
-        return run_probackup(module, p, conn_params)
-    options = typed(LogicalRestoreOptions, p)
-    with open_repository(typed(RepositoryOptions, p["repository"])) as repo:
-        if p["pg_data"]:  # a whole cluster from a base backup; the server may be down, so no connection yet
-            return run_physical(module, p, conn_params, repo)
+    conn_params = ConnectionParams(typed(ConnectionOptions, module.params))
+    if module.params["probackup"]:
+        return run_probackup(module, conn_params)
+    with open_repository(typed(RepositoryOptions, module.params["repository"])) as repo:
+        if module.params["pg_data"]:  # a whole cluster from a base backup; the server may be down, so no connection yet
+            return run_physical(module, conn_params, repo)
+        options = typed(LogicalRestoreOptions, module.params)
         manifest = select_set(repo, options.cluster, options.backup_id)
         engine = logical_engine(manifest, options)
         with contextlib.closing(conn_params.connect(autocommit=True)) as admin:
             return engine(options, conn_params, repo, manifest, admin).run(check_mode=module.check_mode)
 
 
-def physical_bin_dir(p, manifest):
-    """The binaries the restored cluster runs with; refuses a backup of another major version."""
-    major = manifest["source"]["major"]
-    target_major, why = None, None
-    if p["pg_bin_dir"]:
-        version = tool_version(os.path.join(p["pg_bin_dir"], "pg_ctl"))
-        target_major, why = (version[0] if version else None), "the binaries in %s" % p["pg_bin_dir"]
-    elif os.path.isfile(os.path.join(p["pg_data"], "PG_VERSION")):
-        with open(os.path.join(p["pg_data"], "PG_VERSION")) as f:
-            target_major, why = int(f.read().strip().split(".")[0]), "the cluster in %s" % p["pg_data"]
-    if target_major is not None and target_major != major:
-        raise PgdrError(
-            "backup %s is of PostgreSQL %d but %s is PostgreSQL %s; a physical backup restores only onto the same major "
-            "version: use a PostgreSQL %d host (or pg_bin_dir), or a logical backup to move between versions"
-            % (manifest["backup_id"], major, why, target_major, major)
-        )
-    return os.path.dirname(find_binary("pg_ctl", major, p["pg_bin_dir"])[0])
-
-
-def run_physical(module, p, params, repo):
-    for option in ("database", "databases", "tables", "schemas"):
-        if p[option]:
+def run_physical(module, conn_params, repo):
+    """A base backup set replaces the cluster in pg_data."""
+    # not declared mutually exclusive with pg_data: a probackup restore has pg_data too and has always ignored them
+    for option in LOGICAL_ONLY:
+        if module.params[option]:
             raise PgdrError("%s is for logical restores; a base backup restores the whole cluster in pg_data" % option)
-    manifest = select_set(repo, p["cluster"], p["backup_id"], kind="base")
-    if manifest["kind"] != "base":
-        raise PgdrError(
-            "set %s is a %s backup; pg_data is only for base backups (drop pg_data to restore it logically)" % (manifest["backup_id"], manifest["kind"])
-        )
-    bin_dir = physical_bin_dir(p, manifest)
-    tools = {name: os.path.join(bin_dir, name) for name in ("pg_ctl", "pg_verifybackup", "pg_combinebackup")}
-    cluster = Cluster.from_options(typed(ServiceOptions, p), bin_dir, port=p["login_port"], socket_dir=p["login_host"])
-    restore_command, newest, install = None, None, None
-    if p["archive"]:
-        name = "restore-%s" % p["cluster"]
-        # checked here, installed (helper, config, an emptied spool) only once the restore's own checks refused nothing
-        restore_command = wal_helper.restore_command(p["archive"], name, os_user=p["os_user"], check_mode=True)
-
-        def install():
-            wal_helper.restore_command(p["archive"], name, os_user=p["os_user"])
-
-        if p["archive"]["type"] in ("local", "sftp", "s3"):
-            with wal_helper.open_archive(p["archive"]) as archive:
-                newest = archive.newest_segment() or ("", None)
-    restore = physical_restore.Restore(
-        p,
-        repo,
-        manifest,
-        cluster,
-        tools,
-        lambda: params.connect(autocommit=True),
-        restore_command=restore_command,
-        archive_newest=newest,
-        has_archive=bool(p["archive"]),
-        before_changes=install,
-    )
-    return restore.run(check_mode=module.check_mode)
+    options = typed(BaseSetRestoreOptions, module.params)
+    manifest = select_set(repo, options.cluster, options.backup_id, kind="base")
+    return BaseSetRestore.from_options(options, conn_params, repo, manifest).run(check_mode=module.check_mode)
 
 
-def run_probackup(module, p, params):
+def run_probackup(module, conn_params):
     """A backup of a pg_probackup / gs_probackup catalog on this host, with the safety rules of physical restores."""
-    spec = p["probackup"]
     for option, why in (("repository", "the catalog is the source"), ("archive", "restore_command is the tool's archive-get")):
-        if p[option]:
+        if module.params[option]:
             raise PgdrError("%s cannot be combined with probackup: %s" % (option, why))
-    if not p["pg_data"]:
+    if not module.params["pg_data"]:
         raise PgdrError("a probackup restore replaces a whole cluster: give pg_data (the data directory it replaces)")
-    catalog = probackup.Probackup.detect(spec["binary"], spec["backup_path"])
-    config = catalog.show_config(spec["instance"])
-    if config is None:
-        raise PgdrError("instance %s does not exist in the catalog %s; check probackup.instance" % (spec["instance"], spec["backup_path"]))
-    backups = catalog.backups(spec["instance"])
-    if p["backup_id"] == "latest":
-        backup = probackup.latest_valid_backup(backups)
-        if backup is None:
-            raise PgdrError(
-                "instance %s in %s has no valid backup (status OK or DONE with a valid chain); run a backup first" % (spec["instance"], spec["backup_path"])
-            )
-    else:
-        backup = next((b for b in backups if b["id"] == p["backup_id"]), None)
-        if backup is None:
-            raise PgdrError(
-                "backup %s is not in instance %s of %s; see probackup_instance action show" % (p["backup_id"], spec["instance"], spec["backup_path"])
-            )
-        if backup.get("status") not in ("OK", "DONE"):
-            raise PgdrError("backup %s has status %s; choose a valid backup (action show lists them)" % (backup["id"], backup.get("status")))
-    manifest = probackup_restore.pseudo_manifest(backup, str(config.get("system-identifier") or ""), spec["instance"])
-    bin_dir = physical_bin_dir(p, manifest)
-    cluster = Cluster.from_options(typed(ServiceOptions, p), bin_dir, port=p["login_port"], socket_dir=p["login_host"])
-    restore = probackup_restore.ProbackupRestore(
-        p, catalog.tool, backup, manifest["source"]["system_identifier"], cluster, lambda: params.connect(autocommit=True)
-    )
-    result = restore.run(check_mode=module.check_mode)
-    result.update(backup=probackup.backup_summary(backup), commands=catalog.commands + restore.commands)
-    return result
+    return ProbackupRestore.from_options(typed(ProbackupRestoreOptions, module.params), conn_params).run(check_mode=module.check_mode)
 
 
 def main():

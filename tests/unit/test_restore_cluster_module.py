@@ -12,6 +12,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_restore
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import DatabasePlan, LogicalRestore, LogicalRestoreOptions, plan_databases
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.table_restore import TableRestore
+from ansible_collections.pgdr.backup.plugins.module_utils.physical import restore as physical_restore
 from ansible_collections.pgdr.backup.plugins.modules import restore_cluster as module_code
 from tests.unit.test_physical_review import FakeCluster
 
@@ -20,8 +21,9 @@ MANIFEST = {"backup_id": "b1", "kind": "base", "stop_lsn": "0/5000100", "finishe
 
 
 class FakeModule:
-    def __init__(self, check_mode=False):
+    def __init__(self, check_mode=False, params=None):
         self.check_mode = check_mode
+        self.params = params
 
 
 class FakeArchive:
@@ -32,18 +34,18 @@ class FakeArchive:
 def physical_run(tmp_path, monkeypatch, check_mode=False, **over):
     installed = []
     monkeypatch.setattr(module_code, "select_set", lambda repo, cluster, backup_id, kind=None: MANIFEST)
-    monkeypatch.setattr(module_code, "physical_bin_dir", lambda p, manifest: "/usr/lib/postgresql/15/bin")
-    monkeypatch.setattr(module_code.Cluster, "from_options", classmethod(lambda cls, service, bin_dir, **kw: FakeCluster(service.pg_data)))
-    monkeypatch.setattr(module_code.wal_helper, "install", lambda spec, name, check_mode=False, **kw: installed.append(("install", check_mode)))
-    monkeypatch.setattr(module_code.wal_helper, "prepare_spool", lambda name, **kw: installed.append(("spool", False)))
-    monkeypatch.setattr(module_code.wal_helper, "open_archive", lambda spec: contextlib.nullcontext(FakeArchive()))
-    monkeypatch.setattr(module_code.physical_restore, "load_chain", lambda repo, name, manifest: [manifest])
+    monkeypatch.setattr(physical_restore, "server_bin_dir", lambda manifest, pg_bin_dir, pg_data: "/usr/lib/postgresql/15/bin")
+    monkeypatch.setattr(physical_restore.Cluster, "from_options", classmethod(lambda cls, service, bin_dir, **kw: FakeCluster(service.pg_data)))
+    monkeypatch.setattr(physical_restore.wal_installer, "install", lambda options, name, check_mode=False, **kw: installed.append(("install", check_mode)))
+    monkeypatch.setattr(physical_restore.wal_installer, "prepare_spool", lambda name, **kw: installed.append(("spool", False)))
+    monkeypatch.setattr(physical_restore.wal_archive, "open_archive", lambda options: contextlib.nullcontext(FakeArchive()))
+    monkeypatch.setattr(physical_restore, "load_chain", lambda repo, cluster_name, manifest: [manifest])
     p = dict(cluster="db1", backup_id="b1", pg_data=str(tmp_path / "main"), os_user="postgres", login_port=5432, login_host=None,
              archive={"type": "local", "path": "/var/backups/wal"}, force=False)
     for option in ("database", "databases", "tables", "schemas"):
         p[option] = None
     p.update(over)
-    return installed, lambda: module_code.run_physical(FakeModule(check_mode), p, None, None)
+    return installed, lambda: module_code.run_physical(FakeModule(check_mode, p), None, None)
 
 
 def test_a_refused_restore_installs_nothing_and_keeps_the_spool(tmp_path, monkeypatch):
@@ -63,11 +65,11 @@ def test_an_accepted_restore_installs_the_helper_before_deploying(tmp_path, monk
     installed, run = physical_run(tmp_path, monkeypatch, force=True)
     order = []
 
-    def prepare(self, chain, planned, timings):
+    def prepare(self, plan, timings):
         order.append(list(installed))
         raise PgdrError("stop here")
 
-    monkeypatch.setattr(module_code.physical_restore.Restore, "prepare", prepare)
+    monkeypatch.setattr(physical_restore.BaseSetRestore, "prepare", prepare)
     with pytest.raises(PgdrError, match="stop here"):
         run()
     assert order == [[("install", True), ("install", False), ("spool", False)]]
