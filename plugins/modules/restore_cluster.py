@@ -454,7 +454,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.table_restore import CONFLICTS, TableRestore
 from ansible_collections.pgdr.backup.plugins.module_utils.physical.restore import BaseSetRestore, BaseSetRestoreOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup.restore import ProbackupRestore, ProbackupRestoreOptions, catalog_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import select_set
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import RepositoryOptions, open_repository, storage_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import archive_argument_spec
 
@@ -503,19 +503,6 @@ def argument_spec():
     spec.update(catalog_argument_spec())
     spec["repository"] = dict(spec["repository"], required=False)  # a probackup catalog is the other source
     return spec
-
-
-def select_set(repo, cluster_name, backup_id, kind=None):
-    """The manifest of set ``backup_id`` of ``cluster_name``, or of its newest complete set (of ``kind``) for latest."""
-    if backup_id == "latest":
-        found = backup_set.latest_complete(repo, cluster_name, kind)
-        if found is None:
-            raise PgdrError(
-                "no complete %sbackup set for cluster %s in %s; check cluster and repository"
-                % ("%s " % kind if kind else "", cluster_name, repo.describe())
-            )
-        return found
-    return backup_set.load_manifest(repo, cluster_name, backup_id)
 
 
 def logical_engine(manifest, options):

@@ -742,3 +742,16 @@ def validate_manifest_shape(manifest):
     if manifest.get("timeline") is not None:
         shape.check(_is_int(manifest["timeline"]) and manifest["timeline"] >= 1, "timeline", "must be a positive integer")
     return shape.problems
+
+
+def select_set(repo, cluster_name, backup_id, kind=None):
+    """The manifest of set ``backup_id`` of ``cluster_name``, or of its newest complete set (of ``kind``) for latest."""
+    if backup_id == "latest":
+        found = latest_complete(repo, cluster_name, kind)
+        if found is None:
+            raise PgdrError(
+                "no complete %sbackup set for cluster %s in %s; check cluster and repository"
+                % ("%s " % kind if kind else "", cluster_name, repo.describe())
+            )
+        return found
+    return load_manifest(repo, cluster_name, backup_id)
