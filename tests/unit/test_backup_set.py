@@ -13,7 +13,7 @@ import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set as bs
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import Repository
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import Repository
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "manifest.schema.json")
 SHA_A = "a" * 64

@@ -12,7 +12,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.physical import basebackup
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import LocalRepository
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import LocalRepository
 from tests.manifest_schema import assert_valid_manifest
 
 LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)

@@ -10,7 +10,7 @@ from ansible.module_utils.common.text.converters import to_bytes
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.physical.basebackup import BaseBackupOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import LocalRepository
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import LocalRepository
 from ansible_collections.pgdr.backup.plugins.modules import pg_basebackup as module_code
 from tests.unit.test_basebackup import stored_base_set
 

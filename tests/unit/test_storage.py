@@ -18,7 +18,6 @@ from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import L
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import (
     RepositoryOptions,
     open_repository,
-    repository_from_params,
     storage_argument_spec,
 )
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.s3 import S3Repository
@@ -237,9 +236,6 @@ def test_open_repository_builds_each_backend(tmp_path):
     s3 = open_repository(options({"type": "s3", "bucket": "b", "prefix": "p/", "part_size_mb": 8, "addressing_style": "virtual"}))
     assert isinstance(s3, S3Repository)
     assert (s3.bucket, s3.prefix, s3.part_size, s3.addressing_style) == ("b", "p", 8 * 1024 * 1024, "virtual")
-    # the dict form, for modules not yet converted, builds the same
-    legacy = repository_from_params(validated({"type": "local", "path": str(tmp_path)}).validated_parameters["repository"])
-    assert isinstance(legacy, LocalRepository) and legacy.root == str(tmp_path)
 
 
 def test_a_local_repository_loads_neither_paramiko_nor_boto3():

@@ -236,16 +236,6 @@ def test_the_zipapp_packs_every_module_the_program_imports_and_not_the_installer
     assert len(modules) == len(installer._SOURCES) and not any("installer" in name for name in modules)
 
 
-def test_the_dict_entry_points_restore_cluster_still_uses(tmp_path):
-    # remove with them, once restore_cluster calls wal.archive / wal.installer
-    probackup = dict(type="probackup", backup_path="/b", instance="main", binary="pg_probackup")
-    assert pgdr_wal.restore_command(probackup, "n") == installer.restore_command(typed(wal_archive.ArchiveOptions, probackup), "n", ME)
-    assert "archive" in pgdr_wal.archive_argument_spec()
-    (tmp_path / SEGMENT).write_bytes(b"x")
-    with pgdr_wal.open_archive(dict(type="local", path=str(tmp_path))) as archive:
-        assert archive.exists(SEGMENT)
-
-
 def test_build_is_reproducible_and_install_is_idempotent(tmp_path):
     assert installer.build_zipapp("/usr/bin/python3") == installer.build_zipapp("/usr/bin/python3")
     spec = archive_options(type="s3", bucket="b", access_key="AK", secret_key="SECRET/KEY")

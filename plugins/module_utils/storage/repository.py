@@ -18,11 +18,9 @@ import dataclasses
 from typing import Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import (
     ADDRESSING_STYLES,
     DEFAULT_PART_SIZE_MB,
-    Repository,  # noqa: F401  (the interface, for callers)
 )
 
 REPOSITORY_TYPES = ["local", "sftp", "s3"]
@@ -109,17 +107,3 @@ def open_repository(options):
             part_size_mb=options.part_size_mb,
         )
     raise PgdrError("repository.type must be one of %s, not %r" % (", ".join(REPOSITORY_TYPES), kind))
-
-
-def repository_from_params(repository):
-    """The backend for a validated ``repository`` dict: for modules not yet converted to open_repository (remove then)."""
-    return open_repository(typed(RepositoryOptions, repository))
-
-
-def __getattr__(name):
-    # LocalRepository used to live here; tests of other layers still import it from here (remove with them)
-    if name == "LocalRepository":
-        from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import LocalRepository
-
-        return LocalRepository
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
