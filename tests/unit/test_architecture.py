@@ -92,3 +92,32 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     path.write_text("def f():\n    from %s.module_utils.physical import restore\n" % PACKAGE)
     assert layer_of(imported_names(str(path))[0]) == "physical"
 
+
+
+
+def reads_of_module_params(path):
+    """Lines where code reads Ansible's params: ``module.params``, ``self.p``, or ``p[...]`` / ``p.get(...)``."""
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read(), path)
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if (node.value.id, node.attr) in (("module", "params"), ("self", "p"), ("p", "get")):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "p":
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_module_utils_receive_typed_options_not_the_params_mapping():
+    """Only core.options.typed sees Ansible's params; everything else gets option objects."""
+    wrong = []
+    for path in python_files(MODULE_UTILS):
+        wrong += ["%s:%d" % (os.path.relpath(path, PROJECT), line) for line in reads_of_module_params(path)]
+    assert wrong == []
+
+
+def test_the_params_check_sees_a_params_read(tmp_path):
+    path = tmp_path / "x.py"
+    path.write_text("def f(module, p):\n    return module.params, p['a'], p.get('b')\n")
+    assert reads_of_module_params(str(path)) == [2]
