@@ -109,10 +109,16 @@ def reads_of_module_params(path):
     return sorted(set(lines))
 
 
+# the boundary: the one main() that builds the AnsibleModule, and typed() that turns its params into options
+PARAMS_BOUNDARY = {os.path.join("core", "module_runner.py"), os.path.join("core", "options.py")}
+
+
 def test_module_utils_receive_typed_options_not_the_params_mapping():
-    """Only core.options.typed sees Ansible's params; everything else gets option objects."""
+    """Only the boundary sees Ansible's params; everything else gets option objects."""
     wrong = []
     for path in python_files(MODULE_UTILS):
+        if os.path.relpath(path, MODULE_UTILS) in PARAMS_BOUNDARY:
+            continue
         wrong += ["%s:%d" % (os.path.relpath(path, PROJECT), line) for line in reads_of_module_params(path)]
     assert wrong == []
 

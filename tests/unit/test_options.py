@@ -37,3 +37,17 @@ def test_options_are_read_only():
     options = typed(Inner, dict(path="/x"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.path = "/y"
+
+
+def test_an_explicit_null_takes_the_specs_default_at_every_depth():
+    from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import null_means_default
+
+    spec = dict(
+        timeout=dict(type="int", default=120),
+        name=dict(type="str"),
+        repository=dict(type="dict", options=dict(port=dict(type="int", default=22), host=dict(type="str"))),
+        targets=dict(type="list", elements="dict", options=dict(mode=dict(type="str", default="fast"))),
+    )
+    params = dict(timeout=None, name=None, repository=dict(port=None, host="h"), targets=[dict(mode=None), dict(mode="spread")])
+    null_means_default(spec, params)
+    assert params == dict(timeout=120, name=None, repository=dict(port=22, host="h"), targets=[dict(mode="fast"), dict(mode="spread")])

@@ -17,6 +17,7 @@ def run_module(argument_spec, run, **relations):
     required_by, declared so that ansible-doc shows them and Ansible checks them before ``run``.
     """
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **relations)
+    null_means_default(argument_spec, module.params)
     if not HAS_PSYCOPG:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=str(PSYCOPG_IMPORT_ERROR))
     try:
@@ -24,3 +25,21 @@ def run_module(argument_spec, run, **relations):
     except PgdrError as exc:
         module.fail_json(**exc.fail_json_kwargs())
     module.exit_json(**result)
+
+
+def null_means_default(argument_spec, params):
+    """An option given as null (``key: ~``, a variable that came out None) takes its default, as if left out.
+
+    Ansible keeps an explicit null even where the spec has a default; the code behind typed options relies on
+    the spec's defaults having been applied, so a null would reach it as a value nobody chose.
+    """
+    for name, spec in argument_spec.items():
+        value = params.get(name)
+        if value is None and spec.get("default") is not None:
+            params[name] = spec["default"]
+        elif spec.get("options") and isinstance(value, dict):
+            null_means_default(spec["options"], value)
+        elif spec.get("options") and isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    null_means_default(spec["options"], item)
