@@ -5,7 +5,7 @@
 DOCUMENTATION = r"""
 module: pg_basebackup
 short_description: Physical base backups (pg_basebackup) into a verified backup set
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs C(pg_basebackup) on the host that holds the repository (usually a backup host), connecting to the
     server over the replication protocol, and writes a backup set C(<repository>/<cluster>/<backup_id>/) of

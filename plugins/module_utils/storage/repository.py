@@ -53,10 +53,9 @@ def storage_argument_spec():
 
 
 @dataclasses.dataclass(frozen=True)
-class RepositoryOptions:
-    """The ``repository`` option (storage_argument_spec), typed."""
+class LocationOptions:
+    """Where a backend is (location_options), typed: shared by the ``repository`` and the WAL ``archive`` options."""
 
-    type: str
     path: Optional[str]
     host: Optional[str]
     port: Optional[int]
@@ -70,6 +69,13 @@ class RepositoryOptions:
     access_key: Optional[str]
     secret_key: Optional[str]
     addressing_style: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class RepositoryOptions(LocationOptions):
+    """The ``repository`` option (storage_argument_spec), typed."""
+
+    type: str
     part_size_mb: Optional[int]
 
 

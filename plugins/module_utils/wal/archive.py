@@ -20,6 +20,7 @@ from typing import Optional
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import (
     DEFAULT_PART_SIZE_MB,
+    LocationOptions,
     RepositoryOptions,
     location_options,
     open_repository,
@@ -57,23 +58,10 @@ def archive_argument_spec():
 
 
 @dataclasses.dataclass(frozen=True)
-class ArchiveOptions:
+class ArchiveOptions(LocationOptions):
     """The ``archive`` option (doc fragment pgdr.backup.wal_archive), typed."""
 
     type: str
-    path: Optional[str]
-    host: Optional[str]
-    port: Optional[int]
-    user: Optional[str]
-    key_file: Optional[str]
-    known_hosts: Optional[str]
-    endpoint_url: Optional[str]
-    region: Optional[str]
-    bucket: Optional[str]
-    prefix: Optional[str]
-    access_key: Optional[str]
-    secret_key: Optional[str]
-    addressing_style: Optional[str]
     backup_path: Optional[str]
     instance: Optional[str]
     binary: Optional[str]
