@@ -638,5 +638,5 @@ def test_two_recovery_targets_are_refused_before_the_tool_runs(catalog):
 
 def test_the_catalog_names_its_program():
     catalog = pb.Probackup(PG, "/bk")
-    assert catalog.program is PG and catalog.tool is PG  # tool: the old name, still read by restore_cluster
+    assert catalog.program is PG and not hasattr(catalog, "tool")  # one name: the Probackup is the catalog, its binary the program
     assert pb.parse_version("pg_probackup 2.5.15 (PostgreSQL 15.18)") == pb.ProgramVersion(kind="pg_probackup", version="2.5.15")

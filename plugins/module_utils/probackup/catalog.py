@@ -788,11 +788,6 @@ class Probackup:
         self.program, self.backup_path, self.env, self._run = program, backup_path, env, run
         self.commands = []
 
-    @property
-    def tool(self):
-        """The old name of ``program``, kept while restore_cluster still reads it."""
-        return self.program
-
     @classmethod
     def detect(cls, binary, backup_path, env=None, run=commands.run):
         path = resolve_binary(binary)
