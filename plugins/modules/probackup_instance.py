@@ -5,7 +5,7 @@
 DOCUMENTATION = r"""
 module: probackup_instance
 short_description: pg_probackup and gs_probackup catalogs, instances, configuration and backups
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Drives the C(pg_probackup) command line (PostgreSQL) or its openGauss fork C(gs_probackup) on the host that
     holds the backup catalog, usually as the C(postgres) user.
