@@ -9,11 +9,12 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 COLLECTION_LINK := .collections/ansible_collections/pgdr/backup
 SANITY_ROOT := .build/sanity/ansible_collections/pgdr/backup
+PROBACKUP_BUILD := .build/probackup
 APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl procps git gnupg zstd lz4 postgresql-15 postgresql-client-15 python3-psycopg python3-paramiko python3-boto3
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit integration molecule test demo bench build clean
+.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit probackup-real integration molecule test demo bench build clean
 
 ## deps: system packages, the .venv and the collection link
 deps: apt venv collection
@@ -66,12 +67,24 @@ sanity: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-integration: lab-up
+## probackup-real: the real pg_probackup 2.5.15, built once from ../shared/vendor into .build/probackup
+## (its -dev packages pinned to the installed server, so nothing upgrades under a running lab: before lab-up)
+probackup-real: apt
+	bash tests/probackup_real/build.sh $(PROBACKUP_BUILD)
+
+integration: probackup-real lab-up
 	@# Three phases (tests/phases.py): tests that only touch objects of their own, two at a time (whole files per
 	@# worker, so module fixtures are built once); exclusive tests, one worker per PostgreSQL version; alone tests.
 	$(BIN)/pytest -q --durations=15 -n 2 --dist loadfile -m "not exclusive and not alone" tests/integration
 	$(BIN)/pytest -q --durations=15 -n 2 --dist loadgroup -m exclusive tests/integration
 	$(BIN)/pytest -q --durations=15 -m alone tests/integration
+	@# The probackup tests once more, against the real binary (phase 1 ran them against the stand-in); they use
+	@# fixed ports on primary15, so not beside the stand-in run.
+	@bin=$$(bash tests/probackup_real/build.sh $(PROBACKUP_BUILD) | tail -1); \
+	if [ -x "$$bin" ]; then \
+	  echo "probackup tests against the real $$($$bin version)"; \
+	  PG_PROBACKUP=$(CURDIR)/$$bin $(BIN)/pytest -q --durations=5 tests/integration/test_probackup.py; \
+	else echo "probackup tests against the real pg_probackup: $$bin"; fi
 
 molecule: lab-up
 	@# molecule ends with a recap that hides which task failed and why: on failure, repeat Ansible's

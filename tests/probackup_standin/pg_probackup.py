@@ -1379,10 +1379,26 @@ def target_of(opts):
     for key in ("recovery-target", "recovery-target-time", "recovery-target-xid", "recovery-target-lsn", "recovery-target-name"):
         if opts.get(key):
             rt[key] = opts[key]
-    if len(rt) > 1:
-        raise Fail("You can't specify recovery-target options of different kinds together")
     if "recovery-target" in rt and rt["recovery-target"] not in ("immediate", "latest"):
         raise Fail('Invalid value for --recovery-target option "%s"' % rt["recovery-target"])
+    # the checks and wording of parseRecoveryTargetOptions (src/restore.c, 2.5.15), in its order
+    if len(rt) > 1:
+        raise Fail(
+            "At most one of '--recovery-target', '--recovery-target-name', '--recovery-target-time', "
+            "'--recovery-target-xid' or '--recovery-target-lsn' options can be specified"
+        )
+    inclusive = str(opts.get("recovery-target-inclusive") or "").lower() in ("true", "on", "yes", "1", "t", "y")
+    if inclusive and not any(k in rt for k in ("recovery-target-xid", "recovery-target-time", "recovery-target-lsn")):
+        raise Fail(
+            "The '--recovery-target-inclusive' option can be applied only when either of '--recovery-target-time', "
+            "'--recovery-target-xid' or '--recovery-target-lsn' options is specified"
+        )
+    if opts.get("recovery-target-action") and not rt:
+        raise Fail(
+            "The '--recovery-target-action' option can be applied only when either of '--recovery-target', "
+            "'--recovery-target-time', '--recovery-target-xid', '--recovery-target-lsn' or '--recovery-target-name' "
+            "options is specified"
+        )
     return rt
 
 

@@ -227,7 +227,9 @@ def test_restore_argv_pg_probackup():
                            db_include=["app", "audit"])  # fmt: skip
     assert argv[7:] == ["-i", "TOUSSJ", "-j", "4", "-I", "checksum", "--recovery-target-xid=727", "--recovery-target-inclusive=false",
                         "--recovery-target-timeline=latest", "--recovery-target-action=pause", "--db-include=app", "--db-include=audit"]  # fmt: skip
-    assert pb.restore_argv(PG, "/bk", "main", "/r", backup_id="latest")[-1] == "--recovery-target-action=promote"
+    # without a target the real tool refuses --recovery-target-action (and PostgreSQL would ignore it)
+    assert not [a for a in pb.restore_argv(PG, "/bk", "main", "/r", backup_id="latest") if a.startswith("--recovery-target-action")]
+    assert pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "latest", "value": None})[-1] == "--recovery-target-action=promote"
     assert "--recovery-target=latest" in pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "latest", "value": None})
     assert "--recovery-target-lsn=0/70000B8" in pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "lsn", "value": "0/70000B8"})
     assert "--recovery-target-name=before-upgrade" in pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "name", "value": "before-upgrade"})
@@ -240,7 +242,7 @@ def test_restore_argv_pg_probackup():
         (dict(target={"kind": "soon", "value": "x"}), "is not one of"),
         (dict(target={"kind": "immediate"}, inclusive=True), "inclusive applies only"),
         (dict(incremental_mode="fast"), "checksum or lsn"),
-        (dict(target_action="stop"), "not one of pause, promote, shutdown"),
+        (dict(target={"kind": "immediate"}, target_action="stop"), "not one of pause, promote, shutdown"),
         (dict(db_include=["a"], db_exclude=["b"]), "exclude each other"),
         (dict(timeline="newest"), "not current, latest"),
     ]:
@@ -254,7 +256,7 @@ def test_restore_argv_gs_probackup_refuses_what_it_lacks():
     assert argv == ["gs_probackup", "restore", "-B", "/bk", "--instance=og", "-D", "/r", "-i", "X", "-I", "lsn",
                     "--recovery-target-time=2026-01-01 00:00:00+00"]  # fmt: skip
     for kwargs, message in [
-        (dict(), "no --recovery-target-action"),  # the default promote: gs_probackup callers pass None
+        (dict(target={"kind": "name", "value": "x"}), "no --recovery-target-action"),  # the default promote: gs_probackup callers pass None
         (dict(target={"kind": "immediate"}, target_action=None), "no --recovery-target=immediate"),
         (dict(target_action=None, db_exclude=["big"]), "no partial restore"),
         (dict(target_action=None, timeline="2"), "no --recovery-target-timeline"),

@@ -509,8 +509,9 @@ def restore_argv(
 ):
     """argv of a restore into ``pg_data``. ``program`` is a Program, a tool name or a binary path; ``target`` is {kind, value}.
 
-    ``target_action`` is always passed explicitly for pg_probackup (its default, pause, leaves a restored
-    cluster waiting); gs_probackup has no such option: pass None (anything else is refused).
+    ``target_action`` is passed explicitly for pg_probackup whenever there is a target (its default, pause,
+    leaves a restored cluster waiting); without a target the tool refuses it, and PostgreSQL would ignore it.
+    gs_probackup has no such option: pass None (anything else is refused).
     """
     program = _program_for(program)
     if not pg_data:
@@ -525,7 +526,7 @@ def restore_argv(
             raise PgdrError("incremental_mode %r is not checksum or lsn" % incremental_mode)
         argv += ["-I", incremental_mode]
     argv += target_args(program, target, inclusive, timeline)
-    if target_action is not None:
+    if target_action is not None and target:
         program.refuse("recovery_target_action")
         if target_action not in TARGET_ACTIONS:
             raise PgdrError("target_action %r is not one of %s" % (target_action, ", ".join(TARGET_ACTIONS)))
