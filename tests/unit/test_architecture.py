@@ -93,8 +93,6 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     assert layer_of(imported_names(str(path))[0]) == "physical"
 
 
-
-
 def reads_of_module_params(path):
     """Lines where code reads Ansible's params: ``module.params``, ``self.p``, or ``p[...]`` / ``p.get(...)``."""
     with open(path, encoding="utf-8") as handle:

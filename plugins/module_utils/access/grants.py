@@ -432,7 +432,6 @@ def apply_actions(conn, actions, login):
         raise PgdrError("%s failed: %s" % (action.text(conn), first_line(exc)), statement=action.text(conn)) from None
 
 
-
 # ---------------------------------------------------------------- preflight
 
 PREFLIGHT_SQL = (

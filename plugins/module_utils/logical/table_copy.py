@@ -196,7 +196,6 @@ def copy_out(conn, statement, writer, relpath, stages, entry):
         return cur.rowcount
 
 
-
 class TableJob:
     def __init__(self, schema=None, table=None, query=None, name=None):
         self.schema, self.table, self.query, self.name = schema, table, query, name

@@ -244,8 +244,6 @@ def recorded_method(entries):
     return methods.pop() if methods else METHOD
 
 
-
-
 # --- comparing ------------------------------------------------------------------------
 
 

@@ -407,5 +407,3 @@ class SftpRepository(Repository):
             found = self._lstat(path)
             if found is not None:
                 remove(path, found)
-
-
