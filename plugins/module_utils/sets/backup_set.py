@@ -10,7 +10,7 @@ and is never offered for restore. The manifest format is described by
 on managed hosts by ``validate_manifest_shape`` (no jsonschema needed there).
 
 Everything here talks to storage only through the Repository interface of
-``storage.py``, so it is unit-tested with an in-memory repository.
+``storage/base.py``, so it is unit-tested with an in-memory repository.
 """
 
 from __future__ import annotations
