@@ -248,6 +248,105 @@ def parse_time(text):
     return (dt - datetime.timedelta(minutes=sign * minutes)).replace(tzinfo=datetime.timezone.utc)
 
 
+def _strtol(text, start):
+    """C strtol from ``start``: (value, end); end is ``start`` when there are no digits."""
+    i = start
+    while i < len(text) and text[i] in " \t\n\r\f\v":
+        i += 1
+    sign = 1
+    if i < len(text) and text[i] in "+-":
+        sign = -1 if text[i] == "-" else 1
+        i += 1
+    digits = i
+    while i < len(text) and text[i].isdigit():
+        i += 1
+    if i == digits:
+        return 0, start
+    return sign * int(text[digits:i]), i
+
+
+def _scan_fields(text):
+    """sscanf(text, "%04d %02d %02d %02d %02d %02d%1s"): (count, fields), count -1 for EOF before the first."""
+    fields, i = [], 0
+    for width in (4, 2, 2, 2, 2, 2):
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i == len(text):
+            return (len(fields) or -1), fields
+        start = i
+        if text[i] in "+-":
+            i += 1
+        while i < len(text) and i - start < width and text[i].isdigit():
+            i += 1
+        if not text[start:i].lstrip("+-"):
+            return len(fields), fields
+        fields.append(int(text[start:i]))
+    rest = text[i:].strip()
+    return (7 if rest else 6), fields
+
+
+def tool_parse_time(value, utc_default=False):
+    """pg_probackup's parse_time (src/utils/configuration.c, 2.5.15), ported: epoch seconds, or None where it fails.
+
+    As the real one: the first five non-alphanumeric characters separate fields; then only a +/- offset
+    (hh, hhmm, hh:mm[:ss]) or spaces may follow, so a fraction of a second, 'Z' or ' UTC' fail; the fields are
+    read by sscanf, which stops at a 'T' after the date (the time becomes midnight); no offset: the local TZ.
+    """
+    tmp, fields_num, tz, tz_set, i = [], 1, 0, False, 0
+    while i < len(value):
+        c = value[i]
+        if c.isascii() and c.isalnum():
+            tmp.append(c)
+            i += 1
+        elif fields_num < 6:
+            fields_num += 1
+            tmp.append(" ")
+            i += 1
+        elif c in "+-" and fields_num == 6:  # the time zone is the 7th field
+            hr, cp = _strtol(value, i + 1)
+            if cp == i + 1:
+                return None
+            minutes, sec = 0, 0
+            if cp < len(value) and value[cp] == ":":
+                minutes, cp = _strtol(value, cp + 1)
+                if cp < len(value) and value[cp] == ":":
+                    sec, cp = _strtol(value, cp + 1)
+            elif cp == len(value) and len(value) - i > 3:
+                minutes, hr = hr % 100, hr // 100
+            if not (0 <= hr <= 15 and 0 <= minutes < 60 and 0 <= sec < 60):
+                return None
+            tz = ((hr * 60 + minutes) * 60 + sec) * (-1 if c == "-" else 1)
+            tz_set = True
+            fields_num += 1
+            i = cp
+        elif not c.isspace():
+            return None
+        else:
+            i += 1
+    count, scanned = _scan_fields("".join(tmp))
+    if count < 3 or count > 6:
+        return None
+    year, month, day, hour, minute, second = (scanned + [0, 0, 0])[:6]
+    if year < 100:
+        year += 2000
+    utc = tz_set or utc_default
+    saved = os.environ.get("TZ")
+    if utc:
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+    try:
+        result = time.mktime((year, month, day, hour, minute, second, 0, 0, -1))
+    except (OverflowError, ValueError):
+        return None
+    finally:
+        if saved is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
+    return int(result) - (tz if utc else 0)
+
+
 def base36(n):
     chars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     out = ""
@@ -1375,13 +1474,15 @@ def validate_instance(cat, instance):
 
 
 def target_of(opts):
+    # the checks and wording of parseRecoveryTargetOptions (src/restore.c, 2.5.15), in its order
+    if opts.get("recovery-target-time") is not None and tool_parse_time(opts["recovery-target-time"]) is None:
+        raise Fail("Invalid value for '--recovery-target-time' option '%s'" % opts["recovery-target-time"])
     rt = {}
     for key in ("recovery-target", "recovery-target-time", "recovery-target-xid", "recovery-target-lsn", "recovery-target-name"):
         if opts.get(key):
             rt[key] = opts[key]
     if "recovery-target" in rt and rt["recovery-target"] not in ("immediate", "latest"):
-        raise Fail('Invalid value for --recovery-target option "%s"' % rt["recovery-target"])
-    # the checks and wording of parseRecoveryTargetOptions (src/restore.c, 2.5.15), in its order
+        raise Fail("Invalid value for '--recovery-target' option '%s'" % rt["recovery-target"])
     if len(rt) > 1:
         raise Fail(
             "At most one of '--recovery-target', '--recovery-target-name', '--recovery-target-time', "
@@ -1403,8 +1504,8 @@ def target_of(opts):
 
 
 def satisfies(backup, rt):
-    if "recovery-target-time" in rt:
-        return backup.get("recovery-time") and parse_time(backup.get("recovery-time")) <= parse_time(rt["recovery-target-time"])
+    if "recovery-target-time" in rt:  # the time as the tool reads it (a 'T' form reads as midnight)
+        return backup.get("recovery-time") and parse_time(backup.get("recovery-time")).timestamp() <= tool_parse_time(rt["recovery-target-time"])
     if "recovery-target-xid" in rt:
         return int(backup.get("recovery-xid", "0")) <= int(rt["recovery-target-xid"])
     if "recovery-target-lsn" in rt:
@@ -1459,6 +1560,8 @@ def validate_chain(target, by_id, announce_parents=True):
 
 def cmd_validate(cat, opts):
     instance = opts.get("instance")
+    if instance:  # the real tool reads the instance before the recovery target options
+        cat.require_instance(instance)
     rt = target_of(opts)
     if not instance:
         if opts.get("backup-id") or rt:

@@ -265,6 +265,60 @@ def test_restore_argv_gs_probackup_refuses_what_it_lacks():
             pb.restore_argv("/opt/og/bin/gs_probackup", "/bk", "og", "/r", **kwargs)
 
 
+# ------------------------------------------------------------------ recovery_target_time as the tool parses it
+
+
+@pytest.mark.parametrize("given, passed", [
+    ("2026-12-06 23:05:16+00", "2026-12-06 23:05:16+00"),
+    ("2026-12-06T23:05:16+00", "2026-12-06 23:05:16+00"),  # the tool would stop at the T and check against midnight
+    ("2026-12-06 23:05:16Z", "2026-12-06 23:05:16+00"),
+    ("2026-12-06 23:05:16 UTC", "2026-12-06 23:05:16+00"),
+    ("2026-12-06 23:05:16.000000+00", "2026-12-06 23:05:16+00"),  # a zero fraction is the same instant
+    ("2026-12-06 23:05:16+05:30", "2026-12-06 23:05:16+05:30"),
+    ("2026-12-06 23:05:16+0530", "2026-12-06 23:05:16+05:30"),
+    ("2026-12-06 23:05:16 -03", "2026-12-06 23:05:16-03"),
+])  # fmt: skip
+def test_recovery_target_time_is_passed_in_the_form_the_tool_reads_as_postgresql_does(given, passed):
+    option = "--recovery-target-time=" + passed
+    for program in (PG, GS):
+        assert pb.validate_argv(program, "/bk", "main", target={"kind": "time", "value": given})[-1] == option
+        assert option in pb.restore_argv(program, "/bk", "main", "/r", target={"kind": "time", "value": given}, target_action=None)
+    # the same instant for the tool's own parser (ported in the stand-in, checked against the real binary below)
+    from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import parse_target_time
+
+    assert standin_module().tool_parse_time(passed) == parse_target_time(given).timestamp()
+
+
+def test_recovery_target_time_with_a_fraction_of_a_second_is_refused_naming_both_whole_seconds():
+    value = "2026-12-06 23:05:16.405805+00"  # straight from SELECT now()
+    expected = (
+        "recovery_target_time '2026-12-06 23:05:16.405805+00' has a fraction of a second, which pg_probackup does not take; give whole "
+        "seconds: '2026-12-06 23:05:16+00' leaves out what committed in the 0.405805 s before the target, '2026-12-06 23:05:17+00' "
+        "takes in what committed in the 0.594195 s after it"
+    )
+    for build in (
+        lambda: pb.validate_argv(PG, "/bk", "main", target={"kind": "time", "value": value}),
+        lambda: pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "time", "value": value}),
+        lambda: pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "time", "value": value}, inclusive=False),
+    ):
+        with pytest.raises(PgdrError) as refused:
+            build()
+        assert refused.value.msg == expected
+    # the later whole second keeps the offset and crosses midnight; gs_probackup names itself
+    later = r"'2027-01-01 00:00:00\+05:30' takes in .* 0.5 s after it$"
+    with pytest.raises(PgdrError, match=r"^recovery_target_time '2026-12-31T23:59:59.5\+05:30' .* which gs_probackup does not take; give whole "
+                       r"seconds: '2026-12-31 23:59:59\+05:30' leaves out .* 0.5 s before the target, " + later):  # fmt: skip
+        pb.validate_argv(GS, "/bk", "og", target={"kind": "time", "value": "2026-12-31T23:59:59.5+05:30"})
+
+
+def test_recovery_target_time_without_a_time_zone_is_refused():
+    # the tool would read it in its own TZ, PostgreSQL in the server's timezone setting
+    with pytest.raises(PgdrError, match="needs a date, a time and a time zone"):
+        pb.validate_argv(PG, "/bk", "main", target={"kind": "time", "value": "2026-12-06 23:05:16"})
+    with pytest.raises(PgdrError, match="needs a date, a time and a time zone"):
+        pb.restore_argv(PG, "/bk", "main", "/r", target={"kind": "time", "value": "yesterday"})
+
+
 # ------------------------------------------------------------------ the stand-in against the same samples
 
 
@@ -348,6 +402,52 @@ def test_standin_gs_personality_refuses_what_gs_probackup_lacks(catalog):
     assert rw.returncode == 1 and "invalid option -- 't'" in rw.stderr  # pg_probackup has no -t
     lz4 = standin(["set-config", "-B", str(catalog), "--instance=main", "--compress-algorithm=lz4"], personality="gs_probackup")
     assert (lz4.returncode, lz4.stderr) == (0, "")
+
+
+# what the real pg_probackup 2.5.15 said to validate --recovery-target-time=<value>: accepted (then looked for a
+# backup) or "Invalid value for '--recovery-target-time' option"; captured once from the built binary
+REAL_TIME_PARSER = [
+    ("2026-12-06 23:05:16.405805+00", False), ("2026-12-06 23:05:16+00", True), ("2026-12-06T23:05:16+00", True),
+    ("2026-12-06 23:05:16Z", False), ("2026-12-06 23:05:16 UTC", False), ("2026-12-06 23:05:16+05:30", True),
+    ("2026-12-06 23:05:16+0530", True), ("2026-12-06 23:05:16-03", True), ("2026-12-06 23:05:16 +02", True),
+    ("2026-12-06 23:05:16+05:30:15", True), ("2026-12-06 23:05:16+16", False), ("2026-12-06 23:05:16+", False),
+    ("2026-12-06 23:05:16", True), ("2026-12-06", True), ("2026-12", False), ("2026-12-06 23:05:16.000+00", False),
+    ("2026/12/06 23.05.16+00", True), ("26-12-06 23:05:16+00", True), ("2026-12-06 23:05", True),
+    ("2026-12-06 23:05:16+00 x", False), ("20261206 230516", True),
+]  # fmt: skip
+
+
+def standin_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pg_probackup_standin", STANDIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_standin_parses_a_recovery_target_time_as_the_real_tool_does():
+    parse = standin_module().tool_parse_time
+    assert [(value, parse(value) is not None) for value, _ in REAL_TIME_PARSER] == REAL_TIME_PARSER
+    assert parse("2026-12-06 23:05:16+05:30") == parse("2026-12-06 17:35:16+00") == parse("2026-12-06 17:35:16", utc_default=True)
+    # the real tool stops at a 'T': 2026-12-07T23:59:59+00 found no backup of 01:02:57 that day, 2026-12-08T00:00:01+00 did
+    assert parse("2026-12-07T23:59:59+00", utc_default=True) == parse("2026-12-07 00:00:00+00")
+
+
+def test_standin_refuses_a_fractional_recovery_target_time_in_the_real_tools_words(catalog):
+    value = "2026-11-21 13:15:40.405805+00"
+    for command in (["validate"], ["restore", "-D", "/nonexistent"]):
+        done = standin([command[0], "-B", str(catalog), "--instance=main", *command[1:], "--recovery-target-time=" + value])
+        assert (done.returncode, done.stderr) == (1, "ERROR: Invalid value for '--recovery-target-time' option '%s'\n" % value)
+    # a 'T' reads as midnight, before the backup's recovery time (13:15:39): as the real tool, no backup satisfies it
+    midnight = standin(["validate", "-B", str(catalog), "--instance=main", "--recovery-target-time=2026-11-21T13:15:40+00"], env={"TZ": "UTC"})
+    assert (midnight.returncode, midnight.stderr) == (1, "ERROR: Backup satisfying target options is not found.\n")
+    spaced = standin(["validate", "-B", str(catalog), "--instance=main", "--recovery-target-time=2026-11-21 13:15:40+00"], env={"TZ": "UTC"})
+    assert spaced.returncode == 0 and "Validate of backup TOUSU2 completed." in spaced.stderr
+    # and the module passes the spaced form
+    assert pb.validate_argv(PG, str(catalog), "main", target={"kind": "time", "value": "2026-11-21T13:15:40+00"})[-1] == (
+        "--recovery-target-time=2026-11-21 13:15:40+00"
+    )
 
 
 def test_standin_retention_dry_run_wording(catalog):

@@ -24,7 +24,7 @@ from typing import List, NamedTuple, Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core import commands
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import requested_target
+from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import parse_target_time, requested_target
 
 PG = "pg_probackup"
 GS = "gs_probackup"
@@ -408,6 +408,49 @@ def validation_target(options):
     return {"kind": kind, "value": value}
 
 
+def tool_target_time(program, value):
+    """``value`` (a recovery_target_time) written the one way the tool's parser reads as PostgreSQL does.
+
+    The tool checks the time with its own parse_time (src/utils/configuration.c, 2.5.15) and writes the text
+    unchanged into the restored cluster's recovery_target_time, which PostgreSQL reads. That parser takes
+    'YYYY-MM-DD HH:MI:SS' with a numeric offset; it refuses a fraction of a second, 'Z' and 'UTC'; it stops
+    reading the time at a 'T' (so the tool checks against midnight) and reads a time without an offset in its
+    own TZ, not the server's. So a 'T' becomes a space and Z/UTC become +00 (the same instant for PostgreSQL),
+    a fraction of .000... is dropped, and any other fraction is refused: truncating moves the target earlier
+    (commits in that fraction left out), rounding up moves it later (commits after it taken in), and which of the
+    two the user wants is theirs to say. gs_probackup is a fork of pg_probackup 2.4 and is given the same form.
+    """
+    moment = parse_target_time(str(value))  # needs a date, a time and a zone
+    if moment.microsecond:
+        whole = moment.replace(microsecond=0)
+        later = whole + datetime.timedelta(seconds=1)
+        raise PgdrError(
+            "recovery_target_time %r has a fraction of a second, which %s does not take; give whole seconds: %r leaves out "
+            "what committed in the %s s before the target, %r takes in what committed in the %s s after it"
+            % (
+                value,
+                program.kind,
+                _tool_time_text(whole),
+                _seconds(moment - whole),
+                _tool_time_text(later),
+                _seconds(later - moment),
+            )
+        )
+    return _tool_time_text(moment)
+
+
+def _tool_time_text(moment):
+    """'2026-12-06 23:05:16+00' or '... +05:30': the wall time and offset as given, in the form the tool parses."""
+    minutes = int(moment.utcoffset().total_seconds()) // 60
+    sign, minutes = ("-", -minutes) if minutes < 0 else ("+", minutes)
+    zone = "%s%02d" % (sign, minutes // 60) + (":%02d" % (minutes % 60) if minutes % 60 else "")
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + zone
+
+
+def _seconds(delta):
+    return ("%.6f" % delta.total_seconds()).rstrip("0")
+
+
 def target_args(program, target=None, inclusive=None, timeline=None):
     """--recovery-target-* options for restore and validate; ``target`` is {kind, value}."""
     args = []
@@ -427,6 +470,8 @@ def target_args(program, target=None, inclusive=None, timeline=None):
                 raise PgdrError("recovery target lsn %r is not an LSN such as 0/3000060" % value)
             if kind == "xid" and not re.match(r"^\d+$", str(value)):
                 raise PgdrError("recovery target xid %r is not a transaction id" % value)
+            if kind == "time":
+                value = tool_target_time(program, value)
             args.append("--recovery-target-%s=%s" % (kind, value))
     if inclusive is not None:
         if not target or target.get("kind") not in ("time", "xid", "lsn", "name"):
