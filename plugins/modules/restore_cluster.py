@@ -139,8 +139,13 @@ options:
     default: true
   force:
     description:
-      - Physical restores - stop the server of O(pg_data) if it is running. Without it a running server makes the task fail
-        before anything is changed.
+      - Physical restores - replace what O(pg_data) holds, stopping its server if it runs. Without it the task fails before anything
+        is changed when O(pg_data) holds a cluster (running or stopped) or is any other non-empty folder (the message names what is
+        there). An absent or empty O(pg_data) needs no O(force).
+      - What is replaced is kept as C(<pg_data>.pgdr-previous-<backup_id>) until the restored cluster has started and passed
+        verification, put back if the restore fails, and then removed unless O(keep_previous).
+      - Never replaced, even with O(force) - a symbolic link (give the data directory it points to), a file, or a folder that
+        holds a cluster further down (O(pg_data) given one level too high).
     type: bool
     default: false
   recovery_target:
@@ -298,7 +303,14 @@ notes:
   - >-
     Refused before anything changes - a set that is incomplete or whose files do not match the manifest, a backup of another major
     version than the target's binaries or cluster, a recovery target before the backup's end or after the newest archived WAL,
-    and a running server without O(force).
+    an O(pg_data) that holds a cluster or other files without O(force), and a place the server cannot use (O(os_user) cannot enter
+    the folder that holds O(pg_data), or cannot write the server log when the server is started with C(pg_ctl)).
+  - >-
+    Missing folders above O(pg_data) (and above O(server_log)) are created owned by O(os_user), mode 0700, as initdb makes a data
+    directory; they are removed again, if still empty, when the restore fails.
+  - >-
+    A restored server that does not start fails with the first FATAL line of its log, or, when it logged nothing, with what C(pg_ctl)
+    or the service manager said.
   - >-
     Physical restores watch recovery over the connection options (O(login_host), O(login_port)): they must reach the restored server
     (with a C(port) in O(server_settings), that port). A server that never ran recovery (C(pg_last_wal_replay_lsn()) is null), or
@@ -399,11 +411,14 @@ seconds:
   returned: for table restores, when not in check mode
   type: float
 plan:
-  description: For physical restores, what is (or in check mode would be) done.
+  description:
+    - For physical restores, what is (or in check mode would be) done.
+    - C(existing) is what O(pg_data) held - V(absent), V(empty), V(running cluster), V(stopped cluster) or V(other) (files that are not
+      a cluster, replaced with O(force)); C(create_folders) the missing folders above it that are made for O(os_user).
   returned: for physical restores
   type: dict
-  sample: {"pg_data": "/var/lib/postgresql/16/main", "chain": ["20261122T020000Z"], "signal": "recovery", "was_running": true,
-           "target": {"kind": "name", "value": "before_upgrade"}, "format": "tar"}
+  sample: {"pg_data": "/var/lib/postgresql/16/main", "existing": "running cluster", "create_folders": [], "chain": ["20261122T020000Z"],
+           "signal": "recovery", "was_running": true, "target": {"kind": "name", "value": "before_upgrade"}, "format": "tar"}
 state:
   description: For physical restores, the state the restored server ended in - V(promoted), V(paused), V(standby) or V(shut down at target).
   returned: for physical restores, when not in check mode

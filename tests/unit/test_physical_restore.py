@@ -173,10 +173,17 @@ class FakeCatalog:
 class OwnedServer:
     """The server of pg_service.Cluster as the probackup restore uses it."""
 
-    manager, bin_dir = "pg_ctl", "/usr/lib/postgresql/15/bin"
+    manager, bin_dir, os_user = "pg_ctl", "/usr/lib/postgresql/15/bin", "postgres"
 
     def __init__(self, pg_data, running=True):
         self.pg_data, self.running, self.server_log = pg_data, running, pg_data + ".log"
+        self.closed = set()  # paths the cluster's OS user may neither write nor enter
+
+    def owner_can_write(self, path):
+        return path not in self.closed
+
+    def owner_can_reach(self, folder):
+        return folder not in self.closed
 
     def status(self):
         return "running" if self.running else "stopped"
@@ -266,3 +273,29 @@ def test_probackup_prepare_runs_the_tool_as_the_owner_and_adds_our_settings(tmp_
     text = (tmp_path / "main.pgdr-new" / "postgresql.auto.conf").read_text()
     assert text.splitlines()[-3:] == [pr.AUTO_CONF_MARK, "archive_mode = 'off'", "max_connections = 50"]
     assert "deploy_seconds" in timings
+
+
+def test_probackup_restores_follow_the_rules_for_what_pg_data_holds(tmp_path, monkeypatch):
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "important.txt").write_text("keep me")
+    with pytest.raises(PgdrError, match="^pg_data %s is not empty and holds no PostgreSQL cluster .important.txt.; " % (tmp_path / "main")):
+        probackup_restore(tmp_path, monkeypatch, force=False).run(check_mode=True)
+    incremental = dict(binary="pg_probackup", backup_path=str(tmp_path / "catalog"), instance="main", incremental_mode="checksum")
+    with pytest.raises(PgdrError, match="^incremental_mode checksum rewrites what differs from the cluster in pg_data, but .* holds none .other.; "
+                                        "use incremental_mode: none"):
+        probackup_restore(tmp_path, monkeypatch, probackup=incremental).run(check_mode=True)
+    (tmp_path / "main" / "PG_VERSION").write_text("15\n")
+    stopped = probackup_restore(tmp_path, monkeypatch, force=False, probackup=incremental)
+    stopped.server.running = False
+    with pytest.raises(PgdrError, match="^pg_data .* holds a stopped PostgreSQL 15 cluster; set force: true"):
+        stopped.run(check_mode=True)
+    assert probackup_restore(tmp_path, monkeypatch, probackup=incremental).run(check_mode=True)["plan"]["existing"] == "running cluster"
+
+
+def test_probackup_needs_a_parent_the_cluster_user_can_write(tmp_path, monkeypatch):
+    restore = probackup_restore(tmp_path, monkeypatch)
+    restore.server.closed = {str(tmp_path)}
+    restore.server.owner_can_reach = lambda folder: True
+    restore.server.server_log = str(tmp_path / "logs" / "server.log")  # made for it: not what blocks
+    with pytest.raises(PgdrError, match="^pg_probackup runs as postgres, which cannot create %s.pgdr-new in %s .owned by " % (restore.pg_data, tmp_path)):
+        restore.run(check_mode=True)

@@ -1,8 +1,12 @@
 """Physical restore rules fixed after review: the server watched must be the restored one, the swap undoes itself,
-shutdown at the target is judged by pg_controldata, incremental chains with tablespaces are refused."""
+shutdown at the target is judged by pg_controldata, incremental chains with tablespaces are refused; what pg_data holds
+is replaced only with force and kept aside until verified, missing folders above it are made for the cluster's user."""
 
 import contextlib
 import datetime
+import os
+import pwd
+import stat
 
 import pytest
 
@@ -96,13 +100,21 @@ class FakeCluster:
     """The server of pg_service.Cluster as Restore uses it; records what was done."""
 
     manager = "pg_ctl"
+    os_user = "postgres"
 
-    def __init__(self, pg_data, running=True, fail_stop=False, fail_start=False):
+    def __init__(self, pg_data, running=True, fail_stop=False, fail_start=False, closed=()):
         self.pg_data, self.running = pg_data, running
         self.fail_stop, self.fail_start = fail_stop, fail_start
         self.bin_dir = "/usr/lib/postgresql/15/bin"
         self.server_log = pg_data + ".log"
+        self.closed = set(closed)  # paths the cluster's OS user may neither write nor enter
         self.calls = []
+
+    def owner_can_write(self, path):
+        return path not in self.closed
+
+    def owner_can_reach(self, folder):
+        return folder not in self.closed
 
     def status(self):
         return "running" if self.running else "stopped"
@@ -192,7 +204,7 @@ def test_a_failed_swap_in_run_is_one_clear_error(tmp_path, monkeypatch):
     pg_data = folders(tmp_path)
     cluster = FakeCluster(pg_data, running=True, fail_stop=True)
     restore = restore_for(tmp_path, cluster)
-    monkeypatch.setattr(restore, "plan", lambda: pr.RestorePlan([], {"signal": "recovery"}))
+    monkeypatch.setattr(restore, "plan", lambda: pr.RestorePlan([], {"signal": "recovery", "create_folders": []}))
     monkeypatch.setattr(restore, "prepare", lambda plan, timings: (tmp_path / "main.pgdr-new").mkdir(exist_ok=True))
     restore.was_running = True
     with pytest.raises(PgdrError, match="swapping the restored data directory"):
@@ -281,7 +293,7 @@ def test_plan_refuses_the_chain(tmp_path, monkeypatch):
 def test_a_failed_restore_into_a_new_folder_says_the_copy_was_removed(tmp_path, monkeypatch):
     pg_data = str(tmp_path / "scratch")  # nothing there before: no previous data directory to put back
     restore = restore_for(tmp_path, FakeCluster(pg_data, running=False))
-    monkeypatch.setattr(restore, "plan", lambda: pr.RestorePlan([], {"signal": "recovery"}))
+    monkeypatch.setattr(restore, "plan", lambda: pr.RestorePlan([], {"signal": "recovery", "create_folders": []}))
     monkeypatch.setattr(restore, "prepare", lambda plan, timings: (tmp_path / "scratch.pgdr-new").mkdir())
 
     def wrong_server():
@@ -327,6 +339,8 @@ def base_set_restore(tmp_path, monkeypatch, **given):
     monkeypatch.setattr(pr.wal_installer, "restore_command", restore_command)
     monkeypatch.setattr(pr.wal_archive, "open_archive", lambda archive: contextlib.nullcontext(FakeArchive()))
     monkeypatch.setattr(pr, "load_chain", lambda repo, cluster_name, manifest: [manifest])
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "PG_VERSION").write_text("15\n")  # the cluster FakeCluster runs
     options = dict(cluster="db1", backup_id="b1", pg_data=str(tmp_path / "main"), login_port=5432, login_host=None,
                    archive={"type": "local", "path": "/var/backups/wal"})
     options.update(given)
@@ -387,3 +401,196 @@ def test_only_a_base_set_restores_into_pg_data(tmp_path):
     logical = {"backup_id": "d1", "kind": "logical-db"}
     with pytest.raises(PgdrError, match="set d1 is a logical-db backup; pg_data is only for base backups .drop pg_data to restore it logically."):
         pr.BaseSetRestore.from_options(restore_options(cluster="db1", pg_data=str(tmp_path / "main")), FakeConnParams(), None, logical)
+
+
+# --- what pg_data holds is replaced only with force, and kept aside until the restored cluster verified -------------
+
+REACHED = dict(in_recovery=False, paused=False, reached_lsn="0/6000000", reached_time=None, system_identifier="7", state="promoted")
+
+
+def scripted(restore, monkeypatch, fail=None):
+    """restore.run() with the deploy and the start replaced: the new folder holds PG_VERSION "new"; ``fail`` fails the start."""
+
+    def prepare(plan, timings):
+        os.mkdir(restore.new_dir)
+        with open(os.path.join(restore.new_dir, "PG_VERSION"), "w") as f:
+            f.write("new")
+
+    def start_and_wait():
+        if fail:
+            raise PgdrError(fail)
+        return dict(REACHED)
+
+    monkeypatch.setattr(restore, "prepare", prepare)
+    monkeypatch.setattr(restore, "_start_and_wait", start_and_wait)
+    return restore
+
+
+def a_folder_with(tmp_path, name="important.txt", text="keep me"):
+    folder = tmp_path / "main"
+    folder.mkdir()
+    (folder / name).write_text(text)
+    return str(folder)
+
+
+def test_a_folder_that_holds_no_cluster_is_refused_without_force_and_nothing_changes(tmp_path, monkeypatch):
+    pg_data = a_folder_with(tmp_path)
+    restore = scripted(restore_for(tmp_path, FakeCluster(pg_data, running=False), force=False), monkeypatch)
+    for check_mode in (True, False):
+        with pytest.raises(PgdrError) as caught:
+            restore.run(check_mode=check_mode)
+        assert caught.value.msg == (
+            "pg_data %s is not empty and holds no PostgreSQL cluster (important.txt); give an empty or new folder, or set force: true to "
+            "replace what is there (it is kept as %s.pgdr-previous-b1 until the restored cluster has started and passed verification)"
+            % (pg_data, pg_data)
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main"] and (tmp_path / "main" / "important.txt").read_text() == "keep me"
+
+
+def test_a_stopped_cluster_is_refused_without_force(tmp_path, monkeypatch):
+    pg_data = a_folder_with(tmp_path, "PG_VERSION", "15\n")
+    cluster = FakeCluster(pg_data, running=False)
+    restore = scripted(restore_for(tmp_path, cluster, force=False), monkeypatch)
+    with pytest.raises(PgdrError, match="^pg_data %s holds a stopped PostgreSQL 15 cluster; set force: true to replace it .it is kept as " % pg_data):
+        restore.run()
+    assert (tmp_path / "main" / "PG_VERSION").read_text() == "15\n" and cluster.calls == []
+    forced = scripted(restore_for(tmp_path, cluster, force=True), monkeypatch).run()
+    assert forced["plan"]["existing"] == "stopped cluster" and forced["previous_data_dir"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main"] and (tmp_path / "main" / "PG_VERSION").read_text() == "new"
+
+
+def test_with_force_a_folder_is_kept_aside_put_back_on_failure_and_removed_only_after_verification(tmp_path, monkeypatch):
+    pg_data = a_folder_with(tmp_path)
+    cluster = FakeCluster(pg_data, running=False)
+    with pytest.raises(PgdrError) as caught:
+        scripted(restore_for(tmp_path, cluster), monkeypatch, fail="the restored cluster did not start: FATAL:  boom").run()
+    assert caught.value.msg.endswith("; the previous data directory was put back")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main"] and (tmp_path / "main" / "important.txt").read_text() == "keep me"
+    assert "start" not in cluster.calls  # nothing ran there before, so nothing is started
+
+    kept = scripted(restore_for(tmp_path, cluster, keep_previous=True), monkeypatch).run()
+    assert kept["plan"]["existing"] == "other" and kept["previous_data_dir"] == pg_data + ".pgdr-previous-b1"
+    assert (tmp_path / "main.pgdr-previous-b1" / "important.txt").read_text() == "keep me"
+
+    (tmp_path / "main.pgdr-previous-b1").rename(tmp_path / "elsewhere")
+    (tmp_path / "main" / "PG_VERSION").unlink()
+    (tmp_path / "main" / "notes.txt").write_text("x")
+    removed = scripted(restore_for(tmp_path, cluster), monkeypatch).run()
+    assert removed["previous_data_dir"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "main"] and (tmp_path / "main" / "PG_VERSION").read_text() == "new"
+
+
+def test_an_absent_or_empty_pg_data_needs_no_force(tmp_path, monkeypatch):
+    pg_data = str(tmp_path / "main")
+    done = scripted(restore_for(tmp_path, FakeCluster(pg_data, running=False), force=False), monkeypatch).run()
+    assert done["plan"]["existing"] == "absent" and done["plan"]["create_folders"] == []
+    os.rename(pg_data, str(tmp_path / "away"))
+    os.mkdir(pg_data)
+    done = scripted(restore_for(tmp_path, FakeCluster(pg_data, running=False), force=False), monkeypatch).run()
+    assert done["plan"]["existing"] == "empty" and (tmp_path / "main" / "PG_VERSION").read_text() == "new"
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_link_a_file_or_a_folder_with_a_cluster_inside_is_refused_even_with_force(tmp_path, monkeypatch, force):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "top" / "15" / "main").mkdir(parents=True)
+    (tmp_path / "top" / "15" / "main" / "PG_VERSION").write_text("15\n")
+    for name, message in (("link", "is a symbolic link .to %s.; give the data directory itself" % (tmp_path / "real")),
+                          ("file", "is a file, not a folder"),
+                          ("top", "is not a data directory but holds one in %s; give that folder as pg_data" % (tmp_path / "top" / "15" / "main"))):
+        pg_data = str(tmp_path / name)
+        with pytest.raises(PgdrError, match="^pg_data %s %s" % (pg_data, message)):
+            scripted(restore_for(tmp_path, FakeCluster(pg_data, running=False), force=force), monkeypatch).run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "link", "real", "top"]
+
+
+def test_the_search_for_a_cluster_inside_pg_data_is_bounded(tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "z" / "16" / "main").mkdir(parents=True)
+    (tmp_path / "z" / "16" / "main" / "PG_VERSION").write_text("16\n")
+    assert pr.nested_cluster(str(tmp_path)) == str(tmp_path / "z" / "16" / "main")
+    assert pr.nested_cluster(str(tmp_path), budget=4) is None  # a, b, c, z: then it stops looking
+    assert pr.nested_cluster(str(tmp_path), depth=2) is None
+    assert pr.nested_cluster(str(tmp_path / "missing")) is None
+
+
+# --- a pg_data whose parent is missing: the folders are made for the cluster's OS user ---------------------------
+
+
+def me():
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_missing_folders_above_pg_data_are_made_for_the_cluster_user_and_removed_on_failure(tmp_path, monkeypatch):
+    pg_data = str(tmp_path / "new" / "deep" / "main")
+    cluster = FakeCluster(pg_data, running=False)
+    cluster.os_user = me()  # chown needs a user this host has
+    cluster.server_log = str(tmp_path / "new" / "deep" / "postgresql.log")
+    planned = scripted(restore_for(tmp_path, cluster), monkeypatch).run(check_mode=True)
+    assert planned["plan"]["create_folders"] == [str(tmp_path / "new"), str(tmp_path / "new" / "deep")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # check mode made nothing
+
+    with pytest.raises(PgdrError, match="the restored copy was removed"):
+        scripted(restore_for(tmp_path, cluster), monkeypatch, fail="the restored cluster did not start: x").run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    done = scripted(restore_for(tmp_path, cluster), monkeypatch).run()
+    assert done["state"] == "promoted"
+    for folder in (tmp_path / "new", tmp_path / "new" / "deep"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == os.geteuid()
+    assert (tmp_path / "new" / "deep" / "main" / "PG_VERSION").read_text() == "new"
+
+
+def test_a_log_the_server_cannot_write_or_a_folder_it_cannot_enter_is_refused_before_anything_changes(tmp_path, monkeypatch):
+    (tmp_path / "srv").mkdir()
+    pg_data = str(tmp_path / "srv" / "main")
+    cluster = FakeCluster(pg_data, running=False, closed={str(tmp_path / "srv")})
+    cluster.server_log = str(tmp_path / "srv" / "postgresql.log")
+    with pytest.raises(PgdrError, match="^the server runs as postgres, which cannot enter %s .owned by " % (tmp_path / "srv")):
+        scripted(restore_for(tmp_path, cluster), monkeypatch).run(check_mode=True)
+
+    cluster.closed = {cluster.server_log}
+    (tmp_path / "srv" / "postgresql.log").write_text("")
+    with pytest.raises(PgdrError, match="^the server log %s cannot be written by postgres, which runs the server .%s owned by " % (
+            cluster.server_log, cluster.server_log)):
+        scripted(restore_for(tmp_path, cluster), monkeypatch).run()
+    (tmp_path / "srv" / "postgresql.log").unlink()
+    cluster.closed = {str(tmp_path / "srv")}
+    cluster.owner_can_reach = lambda folder: True  # it may enter the folder, but not create its log there
+    with pytest.raises(PgdrError, match="give server_log a file postgres can write"):
+        scripted(restore_for(tmp_path, cluster), monkeypatch).run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["srv"] and list((tmp_path / "srv").iterdir()) == []
+
+
+# --- a server that does not start says why, also when it logged nothing ------------------------------------------
+
+
+PG_CTL_CANNOT_LOG = ("/bin/sh: 1: cannot create /srv/restore/postgresql.log: Permission denied\n"
+                     "pg_ctl: could not start server\nExamine the log output.\n")
+
+
+def test_a_start_that_logged_nothing_fails_with_what_pg_ctl_said(tmp_path):
+    from ansible_collections.pgdr.backup.plugins.module_utils.core import pg_service
+
+    assert pg_service.telling_start_line(PG_CTL_CANNOT_LOG + "waiting for server to start.... stopped waiting") == (
+        "/bin/sh: 1: cannot create /srv/restore/postgresql.log: Permission denied")
+    assert pg_service.telling_start_line("pg_ctl: could not start server\nExamine the log output.\n") == "Examine the log output."
+    assert pg_service.telling_start_line("2026-12-06 LOG:  x\n2026-12-06 FATAL:  data directory has wrong ownership\n") == (
+        "2026-12-06 FATAL:  data directory has wrong ownership")
+
+    cluster = FakeCluster(str(tmp_path / "main"), running=False, fail_start=True)
+
+    def start(timeout=60):
+        error = PgdrError("start of the PostgreSQL server failed: %s; see the server log" % pg_service.telling_start_line(PG_CTL_CANNOT_LOG),
+                          stderr=PG_CTL_CANNOT_LOG)
+        error.reason = pg_service.telling_start_line(PG_CTL_CANNOT_LOG)
+        raise error
+
+    cluster.start = start
+    with pytest.raises(PgdrError) as caught:
+        restore_for(tmp_path, cluster)._start_and_wait()
+    assert caught.value.msg == "the restored cluster did not start: /bin/sh: 1: cannot create /srv/restore/postgresql.log: Permission denied"
+    assert caught.value.details["stderr"] == PG_CTL_CANNOT_LOG

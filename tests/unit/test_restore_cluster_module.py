@@ -40,6 +40,8 @@ def physical_run(tmp_path, monkeypatch, check_mode=False, **over):
     monkeypatch.setattr(physical_restore.wal_installer, "prepare_spool", lambda name, **kw: installed.append(("spool", False)))
     monkeypatch.setattr(physical_restore.wal_archive, "open_archive", lambda options: contextlib.nullcontext(FakeArchive()))
     monkeypatch.setattr(physical_restore, "load_chain", lambda repo, cluster_name, manifest: [manifest])
+    (tmp_path / "main").mkdir()
+    (tmp_path / "main" / "PG_VERSION").write_text("15\n")  # the cluster FakeCluster runs
     p = dict(cluster="db1", backup_id="b1", pg_data=str(tmp_path / "main"), os_user="postgres", login_port=5432, login_host=None,
              archive={"type": "local", "path": "/var/backups/wal"}, force=False)
     for option in ("database", "databases", "tables", "schemas"):

@@ -24,6 +24,8 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 
 MANAGERS = ("auto", "systemd", "pg_ctlcluster", "pg_ctl")
 _DEBIAN_DATA_RE = re.compile(r"^/var/lib/postgresql/(\d+)/([^/]+)/?$")
+# pg_ctl's own closing words when the server did not come up: never the reason
+_PG_CTL_GENERIC = ("pg_ctl: could not start server", "Examine the log output.", "waiting for server to start", "stopped waiting")
 
 
 def service_argument_spec():
@@ -69,6 +71,22 @@ def choose_manager(requested, pg_data, service_name, systemd_running=None):
     return "pg_ctl"
 
 
+def telling_start_line(output):
+    """The line of a start command's output that says why the server did not start.
+
+    The server's own error first; else what stopped it before it could log anything (the shell pg_ctl runs it
+    through cannot create the log file, a folder it cannot enter: "Permission denied", "No such file"); pg_ctl's
+    closing "could not start server / Examine the log output." only when there is nothing else.
+    """
+    lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_PG_CTL_GENERIC)]
+    for marks in (("FATAL:", "PANIC:", "ERROR:", "error:", "fatal:"), ("Permission denied", "No such file", "cannot ", "could not ", "failed")):
+        for line in useful:
+            if any(mark in line for mark in marks):
+                return line
+    return (useful or lines or ["no error output"])[-1]
+
+
 class Cluster:
     """The server whose data directory is ``pg_data``, controlled as ``os_user``."""
 
@@ -105,6 +123,18 @@ class Cluster:
             raise PgdrError("controlling the server needs root or the %s user (running as %s); use become" % (self.os_user, current))
         return argv
 
+    def owner_can_write(self, path):
+        """Whether the cluster's OS user may write ``path`` (a file; a folder: create files in it), as the kernel decides for that user.
+
+        ``test`` runs as that user, so every folder above, ACLs and group memberships count; root's own access says nothing.
+        """
+        argv = ["test", "-w", path] + (["-a", "-x", path] if os.path.isdir(path) else [])
+        return run(self.as_owner(argv), check=False).returncodes[0] == 0
+
+    def owner_can_reach(self, folder):
+        """Whether the cluster's OS user may enter ``folder`` (search permission on it and on every folder above)."""
+        return run(self.as_owner(["test", "-x", folder]), check=False).returncodes[0] == 0
+
     def _pg_ctl(self, *args, timeout=None):
         argv = self.as_owner([os.path.join(self.bin_dir, "pg_ctl"), "-D", self.pg_data] + list(args))
         return run(argv, check=False, timeout=None if timeout is None else timeout + 30)
@@ -117,9 +147,10 @@ class Cluster:
 
     @staticmethod
     def _fail(action, result, hint):
-        raise PgdrError(
-            "%s of the PostgreSQL server failed: %s; %s" % (action, telling_line(result.stderr + result.stdout), hint), stderr=result.stderr[-4000:]
-        )
+        why = telling_start_line(result.stderr + "\n" + result.stdout) if action in ("start", "restart") else telling_line(result.stderr + result.stdout)
+        error = PgdrError("%s of the PostgreSQL server failed: %s; %s" % (action, why, hint), stderr=result.stderr[-4000:])
+        error.reason = why  # for a caller that words its own message (a restore whose server wrote no log)
+        raise error
 
     # --- what callers use -------------------------------------------------------------
 

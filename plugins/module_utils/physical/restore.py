@@ -12,7 +12,10 @@ The order is what makes it safe:
    are copied; an incremental chain is combined with pg_combinebackup. pg_verifybackup checks the
    deployed copy against PostgreSQL's own backup_manifest.
 3. Only then is the running server stopped (with ``force``), its data directory renamed to
-   ``<pg_data>.pgdr-previous-<backup_id>`` and the new one renamed into place.
+   ``<pg_data>.pgdr-previous-<backup_id>`` and the new one renamed into place. Whatever ``pg_data`` holds
+   (a running or stopped cluster, any other file) is replaced only with ``force``, and kept aside the same way;
+   a ``pg_data`` that is absent or empty needs no ``force``, and missing folders above it are made for the
+   cluster's OS user.
 4. The server starts with the recovery settings and is watched until recovery reaches the target.
    Any failure stops it, puts the previous data directory back and starts it again if it ran before.
    The previous directory is removed only after success, and only with ``keep_previous: false``.
@@ -23,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import grp
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import tempfile
@@ -233,6 +238,162 @@ def check_target_bounds(manifest, target, archive_newest=None, has_archive=False
             "recovery_target_time %s lies after the newest archived WAL (%s, archived %s); archive more WAL first "
             "(pg_switch_wal) or choose an earlier target" % (value, walfile, backup_set.iso_utc(mtime))
         )
+
+
+# --- what pg_data holds, and the folders around it ------------------------------------
+
+
+class Existing(NamedTuple):
+    """What ``pg_data`` holds before a restore."""
+
+    kind: str  # "absent", "empty", "cluster", "other", "link", "file"
+    detail: object = None  # cluster: its PG_VERSION; other: its entries (sorted); link: where it points
+
+
+def inspect_target(pg_data):
+    """What is at ``pg_data`` now (an Existing); reads names only, never contents beyond PG_VERSION."""
+    if os.path.islink(pg_data):
+        return Existing("link", os.readlink(pg_data))
+    if not os.path.lexists(pg_data):
+        return Existing("absent")
+    if not os.path.isdir(pg_data):
+        return Existing("file")
+    try:
+        entries = sorted(os.listdir(pg_data))
+    except OSError as exc:
+        raise PgdrError("pg_data %s cannot be read (%s); run the task as root (become: true)" % (pg_data, exc.strerror)) from None
+    if not entries:
+        return Existing("empty")
+    if os.path.isfile(os.path.join(pg_data, "PG_VERSION")):
+        with open(os.path.join(pg_data, "PG_VERSION"), errors="replace") as f:
+            return Existing("cluster", (f.readline().strip() or "?")[:20])
+    return Existing("other", entries)
+
+
+def nested_cluster(folder, depth=3, budget=10000):
+    """The first data directory (a folder with PG_VERSION) found below ``folder``, ``depth`` levels deep at most, or None.
+
+    Bounded (``budget`` entries) so that a huge folder costs little: this only guards against pg_data given one
+    level too high (/var/lib/postgresql/16 instead of .../16/main), where replacing it would take a cluster with it.
+    """
+    level = [folder]
+    for _ in range(depth):
+        below = []
+        for parent in level:
+            try:
+                with os.scandir(parent) as entries:
+                    for entry in entries:
+                        budget -= 1
+                        if budget < 0:
+                            return None
+                        if entry.is_dir(follow_symlinks=False):
+                            if os.path.isfile(os.path.join(entry.path, "PG_VERSION")):
+                                return entry.path
+                            below.append(entry.path)
+            except OSError:
+                continue
+        level = below
+    return None
+
+
+def existing_name(existing, running):
+    """What the plan says pg_data holds: absent, empty, running cluster, stopped cluster, other (link and file are refused)."""
+    if existing.kind == "cluster":
+        return "running cluster" if running else "stopped cluster"
+    return existing.kind
+
+
+def _listing(entries, shown=5):
+    names = ", ".join(entries[:shown])
+    return names + (" and %d more" % (len(entries) - shown) if len(entries) > shown else "")
+
+
+def existing_refusal(pg_data, existing, running, force, backup_id, nested=None):
+    """Why the restore must not replace what ``pg_data`` holds (``existing``, an Existing), or None.
+
+    Anything that is there is replaced only with ``force``, and kept as ``<pg_data>.pgdr-previous-<backup_id>`` until
+    the restored cluster has verified; a link, a file, or a folder with a cluster inside (``nested``) never are.
+    """
+    kept = "it is kept as %s.pgdr-previous-%s until the restored cluster has started and passed verification" % (pg_data, backup_id)
+    if existing.kind == "link":
+        return (
+            "pg_data %s is a symbolic link (to %s); give the data directory itself as pg_data (a restore renames pg_data, which "
+            "would move the link and leave the data where it is)" % (pg_data, existing.detail)
+        )
+    if existing.kind == "file":
+        return "pg_data %s is a file, not a folder; give the path of the cluster's data directory" % pg_data
+    if existing.kind == "other" and nested:
+        return (
+            "pg_data %s is not a data directory but holds one in %s; give that folder as pg_data, or move it out of %s first "
+            "(replacing %s would take it along)" % (pg_data, nested, pg_data, pg_data)
+        )
+    if force:
+        return None
+    if running:
+        return (
+            "the PostgreSQL server in %s is running; set force: true to stop it (its data directory is kept until "
+            "the restored cluster has started and passed verification)" % pg_data
+        )
+    if existing.kind == "cluster":
+        return "pg_data %s holds a stopped PostgreSQL %s cluster; set force: true to replace it (%s)" % (pg_data, existing.detail, kept)
+    if existing.kind == "other":
+        what = "pg_data %s is not empty and holds no PostgreSQL cluster (%s)" % (pg_data, _listing(existing.detail))
+        return "%s; give an empty or new folder, or set force: true to replace what is there (%s)" % (what, kept)
+    return None
+
+
+def folders_to_make(folder):
+    """(the nearest folder that exists at or above ``folder``, the missing folders down to ``folder``, outermost first)."""
+    missing = []
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return folder, missing[::-1]
+
+
+def describe_owner(path):
+    """``owned by user:group, mode 0755`` of ``path``, for a message that says why a user cannot write there."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return "cannot be read: %s" % exc.strerror
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return "owned by %s:%s, mode %04o" % (user, group, st.st_mode & 0o7777)
+
+
+def make_folders(folders, os_user):
+    """Create ``folders`` (outermost first) as the cluster's OS user would (owner ``os_user``, mode 0700, like initdb's);
+    returns those made."""
+    made = []
+    owner = pwd.getpwnam(os_user) if os.geteuid() == 0 else None
+    try:
+        for folder in folders:
+            os.mkdir(folder, 0o700)
+            made.append(folder)
+            os.chmod(folder, 0o700)  # the umask must not decide
+            if owner:
+                os.chown(folder, owner.pw_uid, owner.pw_gid)
+    except OSError as exc:
+        remove_empty_folders(made)
+        raise PgdrError("creating the folder %s for pg_data failed: %s; create it (owned by %s) and run again" % (folder, exc.strerror, os_user)) from None
+    return made
+
+
+def remove_empty_folders(made):
+    """Undo make_folders where nothing was left inside (the server's log, kept for the reason of a failure, stays)."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 # --- the chain of sets to deploy ------------------------------------------------------
@@ -609,6 +770,7 @@ class PhysicalRestore:
         self.new_dir = self.pg_data + ".pgdr-new"
         self.previous_dir = None
         self.was_running = None
+        self.made_folders = []  # folders above pg_data this run created, removed again if the restore fails
 
     def chain(self):
         """The manifests to deploy, full backup first."""
@@ -626,17 +788,25 @@ class PhysicalRestore:
         check_target_bounds(m, self.target, self.wal.newest if self.wal else None, self.wal is not None)
         if self.options.standby and self.target[0] != "latest":
             raise PgdrError("a standby (standby.signal) follows its primary; do not combine standby with a recovery target")
-        self.was_running = self.server.status() == "running"
-        if self.was_running and not self.options.force:
-            raise PgdrError(
-                "the PostgreSQL server in %s is running; set force: true to stop it (its data directory is kept until "
-                "the restored cluster has started and passed verification)" % self.pg_data
-            )
+        existing = inspect_target(self.pg_data)
+        self.was_running = existing.kind == "cluster" and self.server.status() == "running"  # pg_ctl status needs PG_VERSION
+        refusal = existing_refusal(
+            self.pg_data,
+            existing,
+            self.was_running,
+            self.options.force,
+            m["backup_id"],
+            nested=nested_cluster(self.pg_data) if existing.kind == "other" else None,
+        )
+        if refusal:
+            raise PgdrError(refusal)
         signal = "standby" if self.options.standby else "recovery"
         return RestorePlan(
             chain,
             dict(
                 pg_data=self.pg_data,
+                existing=existing_name(existing, self.was_running),
+                create_folders=self.folders_needed(),
                 chain=[c["backup_id"] for c in chain],
                 signal=signal,
                 was_running=self.was_running,
@@ -644,6 +814,43 @@ class PhysicalRestore:
                 format=m["physical"]["format"],
             ),
         )
+
+    def folders_needed(self):
+        """The missing folders above pg_data (and the server log's) this restore creates; refuses a place the server cannot use.
+
+        Checked before anything changes: the server, as the cluster's OS user, must reach pg_data and write its log
+        (pg_ctl's shell opens the log before the server runs, so a log it cannot create leaves nothing to read).
+        """
+        user = self.server.os_user
+        anchor, missing = folders_to_make(os.path.dirname(self.pg_data))
+        if not os.path.isdir(anchor):
+            raise PgdrError("%s is not a folder, so pg_data %s cannot be made there; give another pg_data" % (anchor, self.pg_data))
+        if os.geteuid() != 0 and not os.access(anchor, os.W_OK | os.X_OK):
+            raise PgdrError(
+                "this task runs as %s, which cannot create %s.pgdr-new in %s (%s); run it as root (become: true)"
+                % (pwd.getpwuid(os.geteuid()).pw_name, self.pg_data, anchor, describe_owner(anchor))
+            )
+        if not self.server.owner_can_reach(anchor):
+            raise PgdrError(
+                "the server runs as %s, which cannot enter %s (%s, or a folder above it lacks search permission for %s); "
+                "give pg_data in a folder %s can reach" % (user, anchor, describe_owner(anchor), user, user)
+            )
+        if self.server.manager == "pg_ctl":
+            log = self.server.server_log
+            log_anchor, log_missing = folders_to_make(os.path.dirname(log))
+            if os.path.lexists(log):
+                blocker, fine = log, self.server.owner_can_write(log)
+            elif log_missing:  # made below for the server's user, so only the way there matters
+                blocker, fine = log_anchor, os.path.isdir(log_anchor) and self.server.owner_can_reach(log_anchor)
+            else:
+                blocker, fine = log_anchor, self.server.owner_can_write(log_anchor)
+            if not fine:
+                raise PgdrError(
+                    "the server log %s cannot be written by %s, which runs the server (%s %s); give server_log a file %s can write, "
+                    "or let %s write there" % (log, user, blocker, describe_owner(blocker), user, user)
+                )
+            missing += [folder for folder in log_missing if folder not in missing]
+        return sorted(missing, key=lambda folder: folder.count(os.sep))
 
     def run(self, check_mode=False):
         plan = self.plan()
@@ -654,20 +861,27 @@ class PhysicalRestore:
             self.wal.install()
         timings = {}
         started = time.monotonic()
+        self.made_folders = make_folders(plan.description["create_folders"], self.server.os_user)
         remove_tree(self.new_dir)  # left by a run that was killed; never the live data
         try:
             self.prepare(plan, timings)
         except BaseException:
             remove_tree(self.new_dir)
+            remove_empty_folders(self.made_folders)
             if self.was_running and self.server.status() == "stopped":  # prepare() may stop it (incremental restores)
                 self.server.start(timeout=self.options.start_timeout)
             raise
         mark = time.monotonic()
-        self._swap_in()
+        try:
+            self._swap_in()
+        except BaseException:
+            remove_empty_folders(self.made_folders)
+            raise
         try:
             reached = self._start_and_wait()
         except BaseException as exc:
             self._roll_back()
+            remove_empty_folders(self.made_folders)
             if isinstance(exc, PgdrError):
                 if self.previous_dir:
                     exc.msg += "; the previous data directory was put back" + (" and started" if self.was_running else "")
@@ -728,8 +942,11 @@ class PhysicalRestore:
         except PgdrError as exc:
             shut_down_at_target = action == "shutdown" and self.target[0] != "latest" and self.server.status() == "stopped"
             if not shut_down_at_target:
-                line = telling_log_line(log_tail(self.server.server_log, offset))
-                raise PgdrError("the restored cluster did not start: %s" % line, server_log=log_tail(self.server.server_log, offset)) from exc
+                text = log_tail(self.server.server_log, offset)
+                # nothing logged: the server never ran (a log it could not create, a folder it cannot enter), so the
+                # reason is in what pg_ctl or the service manager said
+                line = telling_log_line(text) if text.strip() else (getattr(exc, "reason", None) or exc.msg)
+                raise PgdrError("the restored cluster did not start: %s" % line, server_log=text, stderr=exc.details.get("stderr", "")) from exc
         if action == "shutdown" and self.target[0] != "latest":
             return self._wait_for_shutdown(offset)
         try:

@@ -31,6 +31,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.physical.restore impor
     Setting,
     WalSource,
     auto_conf_text,
+    describe_owner,
     segment_end,
     server_bin_dir,
 )
@@ -177,6 +178,18 @@ class ProbackupRestore(PhysicalRestore):
         plan.description.update(catalog=self.catalog_options.backup_path, instance=self.catalog_options.instance)
         if self.options.standby or self.options.tablespace_mapping:
             raise PgdrError("standby and tablespace_mapping are for base backup sets; restore from a probackup catalog without them")
+        if self.catalog_options.incremental_mode not in (None, "none") and not plan.description["existing"].endswith("cluster"):
+            raise PgdrError(
+                "incremental_mode %s rewrites what differs from the cluster in pg_data, but %s holds none (%s); use incremental_mode: none"
+                % (self.catalog_options.incremental_mode, self.pg_data, plan.description["existing"])
+            )
+        parent = os.path.dirname(self.pg_data)
+        # the tool runs as the cluster's owner and makes <pg_data>.pgdr-new itself (folders this run makes are the owner's)
+        if os.path.isdir(parent) and not self.server.owner_can_write(parent):
+            raise PgdrError(
+                "%s runs as %s, which cannot create %s.pgdr-new in %s (%s); give pg_data in a folder %s can write"
+                % (os.path.basename(self.catalog.program.path), self.server.os_user, self.pg_data, parent, describe_owner(parent), self.server.os_user)
+            )
         return plan
 
     def run(self, check_mode=False):
