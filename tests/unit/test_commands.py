@@ -1,11 +1,17 @@
 """The argv runner: pipelines with every exit code checked, never a shell."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core import commands
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+
+COLLECTIONS = commands.__file__.rsplit(os.sep + "ansible_collections" + os.sep, 1)[0]
 
 
 def test_run_captures_stdout():
@@ -129,3 +135,141 @@ def test_the_telling_line_is_the_error_not_the_hint():
     assert commands.telling_line(stderr).startswith("pg_dump: error: connection to server")
     assert commands.telling_line("just one line\n") == "just one line"
     assert commands.telling_line("") == "no error output"
+
+
+# --- children die with the run: own process group, no wait on a pipe another process holds ---------------
+
+
+def state(pid):
+    """'gone', 'zombie' (dead, not yet reaped by init) or 'running'."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return "zombie" if handle.read().rsplit(")", 1)[1].split()[0] == "Z" else "running"
+    except FileNotFoundError:
+        return "gone"
+
+
+def dead_soon(pid, seconds=5):
+    deadline = time.monotonic() + seconds
+    while state(pid) == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return state(pid) != "running"
+
+
+def left_behind(tmp_path, then):
+    """sh that starts a grandchild holding its stdout (as pg_basebackup's WAL streamer does), writes its pid, then ``then``."""
+    pidfile = tmp_path / "grandchild.pid"
+    return ["sh", "-c", "sleep 300 & echo $! > %s; echo started; %s" % (pidfile, then)], pidfile
+
+
+def grandchild(pidfile):
+    return int(pidfile.read_text())
+
+
+@pytest.fixture
+def reaper():
+    """Kills what a failing test leaves behind, so that one failure does not hold the pytest run."""
+    pids = []
+    yield pids.append
+    for pid in pids:
+        if state(pid) == "running":
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_child_whose_grandchild_holds_stdout_returns_promptly(tmp_path, reaper):
+    argv, pidfile = left_behind(tmp_path, "kill -9 $$")
+    started = time.monotonic()
+    result = commands.run(argv, check=False)
+    reaper(grandchild(pidfile))
+    assert time.monotonic() - started < 10
+    assert result.returncodes == [-signal.SIGKILL] and result.stdout == "started\n"
+    assert dead_soon(grandchild(pidfile)), "the grandchild outlived the run"
+    with pytest.raises(PgdrError) as err:
+        commands.check_result(result)
+    assert err.value.msg == "sh failed (killed by signal 9): no error output"
+
+
+def test_a_child_that_exits_while_its_grandchild_holds_stdout_returns_with_its_output(tmp_path, reaper):
+    argv, pidfile = left_behind(tmp_path, "echo done; exit 0")
+    started = time.monotonic()
+    result = commands.run(argv)
+    reaper(grandchild(pidfile))
+    assert time.monotonic() - started < commands.DRAIN_SECONDS + 5
+    assert result.stdout == "started\ndone\n" and result.returncodes == [0]
+    assert dead_soon(grandchild(pidfile))
+
+
+@pytest.mark.parametrize("sink", [False, True])
+def test_a_pipeline_stage_whose_grandchild_holds_the_pipe_does_not_hold_the_pipeline(tmp_path, reaper, sink):
+    # the grandchild keeps the pipe into `cat` open: cat sees the end of its input only once the group is killed
+    argv, pidfile = left_behind(tmp_path, "exit 3")
+    chunks = []
+    started = time.monotonic()
+    result = commands.run_pipeline([argv, ["cat"]], check=False, sink=chunks.append if sink else None)
+    reaper(grandchild(pidfile))
+    assert time.monotonic() - started < 10
+    assert result.returncodes == [3, 0]
+    assert (b"".join(chunks).decode() if sink else result.stdout) == "started\n"
+    assert dead_soon(grandchild(pidfile))
+
+
+def test_stdout_to_a_file_does_not_wait_for_the_grandchild(tmp_path, reaper):
+    argv, pidfile = left_behind(tmp_path, "exit 0")
+    started = time.monotonic()
+    commands.run_pipeline([argv], stdout_path=str(tmp_path / "out"))
+    reaper(grandchild(pidfile))
+    assert time.monotonic() - started < 10
+    assert (tmp_path / "out").read_text() == "started\n"
+    assert dead_soon(grandchild(pidfile))
+
+
+def test_a_timeout_kills_the_grandchild_too(tmp_path, reaper):
+    argv, pidfile = left_behind(tmp_path, "wait")
+    started = time.monotonic()
+    with pytest.raises(PgdrError) as err:
+        commands.run(argv, timeout=1)
+    reaper(grandchild(pidfile))
+    assert err.value.msg == "sh did not finish within 1 seconds"
+    assert time.monotonic() - started < 10
+    assert dead_soon(grandchild(pidfile))
+
+
+def test_a_failing_sink_kills_the_grandchild_too(tmp_path, reaper):
+    argv, pidfile = left_behind(tmp_path, "yes")
+
+    def sink(chunk):
+        raise RuntimeError("upload failed")
+
+    with pytest.raises(RuntimeError):
+        commands.run_pipeline([argv], sink=sink)
+    reaper(grandchild(pidfile))
+    assert dead_soon(grandchild(pidfile))
+
+
+def test_each_command_runs_in_a_process_group_of_its_own():
+    stat = commands.run(["cat", "/proc/self/stat"]).stdout
+    pid, (pgid, sid) = int(stat.split()[0]), (int(field) for field in stat.rsplit(")", 1)[1].split()[2:4])
+    assert pgid == sid == pid and pgid != os.getpgid(0)
+
+
+def test_children_die_when_the_task_itself_is_killed(tmp_path, reaper):
+    # an async job's timeout SIGKILLs the module's process group: nothing in the module runs, its children
+    # are in groups of their own, and the guard process (in a session of its own) kills those groups
+    pidfile = tmp_path / "grandchild.pid"
+    ready = tmp_path / "ready"
+    task = tmp_path / "task.py"
+    task.write_text(
+        "import sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from ansible_collections.pgdr.backup.plugins.module_utils.core import commands\n"
+        "commands.run(['sh', '-c', 'sleep 300 & echo $! > %s; touch %s; wait'])\n" % (COLLECTIONS, pidfile, ready)
+    )
+    module = subprocess.Popen([sys.executable, str(task)], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert module.poll() is None and time.monotonic() < deadline, "the task never started its command"
+        time.sleep(0.05)
+    reaper(grandchild(pidfile))
+    os.killpg(module.pid, signal.SIGKILL)
+    module.wait()
+    assert dead_soon(grandchild(pidfile)), "the command's child outlived the task that was killed"

@@ -9,9 +9,12 @@ it is given, and captures each process's stderr for the failure message.
 
 from __future__ import annotations
 
+import io
 import os
+import select
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,6 +23,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 
 STDERR_TAIL = 4000  # characters of a tool's stderr kept in a result
 CHUNK = 1024 * 1024
+DRAIN_SECONDS = 2.0  # how long output is still read, after a process exited, from what it left behind
 
 
 class Result:
@@ -54,17 +58,27 @@ def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdin_reader=None, 
     exception propagates. Raises PgdrError naming the process that failed for
     a reason of its own (one killed by SIGPIPE only because a later one died
     is not the cause).
+
+    Each process runs in its own process group, which is killed once the
+    process has exited (at once if it failed, else after DRAIN_SECONDS), on a
+    timeout, or when anything here fails: nothing a tool leaves behind (such
+    as pg_basebackup's WAL streamer) outlives the run, and the run waits for
+    the processes it started, never for the end of a pipe another one holds.
     """
     for argv in argvs:
         _check_argv(argv)
     started = time.monotonic()
     processes, stderr_files = [], []
     out_handle = None
+    feeder = None
+    collected = []
     try:
         if stdout_path:
             fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             out_handle = os.fdopen(fd, "wb")
-        previous_stdout = subprocess.PIPE if (input_text is not None or stdin_reader is not None) else subprocess.DEVNULL
+        if input_text is not None:
+            stdin_reader = io.BytesIO(input_text.encode())
+        previous_stdout = subprocess.PIPE if stdin_reader is not None else subprocess.DEVNULL
         for index, argv in enumerate(argvs):
             last = index == len(argvs) - 1
             err = tempfile.TemporaryFile()
@@ -74,42 +88,60 @@ def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdin_reader=None, 
                 stdout = out_handle if out_handle else subprocess.PIPE
             else:
                 stdout = subprocess.PIPE
-            try:
-                proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=err, env=env, cwd=cwd)
-            except OSError as exc:
-                raise PgdrError("cannot run %s: %s; install it or set pg_bin_dir" % (argv[0], exc.strerror)) from None
+            proc = start(argv, stdin=stdin, stdout=stdout, stderr=err, env=env, cwd=cwd)
             if index > 0:
                 processes[-1].stdout.close()  # the next process owns the pipe now
             processes.append(proc)
-        feeder = _Feeder(stdin_reader, processes[0].stdin) if stdin_reader is not None else None
-        if sink is not None:
-            stdout_bytes = _pump(processes[-1], sink)
-        elif feeder is not None:  # communicate() would close the stdin the feeder writes to
-            collected = []
-            if processes[-1].stdout:
-                _pump(processes[-1], collected.append)
-            stdout_bytes = b"".join(collected)
-        else:
-            stdout_bytes = _communicate(processes, input_text, timeout)
-        returncodes = [proc.wait() for proc in processes]
+        if stdin_reader is not None:
+            feeder = _Feeder(stdin_reader, processes[0].stdin)
+        _supervise(processes, processes[-1].stdout, sink if sink is not None else collected.append, timeout)
+        returncodes = [proc.returncode for proc in processes]
         if feeder:
-            feeder.join()
+            feeder.join(DRAIN_SECONDS)
     finally:
         if out_handle:
             out_handle.close()
         for proc in processes:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
     stderrs = []
     for err in stderr_files:
         err.seek(0)
         stderrs.append(err.read().decode("utf-8", "replace"))
         err.close()
+    stdout_bytes = b"".join(collected)
     result = Result(argvs, returncodes, stdout_bytes.decode("utf-8", "replace"), stderrs, time.monotonic() - started)
     if check:
         check_result(result)
     return result
+
+
+def start(argv, **popen_args):
+    """Start one program in a session (and process group) of its own, so that it and all it starts can be killed together by stop()."""
+    _check_argv(argv)
+    _GUARD.ensure()
+    try:
+        proc = subprocess.Popen(argv, start_new_session=True, **popen_args)
+    except OSError as exc:
+        raise PgdrError("cannot run %s: %s; install it or set pg_bin_dir" % (argv[0], exc.strerror)) from None
+    _GUARD.watch(proc.pid)
+    return proc
+
+
+def stop(proc):
+    """Kill the process group of a process start() made (whatever is left of it) and reap the process.
+
+    The group is killed before the process is reaped: until then its pid, which is the group's id, cannot be reused.
+    """
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is empty already, or holds only processes that are no longer ours to signal
+        _GUARD.forget(proc.pid)  # before the id can be reused
+        proc.wait()
+    _GUARD.forget(proc.pid)  # reaped elsewhere (no waitid): the guard must not kill the id once reused
 
 
 def check_result(result):
@@ -173,34 +205,190 @@ class _Feeder:
             except BrokenPipeError:
                 pass
 
-    def join(self):
-        self.thread.join()
+    def join(self, timeout):
+        # bounded: once the processes have exited, a write can block only on a pipe some escaped process holds
+        self.thread.join(timeout)
         if self.error:
             raise PgdrError("reading the backup failed: %s" % self.error)
 
 
-def _pump(last, sink):
-    """Hand the last process's output to ``sink`` in 1 MiB chunks until EOF."""
+def _supervise(processes, out, deliver, timeout):
+    """Wait for every process to exit, handing the last one's output (``out``, if a pipe) to ``deliver`` in CHUNK pieces.
+
+    An exit is seen without reaping the process (waitid with WNOWAIT), so that its group can still be killed
+    safely. A group is killed when its process failed, DRAIN_SECONDS after it exited, or once every process
+    has exited and the output has ended. After the last group is killed, ``out`` is read until its end but
+    for DRAIN_SECONDS at most: a process that left its group (a daemon) may hold it open for ever.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    exited = {}  # index: (monotonic time of the exit, whether it failed)
+    fd = out.fileno() if out is not None else None
+    if fd is not None:
+        os.set_blocking(fd, False)
+        poller = select.poll()  # not select(): a module may hold more than FD_SETSIZE descriptors
+        poller.register(fd, select.POLLIN)
+    pending = bytearray()
+    abandon_at = None
+    delay = 0.0005
     while True:
-        chunk = last.stdout.read(CHUNK)
-        if not chunk:
-            break
-        sink(chunk)
-    last.stdout.close()
-    return b""
+        now = time.monotonic()
+        for index, proc in enumerate(processes):
+            if index not in exited:
+                failed = _exited(proc)
+                if failed is not None:
+                    exited[index] = (now, failed)
+        all_exited = len(exited) == len(processes)
+        for index, (at, failed) in exited.items():
+            if processes[index].returncode is None and (failed or now >= at + DRAIN_SECONDS or (all_exited and fd is None)):
+                stop(processes[index])
+        if all(proc.returncode is not None for proc in processes):
+            if fd is None:
+                break
+            abandon_at = abandon_at or now + DRAIN_SECONDS
+            if now >= abandon_at:
+                break
+        if deadline is not None and now >= deadline:
+            raise PgdrError("%s did not finish within %s seconds" % (os.path.basename(processes[-1].args[0]), timeout))
+        wait = delay if deadline is None else min(delay, deadline - now)
+        delay = min(delay * 2, 0.05)
+        if fd is None:
+            time.sleep(wait)
+            continue
+        if poller.poll(max(wait, 0) * 1000):
+            delay = 0.0005
+            if not _read_available(fd, pending, deliver):
+                fd = None  # end of output
+    if pending:
+        deliver(bytes(pending))
 
 
-def _communicate(processes, input_text, timeout):
-    first, last = processes[0], processes[-1]
-    if input_text is not None and len(processes) > 1:
-        first.stdin.write(input_text.encode())
-        first.stdin.close()
-        input_text = None
+def _read_available(fd, pending, deliver):
+    """Read what ``fd`` holds now into ``pending``, delivering whole chunks; False at the end of the output."""
+    while True:
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        pending += data
+        if len(pending) >= CHUNK:
+            deliver(bytes(pending))
+            del pending[:]
+
+
+def _exited(proc):
+    """None while ``proc`` runs; once it has exited, whether it failed. The process is not reaped."""
+    if proc.returncode is not None:
+        return proc.returncode != 0
+    if not hasattr(os, "waitid"):  # not Linux: reaping is the only way to see the exit
+        return None if proc.poll() is None else proc.returncode != 0
     try:
-        stdout, _stderr = last.communicate(input=input_text.encode() if input_text is not None else None, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise PgdrError("%s did not finish within %s seconds" % (os.path.basename(last.args[0]), timeout)) from None
-    return stdout or b""
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped behind our back: let Popen find out what it can
+        return None if proc.poll() is None else proc.returncode != 0
+    if info is None or info.si_pid == 0:
+        return None
+    return info.si_code != os.CLD_EXITED or info.si_status != 0
+
+
+class _Guard:
+    """A small process, in a session of its own, that kills the process groups start() made if this process dies first.
+
+    When a task is killed outright (SIGKILL of the module's process group, as an async job's timeout does),
+    nothing here runs; the groups of its children are not in that process group either. The guard learns
+    each group's id through a pipe whose writing end only this process holds: when it reads the end of
+    that pipe, this process is gone, and it kills every group not yet stopped.
+    """
+
+    SOURCE = (
+        "# pgdr.backup: kills what a task started if the task dies first\n"
+        "import os, signal\n"
+        "for name in os.listdir('/proc/self/fd'):\n"  # hold nothing of the module's but the pipe
+        "    if int(name) > 2:\n"
+        "        try:\n"
+        "            os.close(int(name))\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "groups, pending = set(), b''\n"
+        "while True:\n"
+        "    data = os.read(0, 65536)\n"
+        "    if not data:\n"
+        "        break\n"
+        "    pending += data\n"
+        "    *lines, pending = pending.split(b'\\n')\n"
+        "    for line in lines:\n"
+        "        (groups.add if line[:1] == b'+' else groups.discard)(int(line[1:]))\n"
+        "for pgid in groups:\n"
+        "    try:\n"
+        "        os.killpg(pgid, signal.SIGKILL)\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.fd = None
+        self.owner = None
+        self.watched = set()
+
+    def ensure(self):
+        with self.lock:
+            if self.fd is not None and self.owner == os.getpid():
+                return
+            if self.fd is not None:  # a forked copy of the task: the guard is its parent's
+                os.close(self.fd)
+                self.fd, self.watched = None, set()
+            python = sys.executable
+            if not python or not hasattr(os, "posix_spawn"):
+                return  # no guard: children still die with every failure and timeout seen here
+            read_end, write_end = os.pipe()
+            try:
+                # posix_spawn, not Popen: the guard is never waited for (it outlives this process on purpose)
+                os.posix_spawn(
+                    python,
+                    [python, "-I", "-S", "-c", self.SOURCE],
+                    dict(os.environ),
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, read_end, 0),
+                        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                    ],
+                    setsid=True,
+                )
+            except OSError:
+                os.close(write_end)
+                return
+            finally:
+                os.close(read_end)
+            self.fd, self.owner = write_end, os.getpid()
+
+    def _say(self, line):
+        fd = self.fd
+        if fd is None or self.owner != os.getpid():
+            return
+        try:
+            os.write(fd, line.encode())  # shorter than PIPE_BUF: atomic, whichever thread writes
+        except OSError:  # the guard is gone; failures and timeouts seen here still kill the groups
+            with self.lock:
+                if self.fd == fd:
+                    self.fd = None
+                    os.close(fd)
+
+    def watch(self, pgid):
+        with self.lock:
+            self.watched.add(pgid)
+        self._say("+%d\n" % pgid)
+
+    def forget(self, pgid):
+        with self.lock:
+            if pgid not in self.watched:
+                return
+            self.watched.discard(pgid)
+        self._say("-%d\n" % pgid)
+
+
+_GUARD = _Guard()
 
 
 def _check_argv(argv):

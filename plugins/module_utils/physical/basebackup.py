@@ -28,7 +28,7 @@ from typing import List, Optional
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core import compression
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import DEBIAN_BIN_DIR, find_binary, tool_version
-from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import check_result, run, run_pipeline, telling_line
+from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import check_result, run, run_pipeline, start, stop, telling_line
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
@@ -358,7 +358,7 @@ def read_label_from_tar(path):
     proc = None
     try:
         if stage:
-            proc = subprocess.Popen(stage, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            proc = start(stage, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             archive = tarfile.open(fileobj=proc.stdout, mode="r|")
         else:
             archive = tarfile.open(path, mode="r|")
@@ -369,9 +369,9 @@ def read_label_from_tar(path):
     except (tarfile.TarError, OSError) as exc:
         raise PgdrError("cannot read backup_label from %s: %s" % (os.path.basename(path), exc)) from None
     finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+        if proc is not None:  # only the start was read: the decompressor is stopped, with anything it started
+            stop(proc)
+            proc.stdout.close()
     raise PgdrError("%s holds no backup_label; the backup is not usable" % os.path.basename(path))
 
 
