@@ -290,3 +290,77 @@ def test_lock_skip_and_fail_and_a_killed_run_leaves_no_manifest(ansible, lab, re
     killed = one_line(holder["result"])
     assert killed.startswith("pg_basebackup failed (killed by signal 9)")
     assert repo.ls(cluster) == [] and staging_leftovers(lab) == []
+
+
+def parent_and_streamer(label):
+    """(pg_basebackup, its WAL-streaming child) of our --label once both run, else None."""
+    pids = basebackup_pids(label)
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if ppid in pids:
+            return ppid, pid
+    return None
+
+
+def test_a_killed_pg_basebackup_fails_the_task_promptly_and_leaves_no_process_and_no_set(ansible, lab, repo):
+    # issue 11: kill -9 of pg_basebackup during wal_method stream left its WAL streamer (reparented to init)
+    # holding the task's stdout, and the task waited for that pipe's end for ever
+    source = lab.host("primary15")
+    cluster = "orphan-" + repo.suffix
+    args = dict(conn_args(lab, source), cluster=cluster, repository=repo.spec("local"), backup_id="killed", wal_method="stream", max_rate="32k")
+    label = "pgdr.backup %s/killed" % cluster
+    holder = {}
+    thread = threading.Thread(target=lambda: holder.update(result=ansible.module("backup1", BASE, args)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while parent_and_streamer(label) is None:
+        assert time.monotonic() < deadline and thread.is_alive(), "pg_basebackup and its WAL streamer never both ran: %s" % holder
+        time.sleep(0.1)
+    parent, streamer = parent_and_streamer(label)
+    os.kill(parent, signal.SIGKILL)
+    killed = time.monotonic()
+    thread.join(60)
+    hung = thread.is_alive()
+    left = basebackup_pids(label)
+    if hung:  # let the run end (and the test fail, not hang): kill what holds its pipe
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        thread.join(120)
+    assert not hung, "the task still ran 60 s after pg_basebackup was killed; left running: %s (streamer %d)" % (left, streamer)
+    assert time.monotonic() - killed < 30
+    assert left == [], "pg_basebackup processes outlived the task: %s" % left
+    msg = one_line(holder["result"])
+    assert msg.startswith("pg_basebackup failed (killed by signal 9)"), msg
+    assert repo.ls(cluster) == [] and staging_leftovers(lab) == []
+
+
+def test_an_async_task_that_times_out_takes_its_pg_basebackup_with_it(ansible, lab, repo):
+    # async's timeout SIGKILLs the module's process group; pg_basebackup runs in a group of its own (so that it can
+    # be killed with its WAL streamer), which the module's guard process kills when the module dies
+    source = lab.host("primary15")
+    cluster = "async-" + repo.suffix
+    work_dir = repo.path + "-work"  # the killed module cannot remove its staging folder: ours, not the shared /var/tmp
+    args = dict(conn_args(lab, source), cluster=cluster, repository=repo.spec("local"), backup_id="timeout", max_rate="32k", work_dir=work_dir)
+    label = "pgdr.backup %s/timeout" % cluster
+    repo.backup1.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", work_dir])
+    try:
+        started = ansible.play("backup1", [{"name": "background", BASE: args, "async": 15, "poll": 0}])
+        assert_ok(started.result("background", "backup1"))
+        deadline = time.monotonic() + 60
+        while parent_and_streamer(label) is None:
+            assert time.monotonic() < deadline, "pg_basebackup and its WAL streamer never both ran"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 60
+        while basebackup_pids(label) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = basebackup_pids(label)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert left == [], "pg_basebackup outlived its task's async timeout (15 s) by a minute: %s" % left
+        assert "manifest.json" not in (repo.ls("%s/timeout" % cluster) or [])
+    finally:
+        repo.backup1.run(["rm", "-rf", work_dir])
