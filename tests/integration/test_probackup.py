@@ -8,6 +8,7 @@ Expected messages come from the real outputs in tests/probackup_standin/samples/
 
 import json
 import os
+import re
 import time
 import uuid
 
@@ -207,6 +208,7 @@ def test_backup_lifecycle_show_validate_pin_merge_retention_and_restore(ansible,
         ("reg_full", dict(base, action="backup", backup_mode="FULL", stream=True, note="first full")),
         ("insert 1", {"ansible.builtin.command": {"argv": sql(insert.format(t=table), CLUSTER_PORT)}}),
         ("reg_delta", dict(base, action="backup", backup_mode="DELTA", stream=True, threads=2)),
+        ("reg_now", {"ansible.builtin.command": {"argv": sql("SELECT now()", CLUSTER_PORT)}}),  # with microseconds, as users copy it
         ("insert 2", {"ansible.builtin.command": {"argv": sql(insert.format(t=table), CLUSTER_PORT)}}),
         ("reg_page", dict(base, action="backup", backup_mode="PAGE")),
         ("show", dict(base, action="show", archive=True)),
@@ -214,6 +216,9 @@ def test_backup_lifecycle_show_validate_pin_merge_retention_and_restore(ansible,
         ("validate one", dict(base, action="validate", backup_id="{{ reg_page.backup_id }}")),
         ("validate to a time", dict(base, action="validate", recovery_target_time="{{ reg_page.backup.recovery_time }}")),
         ("validate to a time, old form", dict(base, action="validate", recovery_target=dict(kind="time", value="{{ reg_page.backup.recovery_time }}"))),
+        ("validate to now()", dict(base, action="validate", recovery_target_time="{{ reg_now.stdout }}")),
+        ("validate to now() in whole seconds", dict(base, action="validate", recovery_target_time="{{ reg_now.stdout | regex_replace('[.][0-9]+', '') }}")),
+        ("validate to a time with a T", dict(base, action="validate", recovery_target_time="{{ reg_page.backup.recovery_time | replace(' ', 'T') }}")),
         ("pin", dict(base, action="pin", backup_id="{{ reg_delta.backup_id }}", ttl="1d")),
         ("pin again", dict(base, action="pin", backup_id="{{ reg_delta.backup_id }}", ttl="1d")),
         ("merge", dict(base, action="merge", backup_id="{{ reg_page.backup_id }}")),
@@ -243,6 +248,20 @@ def test_backup_lifecycle_show_validate_pin_merge_retention_and_restore(ansible,
     assert to_time["invalid"] == [] and old_form["invalid"] == []
     validated = [[argv for argv in result["commands"] if argv[1] == "validate"] for result in (to_time, old_form)]
     assert validated[0] == validated[1] and "--recovery-target-time=%s" % page["backup"]["recovery_time"] in validated[0][0]
+    # a time from now() has microseconds, which the tool refuses: the module says so before running it, naming the
+    # two whole seconds around it; the earlier one (the delta backup, then the WAL of insert 2) validates
+    now = done["reg_now"]["stdout"].strip()
+    whole = re.sub(r"[.][0-9]+", "", now)
+    assert "." in now and whole != now, now
+    assert failed(done["validate to now()"]).startswith(
+        "recovery_target_time '%s' has a fraction of a second, which pg_probackup does not take; give whole seconds: '%s' leaves out " % (now, whole)
+    )
+    in_seconds = ok(done["validate to now() in whole seconds"])
+    assert in_seconds["invalid"] == [] and [argv[-1] for argv in in_seconds["commands"] if argv[1] == "validate"] == ["--recovery-target-time=" + whole]
+    # the tool reads a 'T' as the end of the date (midnight, so no backup before it): the module passes a space
+    with_t = ok(done["validate to a time with a T"])
+    validated = [argv[-1] for argv in with_t["commands"] if argv[1] == "validate"]
+    assert with_t["invalid"] == [] and validated == ["--recovery-target-time=" + page["backup"]["recovery_time"]]
     pinned = ok(done["pin"])
     assert pinned["changed"] is True
     expected = pb.parse_tool_time(delta["backup"]["recovery_time"]).timestamp() + 86400
