@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from ansible_collections.pgdr.backup.plugins.module_utils.core import locks
 from tests.integration.test_logical_backup import DUMP, RESTORE, Source, assert_ok, repositories
 from tests.sql_text import ident, literal
 
@@ -306,6 +307,28 @@ def test_second_run_for_the_same_source_and_repository_is_skipped_or_fails(ansib
     done = assert_ok(first.result())
     assert done["changed"] is True and done["backup_id"] == "20260303T000000Z"
     assert host.run(["ls", "%s/%s" % (repository["path"], cluster)]).stdout.split() == ["20260303T000000Z"]
+
+
+def test_runs_as_root_then_as_postgres_share_the_lock_and_leave_no_lock_file(ansible, lab):
+    """The lock is one file per source and repository in /run/lock: a run as root must not leave one (0600, root's)
+    that a later run as postgres cannot open; each run removes its own."""
+    source = Source(lab, lab.host("primary15"))
+    try:
+        host = source.host
+        repository = repositories(lab, "s3", source.suffix)  # no local folder that root's run would own
+        # the same connection both times (root has no peer login as postgres), so the same source
+        args = dump_args(source.name, source.cluster, repository, login_host="127.0.0.1", login_user="postgres", login_password=lab.pg_password)
+        # the module's lock key: the connection as describe() gives it, the cluster, the repository's describe()
+        bucket, endpoint = repository["bucket"], repository["endpoint_url"]
+        path = locks.lock_path("postgres@127.0.0.1:5432/postgres:%s" % source.cluster, "s3://%s/test-%s (endpoint %s)" % (bucket, source.suffix, endpoint))
+        as_root = assert_ok(ansible.module(host.name, DUMP, dict(args, backup_id="20260404T000000Z"), become_postgres=False))
+        assert as_root["changed"] is True
+        assert not host_path_exists(host, path), "the run as root left its lock file %s" % path
+        as_postgres = assert_ok(ansible.module(host.name, DUMP, dict(args, backup_id="20260404T000001Z")))
+        assert as_postgres["changed"] is True and as_postgres["backup_id"] == "20260404T000001Z"
+        assert not host_path_exists(host, path), "the run as postgres left its lock file %s" % path
+    finally:
+        source.cleanup()
 
 
 # ---------------------------------------------------------------- 5. wrong passphrase
