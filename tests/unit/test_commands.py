@@ -273,3 +273,27 @@ def test_children_die_when_the_task_itself_is_killed(tmp_path, reaper):
     os.killpg(module.pid, signal.SIGKILL)
     module.wait()
     assert dead_soon(grandchild(pidfile)), "the command's child outlived the task that was killed"
+
+
+def test_without_pidfds_exits_are_polled_for(tmp_path, reaper, monkeypatch):
+    # older kernels and Pythons have no pidfd_open: the same waits, with exits polled for
+    monkeypatch.setattr(commands, "_pidfd", lambda proc: None)
+    assert commands.run_pipeline([["printf", "b\na\n"], ["sort"]]).stdout == "a\nb\n"
+    argv, pidfile = left_behind(tmp_path, "kill -9 $$")
+    started = time.monotonic()
+    result = commands.run(argv, check=False)
+    reaper(grandchild(pidfile))
+    assert time.monotonic() - started < 10 and result.returncodes == [-signal.SIGKILL]
+    assert dead_soon(grandchild(pidfile))
+
+
+def test_output_larger_than_a_pipe_arrives_whole_in_chunks():
+    chunks = []
+    commands.run_pipeline([["head", "-c", "5000001", "/dev/urandom"], ["cat"]], sink=chunks.append)
+    assert sum(len(c) for c in chunks) == 5000001
+    assert all(len(c) == commands.CHUNK for c in chunks[:-1]) and 0 < len(chunks[-1]) <= commands.CHUNK
+
+
+def test_input_and_output_larger_than_a_pipe_do_not_deadlock():
+    text = "0123456789abcdef\n" * 400000  # 6.8 MB each way
+    assert commands.run(["cat"], input_text=text, timeout=60).stdout == text

@@ -221,60 +221,103 @@ def _supervise(processes, out, deliver, timeout):
     for DRAIN_SECONDS at most: a process that left its group (a daemon) may hold it open for ever.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    exited = {}  # index: (monotonic time of the exit, whether it failed)
+    poller = select.poll()  # not select(): a module may hold more than FD_SETSIZE descriptors
+    pidfds = [_pidfd(proc) for proc in processes]
+    for pidfd in pidfds:
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)  # readable once the process has exited
+    every = None if all(pidfd is not None for pidfd in pidfds) else 0.05  # without pidfds, exits are polled for
     fd = out.fileno() if out is not None else None
+    chunks = _Chunks(deliver)
     if fd is not None:
         os.set_blocking(fd, False)
-        poller = select.poll()  # not select(): a module may hold more than FD_SETSIZE descriptors
+        _widen(fd)
         poller.register(fd, select.POLLIN)
-    pending = bytearray()
+    exited = {}  # index: (monotonic time of the exit, whether it failed)
     abandon_at = None
-    delay = 0.0005
-    while True:
-        now = time.monotonic()
-        for index, proc in enumerate(processes):
-            if index not in exited:
-                failed = _exited(proc)
-                if failed is not None:
-                    exited[index] = (now, failed)
-        all_exited = len(exited) == len(processes)
-        for index, (at, failed) in exited.items():
-            if processes[index].returncode is None and (failed or now >= at + DRAIN_SECONDS or (all_exited and fd is None)):
-                stop(processes[index])
-        if all(proc.returncode is not None for proc in processes):
-            if fd is None:
-                break
-            abandon_at = abandon_at or now + DRAIN_SECONDS
-            if now >= abandon_at:
-                break
-        if deadline is not None and now >= deadline:
-            raise PgdrError("%s did not finish within %s seconds" % (os.path.basename(processes[-1].args[0]), timeout))
-        wait = delay if deadline is None else min(delay, deadline - now)
-        delay = min(delay * 2, 0.05)
-        if fd is None:
-            time.sleep(wait)
-            continue
-        if poller.poll(max(wait, 0) * 1000):
-            delay = 0.0005
-            if not _read_available(fd, pending, deliver):
-                fd = None  # end of output
-    if pending:
-        deliver(bytes(pending))
+    try:
+        while True:
+            now = time.monotonic()
+            for index, proc in enumerate(processes):
+                if index not in exited:
+                    failed = _exited(proc)
+                    if failed is not None:
+                        exited[index] = (now, failed)
+                        if pidfds[index] is not None:
+                            poller.unregister(pidfds[index])
+            all_exited = len(exited) == len(processes)
+            for index, (at, failed) in exited.items():
+                if processes[index].returncode is None and (failed or now >= at + DRAIN_SECONDS or (all_exited and fd is None)):
+                    stop(processes[index])
+            if all(proc.returncode is not None for proc in processes):
+                if fd is None:
+                    break
+                abandon_at = abandon_at or now + DRAIN_SECONDS
+                if now >= abandon_at:
+                    break
+            if deadline is not None and now >= deadline:
+                raise PgdrError("%s did not finish within %s seconds" % (os.path.basename(processes[-1].args[0]), timeout))
+            # sleep until output, an exit, or the next moment something is due
+            due = [at + DRAIN_SECONDS for index, (at, failed) in exited.items() if processes[index].returncode is None]
+            due += [moment for moment in (abandon_at, deadline) if moment is not None]
+            if every is not None:
+                due.append(now + every)
+            wait = max(min(due) - now, 0) * 1000 if due else None
+            for ready, _event in poller.poll(wait):
+                if ready == fd and not chunks.read(fd):
+                    poller.unregister(fd)
+                    fd = None  # end of output
+        chunks.flush()
+    finally:
+        for pidfd in pidfds:
+            if pidfd is not None:
+                os.close(pidfd)
 
 
-def _read_available(fd, pending, deliver):
-    """Read what ``fd`` holds now into ``pending``, delivering whole chunks; False at the end of the output."""
-    while True:
-        try:
-            data = os.read(fd, CHUNK)
-        except BlockingIOError:
-            return True
-        if not data:
-            return False
-        pending += data
-        if len(pending) >= CHUNK:
-            deliver(bytes(pending))
-            del pending[:]
+class _Chunks:
+    """Output read into CHUNK-sized pieces, each handed over once full (and the rest at the end)."""
+
+    def __init__(self, deliver):
+        self.deliver = deliver
+        self.buffer = bytearray(CHUNK)
+        self.view = memoryview(self.buffer)
+        self.filled = 0
+
+    def read(self, fd):
+        """Read what ``fd`` holds now; False at its end."""
+        while True:
+            try:
+                count = os.readv(fd, [self.view[self.filled:]])
+            except BlockingIOError:
+                return True
+            if not count:
+                return False
+            self.filled += count
+            if self.filled == CHUNK:
+                self.flush()
+
+    def flush(self):
+        if self.filled:
+            self.deliver(bytes(self.view[: self.filled]))
+            self.filled = 0
+
+
+def _pidfd(proc):
+    """A descriptor that becomes readable when ``proc`` exits (Linux 5.3+, Python 3.9+), else None."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _widen(fd):
+    """A pipe of CHUNK bytes rather than 64 KiB: fewer, larger reads of a fast producer (Linux; best effort)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+    except (ImportError, OSError):
+        pass
 
 
 def _exited(proc):
