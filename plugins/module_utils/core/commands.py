@@ -5,6 +5,11 @@
 A pipeline checks the exit code of every process in it (a compressor that
 dies must fail the backup, not produce a short file), keeps the environment
 it is given, and captures each process's stderr for the failure message.
+
+Every process runs in a process group of its own, killed with all it started
+when it fails, times out, or the run fails, and shortly after it exits; the
+run waits for its processes, never for the end of a pipe that something they
+left behind could hold open (a killed pg_basebackup's WAL streamer did).
 """
 
 from __future__ import annotations
