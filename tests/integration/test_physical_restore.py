@@ -5,6 +5,7 @@ the same major version with pgdr.backup.restore_cluster, and proves the exact st
 The replica's own cluster is replaced by every restore; it is left running (a restored copy of the primary).
 """
 
+import os
 import time
 import uuid
 
@@ -513,3 +514,148 @@ def test_a_scratch_restore_watched_over_the_live_servers_port_fails_and_leaves_n
     finally:
         pair.replica.run([pair.replica.pg_bin_dir + "/pg_ctl", "-D", scratch, "-m", "immediate", "-w", "stop"], user="postgres", check=False)
         pair.replica.run(["rm", "-rf", scratch])
+
+
+# --- what pg_data holds is replaced only with force, and kept aside until the restored cluster verified ---------
+
+SCRATCH_PORT = 5433
+PG15_HOME = "/var/lib/postgresql/15"
+
+
+def scratch_restore(ansible, pair, repository, pg_data, check=False, **args):
+    """A restore of the pair's set into ``pg_data`` on the replica, started on SCRATCH_PORT beside the live cluster, to the backup's end."""
+    task = dict(cluster=pair.cluster, repository=repository, pg_data=pg_data, pg_bin_dir=pair.replica.pg_bin_dir, recovery_target="immediate",
+                server_settings={"port": SCRATCH_PORT}, **dict(pair.connection(pair.replica), login_port=SCRATCH_PORT))
+    task.update(args)
+    return ansible.module(pair.replica.name, RESTORE, task, become_postgres=False, check=check)
+
+
+def stop_scratch(pair, pg_data):
+    pair.replica.run([pair.replica.pg_bin_dir + "/pg_ctl", "-D", pg_data, "-m", "immediate", "-w", "stop"], user="postgres", check=False)
+
+
+def scratch_rows(pair):
+    return pair.replica.run([pair.replica.pg_bin_dir + "/psql", "-X", "-At", "-h", "/run/postgresql", "-p", str(SCRATCH_PORT), "-U", "postgres",
+                             "-d", pair.db, "-c", "SELECT string_agg(n::text, ',' ORDER BY n) FROM t"], user="postgres").stdout.strip()
+
+
+def small_set(ansible, pair):
+    """A database with one row on the primary, and a tar base backup of it in a local repository on the replica."""
+    pair.primary.psql("CREATE DATABASE %s" % ident(pair.db))
+    pair.primary.psql("CREATE TABLE t (n int); INSERT INTO t VALUES (5);", db=pair.db)
+    repository = {"type": "local", "path": pair.repo_path}
+    return repository, ok(base_backup(ansible, pair, pair.replica, repository, format="tar", wal_method="stream"))
+
+
+def listing(host, folder):
+    return host.run(["ls", "-A", folder]).stdout.split()
+
+
+@ON_PG15
+def test_a_folder_that_holds_no_cluster_is_replaced_only_with_force_and_kept_until_verified(ansible, pair15):
+    """Issue 11 item 1: a non-empty pg_data that is not a cluster was wiped without force. Now it is refused without force (in
+    check mode too) and left exactly as it was; with force it is kept aside, put back when the restore fails, kept with
+    keep_previous, and removed only after the restored cluster verified."""
+    pair, replica = pair15, pair15.replica
+    repository, made = small_set(ansible, pair)
+    folders = ["%s/notacluster-%s" % (PG15_HOME, pair.suffix), "%s/notacluster2-%s" % (PG15_HOME, pair.suffix)]
+    for folder in folders:
+        replica.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", folder])
+        replica.run(["sh", "-c", 'echo "keep me" > "$1/important.txt"', "sh", folder], user="postgres")
+    scratch, other = folders
+    before = listing(replica, PG15_HOME)
+
+    def important(folder):
+        return replica.run(["cat", folder + "/important.txt"], check=False).stdout
+
+    try:
+        for check in (True, False):
+            refused = scratch_restore(ansible, pair, repository, scratch, check=check)
+            assert refused["_status"] == "failed", refused
+            assert refused["msg"].startswith("pg_data %s is not empty and holds no PostgreSQL cluster (important.txt); " % scratch), refused["msg"]
+            assert "set force: true to replace what is there (it is kept as %s.pgdr-previous-%s" % (scratch, made["backup_id"]) in refused["msg"]
+        assert important(scratch) == "keep me\n" and listing(replica, scratch) == ["important.txt"]
+        assert listing(replica, PG15_HOME) == before
+
+        # with force, watched over the live server's port: the restore fails after the swap and the folder comes back
+        failed = scratch_restore(ansible, pair, repository, scratch, force=True, login_port=5432)
+        assert failed["_status"] == "failed" and "not from the restored cluster in %s" % scratch in failed["msg"], failed["msg"]
+        assert failed["msg"].endswith("; the previous data directory was put back"), failed["msg"]
+        assert important(scratch) == "keep me\n" and listing(replica, scratch) == ["important.txt"]
+        assert listing(replica, PG15_HOME) == before
+        assert_running(replica)
+
+        kept = ok(scratch_restore(ansible, pair, repository, scratch, force=True, keep_previous=True))
+        assert kept["plan"]["existing"] == "other" and kept["state"] == "promoted"
+        assert kept["previous_data_dir"] == "%s.pgdr-previous-%s" % (scratch, made["backup_id"])
+        assert important(kept["previous_data_dir"]) == "keep me\n"
+        assert scratch_rows(pair) == "5"
+        stop_scratch(pair, scratch)
+
+        removed = ok(scratch_restore(ansible, pair, repository, other, force=True))
+        assert removed["previous_data_dir"] is None and scratch_rows(pair) == "5"
+        assert not [name for name in listing(replica, PG15_HOME) if name.startswith(os.path.basename(other) + ".")]
+        assert important(other) == ""  # the restored cluster is there now, the folder it replaced is gone
+    finally:
+        for folder in folders:
+            stop_scratch(pair, folder)
+        replica.run(["sh", "-c", 'rm -rf "$1" "$1".pgdr-* "$2" "$2".pgdr-*', "sh", scratch, other])
+
+
+@ON_PG15
+def test_a_stopped_cluster_in_pg_data_is_replaced_only_with_force(ansible, pair15):
+    """Issue 11 item 1: only a running server asked for force; a stopped cluster was replaced without it."""
+    pair, replica = pair15, pair15.replica
+    repository, _made = small_set(ansible, pair)
+    scratch = "%s/stopped-%s" % (PG15_HOME, pair.suffix)
+    try:
+        first = ok(scratch_restore(ansible, pair, repository, scratch))  # a new folder: nothing to replace, no force needed
+        assert first["state"] == "promoted"
+        stop_scratch(pair, scratch)
+        replica.run(["touch", scratch + "/still_here"], user="postgres")
+        before, inside = listing(replica, PG15_HOME), listing(replica, scratch)
+
+        for check in (True, False):
+            refused = scratch_restore(ansible, pair, repository, scratch, check=check)
+            assert refused["_status"] == "failed", refused
+            assert refused["msg"].startswith("pg_data %s holds a stopped PostgreSQL 15 cluster; set force: true to replace it" % scratch), refused["msg"]
+        assert listing(replica, PG15_HOME) == before and listing(replica, scratch) == inside
+        status = replica.run([replica.pg_bin_dir + "/pg_ctl", "-D", scratch, "status"], user="postgres", check=False)
+        assert status.returncode == 3  # still stopped
+
+        forced = ok(scratch_restore(ansible, pair, repository, scratch, force=True))
+        assert forced["plan"]["existing"] == "stopped cluster" and forced["previous_data_dir"] is None
+        assert "still_here" not in listing(replica, scratch) and listing(replica, PG15_HOME) == before
+        assert scratch_rows(pair) == "5"
+    finally:
+        stop_scratch(pair, scratch)
+        replica.run(["sh", "-c", 'rm -rf "$1" "$1".pgdr-*', "sh", scratch])
+
+
+@ON_PG15
+def test_a_pg_data_whose_parent_does_not_exist_gets_folders_the_server_can_use(ansible, pair15):
+    """Issue 11 item 3: the missing parent was made root:root 0755, the server could not create its log there and the task said
+    "no server log output". Now the folders are made for postgres (0700) and the restored cluster starts; a folder the server
+    cannot write its log in is refused before anything changes, naming the log, its folder's owner and mode."""
+    pair, replica = pair15, pair15.replica
+    repository, _made = small_set(ansible, pair)
+    top = "%s/parent-%s" % (PG15_HOME, pair.suffix)
+    pg_data = top + "/deep/data"
+    rooted = "%s/rootowned-%s" % (PG15_HOME, pair.suffix)
+    try:
+        done = ok(scratch_restore(ansible, pair, repository, pg_data))
+        assert done["state"] == "promoted" and done["plan"]["create_folders"] == [top, top + "/deep"] and done["plan"]["existing"] == "absent"
+        owners = replica.run(["stat", "-c", "%U:%G %a", top, top + "/deep", top + "/deep/postgresql.log"]).stdout.split("\n")
+        assert owners[:3] == ["postgres:postgres 700", "postgres:postgres 700", "postgres:postgres 600"], owners
+        assert scratch_rows(pair) == "5"
+        stop_scratch(pair, pg_data)
+
+        replica.run(["install", "-d", "-o", "root", "-g", "root", "-m", "0755", rooted])
+        refused = scratch_restore(ansible, pair, repository, rooted + "/data")
+        assert refused["_status"] == "failed"
+        assert refused["msg"].startswith("the server log %s/postgresql.log cannot be written by postgres, which runs the server (%s owned by "
+                                         "root:root, mode 0755); give server_log" % (rooted, rooted)), refused["msg"]
+        assert listing(replica, rooted) == []
+    finally:
+        stop_scratch(pair, pg_data)
+        replica.run(["rm", "-rf", top, rooted])
