@@ -1,8 +1,8 @@
 """probackup_instance through ansible-playbook on primary15, against the pg_probackup stand-in or a real binary.
 
 Without PG_PROBACKUP the stand-in (tests/probackup_standin/pg_probackup.py) is installed on the lab host as
-pg_probackup and gs_probackup. With PG_PROBACKUP=/path/to/pg_probackup (a binary present on primary15, built for
-PostgreSQL 15) the same tests run against the real tool; the gs_probackup checks then need PG_GS_PROBACKUP too.
+pg_probackup and gs_probackup. With PG_PROBACKUP=/path/to/pg_probackup (a binary on this machine built for PostgreSQL 15,
+copied onto primary15) the same tests run against the real tool; the gs_probackup checks then need PG_GS_PROBACKUP too.
 Expected messages come from the real outputs in tests/probackup_standin/samples/.
 """
 
@@ -21,6 +21,7 @@ HOST = "primary15"
 STANDIN = os.path.join(os.path.dirname(__file__), "..", "probackup_standin", "pg_probackup.py")
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "probackup_standin", "samples")
 STANDIN_DIR = "/var/lib/postgresql/pgdr-probackup-standin"  # private to the lab host
+REAL_DIR = "/var/lib/postgresql/pgdr-probackup-real"  # a copy of PG_PROBACKUP, private to the lab host
 SCRATCH_PORT = 5499  # restored clusters
 CLUSTER_PORT = 55432  # the cluster backed up by the lifecycle test
 
@@ -40,7 +41,11 @@ def tools(primary):
     """Paths of pg_probackup (and gs_probackup, or None) on the host: the real ones, or the stand-in installed."""
     real = os.environ.get("PG_PROBACKUP")
     if real:
-        yield dict(pg=real, gs=os.environ.get("PG_GS_PROBACKUP"), standin=False)
+        # a copy on the host for the postgres user: a build may sit in a folder only root can enter (a mktemp clone)
+        primary.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0755", REAL_DIR])
+        primary.run(["install", "-o", "postgres", "-g", "postgres", "-m", "0755", real, REAL_DIR + "/pg_probackup"])
+        yield dict(pg=REAL_DIR + "/pg_probackup", gs=os.environ.get("PG_GS_PROBACKUP"), standin=False)
+        primary.run(["rm", "-rf", REAL_DIR])
         return
     primary.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0755", STANDIN_DIR])
     with open(STANDIN) as f:
