@@ -532,6 +532,13 @@ def test_pg_probackup_restore_to_a_target_passes_that_check(tmp_path):
         restore.plan()
 
 
+
+def test_pg_probackup_restore_to_a_fractional_time_is_refused_in_plan_before_anything_is_looked_at(tmp_path):
+    restore = _probackup_restore(tmp_path, PG, recovery_target_time="2026-11-21 14:00:00.25+00")
+    with pytest.raises(PgdrError, match="has a fraction of a second"):
+        restore.plan()
+    assert restore.was_running is None  # check mode reports it too: nothing was looked at or changed
+
 # ------------------------------------------------------------------ delete_wal: what a dry run says would be purged
 
 

@@ -174,6 +174,8 @@ class ProbackupRestore(PhysicalRestore):
             # openGauss pauses at a target and cannot be told to promote; the wait below expects a promotion and would
             # time out and roll back, and no openGauss server is at hand to test another wait against
             self.catalog.program.refuse("restore_to_target")
+        if self.target[0] == "time":  # a time the tool would refuse is refused here, so check mode says so too
+            pb.tool_target_time(self.catalog.program, self.target[1])
         plan = super().plan()
         plan.description.update(catalog=self.catalog_options.backup_path, instance=self.catalog_options.instance)
         if self.options.standby or self.options.tablespace_mapping:
