@@ -135,7 +135,7 @@ def hammer(rounds, inside, violations):
 def test_never_two_holders_under_contention(folder, tmp_path):
     """Processes take, remove and take again the same lock as fast as they can: never two inside at once."""
     inside, violations = str(tmp_path / "inside"), FORK.Value("i", 0)
-    children = [FORK.Process(target=hammer, args=(300, inside, violations)) for _ in range(6)]
+    children = [FORK.Process(target=hammer, args=(300, inside, violations)) for _worker in range(6)]
     for child in children:
         child.start()
     for child in children:

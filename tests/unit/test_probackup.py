@@ -428,7 +428,7 @@ def standin_module():
 
 def test_standin_parses_a_recovery_target_time_as_the_real_tool_does():
     parse = standin_module().tool_parse_time
-    assert [(value, parse(value) is not None) for value, _ in REAL_TIME_PARSER] == REAL_TIME_PARSER
+    assert [(value, parse(value) is not None) for value, _accepted in REAL_TIME_PARSER] == REAL_TIME_PARSER
     assert parse("2026-12-06 23:05:16+05:30") == parse("2026-12-06 17:35:16+00") == parse("2026-12-06 17:35:16", utc_default=True)
     # the real tool stops at a 'T': 2026-12-07T23:59:59+00 found no backup of 01:02:57 that day, 2026-12-08T00:00:01+00 did
     assert parse("2026-12-07T23:59:59+00", utc_default=True) == parse("2026-12-07 00:00:00+00")
@@ -530,7 +530,6 @@ def test_pg_probackup_restore_to_a_target_passes_that_check(tmp_path):
     restore = _probackup_restore(tmp_path, PG, recovery_target_time="2026-11-21 14:00:00+00")
     with pytest.raises(PgdrError, match="the WAL archive holds no segment"):  # the next check, on an empty catalog
         restore.plan()
-
 
 
 def test_pg_probackup_restore_to_a_fractional_time_is_refused_in_plan_before_anything_is_looked_at(tmp_path):

@@ -86,7 +86,7 @@ def exclusive(source, repository):
 
 def _acquire(path):
     """(fd holding the flock on the file now at ``path``, None), or (None, holder) when another run holds it."""
-    for _ in range(ATTEMPTS):
+    for _attempt in range(ATTEMPTS):
         fd = _open(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -105,7 +105,7 @@ def _acquire(path):
 
 def _open(path):
     """The lock file at ``path``, made if missing: a plain file of one link, 0666 when it is ours."""
-    for _ in range(ATTEMPTS):
+    for _attempt in range(ATTEMPTS):
         try:
             fd = os.open(path, _FLAGS)
         except FileNotFoundError:

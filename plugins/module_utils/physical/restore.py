@@ -277,7 +277,7 @@ def nested_cluster(folder, depth=3, budget=10000):
     level too high (/var/lib/postgresql/16 instead of .../16/main), where replacing it would take a cluster with it.
     """
     level = [folder]
-    for _ in range(depth):
+    for _level in range(depth):
         below = []
         for parent in level:
             try:
