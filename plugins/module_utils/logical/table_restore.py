@@ -136,13 +136,7 @@ def verification_results(plans, expected_by_pair, actual_by_target):
     for schema, table, target_table, action in plans:
         exp = expected_by_pair[(schema, table)]
         act = actual_by_target.get((schema, target_table))
-        problem = None
-        if act is None:
-            problem = "missing"
-        elif act["rows"] != exp["rows"]:
-            problem = "rows differ"
-        elif act["fingerprint"] != exp["fingerprint"]:
-            problem = "content differs"
+        problem = fingerprint.mismatch(exp, act)
         results.append(dict(schema=schema, table=table, target_schema=schema, target_table=target_table, action=action,
                             rows=act["rows"] if act else None, expected_rows=exp["rows"], verified=problem is None, problem=problem))
     return results

@@ -260,6 +260,18 @@ def _index(entries, what, database_map=None):
     return indexed
 
 
+def mismatch(expected, actual):
+    """What is wrong with one restored table against its manifest entry: 'missing', 'rows differ',
+    'content differs', or None when rows and fingerprint match."""
+    if actual is None:
+        return "missing"
+    if actual["rows"] != expected["rows"]:
+        return "rows differ"
+    if actual["fingerprint"] != expected["fingerprint"]:
+        return "content differs"
+    return None
+
+
 def compare(expected, actual, database_map=None):
     """Mismatches between two fingerprint lists (e.g. a manifest's tables and a restored database's).
 
@@ -277,17 +289,13 @@ def compare(expected, actual, database_map=None):
     mismatches = []
     for key in sorted(set(wanted) | set(found)):
         exp, act = wanted.get(key), found.get(key)
-        if act is None:
-            problem = "missing"
-        elif exp is None:
+        if exp is None:
             problem = "extra"
-        elif exp["fingerprint_method"] != act["fingerprint_method"]:
+        elif act is not None and exp["fingerprint_method"] != act["fingerprint_method"]:
             problem = "method differs"
-        elif exp["rows"] != act["rows"]:
-            problem = "rows differ"
-        elif exp["fingerprint"] != act["fingerprint"]:
-            problem = "content differs"
         else:
+            problem = mismatch(exp, act)
+        if problem is None:
             continue
         mismatches.append({
             "database": exp["database"] if exp else reverse.get(key[0], key[0]),
