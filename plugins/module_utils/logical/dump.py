@@ -218,10 +218,32 @@ def dump_database(ctx, database):
 
 
 def database_info(conn, database):
-    """What a restore needs to recreate the database itself: its owner and encoding."""
-    row = conn.execute("SELECT pg_catalog.pg_get_userbyid(datdba), pg_catalog.pg_encoding_to_char(encoding) "
-                       "FROM pg_catalog.pg_database WHERE datname = current_database()").fetchone()
-    return {"name": database, "owner": row[0], "encoding": row[1]}
+    """What a restore needs to recreate the database itself and what pg_dump without --create leaves out.
+
+    Owner, encoding, ``ALTER DATABASE … SET`` / ``ALTER ROLE … IN DATABASE … SET`` settings, ACL, connection limit
+    and comment (pg_dumpall keeps them; per-database dumps made without --create do not).
+    """
+    row = conn.execute("SELECT pg_catalog.pg_get_userbyid(d.datdba), pg_catalog.pg_encoding_to_char(d.encoding), "
+                       "d.datacl::pg_catalog.text[], d.datconnlimit, pg_catalog.shobj_description(d.oid, 'pg_database') "
+                       "FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database()").fetchone()
+    settings = conn.execute(
+        "SELECT r.rolname, s.setconfig FROM pg_catalog.pg_db_role_setting AS s "
+        "JOIN pg_catalog.pg_database AS d ON d.oid = s.setdatabase "
+        "LEFT JOIN pg_catalog.pg_roles AS r ON r.oid = s.setrole "
+        "WHERE d.datname = pg_catalog.current_database() AND (s.setrole = 0 OR r.oid IS NOT NULL) "
+        "ORDER BY r.rolname NULLS FIRST").fetchall()
+    return {"name": database, "owner": row[0], "encoding": row[1], "settings": setting_items(settings),
+            "acl": list(row[2]) if row[2] is not None else None, "connection_limit": row[3], "comment": row[4]}
+
+
+def setting_items(rows):
+    """[(rolname or None, setconfig)] as [{role, name, value}], in setconfig's order; each item splits at its first '='."""
+    items = []
+    for role, config in rows:
+        for entry in config or []:
+            name, _sep, value = entry.partition("=")
+            items.append({"role": role, "name": name, "value": value})
+    return items
 
 
 def dump_directory(ctx, database, snapshot, env):
@@ -307,7 +329,7 @@ class DumpContext:
 def run_backup(ctx, databases, superuser):
     """Dump ``databases`` (and globals for a cluster set), ``parallel`` at a time.
 
-    Returns the fingerprints of all tables, each database's owner and encoding, and the seconds taken.
+    Returns the fingerprints of all tables, each database's facts (database_info), and the seconds taken.
     """
     started = time.monotonic()
     if ctx.options.mode == "cluster":

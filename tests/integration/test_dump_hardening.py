@@ -1,0 +1,76 @@
+"""pg_logical_dump hardening (issue 11): what a set records, what extra_args may hold, roles and binaries, on the lab's 15 and 18."""
+
+import uuid
+
+import pytest
+
+from tests.manifest_schema import assert_valid_manifest
+from tests.sql_text import ident, literal
+
+DUMP = "pgdr.backup.pg_logical_dump"
+
+
+class Scratch:
+    """A scratch database, role and local repository folder named h2_<random>, removed afterwards."""
+
+    def __init__(self, host):
+        self.host = host
+        self.suffix = uuid.uuid4().hex[:6]
+        self.db = "h2_db_" + self.suffix
+        self.role = "h2_role_" + self.suffix
+        self.cluster = "h2-%s-%s" % (host.name, self.suffix)
+        self.path = "/var/backups/h2-test-%s" % self.suffix
+        self.roles = [self.role]
+        host.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.path])
+        host.psql("CREATE ROLE %s NOLOGIN" % ident(self.role))
+        host.psql("CREATE DATABASE %s" % ident(self.db))
+
+    @property
+    def repository(self):
+        return {"type": "local", "path": self.path}
+
+    def sql(self, statement, db=None):
+        return self.host.psql(statement, db=db or self.db).strip()
+
+    def cleanup(self):
+        self.host.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(self.db))
+        for role in self.roles:
+            self.host.psql("DROP OWNED BY %s; DROP ROLE %s" % (ident(role), ident(role)) if self.sql(
+                "SELECT count(*) FROM pg_roles WHERE rolname = %s" % literal(role), db="postgres") == "1" else "SELECT 1")
+        self.host.run(["rm", "-rf", self.path])
+
+
+@pytest.fixture
+def scratch(host):
+    made = Scratch(host)
+    yield made
+    made.cleanup()
+
+
+def assert_ok(result):
+    assert result["_status"] == "ok", result.get("msg")
+    return result
+
+
+@pytest.mark.exclusive  # a cluster set reads every database of the host
+def test_cluster_set_records_database_settings_acl_limit_and_comment(ansible, host, scratch):
+    db, role = ident(scratch.db), ident(scratch.role)
+    scratch.sql("ALTER DATABASE %s SET bytea_output = 'escape'; ALTER DATABASE %s SET timezone_abbreviations = 'India'; "
+                "ALTER ROLE %s IN DATABASE %s SET work_mem = '3MB'; GRANT CONNECT, TEMPORARY ON DATABASE %s TO %s; "
+                "REVOKE CONNECT ON DATABASE %s FROM PUBLIC; ALTER DATABASE %s CONNECTION LIMIT 7; "
+                "COMMENT ON DATABASE %s IS 'h2 scratch; it''s commented'" % (db, db, role, db, db, role, db, db, db), db="postgres")
+    dumped = assert_ok(ansible.module(host.name, DUMP, dict(mode="cluster", cluster=scratch.cluster, repository=scratch.repository,
+                                                           fingerprint=False)))
+    manifest = assert_valid_manifest(dumped["manifest"])
+    (info,) = [d for d in manifest["databases"] if d["name"] == scratch.db]
+    assert info["settings"] == [
+        {"role": None, "name": "bytea_output", "value": "escape"},
+        {"role": None, "name": "timezone_abbreviations", "value": "India"},
+        {"role": scratch.role, "name": "work_mem", "value": "3MB"},
+    ]
+    assert "%s=Tc/postgres" % scratch.role in info["acl"]
+    assert "=T/postgres" in info["acl"]  # PUBLIC lost CONNECT, kept TEMPORARY
+    assert info["connection_limit"] == 7
+    assert info["comment"] == "h2 scratch; it's commented"
+    postgres = [d for d in manifest["databases"] if d["name"] == "postgres"][0]
+    assert postgres["connection_limit"] == -1 and postgres["acl"] is None
