@@ -93,6 +93,36 @@ options:
         type: str
         choices: [path, virtual, auto]
         default: path
+      sse:
+        description:
+          - S3 server-side encryption of every object written (data files, manifests, markers), for V(s3) only; refused with
+            V(local) and V(sftp) (encrypt those with gpg).
+          - Applied to objects as they are written; objects already stored keep the encryption they were written with.
+          - The store must support the mode; one that does not fails the first upload, naming O(repository.sse.mode).
+        type: dict
+        suboptions:
+          mode:
+            description:
+              - V(sse-s3) is SSE-S3 (C(AES256), keys managed by the store).
+              - V(sse-kms) is SSE-KMS (C(aws:kms)) with O(repository.sse.kms_key_id), or without it the store's default KMS key
+                (on AWS the account's C(aws/s3) key).
+              - V(sse-c) is SSE-C, AES-256 with a key you keep (O(repository.sse.customer_key) or O(repository.sse.customer_key_file)).
+                The store keeps only its hash, and every read and restore needs the same key; an object is lost with its key.
+            type: str
+            required: true
+            choices: [sse-s3, sse-kms, sse-c]
+          kms_key_id:
+            description: The KMS key id or ARN for V(sse-kms).
+            type: str
+          customer_key:
+            description:
+              - The 256-bit SSE-C key in base64 (for example from C(openssl rand -base64 32)). Never logged or returned.
+              - Give this or O(repository.sse.customer_key_file), not both.
+            type: str
+          customer_key_file:
+            description:
+              - A file on the managed host holding the SSE-C key, as 32 raw bytes or in base64 on one line.
+            type: path
       part_size_mb:
         description:
           - Size in MiB of each part of an S3 multipart upload, between 5 and 5120. Smaller files are sent with one request.

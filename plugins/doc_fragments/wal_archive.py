@@ -84,6 +84,27 @@ options:
         type: str
         choices: [path, virtual, auto]
         default: path
+      sse:
+        description:
+          - S3 server-side encryption of every WAL file pgdr-wal uploads, for V(s3) only (see the repository option of the
+            same name). With V(sse-c) every fetch (restore_command) needs the same key.
+          - The key (or O(archive.sse.customer_key_file), which must be readable by the server's OS user) is kept in the helper's 0600 config.
+        type: dict
+        suboptions:
+          mode:
+            description: V(sse-s3) (C(AES256)), V(sse-kms) (C(aws:kms)) or V(sse-c) (a customer key).
+            type: str
+            required: true
+            choices: [sse-s3, sse-kms, sse-c]
+          kms_key_id:
+            description: The KMS key id or ARN for V(sse-kms); without it the store's default key.
+            type: str
+          customer_key:
+            description: The 256-bit SSE-C key in base64. Never logged or returned.
+            type: str
+          customer_key_file:
+            description: A file holding the SSE-C key (32 raw bytes, or base64 on one line).
+            type: path
       backup_path:
         description: The pg_probackup catalog (C(-B)) for V(probackup).
         type: path

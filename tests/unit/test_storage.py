@@ -1,6 +1,9 @@
 """Repositories: the local backend in full, the option spec and its documentation, argument checks."""
 
+import base64
 import datetime
+import hashlib
+import io
 import os
 import stat
 import subprocess
@@ -326,3 +329,117 @@ def test_sftp_fsync_refused_by_the_server_is_a_one_line_failure():
         "(OpenSSH sftp-server 6.5 or later)"
     )
     assert failed.value.details == {"key": "wal/000000010000000000000001"}
+
+
+# --- S3 server-side encryption -------------------------------------------------------------------
+
+SSE_KEY = bytes(range(32))
+SSE_KEY_B64 = base64.b64encode(SSE_KEY).decode()
+
+
+def s3_options(sse):
+    return options({"type": "s3", "bucket": "b", "endpoint_url": "http://127.0.0.1:1", "access_key": "AKID", "secret_key": "SeCrEt", "sse": sse})
+
+
+class _Reply:
+    status_code = 200
+    headers = {}
+
+
+def recorded_requests(repo):
+    """Every S3 request the repository makes, as (operation, headers), answered here: nothing reaches a network."""
+    seen = []
+
+    def answer(model, params, **_):
+        seen.append((model.name, {k.lower(): v for k, v in params["headers"].items()}))
+        parsed = {"UploadId": "u1", "ETag": '"e"', "ContentLength": 3, "Body": io.BytesIO(b"abc")}
+        return _Reply(), parsed
+
+    repo.client.meta.events.register("before-call.s3", answer)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "sse, written, read",
+    [
+        ({"mode": "sse-s3"}, {"x-amz-server-side-encryption": "AES256"}, {}),
+        ({"mode": "sse-kms"}, {"x-amz-server-side-encryption": "aws:kms"}, {}),
+        (
+            {"mode": "sse-kms", "kms_key_id": "arn:aws:kms:eu-central-1:1:key/k1"},
+            {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": "arn:aws:kms:eu-central-1:1:key/k1"},
+            {},
+        ),
+        (
+            {"mode": "sse-c", "customer_key": SSE_KEY_B64},
+            {"x-amz-server-side-encryption-customer-algorithm": "AES256", "x-amz-server-side-encryption-customer-key": SSE_KEY_B64},
+            {"x-amz-server-side-encryption-customer-algorithm": "AES256", "x-amz-server-side-encryption-customer-key": SSE_KEY_B64},
+        ),
+    ],
+)
+def test_sse_headers_reach_every_write_and_sse_c_every_read(sse, written, read):
+    repo = open_repository(s3_options(sse))
+    seen = recorded_requests(repo)
+    repo.put_bytes_atomic("c/s/manifest.json", b"{}")  # one request
+    with repo.open_writer("c/s/base.tar") as out:  # multipart: create, two parts, complete
+        out.write(b"x" * (repo.part_size + 1))
+    repo.exists("c/s/base.tar")
+    repo.get_bytes("c/s/manifest.json")
+    names = [name for name, _ in seen]
+    assert names == ["PutObject", "CreateMultipartUpload", "UploadPart", "UploadPart", "CompleteMultipartUpload", "HeadObject", "GetObject"]
+    for name, headers in seen:
+        expected = written if name in ("PutObject", "CreateMultipartUpload") else read if name != "CompleteMultipartUpload" else {}
+        sse_headers = {k: v for k, v in headers.items() if k.startswith("x-amz-server-side-encryption")}
+        sse_headers.pop("x-amz-server-side-encryption-customer-key-md5", None)
+        assert sse_headers == expected, name
+        if "x-amz-server-side-encryption-customer-key" in headers:  # botocore adds the key's MD5, which the store checks
+            assert headers["x-amz-server-side-encryption-customer-key-md5"] == base64.b64encode(hashlib.md5(SSE_KEY).digest()).decode()
+
+
+def test_without_sse_no_encryption_header_is_sent():
+    repo = open_repository(s3_options(None))
+    seen = recorded_requests(repo)
+    repo.put_bytes_atomic("c/s/manifest.json", b"{}")
+    repo.get_bytes("c/s/manifest.json")
+    assert [h for _, headers in seen for h in headers if h.startswith("x-amz-server-side")] == []
+
+
+def test_sse_c_key_from_a_file_raw_or_base64(tmp_path):
+    raw, text = tmp_path / "raw.key", tmp_path / "b64.key"
+    raw.write_bytes(SSE_KEY)
+    text.write_text(SSE_KEY_B64 + "\n")
+    for path in (raw, text):
+        repo = open_repository(s3_options({"mode": "sse-c", "customer_key_file": str(path)}))
+        assert repo.sse_read["SSECustomerKey"] == SSE_KEY
+
+
+@pytest.mark.parametrize(
+    "repository, message",
+    [
+        ({"type": "local", "path": "/b", "sse": {"mode": "sse-s3"}}, "repository.sse is server-side encryption of an S3 store, not of type local"),
+        ({"type": "sftp", "host": "h", "path": "/b", "sse": {"mode": "sse-c"}}, "not of type sftp"),
+        ({"type": "s3", "bucket": "b", "sse": {"mode": "sse-c"}}, "needs exactly one of repository.sse.customer_key (base64) and"),
+        ({"type": "s3", "bucket": "b", "sse": {"mode": "sse-c", "customer_key": "c2hvcnQ="}}, "repository.sse.customer_key is not a 256-bit key in base64"),
+        ({"type": "s3", "bucket": "b", "sse": {"mode": "sse-c", "customer_key": "not base64!"}}, "is not a 256-bit key in base64"),
+        ({"type": "s3", "bucket": "b", "sse": {"mode": "sse-c", "customer_key_file": "/nonexistent/k"}}, "cannot read repository.sse.customer_key_file"),
+        ({"type": "s3", "bucket": "b", "sse": {"mode": "sse-s3", "customer_key": SSE_KEY_B64}}, "are for mode sse-c, not sse-s3"),
+        ({"type": "s3", "bucket": "b", "sse": {"mode": "sse-s3", "kms_key_id": "k"}}, "kms_key_id is for mode sse-kms, not sse-s3"),
+        ({"type": "s3", "bucket": "b", "sse": {"mode": "aes"}}, "repository.sse.mode must be one of sse-s3, sse-kms, sse-c"),
+    ],
+)
+def test_sse_combinations_are_refused_up_front(repository, message):
+    defaults = {name: option.get("default") for name, option in storage_argument_spec()["repository"]["options"].items()}
+    with pytest.raises(PgdrError) as caught:
+        open_repository(typed(RepositoryOptions, dict(defaults, **repository)))
+    assert message in caught.value.msg
+    assert SSE_KEY_B64 not in caught.value.msg
+
+
+def test_sse_customer_key_is_no_log():
+    result = validated({"type": "s3", "bucket": "b", "sse": {"mode": "sse-c", "customer_key": SSE_KEY_B64}})
+    assert SSE_KEY_B64 in result._no_log_values
+
+
+def test_a_message_never_shows_the_sse_c_key():
+    repo = open_repository(s3_options({"mode": "sse-c", "customer_key": SSE_KEY_B64}))
+    error = repo._scrub(PgdrError("store said: bad key %s" % SSE_KEY_B64))
+    assert SSE_KEY_B64 not in error.msg and "********" in error.msg

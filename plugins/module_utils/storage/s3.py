@@ -86,7 +86,7 @@ class _S3Writer:
     def _upload_part(self):
         what = "uploading %s" % self._key
         if self._upload_id is None:
-            self._upload_id = self._repo._call("create_multipart_upload", what, Key=self._name)["UploadId"]
+            self._upload_id = self._repo._call("create_multipart_upload", what, Key=self._name, **self._repo.sse_write)["UploadId"]
             self._uploader = ThreadPoolExecutor(max_workers=1)
         number = len(self._parts) + 1
         if number > S3_MAX_PARTS:
@@ -95,7 +95,7 @@ class _S3Writer:
             )
         body, self._buf = bytes(self._buf), bytearray()
         self._wait_pending()
-        part = dict(Key=self._name, UploadId=self._upload_id, PartNumber=number, Body=body, ContentMD5=_content_md5(body))
+        part = dict(Key=self._name, UploadId=self._upload_id, PartNumber=number, Body=body, ContentMD5=_content_md5(body), **self._repo.sse_read)
         self._parts.append({"ETag": None, "PartNumber": number})
         self._pending = self._uploader.submit(self._send_part, part, self._parts[-1], what)
 
@@ -110,7 +110,7 @@ class _S3Writer:
     def finish(self):
         what = "uploading %s" % self._key
         if self._upload_id is None:
-            self._repo._call("put_object", what, Key=self._name, Body=self._buf, ContentMD5=_content_md5(self._buf))
+            self._repo._call("put_object", what, Key=self._name, Body=self._buf, ContentMD5=_content_md5(self._buf), **self._repo.sse_write)
             return
         if self._buf:
             self._upload_part()
@@ -138,7 +138,16 @@ class S3Repository(Repository):
     kind = "s3"
 
     def __init__(
-        self, bucket, prefix="", endpoint_url=None, region=None, access_key=None, secret_key=None, addressing_style="path", part_size_mb=DEFAULT_PART_SIZE_MB
+        self,
+        bucket,
+        prefix="",
+        endpoint_url=None,
+        region=None,
+        access_key=None,
+        secret_key=None,
+        addressing_style="path",
+        part_size_mb=DEFAULT_PART_SIZE_MB,
+        sse=None,
     ):
         if not HAS_BOTO3:
             raise PgdrError("repository type s3 needs the Python library boto3 on the managed host: install python3-boto3 (or pip install boto3)")
@@ -156,6 +165,11 @@ class S3Repository(Repository):
         self._secret_key = secret_key
         self._client = None
         self._bucket_seen = False
+        # server-side encryption (storage.repository.sse_request): with every object written, and (SSE-C) every read
+        self.sse_write = dict((sse or {}).get("write") or {})
+        self.sse_read = dict((sse or {}).get("read") or {})
+        key = self.sse_write.get("SSECustomerKey")
+        self._customer_key_b64 = base64.b64encode(key).decode() if key else None
 
     def describe(self):
         where = "s3://%s/%s" % (self.bucket, self.prefix) if self.prefix else "s3://%s" % self.bucket
@@ -206,9 +220,10 @@ class S3Repository(Repository):
 
     def _scrub(self, error):
         # no store should echo a secret, but a message is no place to find out
-        if self._secret_key and self._secret_key in error.msg:
-            error.msg = error.msg.replace(self._secret_key, "********")
-            error.args = (error.msg,)
+        for secret in (self._secret_key, self._customer_key_b64):
+            if secret and secret in error.msg:
+                error.msg = error.msg.replace(secret, "********")
+                error.args = (error.msg,)
         return error
 
     def _error(self, what, exc):
@@ -228,13 +243,34 @@ class S3Repository(Repository):
             hint = "check repository.access_key and repository.secret_key"
         elif code in ("AccessDenied", "403", "AllAccessDisabled"):
             hint = "check that the credentials may use this bucket and prefix (bucket policy, IAM)"
+            if self.sse_read:  # an SSE-C object read with another key is refused the same way
+                hint += ", and that repository.sse gives the customer key the object was written with"
+        elif self._sse_problem(code, detail):
+            hint = self._sse_hint()
         elif code == "NoSuchBucket":
             hint = "create the bucket or fix repository.bucket"
         elif code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "301"):
             hint = "check repository.region (and repository.endpoint_url)"
+        elif self.sse_write and code in ("InternalError", "NotImplemented", "500", "501", "InvalidArgument", "InvalidRequest"):
+            hint = self._sse_hint()
         else:
             hint = "check repository.endpoint_url, repository.bucket and the store's logs"
         return self._scrub(PgdrError("S3 refused %s on %s (%s): %s" % (what, where, detail.strip(), hint), error_code=code))
+
+    def _sse_problem(self, code, detail):
+        """An answer about server-side encryption: a customer key missing or wrong, or a mode or KMS key the store refuses."""
+        text = detail.lower()
+        if "encryption" in text or "customer" in text or "kms" in text:
+            return True
+        # HEAD has no body: an SSE-C object read without (or with another) key is a bare 400 or 403
+        return code in ("400", "BadRequest")
+
+    def _sse_hint(self):
+        if self.sse_read:
+            return "check repository.sse: the object must be read with the SSE-C key it was written with"
+        if self.sse_write:
+            return "check that the store supports repository.sse.mode (and the KMS key id); drop repository.sse if it does not"
+        return "the object is encrypted with a customer key (SSE-C): give repository.sse with mode sse-c and that key"
 
     @staticmethod
     def _is_missing(exc):
@@ -272,11 +308,11 @@ class S3Repository(Repository):
 
     def put_bytes_atomic(self, key, data):
         data = bytes(data)
-        self._call("put_object", "uploading %s" % key, Key=self._object(key), Body=data, ContentMD5=_content_md5(data))
+        self._call("put_object", "uploading %s" % key, Key=self._object(key), Body=data, ContentMD5=_content_md5(data), **self.sse_write)
 
     @contextlib.contextmanager
     def open_reader(self, key):
-        reply = self._call("get_object", "reading %s" % key, missing=None, Key=self._object(key))
+        reply = self._call("get_object", "reading %s" % key, missing=None, Key=self._object(key), **self.sse_read)
         if reply is None:
             raise self._not_found(key)
         body = reply["Body"]
@@ -287,7 +323,7 @@ class S3Repository(Repository):
             quietly(body.close)
 
     def _head(self, key):
-        reply = self._call("head_object", "checking %s" % key, missing=None, Key=self._object(key))
+        reply = self._call("head_object", "checking %s" % key, missing=None, Key=self._object(key), **self.sse_read)
         if reply is None and not self._bucket_seen:
             # HEAD answers a missing bucket with the same bare 404 as a missing key: tell them apart once
             try:

@@ -24,6 +24,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository imp
     RepositoryOptions,
     location_options,
     open_repository,
+    sse_request,
 )
 
 ARCHIVE_TYPES = ["local", "sftp", "s3", "probackup", "command"]
@@ -91,6 +92,8 @@ def validate(archive):
         raise PgdrError("archive.path must be an absolute path for archive type %s, not %r" % (kind, archive.path))
     if kind == "command" and not (archive.archive_command or archive.restore_command):
         raise PgdrError("archive type command needs archive.archive_command and/or archive.restore_command")
+    if archive.sse is not None:
+        sse_request(archive.sse, kind, "archive")  # S3 only, and the mode's key checked before anything is installed
     return archive
 
 

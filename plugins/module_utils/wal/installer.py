@@ -10,6 +10,7 @@ OS user: it may hold S3 keys). The program (``wal/pgdr_wal.py``) never imports t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -55,7 +56,7 @@ _MAIN = "import sys\nfrom ansible_collections.pgdr.backup.plugins.module_utils.w
 _STORE_KEYS = {
     "local": ("path",),
     "sftp": ("path", "host", "port", "user", "key_file", "known_hosts"),
-    "s3": ("endpoint_url", "region", "bucket", "prefix", "access_key", "secret_key", "addressing_style"),
+    "s3": ("endpoint_url", "region", "bucket", "prefix", "access_key", "secret_key", "addressing_style", "sse"),
 }
 
 
@@ -120,13 +121,20 @@ def build_zipapp(python=None):
     return buf.getvalue()
 
 
+def _plain(value):
+    """An option as JSON: a suboption (a dataclass) as a dict without its unset fields, so configs stay small and stable."""
+    if dataclasses.is_dataclass(value):
+        return {key: item for key, item in sorted(dataclasses.asdict(value).items()) if item not in (None, "")}
+    return value
+
+
 def helper_config(options, name, spool_dir=SPOOL_DIR):
     """The helper's JSON settings for the ArchiveOptions ``options`` (holds secrets: written 0600 only)."""
     validate(options)
     kind = options.type
     if kind not in STORE_TYPES:
         raise PgdrError("pgdr-wal serves archive types %s, not %s" % (", ".join(STORE_TYPES), kind))
-    store = {key: getattr(options, key) for key in _STORE_KEYS[kind] if getattr(options, key) not in (None, "")}
+    store = {key: _plain(getattr(options, key)) for key in _STORE_KEYS[kind] if getattr(options, key) not in (None, "")}
     config = dict(format=CONFIG_FORMAT, name=name, type=kind, store=store)
     if spool_dir != SPOOL_DIR:
         config["spool_dir"] = spool_dir  # only when moved, so configs written before read-ahead stay byte-identical
@@ -220,8 +228,9 @@ def install(options, name, os_user="postgres", check_mode=False, helper_dir=HELP
     if options.type not in STORE_TYPES:
         return dict(helper=None, config=None, changed=False)
     uid, gid = _owner_ids(os_user)
-    for option in ("key_file", "known_hosts"):
-        path = getattr(options, option) if options.type == "sftp" else None
+    readable = [(option, getattr(options, option) if options.type == "sftp" else None) for option in ("key_file", "known_hosts")]
+    readable.append(("sse.customer_key_file", options.sse.customer_key_file if options.sse else None))
+    for option, path in readable:
         if path and not _readable_by(path, uid, gid):
             raise PgdrError(
                 "archive.%s %s must be a file the %s user can read: pgdr-wal runs as %s from archive_command/restore_command "

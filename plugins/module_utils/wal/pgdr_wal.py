@@ -362,12 +362,24 @@ def prefetch(config, walfile, segment_size, count, idle=IDLE):
         os.close(dir_fd)
 
 
+def secrets_of(config):
+    """What a message from pgdr-wal must never show: the S3 secret key, the SSE-C key, the gpg passphrase."""
+    archive = config.archive
+    found = [archive.secret_key, archive.sse.customer_key if archive.sse else None]
+    encryption = getattr(archive, "encryption", None)
+    found.append(encryption.passphrase if encryption else None)
+    return [secret for secret in found if secret]
+
+
+def scrub(message, secrets):
+    for secret in secrets or ():
+        message = message.replace(secret, "********")
+    return message
+
+
 def _log_error(dir_fd, config, exc):
     message = exc.msg if isinstance(exc, PgdrError) else "%s: %s" % (type(exc).__name__, exc)
-    secret = config.archive.secret_key
-    if secret:
-        message = message.replace(secret, "********")
-    quietly(_log, dir_fd, "stopped: %s" % message)
+    quietly(_log, dir_fd, "stopped: %s" % scrub(message, secrets_of(config)))
 
 
 def _fetch_command(args, config):
@@ -442,7 +454,7 @@ def main(argv=None):
     secret = None
     try:
         config = load_config(args.config)
-        secret = config.archive.secret_key
+        secret = secrets_of(config)
         if args.action == "push":
             _check_walfile(args.walfile)
             push(config, args.path, args.walfile)
@@ -464,9 +476,8 @@ def main(argv=None):
     return 1
 
 
-def _complain(args, message, secret):
-    if secret:
-        message = message.replace(secret, "********")
+def _complain(args, message, secrets):
+    message = scrub(message, secrets)
     target = getattr(args, "walfile", "")
     sys.stderr.write("pgdr-wal: %s %s failed: %s\n" % (args.action, target, message))
     sys.stderr.flush()
