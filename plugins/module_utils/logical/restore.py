@@ -31,15 +31,16 @@ from typing import List, NamedTuple, Optional
 from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, run_pipeline
-from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set, fingerprint
 from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import set_key
 
 try:
+    import psycopg
     from psycopg import sql
 except ImportError:  # reported by the module
-    sql = None
+    psycopg = sql = None
 
 LOGICAL_KINDS = ("logical-db", "logical-cluster", "logical-table")
 
@@ -99,29 +100,61 @@ def database_files(manifest):
     return by_db, globals_file
 
 
+MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL cuts longer names short (with a NOTICE only)
+
+
+def check_name_length(name, why):
+    """Refuse a database name PostgreSQL would cut short, naming the fix; ``why`` says where the name comes from."""
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise PgdrError('the database name "%s" (%s) is %d bytes, longer than the %d PostgreSQL allows, and would be cut short; '
+                        "nothing was changed; restore into a shorter name with database (and rename it afterwards)"
+                        % (name, why, size, MAX_NAME_BYTES))
+
+
+def swap_names(target, backup_id):
+    """(new, previous): where a replace loads the new copy, and where the database it replaces is renamed to."""
+    return "%s_pgdr_new_%s" % (target, backup_id), "%s_previous_%s" % (target, backup_id)
+
+
 def plan_databases(manifest, options, exists):
     """[DatabasePlan] for a logical-db or logical-cluster set; ``exists(name)`` says whether the target has that database.
 
-    Refuses, before anything is changed, a database the set does not hold and (with if_exists fail) a target that exists.
+    Refuses, before anything is changed, a database the set does not hold, (with if_exists fail) a target that exists,
+    and every name the restore would make that is too long for PostgreSQL or already taken.
     """
     by_db, _globals = database_files(manifest)
+    backup_id = manifest["backup_id"]
     if manifest["kind"] == "logical-db":
         sources = list(by_db)
     else:
         sources = options.databases or list(by_db)
         unknown = [d for d in sources if d not in by_db]
         if unknown:
-            raise PgdrError("set %s has no dump of database(s) %s; it holds %s" % (manifest["backup_id"], ", ".join(unknown), ", ".join(sorted(by_db))))
+            raise PgdrError("set %s has no dump of database(s) %s; it holds %s" % (backup_id, ", ".join(unknown), ", ".join(sorted(by_db))))
     plans = []
     for source in sources:
         target = options.database if (options.database and manifest["kind"] == "logical-db") else source
+        check_name_length(target, "the target")
         if not exists(target):
             plans.append(DatabasePlan(source, target, "create"))
         elif options.if_exists == "fail":
             raise PgdrError('database "%s" exists on the target; set if_exists (rename, replace, use) or database' % target)
         elif options.if_exists == "rename":
-            plans.append(DatabasePlan(source, "%s_restored_%s" % (target, manifest["backup_id"]), "create"))
+            copy = "%s_restored_%s" % (target, backup_id)
+            check_name_length(copy, "if_exists: rename")
+            if exists(copy):
+                raise PgdrError('database "%s" exists too (an earlier restore of this set); nothing was changed; drop or rename it, '
+                                "or use if_exists: replace" % copy)
+            plans.append(DatabasePlan(source, copy, "create"))
         else:
+            if options.if_exists == "replace":
+                new, previous = swap_names(target, backup_id)
+                for name, why in ((new, "the new copy of a replace"), (previous, "the replaced database")):
+                    check_name_length(name, why)
+                    if exists(name):
+                        raise PgdrError('database "%s" (%s) exists already, left by an earlier restore of this set; nothing was '
+                                        "changed; drop or rename it, then run again" % (name, why))
             plans.append(DatabasePlan(source, target, options.if_exists))
     return plans
 
@@ -261,10 +294,20 @@ def drop_database(conn, name):
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def rename_database(conn, old, new):
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [old])
-        cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+def swap_database(conn, target, new, previous, terminate=True):
+    """``target`` -> ``previous`` and ``new`` -> ``target`` in one transaction (PostgreSQL allows ALTER DATABASE RENAME in
+    one, unlike CREATE and DROP DATABASE): both renames happen or neither, so the target name is never missing."""
+    rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+    try:
+        with conn.transaction():
+            with conn.cursor() as cur:
+                if terminate:
+                    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [target])
+                cur.execute(rename.format(sql.Identifier(target), sql.Identifier(previous)))
+                cur.execute(rename.format(sql.Identifier(new), sql.Identifier(target)))
+    except psycopg.Error as exc:
+        raise PgdrError('swapping the restored copy in for database "%s" failed and was rolled back, "%s" is unchanged: %s'
+                        % (target, target, first_line(exc))) from None
 
 
 def verify_database(conn_params, restored_name, source_name, manifest):
@@ -440,7 +483,7 @@ class LogicalRestore(SetLoader):
         started = time.monotonic()
         backup_id = self.manifest["backup_id"]
         source, target, action = plan
-        load_into = target if action in ("create", "use") else "%s_pgdr_new_%s" % (target, backup_id)
+        load_into, previous = swap_names(target, backup_id) if action == "replace" else (target, None)
         if action != "use":
             infos = {info["name"]: info for info in self.manifest.get("databases", [])}
             create_database(self.admin, load_into, infos.get(source), keep_owner=not self.options.no_owner)
@@ -453,16 +496,14 @@ class LogicalRestore(SetLoader):
                     % (target, verification["mismatches"][0]["problem"]),
                     verification=verification,
                 )
+            if action == "replace":
+                swap_database(self.admin, target, load_into, previous)
         except BaseException:
             if action in ("create", "replace"):  # made by this run: a half-loaded database must not pass for a restore
                 drop_database(self.admin, load_into)  # (with replace, the existing database is untouched)
             raise
-        if action == "replace":
-            previous = "%s_previous_%s" % (target, backup_id)
-            rename_database(self.admin, target, previous)
-            rename_database(self.admin, load_into, target)
-            if not self.options.keep_previous:
-                drop_database(self.admin, previous)
+        if action == "replace" and not self.options.keep_previous:
+            drop_database(self.admin, previous)
         if self.options.analyze:
             analyze(self.conn_params, target)
         if verification:
