@@ -1,5 +1,6 @@
 """Table fingerprints against the lab's real PostgreSQL 15 and 18 (superuser over TCP, a scratch database per test)."""
 
+import json
 import uuid
 
 import psycopg
@@ -136,12 +137,20 @@ def build_types(box, dbname, schema="Odd Schema", table="All Types"):
     return schema, table
 
 
-def row_texts(box, dbname, schema, table, settings):
-    """The composite text of each row under ``settings`` (read separately from the fingerprint)."""
+def row_texts(box, dbname, schema, table, settings, by_name=False):
+    """The composite text of each row under ``settings`` (read separately from the fingerprint).
+
+    ``by_name``: a record of the columns sorted by the bytes of their names (hash64-sum-v2), sorted here, not by the module.
+    """
     with box.connect(dbname, autocommit=False) as conn:
         for name, value in settings:
             conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
-        query = sql.SQL("SELECT (t.*)::text FROM ONLY {}.{} AS t").format(sql.Identifier(schema), sql.Identifier(table))
+        row = sql.SQL("(t.*)")
+        if by_name:
+            names = [r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                                                [sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table)).as_string(conn)])]
+            row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(n)) for n in sorted(names, key=str.encode)))
+        query = sql.SQL("SELECT {}::text FROM ONLY {}.{} AS t").format(row, sql.Identifier(schema), sql.Identifier(table))
         texts = [row[0] for row in conn.execute(query)]
         conn.rollback()
     return texts
@@ -149,7 +158,7 @@ def row_texts(box, dbname, schema, table, settings):
 
 def documented_fingerprint(box, dbname, texts, method=fp.METHOD):
     """(rows, fingerprint) of row texts by the documented formula, computed apart from the module's query."""
-    per_row = {"hash64-sum-v1": "hashtextextended(x COLLATE \"C\", 0)",
+    per_row = {"hash64-sum-v2": "hashtextextended(x COLLATE \"C\", 0)", "hash64-sum-v1": "hashtextextended(x COLLATE \"C\", 0)",
                "md5-sum64-v1": "('x' || substr(md5(x), 1, 16))::bit(64)::bigint"}[method]
     with box.connect(dbname, autocommit=True) as conn:
         rows, total = conn.execute("SELECT count(*), coalesce(sum(%s::numeric), 0)::text FROM unnest(%%s::text[]) AS x" % per_row,
@@ -158,7 +167,7 @@ def documented_fingerprint(box, dbname, texts, method=fp.METHOD):
 
 
 def test_same_data_gives_the_same_fingerprint_on_15_and_18(lab):
-    results, texts, documented, md5 = {}, {}, {}, {}
+    results, texts, documented, md5, v1, by_name = {}, {}, {}, {}, {}, {}
     boxes = [Scratch(lab, lab.host(name)) for name in ("primary15", "primary18")]
     try:
         for box in boxes:
@@ -166,21 +175,28 @@ def test_same_data_gives_the_same_fingerprint_on_15_and_18(lab):
             schema, table = build_types(box, dbname)
             results[box.host.major] = fingerprints(box, dbname, database="shop")
             texts[box.host.major] = row_texts(box, dbname, schema, table, fp.SESSION_SETTINGS)
-            documented[box.host.major] = documented_fingerprint(box, dbname, texts[box.host.major])
+            by_name[box.host.major] = row_texts(box, dbname, schema, table, fp.SESSION_SETTINGS, by_name=True)
+            documented[box.host.major] = documented_fingerprint(box, dbname, by_name[box.host.major], "hash64-sum-v2")
+            documented[box.host.major, "v1"] = documented_fingerprint(box, dbname, texts[box.host.major], "hash64-sum-v1")
             with box.connect(dbname, autocommit=True) as conn:
                 fp.begin_snapshot(conn)
                 md5[box.host.major] = fp.table_fingerprints(conn, "shop", [(schema, table)], method="md5-sum64-v1")
+                v1[box.host.major] = fp.table_fingerprints(conn, "shop", [(schema, table)], method="hash64-sum-v1")
     finally:
         for box in boxes:
             box.cleanup()
     assert results[15] == results[18]
     assert fp.compare(results[15], results[18]) == []
     [entry] = results[15]
-    assert entry["rows"] == 4 and entry["fingerprint_method"] == "hash64-sum-v1"
+    assert entry["rows"] == 4 and entry["fingerprint_method"] == fp.METHOD
     assert (entry["schema"], entry["table"], entry["database"]) == ("Odd Schema", "All Types", "shop")
     # the server computes exactly the documented method over the rows' text, the same on 15 and 18
-    assert texts[15] == texts[18]
-    assert documented[15] == documented[18] == (entry["rows"], entry["fingerprint"])
+    assert texts[15] == texts[18] and by_name[15] == by_name[18]
+    assert by_name[15][0].startswith('(10.0.0.1/8,"2026-03-29 00:30:00+00",$12.34,2026-02-28,')  # addr, at, cash, day, ...
+    assert {"hash64-sum-v2": documented[15], "hash64-sum-v1": documented[15, "v1"]}[fp.METHOD] == (entry["rows"], entry["fingerprint"])
+    assert documented[15] == documented[18] and documented[15, "v1"] == documented[18, "v1"]
+    # v1, still used to verify sets that recorded it: the same formula over (t.*), columns in position order
+    assert v1[15] == v1[18] and (4, v1[15][0]["fingerprint"]) == documented[15, "v1"] != documented[15]
     # the older md5 method, still used to verify sets that recorded it, matches its Python twin
     assert md5[15] == md5[18]
     assert md5[15][0]["fingerprint_method"] == "md5-sum64-v1" and md5[15][0]["fingerprint"] != entry["fingerprint"]
@@ -357,3 +373,86 @@ def test_pg_dump_and_pg_restore_keep_the_fingerprints(lab, scratch, host, tmp_pa
     scratch.run(target, "DELETE FROM app.plain WHERE id = 500; UPDATE app.child SET extra = 8 WHERE id = 2")
     mismatches = fp.compare(before, fingerprints(scratch, target), database_map={source: target})
     assert [(m["database"], m["table"], m["problem"]) for m in mismatches] == [(source, "child", "content differs"), (source, "plain", "rows differ")]
+
+
+# pg_dump recreates an inheritance child with its inherited columns first, so these come back in another column order
+# (child: class, aa, bb, a -> class, aa, a, bb; adopted: zz, a, aa, class -> class, aa, a, zz). The typed table, the
+# table with a dropped and two added columns (one generated) keep theirs, but their positions are not in name order,
+# so a verification with the wrong method would fail on them too.
+REORDERED = """
+CREATE TABLE parent (class text, aa int);
+CREATE TABLE child (bb text) INHERITS (parent);
+ALTER TABLE parent ADD COLUMN a int;
+CREATE TABLE adopted (zz text, a int, aa int, class text);
+ALTER TABLE adopted INHERIT parent;
+CREATE TYPE pair AS (z int, m text);
+CREATE TABLE typed OF pair (PRIMARY KEY (z));
+ALTER TYPE pair ADD ATTRIBUTE b date CASCADE;
+CREATE TABLE evolved (id int, gone text, name text);
+INSERT INTO parent VALUES ('p', 1, 2);
+INSERT INTO child (class, aa, bb, a) VALUES ('c', 1, 'x', 2), ('c', NULL, '', NULL), ('d', 3, NULL, 4);
+INSERT INTO adopted (zz, a, aa, class) VALUES ('z', 1, 2, 'q'), (NULL, NULL, 5, '');
+INSERT INTO typed VALUES (1, 'one', '2026-01-01'), (2, NULL, NULL);
+INSERT INTO evolved VALUES (2, 'dropped', 'two'), (1, 'dropped', NULL);
+ALTER TABLE evolved DROP COLUMN gone;
+ALTER TABLE evolved ADD COLUMN added int DEFAULT 5;
+ALTER TABLE evolved ADD COLUMN doubled int GENERATED ALWAYS AS (id * 2) STORED;
+INSERT INTO evolved (id, name, added) VALUES (3, 'three', NULL);
+"""
+
+COLUMN_ORDER = "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.{}'::regclass AND attnum > 0 AND NOT attisdropped"
+
+
+def method_fingerprints(box, dbname, method):
+    with box.connect(dbname, autocommit=True) as conn:
+        fp.begin_snapshot(conn)
+        found = fp.table_fingerprints(conn, dbname, fp.list_tables(conn), method=method)
+        conn.execute("COMMIT")
+    return {entry["table"]: entry for entry in found}
+
+
+def test_a_restore_verifies_tables_whose_columns_pg_dump_reorders(ansible, lab, host, scratch):
+    """Issue 11 item 19: with hash64-sum-v1 (column positions) the restore of this database failed verification."""
+    suffix = uuid.uuid4().hex[:6]
+    source = scratch.database(prefix="h3_fp")
+    scratch.run(source, REORDERED)
+    repository = {"type": "local", "path": "/var/backups/h3-fp-%s" % suffix}
+    cluster = "h3-fp-%s" % suffix
+    host.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", repository["path"]])
+    try:
+        dumped = ansible.module(host.name, "pgdr.backup.pg_logical_dump", dict(database=source, cluster=cluster, repository=repository))
+        assert dumped["_status"] == "ok", dumped.get("msg")
+        assert sorted(t["table"] for t in dumped["tables"]) == ["adopted", "child", "evolved", "parent", "typed"]
+
+        target = source + "_r"
+        scratch.databases.append(target)
+        restored = ansible.module(host.name, "pgdr.backup.restore_cluster", dict(cluster=cluster, repository=repository, database=target))
+        assert restored["_status"] == "ok", restored.get("msg")
+        (outcome,) = restored["databases"]
+        assert outcome["verification"]["verified"] is True and outcome["verification"]["tables"] == 5
+        assert {t["fingerprint_method"] for t in dumped["tables"]} == {"hash64-sum-v2"}
+        # the case really happened: the restored children have their columns in another order
+        for table, before, after in (("child", "class,aa,bb,a", "class,aa,a,bb"), ("adopted", "zz,a,aa,class", "class,aa,a,zz")):
+            assert host.psql(COLUMN_ORDER.format(table), db=source).strip() == before
+            assert host.psql(COLUMN_ORDER.format(table), db=target).strip() == after
+
+        # A set recorded with v1 is verified with v1: the tables pg_dump keeps in place verify (their v1 and v2
+        # fingerprints differ, so v2 would fail them), and a reordered child fails, as every v1 set did before.
+        v1 = method_fingerprints(scratch, source, "hash64-sum-v1")
+        v2 = {t["table"]: t for t in dumped["tables"]}
+        assert all(v1[name]["fingerprint"] != v2[name]["fingerprint"] for name in ("typed", "evolved"))
+        manifest_path = "%s/%s/%s/manifest.json" % (repository["path"], cluster, dumped["backup_id"])
+        manifest = json.loads(host.run(["cat", manifest_path]).stdout)
+        for kept, v1_target, verifies in ((("parent", "typed", "evolved"), source + "_v1", True), (("child", "typed"), source + "_v1c", False)):
+            manifest["tables"] = [dict(v1[name], database=source) for name in kept]
+            host.run(["tee", manifest_path], input=json.dumps(manifest, indent=2))
+            scratch.databases.append(v1_target)
+            again = ansible.module(host.name, "pgdr.backup.restore_cluster", dict(cluster=cluster, repository=repository, database=v1_target))
+            if verifies:
+                assert again["_status"] == "ok", again.get("msg")
+                assert again["databases"][0]["verification"] == dict(again["databases"][0]["verification"], verified=True, tables=3)
+            else:
+                assert again["_status"] == "failed"
+                assert "public.child" in again["msg"] and "content differs" in again["msg"], again["msg"]
+    finally:
+        host.run(["rm", "-rf", repository["path"]])

@@ -3,6 +3,7 @@
 import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint as fp
 
 
@@ -10,8 +11,26 @@ def entry(table, rows=1, fingerprint="7", database="sales", schema="public", met
     return {"database": database, "schema": schema, "table": table, "rows": rows, "fingerprint": fingerprint, "fingerprint_method": method}
 
 
-def test_query_reads_only_the_table_itself_as_whole_rows():
-    text = fp.fingerprint_query("Odd \"Schema\"", "t").as_string(None)
+def test_v2_hashes_a_record_of_the_columns_given_in_name_order():
+    text = fp.fingerprint_query("Odd \"Schema\"", "t", "hash64-sum-v2", ["a", "t", 'we"ird']).as_string(None)
+    assert text == (
+        "SELECT pg_catalog.count(*), "
+        "COALESCE(pg_catalog.sum(pg_catalog.hashtextextended(ROW(t.\"a\", t.\"t\", t.\"we\"\"ird\")::text COLLATE \"C\", 0)::numeric), 0)::text "
+        'FROM ONLY "Odd ""Schema"""."t" AS t'
+    )
+    assert "ROW()::text" in fp.fingerprint_query("s", "t", "hash64-sum-v2", []).as_string(None)  # a table without columns
+    with pytest.raises(PgdrError, match="needs the table's column names"):
+        fp.fingerprint_query("s", "t", "hash64-sum-v2")
+
+
+def test_new_sets_record_a_method_their_manifest_check_accepts():
+    assert fp.METHOD in backup_set.FINGERPRINT_METHODS
+    assert set(backup_set.FINGERPRINT_METHODS) <= set(fp.METHODS)  # every method a manifest may name can be verified
+    assert fp.BY_NAME <= set(fp.METHODS) and "hash64-sum-v1" not in fp.BY_NAME
+
+
+def test_v1_query_reads_only_the_table_itself_as_whole_rows():
+    text = fp.fingerprint_query("Odd \"Schema\"", "t", "hash64-sum-v1").as_string(None)
     assert text == (
         "SELECT pg_catalog.count(*), "
         "COALESCE(pg_catalog.sum(pg_catalog.hashtextextended((t.*)::text COLLATE \"C\", 0)::numeric), 0)::text "
@@ -80,7 +99,20 @@ def test_compare_finds_every_kind_of_difference():
     counts = ("matched", "missing", "extra", "rows_differ", "content_differs", "method_differs")
     assert [result[name] for name in counts] == [1, 1, 1, 1, 1, 1]
     assert result["text"] == ("1 of 5 expected tables match; 1 content differs, 1 extra, 1 method differs, 1 missing, 1 rows differ; "
-                              "first: table public.edited in database sales, content differs")
+                              "5 tables do not match: public.edited (content differs), public.fewer (rows differ), public.gone (missing) and 2 more")
+
+
+def test_a_mismatch_message_names_how_many_and_the_first_few():
+    eight = fp.compare([entry("t%d" % n) for n in range(8)], [entry("t%d" % n, fingerprint="8") for n in range(8)])
+    assert fp.describe_mismatches(eight) == ("8 tables do not match: public.t0 (content differs), public.t1 (content differs), "
+                                             "public.t2 (content differs) and 5 more")
+    assert fp.describe_mismatches(eight[:3]) == "3 tables do not match: public.t0 (content differs), public.t1 (content differs), public.t2 (content differs)"
+    assert fp.describe_mismatches(eight[:1], limit=1) == "1 table does not match: public.t0 (content differs)"
+    assert fp.describe_mismatches(eight, limit=1).endswith("public.t0 (content differs) and 7 more")
+    assert fp.describe_mismatches([]) == "all tables match"
+    # across databases (a cluster set) each table says which database it is in
+    spread = fp.compare([entry("a", database="sales"), entry("b", database="crm")], [])
+    assert fp.describe_mismatches(spread) == "2 tables do not match: public.b in database crm (missing), public.a in database sales (missing)"
 
 
 def test_compare_equal_lists_and_restored_database_names():
@@ -113,6 +145,7 @@ def test_snapshot_ids_are_checked_before_use():
 
 def test_verification_uses_the_method_the_manifest_recorded():
     assert fp.recorded_method([entry("a", method="md5-sum64-v1"), entry("b", method="md5-sum64-v1")]) == "md5-sum64-v1"
-    assert fp.recorded_method([]) == fp.METHOD == "hash64-sum-v1"
+    assert fp.recorded_method([entry("a", method="hash64-sum-v1")]) == "hash64-sum-v1"  # sets written before v2
+    assert fp.recorded_method([]) == fp.METHOD
     with pytest.raises(PgdrError, match="mixes fingerprint methods"):
         fp.recorded_method([entry("a"), entry("b", method="md5-sum64-v1")])

@@ -2,14 +2,19 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Per-table row counts and content fingerprints, taken in the same snapshot as a dump.
 
-Method ``hash64-sum-v1`` (the default): for every row, the text of the whole
-row as a composite value (``(t.*)::text``, e.g. ``(1,"a b",)``) is hashed
+Method ``hash64-sum-v2`` (the default): for every row, the text of a record
+of the table's columns **in the byte order of their names** (``ROW(t.a, t.b,
+...)::text``, e.g. ``(1,"a b",)``; dropped columns are not columns) is hashed
 with ``hashtextextended(text COLLATE "C", 0)``, PostgreSQL's own 64-bit hash
 of the text's bytes (the one hash partitioning relies on, so it does not change
 between major versions); the fingerprint is the exact (numeric) sum of those
 signed 64-bit integers over the table, written in decimal, next to the row
-count. Method ``md5-sum64-v1`` (the first 64 bits of each row's md5 instead)
-is still computed when a manifest asks for it; it costs about 2.5 times as much. So:
+count. Name order, because column positions do not survive a dump: pg_dump
+recreates an inheritance child with its inherited columns first (docs/backup-sets.md).
+``hash64-sum-v1`` (the whole row in column position
+order, ``(t.*)::text``) and ``md5-sum64-v1`` (v1 with the first 64 bits of
+each row's md5) are still computed when a manifest recorded them; md5 costs
+about 2.5 times as much. So:
 
 * row order does not matter (a sum), and identical duplicate rows do count
   (a sum, not xor, which would cancel them);
@@ -40,6 +45,7 @@ import re
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import qualified
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
 try:
     import psycopg
@@ -47,12 +53,19 @@ try:
 except ImportError:  # reported by the module through HAS_PSYCOPG
     psycopg = sql = None
 
-METHOD = "hash64-sum-v1"  # what new backups record
-# What each method sums over the rows; {row} is the row's composite text.
+# What new backups record: hash64-sum-v2, once the manifest check (sets.backup_set.FINGERPRINT_METHODS) accepts it;
+# until then v1, so no set is written that its own manifest check would refuse.
+METHOD = "hash64-sum-v2" if "hash64-sum-v2" in backup_set.FINGERPRINT_METHODS else "hash64-sum-v1"
+_HASH64 = "pg_catalog.hashtextextended({row} COLLATE \"C\", 0)"
+_MD5_64 = "('x' || pg_catalog.substr(pg_catalog.md5({row}), 1, 16))::bit(64)::bigint"
+# What each method sums over the rows; {row} is the row's text.
 METHODS = {
-    "hash64-sum-v1": "pg_catalog.hashtextextended({row} COLLATE \"C\", 0)",
-    "md5-sum64-v1": "('x' || pg_catalog.substr(pg_catalog.md5({row}), 1, 16))::bit(64)::bigint",
+    "hash64-sum-v2": _HASH64,
+    "hash64-sum-v1": _HASH64,
+    "md5-sum64-v1": _MD5_64,
 }
+# Methods whose row text is a record of the columns in name order; the others use (t.*)::text, position order.
+BY_NAME = frozenset({"hash64-sum-v2"})
 
 # Applied with set_config(..., is_local => true): they last until the end of the
 # fingerprint transaction. Each one fixes the text output of some types.
@@ -86,20 +99,53 @@ ORDER BY n.nspname, c.relname
 """
 
 
-def fingerprint_query(schema, table, method=METHOD):
-    """The statement that returns (row count, fingerprint text) of one table.
+_COLUMNS = """
+SELECT a.attname
+FROM pg_catalog.pg_attribute AS a
+JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attname COLLATE "C"
+"""
 
-    Functions are schema-qualified and the table is read with ONLY (its own
-    rows, not those of inheritance children). ``(t.*)`` rather than ``t``:
-    a bare ``t`` would mean a column if the table had one named t.
-    """
+
+def _check_method(method):
     if method not in METHODS:
         raise PgdrError("fingerprint method %r is not known to this pgdr.backup (known: %s); upgrade the collection"
                         % (method, ", ".join(sorted(METHODS))))
-    per_row = METHODS[method].format(row="(t.*)::text")
+
+
+def fingerprint_query(schema, table, method=METHOD, columns=None):
+    """The statement that returns (row count, fingerprint text) of one table.
+
+    Functions are schema-qualified and the table is read with ONLY (its own
+    rows, not those of inheritance children). A by-name method (BY_NAME)
+    needs ``columns``, the table's column names in name order (table_columns);
+    its row is ``ROW(t.col, ...)``, column references qualified by the alias,
+    so a column named t is still that column. A position method reads
+    ``(t.*)`` rather than ``t``: a bare ``t`` would mean a column if the table
+    had one named t.
+    """
+    _check_method(method)
+    if method in BY_NAME:
+        if columns is None:
+            raise PgdrError("fingerprint method %s needs the table's column names (table_columns)" % method)
+        row = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns))
+    else:
+        row = sql.SQL("(t.*)::text")
+    per_row = sql.SQL(METHODS[method]).format(row=row)
     return sql.SQL(
-        "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(" + per_row + "::numeric), 0)::text FROM ONLY {}.{} AS t"
-    ).format(sql.Identifier(schema), sql.Identifier(table))
+        "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum({per_row}::numeric), 0)::text FROM ONLY {schema}.{table} AS t"
+    ).format(per_row=per_row, schema=sql.Identifier(schema), table=sql.Identifier(table))
+
+
+def table_columns(conn, schema, table):
+    """The names of a table's live columns (not dropped ones), in byte order of the name: the order by-name methods hash in.
+
+    Byte order (COLLATE "C") of the name in the database's encoding, the same after any restore into a database of
+    that encoding, whatever positions the columns have there.
+    """
+    return [row[0] for row in conn.execute(_COLUMNS, (schema, table)).fetchall()]
 
 
 def fingerprint_of_row_texts(row_texts):
@@ -210,10 +256,12 @@ def table_fingerprints(conn, database, tables, method=METHOD):
     require_snapshot_transaction(conn)
     apply_session_settings(conn)
     database = database or conn.info.dbname
+    _check_method(method)
     results = []
     for schema, table in tables:
         try:
-            rows, fingerprint = conn.execute(fingerprint_query(schema, table, method)).fetchone()
+            columns = table_columns(conn, schema, table) if method in BY_NAME else None
+            rows, fingerprint = conn.execute(fingerprint_query(schema, table, method, columns)).fetchone()
         except psycopg.Error as exc:
             advice = "turn fingerprints off (fingerprint: false) or leave the table out"
             if "row-level security" in str(exc):
@@ -333,7 +381,21 @@ def summary(expected, actual, mismatches):
         result["text"] = "all %d tables match (%d rows)" % (len(expected), result["rows_expected"])
     else:
         parts = ["%d %s" % (n, problem) for problem, n in sorted(counts.items())]
-        first = mismatches[0]
-        result["text"] = "%d of %d expected tables match; %s; first: table %s in database %s, %s" % (
-            matched, len(expected), ", ".join(parts), qualified(first["schema"], first["table"]), first["database"], first["problem"])
+        result["text"] = "%d of %d expected tables match; %s; %s" % (matched, len(expected), ", ".join(parts), describe_mismatches(mismatches))
     return result
+
+
+def describe_mismatches(mismatches, limit=3):
+    """One line naming how many tables do not match and the first ``limit`` of them, e.g.
+    '8 tables do not match: public.a (content differs), public.b (rows differ), public.c (missing) and 5 more'.
+
+    The database is named with each table only when the mismatches span several databases.
+    """
+    if not mismatches:
+        return "all tables match"
+    several = len({item["database"] for item in mismatches}) > 1
+    named = ["%s%s (%s)" % (qualified(item["schema"], item["table"]), " in database %s" % item["database"] if several else "", item["problem"])
+             for item in mismatches[:limit]]
+    more = " and %d more" % (len(mismatches) - limit) if len(mismatches) > limit else ""
+    return "%d table%s %s not match: %s%s" % (
+        len(mismatches), "" if len(mismatches) == 1 else "s", "does" if len(mismatches) == 1 else "do", ", ".join(named), more)
