@@ -130,6 +130,14 @@ options:
         cluster has started and passed verification (it is always kept until then, and put back on failure).
     type: bool
     default: false
+  terminate_sessions:
+    description:
+      - With O(if_exists=replace), end the sessions connected to the database being replaced (C(pg_terminate_backend)) just before
+        it is renamed away.
+      - Without it, open sessions on that database fail the restore, naming how many - before anything changes when they are there
+        at the start, otherwise at the swap, where the restored copy is dropped and the existing database left as it was.
+    type: bool
+    default: false
   verify:
     description:
       - Logical restores - recompute every table's row count and fingerprint after the restore and compare with the manifest.
@@ -479,7 +487,7 @@ ARGUMENT_RELATIONS = dict(
     required_one_of=[["repository", "probackup"]],
     required_by={"repository": ["cluster"]},
 )
-LOGICAL_ONLY = ("database", "databases", "tables", "schemas")
+LOGICAL_ONLY = ("database", "databases", "tables", "schemas", "terminate_sessions")
 
 
 def argument_spec():
@@ -493,6 +501,7 @@ def argument_spec():
         globals=dict(type="bool", default=True),
         if_exists=dict(type="str", default="fail", choices=["fail", "rename", "replace", "use"]),
         keep_previous=dict(type="bool", default=False),
+        terminate_sessions=dict(type="bool", default=False),
         verify=dict(type="bool", default=True),
         analyze=dict(type="bool", default=True),
         no_owner=dict(type="bool", default=False),

@@ -4,6 +4,7 @@ on the lab hosts; every object is named h1_<random> and dropped afterwards."""
 
 import uuid
 
+import psycopg
 import pytest
 
 from tests.integration.test_logical_failures import one_line
@@ -107,3 +108,22 @@ def test_a_replace_swaps_in_one_transaction(ansible, lab, host, db):
     assert db.sql("SELECT count(*) FROM public.t") == "100"
     assert db.sql("SELECT count(*) FROM public.t", db=previous) == "10"
     assert db.like(db.name + "\\_pgdr\\_new%") == ""
+
+
+# --- item 5: sessions on the database being replaced ------------------------------------------
+
+
+def test_open_sessions_fail_a_replace_unless_terminate_sessions(ansible, lab, host, db):
+    dump(ansible, db)
+    db.sql("DELETE FROM public.t WHERE id > 20")
+    with psycopg.connect(lab.pg_dsn(host, dbname=db.name), autocommit=True) as held:
+        msg = one_line(restore(ansible, db, if_exists="replace"))
+        # before the fix the session was ended without a word and the database replaced
+        assert msg.startswith('database "%s" has 1 open session(s)' % db.name) and "terminate_sessions: true" in msg, msg
+        assert held.execute("SELECT count(*) FROM public.t").fetchone()[0] == 20  # still connected, nothing replaced
+        assert db.like(db.name + "\\_%") == ""
+        replaced = ok(restore(ansible, db, if_exists="replace", terminate_sessions=True))
+        assert replaced["databases"][0]["verification"]["verified"] is True
+        with pytest.raises(psycopg.OperationalError):
+            held.execute("SELECT 1")
+    assert db.sql("SELECT count(*) FROM public.t") == "100"

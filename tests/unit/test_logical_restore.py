@@ -4,8 +4,8 @@ import pytest
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
-from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import DatabasePlan, plan_databases
-from tests.unit.test_restore_cluster_module import logical_options, logical_set
+from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import DatabasePlan, LogicalRestore, plan_databases
+from tests.unit.test_restore_cluster_module import engine, logical_options, logical_set
 
 BACKUP_ID = "20260101T000000Z"
 
@@ -46,3 +46,46 @@ def test_a_target_name_longer_than_63_bytes_is_refused():
 
 def test_the_swap_names():
     assert logical_restore.swap_names("sales", BACKUP_ID) == ("sales_pgdr_new_" + BACKUP_ID, "sales_previous_" + BACKUP_ID)
+
+
+class Cursor:
+    def __init__(self, count):
+        self.count, self.executed = count, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, statement, params=None):
+        self.executed.append(statement)
+
+    def fetchone(self):
+        return (self.count,)
+
+
+class Admin:
+    def __init__(self, count):
+        self.cur = Cursor(count)
+
+    def cursor(self):
+        return self.cur
+
+    def transaction(self):
+        raise AssertionError("no transaction may start when sessions block the swap")
+
+
+def test_sessions_on_the_replaced_database_refuse_the_swap_without_terminate_sessions():
+    with pytest.raises(PgdrError, match='database "sales" has 2 open session\\(s\\), which block the rename that replaces it; the restored '
+                                        "copy was dropped, the database unchanged; close them, or set terminate_sessions: true"):
+        logical_restore.swap_database(Admin(2), "sales", "sales_pgdr_new_x", "sales_previous_x")
+
+
+def test_plan_refuses_a_replace_of_a_database_with_sessions(monkeypatch):
+    monkeypatch.setattr(logical_restore, "open_sessions", lambda conn, name: 1 if name == "sales" else 0)
+    _checked, restore = engine(monkeypatch, LogicalRestore, logical_set(), existing={"sales"}, if_exists="replace")
+    with pytest.raises(PgdrError, match='database "sales" has 1 open session\\(s\\).*nothing was changed.*terminate_sessions: true'):
+        restore.run(check_mode=True)
+    _checked, restore = engine(monkeypatch, LogicalRestore, logical_set(), existing={"sales"}, if_exists="replace", terminate_sessions=True)
+    assert restore.run(check_mode=True)["databases"][0]["action"] == "replace"

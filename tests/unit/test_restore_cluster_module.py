@@ -44,7 +44,7 @@ def physical_run(tmp_path, monkeypatch, check_mode=False, **over):
     (tmp_path / "main" / "PG_VERSION").write_text("15\n")  # the cluster FakeCluster runs
     p = dict(cluster="db1", backup_id="b1", pg_data=str(tmp_path / "main"), os_user="postgres", login_port=5432, login_host=None,
              archive={"type": "local", "path": "/var/backups/wal"}, force=False)
-    for option in ("database", "databases", "tables", "schemas"):
+    for option in module_code.LOGICAL_ONLY:
         p[option] = None
     p.update(over)
     return installed, lambda: module_code.run_physical(FakeModule(check_mode, p), None, None)
@@ -167,7 +167,7 @@ def test_a_database_that_differs_from_the_manifest_fails_with_the_whole_result(m
 
 def test_table_restores_refuse_database_options_after_checking_the_files(monkeypatch):
     checked, restore = engine(monkeypatch, TableRestore, logical_set(), if_exists="replace", tables=["public.t"])
-    with pytest.raises(PgdrError, match="table restores use conflict \\(error, rename, replace\\), not if_exists or keep_previous"):
+    with pytest.raises(PgdrError, match="table restores use conflict \\(error, rename, replace\\), not if_exists, keep_previous or terminate_sessions"):
         restore.run(check_mode=True)
     assert checked == ["20260101T000000Z"]
 

@@ -76,6 +76,7 @@ class LogicalRestoreOptions:
     schemas: Optional[List[str]]
     conflict: Optional[str]
     jobs: Optional[int]
+    terminate_sessions: Optional[bool]
 
 
 class DatabasePlan(NamedTuple):
@@ -294,20 +295,41 @@ def drop_database(conn, name):
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def swap_database(conn, target, new, previous, terminate=True):
+def open_sessions(conn, database):
+    """How many client sessions other than ours are connected to ``database``."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid() "
+                    "AND backend_type = 'client backend'", [database])
+        return cur.fetchone()[0]
+
+
+def sessions_message(database, count):
+    return ('database "%s" has %d open session(s), which block the rename that replaces it; nothing was changed; close them, '
+            "or set terminate_sessions: true to end them" % (database, count))
+
+
+def swap_database(conn, target, new, previous, terminate=False):
     """``target`` -> ``previous`` and ``new`` -> ``target`` in one transaction (PostgreSQL allows ALTER DATABASE RENAME in
-    one, unlike CREATE and DROP DATABASE): both renames happen or neither, so the target name is never missing."""
+    one, unlike CREATE and DROP DATABASE): both renames happen or neither, so the target name is never missing.
+
+    Sessions on ``target`` make the rename fail; with ``terminate`` they are ended first, otherwise the swap is refused."""
     rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+    if not terminate:
+        count = open_sessions(conn, target)  # again: a session may have connected since plan()
+        if count:
+            raise PgdrError(sessions_message(target, count).replace("nothing was changed", "the restored copy was dropped, the database unchanged"))
     try:
         with conn.transaction():
             with conn.cursor() as cur:
                 if terminate:
-                    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [target])
+                    cur.execute("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE datname = %s "
+                                "AND pid <> pg_catalog.pg_backend_pid()", [target])
                 cur.execute(rename.format(sql.Identifier(target), sql.Identifier(previous)))
                 cur.execute(rename.format(sql.Identifier(new), sql.Identifier(target)))
     except psycopg.Error as exc:
-        raise PgdrError('swapping the restored copy in for database "%s" failed and was rolled back, "%s" is unchanged: %s'
-                        % (target, target, first_line(exc))) from None
+        hint = "" if terminate else "; set terminate_sessions: true to end sessions that block it"
+        raise PgdrError('swapping the restored copy in for database "%s" failed and was rolled back, "%s" is unchanged: %s%s'
+                        % (target, target, first_line(exc), hint)) from None
 
 
 def verify_database(conn_params, restored_name, source_name, manifest):
@@ -442,7 +464,13 @@ class LogicalRestore(SetLoader):
     def plan(self):
         """Every check that changes nothing: the set's files against the manifest, then [DatabasePlan]."""
         self.check_files()  # before anything touches the target
-        return plan_databases(self.manifest, self.options, lambda name: database_exists(self.admin, name))
+        plans = plan_databases(self.manifest, self.options, lambda name: database_exists(self.admin, name))
+        if not self.options.terminate_sessions:
+            for plan in plans:
+                count = open_sessions(self.admin, plan.target) if plan.action == "replace" else 0
+                if count:
+                    raise PgdrError(sessions_message(plan.target, count))
+        return plans
 
     def run(self, check_mode=False):
         """The result dict; a database whose tables differ from the manifest fails the whole restore with that result."""
@@ -497,7 +525,7 @@ class LogicalRestore(SetLoader):
                     verification=verification,
                 )
             if action == "replace":
-                swap_database(self.admin, target, load_into, previous)
+                swap_database(self.admin, target, load_into, previous, terminate=self.options.terminate_sessions)
         except BaseException:
             if action in ("create", "replace"):  # made by this run: a half-loaded database must not pass for a restore
                 drop_database(self.admin, load_into)  # (with replace, the existing database is untouched)

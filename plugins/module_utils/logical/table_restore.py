@@ -319,8 +319,8 @@ class TableRestore(SetLoader):
         """Every check that changes nothing; returns a TableRestorePlan."""
         self.check_files()  # before anything touches the target
         options, manifest = self.options, self.manifest
-        if options.if_exists != "fail" or options.keep_previous:
-            raise PgdrError("table restores use conflict (error, rename, replace), not if_exists or keep_previous")
+        if options.if_exists != "fail" or options.keep_previous or options.terminate_sessions:
+            raise PgdrError("table restores use conflict (error, rename, replace), not if_exists, keep_previous or terminate_sessions")
         source = source_database(manifest, options.databases)
         target = options.database or source
         exists = database_exists(self.admin, target)
