@@ -509,6 +509,23 @@ def backup(module, options, conn_params, admin, repo, compression_spec, database
     return result
 
 
+def tool_facts(mode, version, runs):
+    """The manifest's tool: argv of the (first) pg_dump as run, and every command of the set in ``commands``.
+
+    Passwords never reach an argv (libpq reads them from a passfile), so the argv is recorded as is.
+    """
+    dumps = [run for run in runs if run["database"] is not None]
+    return dict(name="copy" if mode == "table" else "pg_dump", version=version, argv=list(dumps[0]["argv"]) if dumps else [],
+                commands=[dict(database=run["database"], argv=list(run["argv"])) for run in runs])
+
+
+def consistency_facts(runs):
+    """The snapshot each database was read in; ``snapshot`` is the set's one snapshot, null when there is one per database."""
+    snapshots = {run["database"]: run["snapshot"] for run in runs if run["database"] is not None}
+    return dict(snapshot=next(iter(snapshots.values())) if len(snapshots) == 1 else None, snapshots=snapshots,
+                isolation="repeatable read")
+
+
 def write_set(options, conn_params, admin, repo, compression_spec, version, cluster_name, backup_id, databases):
     encryption_method = options.encryption.method if options.encryption else "none"
     superuser = admin.info.parameter_status("is_superuser") == "on"
@@ -520,14 +537,14 @@ def write_set(options, conn_params, admin, repo, compression_spec, version, clus
             stages = logical_dump.Stages(compression_spec, gpg)
             ctx = logical_dump.DumpContext(conn_params, options, writer, stages, version["major"])
             if options.mode == "table":
-                tables, copied, skipped, info, objects, duration = logical_dump.run_table_backup(ctx, databases[0])
+                tables, copied, skipped, info, objects, runs, duration = logical_dump.run_table_backup(ctx, databases[0])
                 database_infos = [info]
                 recorded = dict(mode="table", fingerprint=options.fingerprint, copy_format=options.copy_format, tables=options.tables,
                                 schemas=options.schemas, parallel=options.parallel,
                                 queries=[dict(name=options.name, sql=options.query)] if options.query else [], copied=copied, skipped=skipped,
                                 schema_objects=[list(o) for o in objects])
             else:
-                tables, database_infos, duration = logical_dump.run_backup(ctx, databases, superuser)
+                tables, database_infos, runs, duration = logical_dump.run_backup(ctx, databases, superuser)
                 recorded = dict(options.pg_dump_options(), mode=options.mode, fingerprint=options.fingerprint)
         kind = {"cluster": "logical-cluster", "table": "logical-table"}.get(options.mode, "logical-db")
         manifest = writer.finish(dict(
@@ -539,11 +556,10 @@ def write_set(options, conn_params, admin, repo, compression_spec, version, clus
             started_at=started_at,
             finished_at=backup_set.iso_utc(),
             duration_seconds=round(duration, 3),
-            tool=dict(name="copy" if options.mode == "table" else "pg_dump", version=ctx.tool_version, argv=[]),
+            tool=tool_facts(options.mode, ctx.tool_version, runs),
             compression=dict(compression_spec),
             encryption=stages.manifest_encryption(),
-            consistency=dict(snapshot="exported per database" if options.mode != "table" else "exported, imported by every COPY worker",
-                             isolation="repeatable read"),
+            consistency=consistency_facts(runs),
             tables=tables,
             databases=database_infos,
             options=recorded,

@@ -1,5 +1,6 @@
 """pg_logical_dump hardening (issue 11): what a set records, what extra_args may hold, roles and binaries, on the lab's 15 and 18."""
 
+import re
 import uuid
 
 import pytest
@@ -8,6 +9,7 @@ from tests.manifest_schema import assert_valid_manifest
 from tests.sql_text import ident, literal
 
 DUMP = "pgdr.backup.pg_logical_dump"
+SUB_SECOND = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 class Scratch:
@@ -74,3 +76,54 @@ def test_cluster_set_records_database_settings_acl_limit_and_comment(ansible, ho
     assert info["comment"] == "h2 scratch; it's commented"
     postgres = [d for d in manifest["databases"] if d["name"] == "postgres"][0]
     assert postgres["connection_limit"] == -1 and postgres["acl"] is None
+
+    # item 15: every command as run, one snapshot per database and no single one claimed
+    commands = manifest["tool"]["commands"]
+    assert commands[0]["database"] is None and commands[0]["argv"][0].endswith("/pg_dumpall") and "--globals-only" in commands[0]["argv"]
+    snapshots = manifest["consistency"]["snapshots"]
+    assert manifest["consistency"]["snapshot"] is None
+    assert sorted(snapshots) == sorted(d["name"] for d in manifest["databases"]) == sorted(c["database"] for c in commands[1:])
+    for command in commands[1:]:
+        assert "--snapshot=%s" % snapshots[command["database"]] in command["argv"]
+    assert manifest["tool"]["argv"] == commands[1]["argv"]
+    assert len(set(snapshots.values())) == len(snapshots)
+
+
+def test_database_and_table_sets_record_argv_snapshot_and_sub_second_times(ansible, host, scratch):
+    scratch.sql("CREATE TABLE public.h2_t (id int PRIMARY KEY); INSERT INTO public.h2_t SELECT generate_series(1, 10)")
+    dumped = assert_ok(ansible.module(host.name, DUMP, dict(database=scratch.db, cluster=scratch.cluster, repository=scratch.repository,
+                                                           extra_args=["--no-comments"])))
+    manifest = assert_valid_manifest(dumped["manifest"])
+    argv, consistency = manifest["tool"]["argv"], manifest["consistency"]
+    assert argv[0].endswith("/pg_dump") and "--format=custom" in argv and argv[-1] == "--no-comments"
+    assert re.match(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$", consistency["snapshot"]), consistency
+    assert "--snapshot=%s" % consistency["snapshot"] in argv and consistency["snapshots"] == {scratch.db: consistency["snapshot"]}
+    assert manifest["tool"]["commands"] == [{"database": scratch.db, "argv": argv}]
+    assert SUB_SECOND.match(manifest["started_at"]) and SUB_SECOND.match(manifest["finished_at"]), manifest
+
+    table = assert_ok(ansible.module(host.name, DUMP, dict(mode="table", database=scratch.db, cluster=scratch.cluster,
+                                                          repository=scratch.repository, tables=["public.h2_t"])))
+    manifest = assert_valid_manifest(table["manifest"])
+    consistency = manifest["consistency"]
+    assert consistency["snapshot"] and consistency["snapshots"] == {scratch.db: consistency["snapshot"]}
+    assert manifest["tool"]["argv"][0].endswith("/pg_dump") and "--schema-only" in manifest["tool"]["argv"]
+    assert "--snapshot=%s" % consistency["snapshot"] in manifest["tool"]["argv"]
+    assert SUB_SECOND.match(manifest["started_at"]) and SUB_SECOND.match(manifest["finished_at"]), manifest
+
+
+@pytest.mark.parametrize("source", ["primary15"])
+def test_base_set_times_have_sub_second_precision(ansible, lab, source):
+    source = lab.host(source)
+    suffix = uuid.uuid4().hex[:6]
+    path = "/var/backups/h2-bb-%s" % suffix
+    backup1 = lab.host("backup1")
+    backup1.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", path])
+    try:
+        done = assert_ok(ansible.module("backup1", "pgdr.backup.pg_basebackup", dict(
+            login_host=source.address, login_user="postgres", login_password=lab.pg_password, checkpoint="fast",
+            cluster="h2-" + suffix, repository={"type": "local", "path": path}, format="tar")))
+        manifest = assert_valid_manifest(done["manifest"])
+        assert SUB_SECOND.match(manifest["started_at"]) and SUB_SECOND.match(manifest["finished_at"]), manifest
+        assert SUB_SECOND.match(manifest["physical"]["stop_time"]), manifest["physical"]
+    finally:
+        backup1.run(["rm", "-rf", path])

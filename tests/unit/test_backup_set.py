@@ -155,8 +155,12 @@ def test_new_backup_id_is_utc_and_sortable():
 
 def test_iso_utc_round_trip():
     moment = datetime.datetime(2026, 11, 21, 16, 0, 51, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
-    assert bs.iso_utc(moment) == "2026-11-21T14:00:51Z"
-    assert bs.parse_iso_utc("2026-11-21T14:00:51Z") == moment
+    assert bs.iso_utc(moment) == "2026-11-21T14:00:51Z"  # a whole-second time (a tool's) stays whole
+    assert bs.parse_iso_utc("2026-11-21T14:00:51Z") == moment  # as sets written before sub-second times have it
+    precise = moment.replace(microsecond=999999)
+    assert bs.iso_utc(precise) == "2026-11-21T14:00:51.999999Z"  # not cut to :51 nor rounded up a second
+    assert bs.parse_iso_utc(bs.iso_utc(precise)) == precise
+    assert bs.iso_utc(moment.replace(microsecond=5)) == "2026-11-21T14:00:51.000005Z"
     assert bs.parse_iso_utc("2026-11-21T14:00:51.250Z").microsecond == 250000
     with pytest.raises(PgdrError, match="ISO 8601 UTC"):
         bs.parse_iso_utc("2026-11-21 14:00:51+02:00")
@@ -400,6 +404,13 @@ def test_latest_complete_by_time_and_kind(repo):
     assert bs.latest_complete(repo, "pg1")["backup_id"] == "20261101T000000Z"
 
 
+def test_latest_complete_compares_old_whole_second_and_new_sub_second_times_as_times(repo):
+    # as text "…:00Z" sorts after "…:00.500000Z" although it is half a second earlier
+    write_set(repo, backup_id="a-new", fields=logical_fields(started_at="2026-11-01T00:04:00.000000Z", finished_at="2026-11-01T00:05:00.500000Z"))
+    write_set(repo, backup_id="b-old", fields=logical_fields(started_at="2026-11-01T00:04:00Z", finished_at="2026-11-01T00:05:00Z"))
+    assert bs.latest_complete(repo, "pg1")["backup_id"] == "a-new"
+
+
 def test_load_manifest_refuses_corrupt_newer_or_moved_manifests(repo):
     manifest = write_set(repo, backup_id="id1")
     key = "pg1/id1/manifest.json"
@@ -510,6 +521,9 @@ BAD_MUTATIONS = [
     (("tool", "argv"), ["pg_dump", 5], False),
     (("tool", "argv"), ["pg_dump", "-d", "dbname=x Password = s3cret"], False),
     (("tool", "version"), None, True),
+    (("tool", "commands"), [{"database": None}], False),
+    (("tool", "commands"), [{"database": "x", "argv": ["pg_dump", "--dbname=host=h password=s3cret"]}], False),
+    (("consistency", "snapshots"), {"sales": 5}, False),
     (("files", 0, "sha256"), "ABC", False),
     (("files", 0, "size"), -1, False),
     (("files", 0, "size"), True, False),
@@ -558,6 +572,9 @@ GOOD_MUTATIONS = [
     (("started_at",), "2026-11-21T14:00:51.123456Z"),
     (("duration_seconds",), 0),
     (("tool", "argv"), []),
+    (("tool", "commands"), [{"database": None, "argv": ["pg_dumpall", "--globals-only"]}, {"database": "sales", "argv": ["pg_dump"]}]),
+    (("consistency", "snapshots"), {"sales": "00000003-0000001B-1"}),
+    (("consistency", "snapshot"), None),
     (("files", 0, "path"), "sales.dir/3456.dat.gz"),
     (("files", 0, "path"), "db my shop.dump"),
     (("files", 0, "compression"), {"method": "gzip"}),

@@ -202,7 +202,7 @@ def dump_database(ctx, database):
         with ctx.conn_params.child_env() as env:
             env["PGDATABASE"] = database
             if fmt == "directory":
-                dump_directory(ctx, database, snapshot, env)
+                argv = dump_directory(ctx, database, snapshot, env)
             else:
                 argv = pg_dump_argv(ctx.pg_dump, ctx.pg_dump_major, options, snapshot.id, stages.compression)
                 name = dump_file_name(database, fmt, stages.compression, stages.encryption_method)
@@ -214,7 +214,7 @@ def dump_database(ctx, database):
             tables = fingerprints.result()
     finally:
         snapshot.close()
-    return tables, info
+    return tables, info, {"database": database, "snapshot": snapshot.id, "argv": argv}
 
 
 def database_info(conn, database):
@@ -263,6 +263,7 @@ def dump_directory(ctx, database, snapshot, env):
             stream_into(ctx.writer, relpath, [["cat", os.path.join(out_dir, name)]] + encrypt, None, entry)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return argv
 
 
 def tables_in_dump(conn, options):
@@ -300,7 +301,7 @@ class FingerprintThread:
 
 
 def dump_globals(ctx, superuser):
-    """Roles and tablespaces via pg_dumpall --globals-only, as a plain SQL file."""
+    """Roles and tablespaces via pg_dumpall --globals-only, as a plain SQL file; returns the argv run."""
     argv = [ctx.pg_dumpall, "--globals-only", "--no-password"]
     if not superuser:
         argv.append("--no-role-passwords")  # pg_authid is superuser-only
@@ -309,6 +310,7 @@ def dump_globals(ctx, superuser):
         stream_into(ctx.writer, name, [argv] + ctx.stages.after(), env, dict(
             role="globals", database=None, format="plain",
             compression=ctx.stages.manifest_compression(), encryption=ctx.stages.manifest_encryption()))
+    return argv
 
 
 class DumpContext:
@@ -329,23 +331,27 @@ class DumpContext:
 def run_backup(ctx, databases, superuser):
     """Dump ``databases`` (and globals for a cluster set), ``parallel`` at a time.
 
-    Returns the fingerprints of all tables, each database's facts (database_info), and the seconds taken.
+    Returns the fingerprints of all tables, each database's facts (database_info), the commands run
+    ([{database (None for the globals), snapshot, argv}], globals first) and the seconds taken.
     """
     started = time.monotonic()
+    runs = []
     if ctx.options.mode == "cluster":
-        dump_globals(ctx, superuser)
+        runs.append({"database": None, "snapshot": None, "argv": dump_globals(ctx, superuser)})
     parallel = max(1, ctx.options.parallel)
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(databases)))) as pool:
         results = list(pool.map(lambda db: dump_database(ctx, db), databases))
-    tables = [table for db_tables, _info in results for table in db_tables]
-    return tables, [info for _tables, info in results], time.monotonic() - started
+    tables = [table for db_tables, _info, _run in results for table in db_tables]
+    runs += [run for _tables, _info, run in results]
+    return tables, [info for _tables, info, _run in results], runs, time.monotonic() - started
 
 
 def run_table_backup(ctx, database):
     """``mode: table``: COPY each table (and query) of ``database`` on one exported snapshot, ``parallel`` at a time.
 
     The options' tables, schemas, query, name and copy_format say what is exported. Returns
-    (fingerprints, per-table results, skipped, database info, schema objects, seconds).
+    (fingerprints, per-table results, skipped, database info, schema objects, commands run, seconds); the
+    commands are [{database, snapshot, argv}]: the pg_dump of schema.sql when one was written, else argv [].
     """
     options = ctx.options
     parallel = max(1, options.parallel)
@@ -363,10 +369,11 @@ def run_table_backup(ctx, database):
         if not jobs:
             raise PgdrError("nothing to export in database %s: %s" % (
                 database, "; ".join("%s skipped (%s)" % (s["name"], s["reason"]) for s in skipped) or "no tables selected"), skipped=skipped)
+        schema_argv = []
         with ctx.conn_params.child_env() as env:
             env["PGDATABASE"] = database
             if objects:
-                table_copy.dump_schema(ctx, env, snapshot.id, objects)
+                schema_argv = table_copy.dump_schema(ctx, env, snapshot.id, objects)[1]
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(jobs)))) as pool:
             done = list(pool.map(lambda job: table_copy.copy_job(ctx, snapshot.id, database, job, options.copy_format,
                                                                  ctx.fingerprint), jobs))
@@ -380,4 +387,5 @@ def run_table_backup(ctx, database):
             results.append(dict(schema=job.schema, table=job.table, rows=outcome["rows"], path=outcome["path"]))
         else:
             results.append(dict(query=job.name, rows=outcome["rows"], path=outcome["path"]))
-    return fingerprints, results, skipped, info, objects, time.monotonic() - started
+    runs = [{"database": database, "snapshot": snapshot.id, "argv": schema_argv}]
+    return fingerprints, results, skipped, info, objects, runs, time.monotonic() - started

@@ -237,11 +237,11 @@ def copy_job(ctx, snapshot_id, database, job, copy_format, want_fingerprint):
 
 
 def dump_schema(ctx, env, snapshot_id, objects):
-    """schema.sql: pg_dump --schema-only of the tables and their partition ancestors, on the snapshot."""
+    """schema.sql: pg_dump --schema-only of the tables and their partition ancestors, on the snapshot; returns (name, argv run)."""
     argv = [ctx.pg_dump, "--format=plain", "--schema-only", "--no-password", "--snapshot=%s" % snapshot_id]
     argv += ["--table=%s" % pattern(schema, table) for schema, table in objects]
     name = "schema.sql%s%s" % (compression.SUFFIX[ctx.stages.compression["method"]], encryption.SUFFIX[ctx.stages.encryption_method])
     with ctx.writer.open_file(name, role="schema", format="plain", compression=ctx.stages.manifest_compression(),
                               encryption=ctx.stages.manifest_encryption(), database=env["PGDATABASE"]) as handle:
         run_pipeline([argv] + ctx.stages.after(), env=env, sink=handle.write)
-    return name
+    return name, argv

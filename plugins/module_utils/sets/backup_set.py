@@ -66,8 +66,13 @@ def new_backup_id(now=None):
 
 
 def iso_utc(moment=None):
-    """ISO 8601 UTC text (``2026-11-21T14:00:51Z``) for started_at / finished_at."""
-    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 UTC text with microseconds (``2026-11-21T14:00:51.250731Z``) for started_at / finished_at.
+
+    A moment without a fraction (a tool's whole-second time) stays whole (``2026-11-21T14:00:51Z``), as older
+    sets wrote every time: compare these texts as times (parse_iso_utc), never as text.
+    """
+    moment = _utc(moment)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if moment.microsecond else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso_utc(text):
@@ -509,7 +514,8 @@ def latest_complete(repo, cluster, kind=None):
             continue
         if kind is not None and manifest["kind"] != kind:
             continue
-        rank = (manifest["finished_at"], manifest["backup_id"])
+        # as times: "…:51Z" (an older set) sorts after "…:51.4Z" as text
+        rank = (parse_iso_utc(manifest["finished_at"]), manifest["backup_id"])
         if best is None or rank > best[0]:
             best = (rank, manifest)
     return best[1] if best else None
@@ -701,7 +707,8 @@ def validate_manifest_shape(manifest):
             shape.check(problem is None, field, "is not a usable folder name (it %s)" % problem)
     for field in ("started_at", "finished_at"):
         if field in manifest:
-            shape.check(_is_str(manifest[field]) and bool(_TIMESTAMP_RE.match(manifest[field])), field, "must be ISO 8601 UTC such as 2026-11-21T14:00:51Z")
+            shape.check(_is_str(manifest[field]) and bool(_TIMESTAMP_RE.match(manifest[field])), field,
+                        "must be ISO 8601 UTC such as 2026-11-21T14:00:51.250731Z")
     if "duration_seconds" in manifest:
         shape.check(_is_number(manifest["duration_seconds"]) and manifest["duration_seconds"] >= 0, "duration_seconds", "must be a non-negative number")
     if "source" in manifest:
@@ -714,6 +721,12 @@ def validate_manifest_shape(manifest):
         shape.check(isinstance(argv, list) and all(_is_str(arg) for arg in argv), "tool.argv", "must be a list of strings")
         if isinstance(argv, list):
             shape.check(not any(_is_str(arg) and _SECRET_ARG_RE.search(arg) for arg in argv), "tool.argv", "must not contain a password")
+        for index, command in enumerate(tool.get("commands") or []):
+            where = "tool.commands[%d]" % index
+            if shape.object(command, where, ("database", "argv")):
+                argv = command.get("argv")
+                shape.check(isinstance(argv, list) and all(_is_str(arg) and not _SECRET_ARG_RE.search(arg) for arg in argv),
+                            where + ".argv", "must be a list of strings without a password")
     if "files" in manifest:
         _check_files(shape, manifest["files"])
     if "compression" in manifest:
@@ -724,6 +737,10 @@ def validate_manifest_shape(manifest):
     if "consistency" in manifest and shape.object(consistency, "consistency", ("snapshot", "isolation")):
         shape.check(_is_str(consistency.get("snapshot"), nullable=True), "consistency.snapshot", "must be a string or null")
         shape.check(_is_str(consistency.get("isolation")) and consistency.get("isolation") != "", "consistency.isolation", "must be a non-empty string")
+        if "snapshots" in consistency:
+            snapshots = consistency["snapshots"]
+            shape.check(isinstance(snapshots, dict) and all(_is_str(v) and v for v in snapshots.values()), "consistency.snapshots",
+                        "must map database names to snapshot ids")
     options = manifest.get("options")
     if "options" in manifest:
         shape.check(isinstance(options, dict), "options", "must be an object")
