@@ -221,7 +221,22 @@ options:
     description:
       - Physical restores - new folders for tablespaces, keyed by the original location (or the tablespace OID). Each folder must be
         empty or absent; without a mapping the original location is used.
+      - Logical restores of a cluster set's globals - new locations for the tablespaces it creates, keyed by tablespace name or
+        original location. Each folder must exist on the target host, be empty and belong to the server's OS user. A key the set's
+        globals do not hold fails the restore before anything changes.
     type: dict
+  globals_tablespaces:
+    description:
+      - For a cluster set's globals, V(create) makes the tablespaces the target lacks (at their original location, or where
+        O(tablespace_mapping) says); V(skip) applies no tablespace statement at all and loads custom, directory and tar dumps with
+        C(pg_restore --no-tablespaces), so their objects land in the default tablespace (a plain dump that sets a skipped tablespace
+        fails to load).
+      - Every location is checked on the target before anything changes (it must exist and be empty). The tablespaces are created
+        first (C(CREATE TABLESPACE) cannot run in a transaction), then roles, tablespace owners, grants and comments are applied in
+        one transaction; if anything fails, the tablespaces made by this run are dropped again and nothing is left applied.
+    type: str
+    choices: [create, skip]
+    default: create
   recovery_timeout:
     description:
       - Physical restores - seconds to wait, once the server accepts connections, for recovery to reach its target before the
@@ -396,6 +411,15 @@ globals_restored:
   description: Whether the globals of a cluster set were applied.
   returned: for logical and table restores
   type: bool
+globals:
+  description:
+    - For a cluster set with O(globals=true), what the globals step applied (or, in check mode, would apply) - roles created, roles
+      that existed and were left as they are, tablespaces created (name, location, source_location), skipped
+      (O(globals_tablespaces=skip)), and that existed.
+  returned: for logical restores of a cluster set with globals
+  type: dict
+  sample: {"roles_created": ["app"], "roles_existing": ["postgres"], "tablespaces_created": [{"name": "fast", "location": "/srv/fast",
+           "source_location": "/mnt/ssd/fast"}], "tablespaces_skipped": [], "tablespaces_existing": []}
 database:
   description: For table restores, the target database.
   returned: for table restores
@@ -518,6 +542,7 @@ def argument_spec():
         archive_mode=dict(type="str", choices=["off", "on", "always"], default="off"),
         server_settings=dict(type="dict"),
         tablespace_mapping=dict(type="dict"),
+        globals_tablespaces=dict(type="str", choices=["create", "skip"], default="create"),
         recovery_timeout=dict(type="int", default=600),
         start_timeout=dict(type="int", default=120),
     )

@@ -127,3 +127,125 @@ def test_open_sessions_fail_a_replace_unless_terminate_sessions(ansible, lab, ho
         with pytest.raises(psycopg.OperationalError):
             held.execute("SELECT 1")
     assert db.sql("SELECT count(*) FROM public.t") == "100"
+
+
+# --- a cluster set from a scratch cluster: globals with a tablespace, database-level settings --------------------------
+
+SCRATCH_PORT = 5447  # h1's own port on primary15, beside the live cluster
+
+
+class ScratchCluster:
+    """A throwaway PostgreSQL 15 cluster on primary15 (own folder, own port): a cluster dump of it holds only what the test made."""
+
+    def __init__(self, lab):
+        self.host = lab.host("primary15")
+        self.suffix = uuid.uuid4().hex[:6]
+        self.folder = "/var/lib/postgresql/h1-scratch-%s" % self.suffix
+        self.data = self.folder + "/data"
+        self.ts_folder = self.folder + "/ts"
+        bin_dir = self.host.pg_bin_dir
+        self.host.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", self.folder, self.ts_folder])
+        self.host.run([bin_dir + "/initdb", "-D", self.data, "-A", "peer", "-U", "postgres", "--no-sync"], user="postgres")
+        self.host.run([bin_dir + "/pg_ctl", "-D", self.data, "-w", "-l", self.folder + "/log", "-o",
+                       "-p %d -k /run/postgresql -c listen_addresses=''" % SCRATCH_PORT, "start"], user="postgres")
+
+    def sql(self, statement, db="postgres"):
+        argv = [self.host.pg_bin_dir + "/psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "/run/postgresql", "-p", str(SCRATCH_PORT),
+                "-d", db, "-f", "-"]
+        return self.host.run(argv, user="postgres", input=statement).stdout.strip()
+
+    def stop(self):
+        self.host.run([self.host.pg_bin_dir + "/pg_ctl", "-D", self.data, "-w", "-m", "immediate", "stop"], user="postgres", check=False)
+        self.host.run(["rm", "-rf", self.folder])
+
+
+def s3_repository(lab, suffix):
+    return {"type": "s3", "endpoint_url": lab.s3["endpoint"], "region": lab.s3["region"], "bucket": lab.s3["bucket"],
+            "prefix": "h1-%s" % suffix, "access_key": lab.s3["access_key"], "secret_key": lab.s3["secret_key"]}
+
+
+def remove_s3_prefix(lab, suffix):
+    s3 = lab.s3_client()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=lab.s3["bucket"], Prefix="h1-%s/" % suffix):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=lab.s3["bucket"], Key=item["Key"])
+
+
+class ClusterSet:
+    """The scratch cluster's objects, its cluster set (in S3), and cleanup of what restores made on primary18."""
+
+    def __init__(self, lab, scratch, dumped):
+        self.lab, self.scratch, self.suffix = lab, scratch, scratch.suffix
+        self.target = lab.host("primary18")
+        self.role, self.tablespace, self.db = "h1_r_" + self.suffix, "h1_ts_" + self.suffix, "h1_db_" + self.suffix
+        self.cluster = "h1-cluster-" + self.suffix
+        self.repository = s3_repository(lab, self.suffix)
+        self.mapped = "/var/lib/postgresql/h1-mapped-%s" % self.suffix  # on primary18
+        self.dumped = dumped
+
+    def restore(self, ansible, check=False, **args):
+        return ansible.module(self.target.name, RESTORE, dict(cluster=self.cluster, repository=self.repository, **args), check=check)
+
+    def role_exists(self):
+        return self.target.psql("SELECT count(*) FROM pg_roles WHERE rolname = %s" % literal(self.role)).strip() == "1"
+
+    def tablespace_location(self):
+        return self.target.psql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = %s" % literal(self.tablespace)).strip()
+
+
+@pytest.fixture(scope="module")
+def cluster_set(lab, tmp_path_factory):
+    """A cluster set of a scratch PostgreSQL 15 cluster whose database has a table in a tablespace and database-level settings."""
+    from tests.integration.conftest import Ansible
+
+    scratch = ScratchCluster(lab)
+    made = ClusterSet(lab, scratch, None)
+    try:
+        scratch.sql("CREATE ROLE %s LOGIN; CREATE TABLESPACE %s OWNER %s LOCATION %s; CREATE DATABASE %s OWNER %s"
+                    % (ident(made.role), ident(made.tablespace), ident(made.role), literal(scratch.ts_folder), ident(made.db), ident(made.role)))
+        scratch.sql("CREATE TABLE public.t (id int PRIMARY KEY, v text) TABLESPACE %s; "
+                    "INSERT INTO public.t SELECT g, md5(g::text) FROM generate_series(1, 50) g" % ident(made.tablespace), db=made.db)
+        scratch.sql("ALTER DATABASE {db} SET timezone_abbreviations = 'India'; ALTER DATABASE {db} SET bytea_output = 'escape'; "
+                    "ALTER DATABASE {db} SET search_path = '$user', public, \"Odd, one\"; "
+                    "ALTER ROLE {role} IN DATABASE {db} SET work_mem = '3MB'; "
+                    "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {role} WITH GRANT OPTION; "
+                    "ALTER DATABASE {db} CONNECTION LIMIT 7; COMMENT ON DATABASE {db} IS 'h1''s database'"
+                    .format(db=ident(made.db), role=ident(made.role)))
+        ansible = Ansible(lab, tmp_path_factory.mktemp("h1-cluster"))
+        made.dumped = ok(ansible.module(scratch.host.name, DUMP, dict(mode="cluster", cluster=made.cluster, repository=made.repository,
+                                                                      login_port=SCRATCH_PORT)))
+        yield made
+    finally:
+        scratch.stop()
+        remove_s3_prefix(lab, made.suffix)
+        target = made.target
+        for name in target.psql("SELECT datname FROM pg_database WHERE datname LIKE %s" % literal(made.db + "%")).split():
+            target.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(name))
+        target.psql("DROP TABLESPACE IF EXISTS %s" % ident(made.tablespace))
+        target.psql("DROP ROLE IF EXISTS %s" % ident(made.role))
+        target.run(["rm", "-rf", made.mapped])
+
+
+def test_globals_with_a_tablespace_path_missing_on_the_target_apply_nothing_and_a_mapping_works(ansible, cluster_set):
+    cs = cluster_set
+    assert not cs.role_exists()  # else the assertion below could not fail
+    # the source's tablespace folder does not exist on primary18 (its own /var/lib/postgresql)
+    msg = one_line(cs.restore(ansible, databases=[cs.db]))
+    assert msg.startswith('tablespace "%s" cannot be created at %s: the folder does not exist on the target host; nothing was applied'
+                          % (cs.tablespace, cs.scratch.ts_folder)) and "tablespace_mapping" in msg, msg
+    # before the fix the roles were created by then: the globals ran statement by statement and stopped at CREATE TABLESPACE
+    assert not cs.role_exists() and cs.tablespace_location() == ""
+    msg = one_line(cs.restore(ansible, check=True, databases=[cs.db], tablespace_mapping={cs.tablespace: cs.mapped}))
+    assert msg.startswith('tablespace "%s" cannot be created at %s: the folder does not exist' % (cs.tablespace, cs.mapped)), msg
+    cs.target.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", cs.mapped])
+    checked = ok(cs.restore(ansible, check=True, databases=[cs.db], tablespace_mapping={cs.tablespace: cs.mapped}))
+    assert checked["globals"]["roles_created"] == [cs.role] and not cs.role_exists()
+    restored = ok(cs.restore(ansible, databases=[cs.db], tablespace_mapping={cs.tablespace: cs.mapped}))
+    assert restored["globals_restored"] is True
+    assert restored["globals"]["tablespaces_created"] == [dict(name=cs.tablespace, location=cs.mapped, source_location=cs.scratch.ts_folder)]
+    assert cs.role in restored["globals"]["roles_created"]
+    assert restored["databases"][0]["verification"]["verified"] is True
+    assert cs.tablespace_location() == cs.mapped
+    assert cs.target.psql("SELECT pg_get_userbyid(spcowner) FROM pg_tablespace WHERE spcname = %s" % literal(cs.tablespace)).strip() == cs.role
+    assert cs.target.psql("SELECT t.spcname FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.relname = 't'",
+                          db=cs.db).strip() == cs.tablespace

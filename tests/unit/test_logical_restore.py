@@ -89,3 +89,52 @@ def test_plan_refuses_a_replace_of_a_database_with_sessions(monkeypatch):
         restore.run(check_mode=True)
     _checked, restore = engine(monkeypatch, LogicalRestore, logical_set(), existing={"sales"}, if_exists="replace", terminate_sessions=True)
     assert restore.run(check_mode=True)["databases"][0]["action"] == "replace"
+
+
+GLOBALS = """\\restrict abc
+SET default_transaction_read_only = off;
+CREATE ROLE app;
+ALTER ROLE app WITH NOSUPERUSER INHERIT LOGIN;
+CREATE ROLE postgres;
+ALTER ROLE postgres WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS;
+CREATE TABLESPACE fast OWNER app LOCATION '/mnt/ssd/fast';
+ALTER TABLESPACE fast SET (seq_page_cost=2);
+GRANT ALL ON TABLESPACE fast TO PUBLIC;
+COMMENT ON TABLESPACE fast IS 'x';
+CREATE TABLESPACE "Old ts" OWNER postgres LOCATION '/mnt/o''ld';
+COMMENT ON TABLESPACE "Old ts" IS 'kept';
+\\unrestrict abc
+"""
+
+
+def test_globals_create_tablespaces_outside_the_transaction_and_set_their_owner_inside_it():
+    plan = logical_restore.plan_globals(GLOBALS, {"postgres"}, {"Old ts"}, {"fast": "/srv/fast"})
+    assert plan.roles_created == ["app"] and plan.roles_existing == ["postgres"]
+    assert plan.tablespaces_created == [dict(name="fast", location="/srv/fast", source_location="/mnt/ssd/fast")]
+    assert plan.tablespaces_existing == ["Old ts"] and plan.tablespaces_skipped == []
+    assert "CREATE TABLESPACE" not in plan.sql and "ALTER TABLESPACE fast OWNER TO app;\n" in plan.sql
+    assert "GRANT ALL ON TABLESPACE fast TO PUBLIC;" in plan.sql
+    assert "Old ts" not in plan.sql  # an existing tablespace is left exactly as it is, comment included
+    assert "postgres" not in plan.sql and "CREATE ROLE app;" in plan.sql
+    by_location = logical_restore.plan_globals(GLOBALS, set(), set(), {"/mnt/o'ld": "/srv/old"})
+    assert [t["location"] for t in by_location.tablespaces_created] == ["/mnt/ssd/fast", "/srv/old"]
+
+
+def test_skipped_tablespaces_leave_no_statement_behind():
+    plan = logical_restore.plan_globals(GLOBALS, set(), set(), tablespaces="skip")
+    assert plan.tablespaces_skipped == ["fast", "Old ts"] and plan.tablespaces_created == []
+    assert "TABLESPACE" not in plan.sql and "CREATE ROLE app;" in plan.sql
+
+
+def test_a_mapping_must_name_a_tablespace_of_the_set_and_an_absolute_path():
+    with pytest.raises(PgdrError, match="tablespace_mapping names fats, which the set's globals do not hold \\(they hold fast at "
+                                        "/mnt/ssd/fast, Old ts at /mnt/o'ld\\); nothing was applied"):
+        logical_restore.plan_globals(GLOBALS, set(), set(), {"fats": "/srv/fast"})
+    with pytest.raises(PgdrError, match='gives tablespace "fast" the location "srv/fast", which is not an absolute path'):
+        logical_restore.plan_globals(GLOBALS, set(), set(), {"fast": "srv/fast"})
+
+
+def test_skipped_tablespaces_load_without_tablespaces():
+    tools = dict(pg_restore="pg_restore", psql="psql")
+    assert "--no-tablespaces" in logical_restore.load_argv({"format": "custom"}, tools, "d", logical_options(globals_tablespaces="skip"))
+    assert "--no-tablespaces" not in logical_restore.load_argv({"format": "custom"}, tools, "d", logical_options())

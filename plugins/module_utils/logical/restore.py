@@ -77,6 +77,8 @@ class LogicalRestoreOptions:
     conflict: Optional[str]
     jobs: Optional[int]
     terminate_sessions: Optional[bool]
+    tablespace_mapping: Optional[dict]
+    globals_tablespaces: Optional[str]
 
 
 class DatabasePlan(NamedTuple):
@@ -192,6 +194,8 @@ def load_argv(entry, tools, database, options, jobs=1, path=None):
         argv.append("--no-owner")
     if options.no_privileges:
         argv.append("--no-privileges")
+    if options.globals_tablespaces == "skip":
+        argv.append("--no-tablespaces")  # objects go to the default tablespace
     if jobs > 1:
         argv.append("--jobs=%d" % jobs)
     elif fmt == "custom":
@@ -200,30 +204,108 @@ def load_argv(entry, tools, database, options, jobs=1, path=None):
 
 
 # pg_dumpall --globals-only writes one statement per line for these
-_ROLE_LINE = re.compile(r'^(CREATE|ALTER) ROLE ((?:"(?:[^"]|"")+")|[a-z_][a-z0-9_$]*)[ ;]')
-_TABLESPACE_LINE = re.compile(r'^CREATE TABLESPACE ((?:"(?:[^"]|"")+")|[a-z_][a-z0-9_$]*) ')
+_IDENT = r'(?:"(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)'
+_ROLE_LINE = re.compile(r"^(CREATE|ALTER) ROLE (%s)[ ;]" % _IDENT)
+_CREATE_TABLESPACE = re.compile(r"^CREATE TABLESPACE (%s) OWNER (%s) LOCATION '((?:[^']|'')*)';\s*$" % (_IDENT, _IDENT))
+_TABLESPACE_LINE = re.compile(r"^(?:CREATE TABLESPACE|ALTER TABLESPACE|COMMENT ON TABLESPACE|SECURITY LABEL FOR \S+ ON TABLESPACE|"
+                              r"(?:GRANT|REVOKE) .* ON TABLESPACE) (%s) " % _IDENT)
 
 
 def _unquote(ident):
     return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
 
 
-def filter_globals(text, existing_roles, existing_tablespaces):
-    """Globals SQL without the statements for roles and tablespaces that already exist.
+class GlobalsPlan(NamedTuple):
+    """What applying a cluster set's globals does: tablespaces first (CREATE TABLESPACE cannot run in a transaction),
+    then ``sql`` (roles, tablespace owners, grants, comments) in one transaction."""
 
-    Roles that exist are left exactly as they are (attributes and password
-    included); memberships are granted again, which PostgreSQL accepts.
+    sql: str
+    roles_created: List[str]
+    roles_existing: List[str]
+    tablespaces_created: List[dict]  # {name, location, source_location}
+    tablespaces_skipped: List[str]
+    tablespaces_existing: List[str]
+
+    def report(self):
+        return {k: v for k, v in self._asdict().items() if k != "sql"}
+
+
+def plan_globals(text, existing_roles, existing_tablespaces, mapping=None, tablespaces="create"):
+    """A GlobalsPlan for pg_dumpall --globals-only ``text``.
+
+    Roles and tablespaces that already exist are left exactly as they are (attributes, password, settings, grants,
+    comments); memberships are granted again, which PostgreSQL accepts. ``mapping`` gives new locations keyed by
+    tablespace name or original location; ``tablespaces`` is create or skip (no tablespace statement is applied).
     """
-    kept = []
+    mapping = mapping or {}
+    kept, roles_created, roles_existing = [], [], []
+    created, skipped, existing = [], [], []
     for line in text.splitlines(keepends=True):
         role = _ROLE_LINE.match(line)
-        if role and _unquote(role.group(2)) in existing_roles:
-            continue
+        if role:
+            name = _unquote(role.group(2))
+            if name in existing_roles:
+                if name not in roles_existing:
+                    roles_existing.append(name)
+                continue
+            if role.group(1) == "CREATE":
+                roles_created.append(name)
         tablespace = _TABLESPACE_LINE.match(line)
-        if tablespace and _unquote(tablespace.group(1)) in existing_tablespaces:
-            continue
+        if tablespace:
+            name = _unquote(tablespace.group(1))
+            if name in existing_tablespaces:
+                if name not in existing:
+                    existing.append(name)
+                continue
+            if tablespaces == "skip":
+                if name not in skipped:
+                    skipped.append(name)
+                continue
+            create = _CREATE_TABLESPACE.match(line)
+            if create:
+                source_location = create.group(3).replace("''", "'")
+                location = mapping.get(name) or mapping.get(source_location) or source_location
+                if not location.startswith("/"):
+                    raise PgdrError('tablespace_mapping gives tablespace "%s" the location "%s", which is not an absolute path; '
+                                    "nothing was applied" % (name, location))
+                created.append(dict(name=name, location=location, source_location=source_location))
+                # created before the transaction, by the login user; the owner (maybe a role created below) is set inside it
+                line = "ALTER TABLESPACE %s OWNER TO %s;\n" % (tablespace.group(1), create.group(2))
         kept.append(line)
-    return "".join(kept)
+    in_set = [(_unquote(m.group(1)), m.group(3).replace("''", "'")) for m in map(_CREATE_TABLESPACE.match, text.splitlines()) if m]
+    unused = [key for key in mapping if key not in {name for name, _l in in_set} | {location for _n, location in in_set}]
+    if unused:
+        raise PgdrError("tablespace_mapping names %s, which the set's globals do not hold (they hold %s); nothing was applied"
+                        % (", ".join(sorted(unused)), ", ".join("%s at %s" % pair for pair in in_set) or "no tablespace"))
+    return GlobalsPlan("".join(kept), roles_created, roles_existing, created, skipped, existing)
+
+
+def tablespace_problem(conn, location):
+    """Why the server could not make a tablespace in ``location`` (missing, not a folder, not empty), or None.
+
+    Asked of the server, which sees its own host's files; without the rights to look (pg_stat_file needs a superuser or
+    pg_read_server_files) it says None and CREATE TABLESPACE itself will tell.
+    """
+    try:
+        with conn.transaction():
+            with conn.cursor() as cur:
+                cur.execute("SELECT (pg_catalog.pg_stat_file(%s, true)).isdir", [location])
+                isdir = cur.fetchone()[0]
+                if isdir is None:
+                    return "the folder does not exist on the target host"
+                if not isdir:
+                    return "it is not a folder"
+                cur.execute("SELECT count(*) FROM pg_catalog.pg_ls_dir(%s)", [location])
+                if cur.fetchone()[0]:
+                    return "the folder is not empty"
+    except psycopg.Error:
+        return None
+    return None
+
+
+def tablespace_message(name, location, problem):
+    return ('tablespace "%s" cannot be created at %s: %s; nothing was applied; create it (empty, owned by the server\'s OS user), '
+            "map it with tablespace_mapping: {%s: /an/empty/folder}, or set globals_tablespaces: skip" % (name, location, problem, name))
 
 
 def verification_message(databases):
@@ -476,12 +558,16 @@ class LogicalRestore(SetLoader):
         """The result dict; a database whose tables differ from the manifest fails the whole restore with that result."""
         plans = self.plan()
         result = self.result(databases=[plan._asdict() for plan in plans])
-        if check_mode:
-            result["changed"] = bool(plans)
-            return result
         with self.session():
+            globals_plan = None
             if self.manifest["kind"] == "logical-cluster" and self.options.globals and self.globals_file:
-                self._restore_globals(self.globals_file)
+                globals_plan = self._plan_globals(self.globals_file)  # every tablespace location checked before anything changes
+                result["globals"] = globals_plan.report()
+            if check_mode:
+                result["changed"] = bool(plans) or bool(globals_plan and (globals_plan.roles_created or globals_plan.tablespaces_created))
+                return result
+            if globals_plan:
+                self._apply_globals(globals_plan)
                 result["globals_restored"] = True
             result["databases"] = []
             for plan in plans:
@@ -492,19 +578,48 @@ class LogicalRestore(SetLoader):
             raise PgdrError(failure, **result)
         return result
 
-    def _restore_globals(self, entry):
-        """Apply roles and tablespaces, leaving the ones that already exist as they are."""
+    def _plan_globals(self, entry):
         chunks = []
         feed(self.repo, self.file_key(entry), input_stages(entry, self.gpg) or [["cat"]], None, sink=chunks.append)
         with self.admin.cursor() as cur:
-            cur.execute("SELECT rolname FROM pg_roles")
+            cur.execute("SELECT rolname FROM pg_catalog.pg_roles")
             roles = {row[0] for row in cur.fetchall()}
-            cur.execute("SELECT spcname FROM pg_tablespace")
+            cur.execute("SELECT spcname FROM pg_catalog.pg_tablespace")
             tablespaces = {row[0] for row in cur.fetchall()}
-        text = filter_globals(b"".join(chunks).decode("utf-8"), roles, tablespaces)
-        with self.conn_params.child_env() as env:
-            env["PGDATABASE"] = "postgres"
-            run([self.tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-f", "-"], env=env, input_text=text)
+        plan = plan_globals(b"".join(chunks).decode("utf-8"), roles, tablespaces, self.options.tablespace_mapping,
+                            self.options.globals_tablespaces or "create")
+        for tablespace in plan.tablespaces_created:
+            problem = tablespace_problem(self.admin, tablespace["location"])
+            if problem:
+                raise PgdrError(tablespace_message(tablespace["name"], tablespace["location"], problem))
+        return plan
+
+    def _apply_globals(self, plan):
+        """Tablespaces, then everything else in one transaction; on failure the tablespaces made here are dropped again."""
+        created = []
+        try:
+            for tablespace in plan.tablespaces_created:
+                try:
+                    with self.admin.cursor() as cur:
+                        cur.execute(sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
+                            sql.Identifier(tablespace["name"]), sql.Literal(tablespace["location"])))
+                except psycopg.Error as exc:
+                    raise PgdrError(tablespace_message(tablespace["name"], tablespace["location"], first_line(exc))) from None
+                created.append(tablespace["name"])
+            with self.conn_params.child_env() as env:
+                env["PGDATABASE"] = "postgres"
+                try:
+                    run([self.tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "-f", "-"],
+                        env=env, input_text=plan.sql)
+                except PgdrError as exc:
+                    exc.msg = "applying the globals (roles, grants, tablespace owners) failed and was rolled back, nothing was applied: " + exc.msg
+                    exc.args = (exc.msg,)
+                    raise
+        except BaseException:
+            for name in reversed(created):  # empty: made a moment ago
+                with self.admin.cursor() as cur:
+                    cur.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(name)))
+            raise
 
     def _restore_database(self, plan):
         """Restore one database; for replace, into a new name that is swapped in once verified."""
