@@ -162,8 +162,14 @@ options:
     default: false
   extra_args:
     description:
-      - More pg_dump arguments, as a list (never a shell string). Options the module sets itself
-        (file, format, snapshot, compression, jobs, connection) are refused.
+      - More pg_dump arguments, as a list (never a shell string), for what the module has no option for
+        (e.g. C(--no-comments), C(--exclude-table-data=PATTERN)).
+      - They are read as pg_dump reads them (short clusters such as C(-vFp), attached values such as C(-j4),
+        C(--name value), unambiguous abbreviations such as C(--form=plain)). Options the module owns are refused
+        before anything is written, naming the module option to use instead (output file, format, snapshot,
+        compression, jobs, connection and role, schema/table filters, data_only, schema_only, create, clean,
+        if_exists, no_owner, no_privileges). So is a word that is not an option (pg_dump would take it as the
+        database name).
     type: list
     elements: str
     default: []

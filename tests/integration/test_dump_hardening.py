@@ -127,3 +127,18 @@ def test_base_set_times_have_sub_second_precision(ansible, lab, source):
         assert SUB_SECOND.match(manifest["physical"]["stop_time"]), manifest["physical"]
     finally:
         backup1.run(["rm", "-rf", path])
+
+
+@pytest.mark.parametrize("extra_args,written,module_option", [
+    (["-Fp"], "-F", "format"),
+    (["--no-comments", "--form=plain"], "--form", "format"),
+    (["-vj4"], "-j", "jobs"),
+])
+def test_an_owned_option_in_extra_args_fails_in_one_line_before_anything_is_written(ansible, host, scratch, extra_args, written, module_option):
+    result = ansible.module(host.name, DUMP, dict(database=scratch.db, cluster=scratch.cluster, repository=scratch.repository,
+                                                 extra_args=extra_args))
+    assert result["_status"] == "failed"
+    msg = result["msg"]
+    assert msg.startswith("extra_args may not contain %s " % written) and "use the module option %s" % module_option in msg, msg
+    assert "\n" not in msg.strip() and "Traceback" not in msg
+    assert host.run(["ls", "-A", scratch.path]).stdout.strip() == ""

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional
 from urllib.parse import quote
 
-from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption
+from ansible_collections.pgdr.backup.plugins.module_utils.core import cli_options, compression, encryption
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run_pipeline
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
@@ -31,9 +31,34 @@ from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_c
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import fingerprint
 
 FORMATS = {"plain": ".sql", "custom": ".dump", "directory": ".dir", "tar": ".tar"}
-# pg_dump options the module sets itself: extra_args may not override them
-MANAGED_OPTIONS = ("-f", "--file", "-F", "--format", "--snapshot", "-Z", "--compress", "-j", "--jobs", "-d", "--dbname",
-                   "-h", "--host", "-p", "--port", "-U", "--username", "-W", "--password")
+# pg_dump options the module owns (long name -> what to use instead): extra_args may not hold them in any spelling
+OWNED_OPTIONS = {
+    "file": "the module writes the dump into the repository itself",
+    "format": "use the module option format",
+    "snapshot": "the module dumps on the snapshot its fingerprints read",
+    "compress": "use the module option compression",
+    "jobs": "use the module option jobs",
+    "dbname": "use the module option database",
+    "host": "use the module option login_host",
+    "port": "use the module option login_port",
+    "username": "use the module option login_user",
+    "password": "use the module option login_password",
+    "schema": "use the module option schemas",
+    "exclude-schema": "use the module option exclude_schemas",
+    "table": "use the module option tables",
+    "exclude-table": "use the module option exclude_tables",
+    "data-only": "use the module option data_only",
+    "schema-only": "use the module option schema_only",
+    "create": "use the module option create",
+    "clean": "use the module option clean",
+    "if-exists": "use the module option if_exists",
+    "no-owner": "use the module option no_owner",
+    "no-privileges": "use the module option no_privileges",
+    "no-acl": "use the module option no_privileges",
+    "role": "use the module option session_role",
+    "help": "it prints help instead of dumping",
+    "version": "it prints the version instead of dumping",
+}
 # the options that shape what pg_dump writes, recorded as given in a database or cluster set's manifest
 PG_DUMP_OPTIONS = ("format", "jobs", "schemas", "exclude_schemas", "tables", "exclude_tables", "data_only", "schema_only",
                    "create", "clean", "if_exists", "no_owner", "no_privileges", "extra_args")
@@ -137,9 +162,19 @@ def pg_dump_argv(pg_dump, pg_dump_major, options, snapshot, compression_spec, ou
 
 
 def check_extra_args(extra_args):
-    for arg in extra_args or []:
-        if arg.split("=", 1)[0] in MANAGED_OPTIONS:
-            raise PgdrError("extra_args may not contain %s: the module sets it (use the module's own option)" % arg.split("=", 1)[0])
+    """Refuse, in one line, any option of ``extra_args`` the module owns, however pg_dump would read it (core.cli_options)."""
+    for item in cli_options.parse(cli_options.PG_DUMP, extra_args):
+        where = "extra_args item %d" % (item.index + 1)
+        if item.kind == "operand":
+            # the word is not repeated: it may be a connection string with a password
+            raise PgdrError("%s is not an option: pg_dump would take it as the database name; use the module option database, "
+                            "or put the word right after the option it belongs to" % where)
+        if item.kind == "ambiguous" and any(name in OWNED_OPTIONS for name in item.candidates):
+            raise PgdrError("extra_args may not contain %s (%s): pg_dump could read it as %s; write the option in full" % (
+                item.written, where, ", ".join("--" + name for name in item.candidates)))
+        if item.kind == "option" and item.name in OWNED_OPTIONS:
+            raise PgdrError("extra_args may not contain %s (%s, pg_dump --%s): the module sets it; %s" % (
+                item.written, where, item.name, OWNED_OPTIONS[item.name]))
 
 
 class Snapshot:
