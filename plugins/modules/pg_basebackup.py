@@ -148,6 +148,26 @@ options:
         C(backup_manifest) and verification scratch. Removed after the run.
     type: path
     default: /var/tmp
+  encryption:
+    description:
+      - Encryption at rest of every file of the set (the archives and C(backup_manifest)), as OpenPGP symmetric AES-256 (C(gpg)),
+        after compression. Needs O(format=tar).
+      - The archives are staged under O(work_dir) (where C(pg_verifybackup) checks them) and streamed through C(gpg) into the
+        repository, local ones too; the staging folder is removed after the run. Each file is stored as C(<name>.gpg) and
+        decrypts without this collection with C(gpg --batch --pinentry-mode loopback --passphrase-file FILE --decrypt base.tar.gpg > base.tar).
+      - The manifest records the sha256 of the stored (encrypted) bytes and C(encryption.method) C(gpg-symmetric-aes256);
+        M(pgdr.backup.restore_cluster) checks them, then decrypts with its O(pgdr.backup.restore_cluster#module:encryption.passphrase).
+      - O(action=verify) and O(incremental_from) an encrypted set need the passphrase too.
+    type: dict
+    suboptions:
+      method:
+        description: V(gpg) encrypts, V(none) does not.
+        type: str
+        choices: [none, gpg]
+        default: none
+      passphrase:
+        description: The passphrase. Required with V(gpg). Never logged; gpg reads it from a 0600 file.
+        type: str
   if_running:
     description: What to do when another base backup of the same source into the same repository holds the lock on this host.
     type: str
@@ -277,7 +297,7 @@ skipped_reason:
 import contextlib
 import time
 
-from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, locks
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption, locks
 from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import (
     ConnectionOptions,
     ConnectionParams,
@@ -330,6 +350,14 @@ def argument_spec():
         work_dir=dict(type="path", default="/var/tmp"),
         if_running=dict(type="str", default="fail", choices=["fail", "skip"]),
         pg_bin_dir=dict(type="path"),
+        encryption=dict(
+            type="dict",
+            options=dict(
+                method=dict(type="str", default="none", choices=list(encryption.METHODS)),
+                passphrase=dict(type="str", no_log=True),
+            ),
+            required_if=[("method", "gpg", ("passphrase",))],
+        ),
     )
     return spec
 
@@ -352,7 +380,7 @@ def verify_set(module, options, repo):
     if module.check_mode:
         manifest = backup_set.load_manifest(repo, options.cluster, options.backup_id)
         return dict(result, manifest=manifest, summary=basebackup.summary(manifest))
-    checked = basebackup.reverify(repo, options.cluster, options.backup_id, options.pg_bin_dir, options.work_dir)
+    checked = basebackup.reverify(repo, options.cluster, options.backup_id, options.pg_bin_dir, options.work_dir, passphrase=options.passphrase)
     return dict(
         result,
         manifest=checked["manifest"],

@@ -315,6 +315,8 @@ class FakePlan:
         self.major = 18
         self.tool_version = "18.1"
         self.chain = ["b1"]
+        self.encrypted = False
+        self.in_place = True
 
     def argv(self, target, incremental=None, set_dir=None):
         return ["/usr/lib/postgresql/18/bin/pg_basebackup", "--pgdata=%s" % target]
@@ -358,3 +360,28 @@ def test_the_manifest_records_tablespace_mappings_as_given():
     assert basebackup.recorded_options(o, {"method": "none", "level": None, "location": "client"})["tablespace_mapping"] == [
         {"old_dir": "/srv/ts", "new_dir": "/b/ts"}
     ]
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        (dict(format="plain", encryption={"method": "gpg", "passphrase": "p"}), "format plain writes a data directory, which cannot be encrypted"),
+        (dict(encryption={"method": "gpg"}), "encryption.method gpg needs encryption.passphrase"),
+        (dict(encryption={"method": "aes"}), "encryption.method must be one of none, gpg"),
+    ],
+)
+def test_encryption_combinations_are_refused_before_anything_runs(over, message):
+    with pytest.raises(PgdrError, match=message):
+        basebackup.check_options(opts(**over), 18)
+    basebackup.check_options(opts(encryption={"method": "gpg", "passphrase": "p"}), 18)  # tar with a passphrase is fine
+    assert opts(encryption={"method": "gpg", "passphrase": "p"}).encryption_method == "gpg" and opts().encryption_method == "none"
+
+
+def test_the_manifest_records_the_encryption_of_an_encrypted_set():
+    spec = {"method": "none", "level": None, "location": "client"}
+    ranges = basebackup.wal_ranges({"WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}]})
+    fields = basebackup.manifest_fields(
+        opts(encryption={"method": "gpg", "passphrase": "secret"}), spec, {}, {}, basebackup.parse_backup_label(LABEL), ranges, [], ["b1"], True, 1.0,
+        "2026-11-22T10:21:01Z", "2026-11-22T10:22:00Z", 59.0,
+    )
+    assert fields["encryption"] == {"method": "gpg-symmetric-aes256"} and "secret" not in repr(fields)

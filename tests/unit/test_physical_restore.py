@@ -299,3 +299,71 @@ def test_probackup_needs_a_parent_the_cluster_user_can_write(tmp_path, monkeypat
     restore.server.server_log = str(tmp_path / "logs" / "server.log")  # made for it: not what blocks
     with pytest.raises(PgdrError, match="^pg_probackup runs as postgres, which cannot create %s.pgdr-new in %s .owned by " % (restore.pg_data, tmp_path)):
         restore.run(check_mode=True)
+
+
+# --- encrypted base sets (gpg) -------------------------------------------------------------------
+
+
+def encrypted_set(tmp_path, passphrase="right"):
+    """A tar base set whose base.tar and backup_manifest are stored gpg-encrypted, as pg_basebackup writes them."""
+    import io
+    import json
+    import subprocess
+    import tarfile
+
+    from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
+    from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+    from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import LocalRepository
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"15\n"
+        info = tarfile.TarInfo("PG_VERSION")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    plain = {"base.tar": buf.getvalue(), "backup_manifest": json.dumps({"PostgreSQL-Backup-Manifest-Version": 1}).encode()}
+    repo = LocalRepository(str(tmp_path / "repo"))
+    writer = backup_set.SetWriter(repo, "db1", "b1", compression="none")
+    with encryption.gpg_session(passphrase) as gpg:
+        for name, role, fmt in (("base.tar", "base", "tar"), ("backup_manifest", "backup-manifest", "json")):
+            sealed = subprocess.run(gpg.encrypt_argv(), input=plain[name], capture_output=True, check=True).stdout
+            with writer.open_file(name + ".gpg", role, fmt, compression="none", encryption="gpg") as out:
+                out.write(sealed)
+    manifest = {"backup_id": "b1", "files": writer.files, "physical": {"format": "tar", "tablespaces": []}}
+    return repo, manifest
+
+
+def test_an_encrypted_set_deploys_only_with_its_passphrase(tmp_path):
+    from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
+
+    repo, manifest = encrypted_set(tmp_path)
+    assert pr.is_encrypted([manifest])
+    with pytest.raises(PgdrError, match=r"backup set db1/b1 is encrypted \(gpg\): give encryption.passphrase"):
+        pr.check_decryption(repo, "db1", [manifest], None)
+    with encryption.gpg_session("wrong") as gpg:
+        with pytest.raises(PgdrError) as caught:
+            pr.check_decryption(repo, "db1", [manifest], gpg)
+    msg = caught.value.msg
+    assert msg.startswith("cannot decrypt the backup: gpg says ") and "check encryption.passphrase" in msg and "\n" not in msg
+    with encryption.gpg_session("wrong") as gpg:  # the same one line from the deploy itself
+        with pytest.raises(PgdrError, match="check encryption.passphrase"):
+            pr.deploy_one(repo, "db1", manifest, str(tmp_path / "wrong"), {}, gpg)
+    with encryption.gpg_session("right") as gpg:
+        pr.check_decryption(repo, "db1", [manifest], gpg)
+        pr.deploy_one(repo, "db1", manifest, str(tmp_path / "new"), {}, gpg)
+    assert (tmp_path / "new" / "PG_VERSION").read_bytes() == b"15\n"
+    assert (tmp_path / "new" / "backup_manifest").read_text().startswith('{"PostgreSQL-Backup-Manifest-Version"')
+
+
+def test_damaged_ciphertext_is_named_as_damage_not_as_a_wrong_passphrase(tmp_path):
+    from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
+
+    repo, manifest = encrypted_set(tmp_path)
+    stored = tmp_path / "repo" / "db1" / "b1" / "base.tar.gpg"
+    data = bytearray(stored.read_bytes())
+    data[-5] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    entry = next(e for e in manifest["files"] if e["role"] == "base")
+    with encryption.gpg_session("right") as gpg:
+        with pytest.raises(PgdrError, match="does not match its manifest"):
+            pr._extract(repo, "db1", manifest, entry, str(tmp_path / "new"), gpg)

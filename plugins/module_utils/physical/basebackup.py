@@ -12,6 +12,7 @@ written, so a set that failed verification is never complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,7 +27,7 @@ import threading
 import time
 from typing import List, Optional
 
-from ansible_collections.pgdr.backup.plugins.module_utils.core import compression
+from ansible_collections.pgdr.backup.plugins.module_utils.core import compression, encryption
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import DEBIAN_BIN_DIR, find_binary, tool_version
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import check_result, run, run_pipeline, start, stop, telling_line
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
@@ -62,6 +63,14 @@ class CompressionOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class EncryptionOptions:
+    """The ``encryption`` option of pg_basebackup, typed: gpg (OpenPGP symmetric AES-256) with a passphrase."""
+
+    method: str
+    passphrase: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
 class TablespaceMapping:
     old_dir: str
     new_dir: str
@@ -92,6 +101,15 @@ class BaseBackupOptions:
     work_dir: str
     if_running: str
     pg_bin_dir: Optional[str]
+    encryption: Optional[EncryptionOptions]
+
+    @property
+    def encryption_method(self):
+        return self.encryption.method if self.encryption and self.encryption.method else "none"
+
+    @property
+    def passphrase(self):
+        return self.encryption.passphrase if self.encryption else None
 
 
 def recorded_options(options, compression_spec):
@@ -168,6 +186,13 @@ def check_options(options, tool_major):
         raise PgdrError("max_rate %r must be kilobytes per second, optionally with k or M (e.g. 32M)" % options.max_rate)
     if options.tablespace_mapping and options.format != "plain":
         raise PgdrError("tablespace_mapping applies to format plain; format tar writes one archive per tablespace")
+    if options.encryption_method not in encryption.METHODS:
+        raise PgdrError("encryption.method must be one of %s, not %r" % (", ".join(encryption.METHODS), options.encryption_method))
+    if options.encryption_method == "gpg":
+        if not options.passphrase:
+            raise PgdrError("encryption.method gpg needs encryption.passphrase")
+        if options.format != "tar":
+            raise PgdrError("format plain writes a data directory, which cannot be encrypted; use format: tar with encryption")
     if options.incremental_from and tool_major < 17:
         raise PgdrError(
             "incremental backups need PostgreSQL 17 or later (server and pg_basebackup); this is %d: take a full backup (no incremental_from)" % tool_major
@@ -324,7 +349,7 @@ def manifest_fields(
         stop_lsn=ranges[-1]["end_lsn"],
         timeline=label["start_timeline"] or ranges[0]["timeline"],
         compression={"method": compression_spec["method"], "level": compression_spec["level"]},
-        encryption={"method": "none"},
+        encryption={"method": encryption.MANIFEST_NAME[options.encryption_method]},
         consistency=dict(snapshot=None, isolation="wal"),
         options=recorded_options(options, compression_spec),
         physical=physical_facts(
@@ -623,6 +648,9 @@ class Plan:
         self.binary, tool = find_binary("pg_basebackup", self.major, options.pg_bin_dir)
         self.tool_major = tool[0] if tool else self.major
         self.tool_version = "%d.%d" % tool if tool else "unknown"
+        self.encrypted = options.encryption_method == "gpg"
+        # an encrypted set is staged under work_dir like a remote one and written to the set through gpg
+        self.in_place = repo.kind == "local" and not self.encrypted
         if options.format == "plain" and repo.kind != "local":
             raise PgdrError("format plain writes a data directory; use format: tar for sftp/s3")
         check_options(self.options, min(self.tool_major, self.major))
@@ -654,9 +682,15 @@ class Plan:
             )
         self.chain = list(self.parent["physical"].get("chain") or [parent_id]) + [self.backup_id]
 
+    def parent_manifest_entry(self):
+        """The file entry of the parent set's backup_manifest (``backup_manifest``, ``data/backup_manifest`` or ``backup_manifest.gpg``)."""
+        entries = [entry for entry in self.parent["files"] if entry["role"] == "backup-manifest"]
+        if not entries:
+            raise PgdrError("incremental_from %s records no backup_manifest; take a full backup" % self.parent["backup_id"])
+        return entries[0]
+
     def parent_manifest_key(self):
-        name = "%s/backup_manifest" % DATA_DIR if self.parent["physical"]["format"] == "plain" else "backup_manifest"
-        return backup_set.set_key(self.cluster, self.parent["backup_id"], name)
+        return backup_set.set_key(self.cluster, self.parent["backup_id"], self.parent_manifest_entry()["path"])
 
     def tablespace_map(self, set_dir):
         """plain: every tablespace lands inside the set unless tablespace_mapping says otherwise."""
@@ -673,7 +707,7 @@ class Plan:
         )
 
     def check_mode_argv(self):
-        set_dir = self.repo.location(backup_set.set_key(self.cluster, self.backup_id)) if self.repo.kind == "local" else None
+        set_dir = self.repo.location(backup_set.set_key(self.cluster, self.backup_id)) if self.in_place else None
         target = (
             os.path.join(set_dir, DATA_DIR)
             if self.options.format == "plain"
@@ -689,8 +723,14 @@ def run_backup(plan, writer, system_identifier):
     Returns (manifest, details). A failed verification leaves the set without manifest.json (incomplete),
     with verify-failed.json saying why; any other failure removes the set.
     """
+    sealed = encryption.gpg_session(plan.options.passphrase) if plan.encrypted else contextlib.nullcontext()
+    with sealed as gpg:
+        return _run_backup(plan, writer, system_identifier, gpg)
+
+
+def _run_backup(plan, writer, system_identifier, gpg):
     options, repo = plan.options, plan.repo
-    local = repo.kind == "local"
+    local = plan.in_place
     os.makedirs(options.work_dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="pgdr-basebackup-", dir=options.work_dir)
     os.chmod(scratch, 0o700)
@@ -706,8 +746,7 @@ def run_backup(plan, writer, system_identifier):
         incremental = None
         if plan.parent:
             incremental = os.path.join(scratch, "parent_backup_manifest")
-            with repo.open_reader(plan.parent_manifest_key()) as reader, open(incremental, "wb") as out:
-                shutil.copyfileobj(reader, out, CHUNK)
+            copy_out(repo, plan.parent_manifest_key(), plan.parent_manifest_entry(), incremental, gpg, "incremental_from %s" % plan.parent["backup_id"])
         argv = plan.argv(target, incremental, set_dir)
         started_at = backup_set.iso_utc()
         started = time.monotonic()
@@ -749,6 +788,8 @@ def run_backup(plan, writer, system_identifier):
             major=plan.major,
         )
         tablespaces = [dict(ts, file=_tablespace_file(plan, folder, ts, set_dir)) for ts in plan.facts["tablespaces"]]
+        if gpg:
+            tablespaces = [dict(ts, file=ts["file"] + encryption.SUFFIX["gpg"] if ts["file"] else None) for ts in tablespaces]
         fields = manifest_fields(
             options,
             plan.compression,
@@ -773,7 +814,7 @@ def run_backup(plan, writer, system_identifier):
                 stderr=verify_error.details.get("stderr"),
                 verify_failed=True,
             )
-        upload_seconds = _record_files(plan, writer, folder, target, hashed)
+        upload_seconds = _record_files(plan, writer, folder, target, hashed, gpg)
         manifest = writer.finish(fields)
         details = dict(
             progress=progress,
@@ -797,8 +838,9 @@ def _tablespace_file(plan, folder, ts, set_dir):
     return "tablespaces/%s" % ts["oid"] if mapped == inside else mapped
 
 
-def _record_files(plan, writer, folder, target, hashed):
-    """Enter every file into the set: hashed in place (local) or uploaded while hashed (remote); returns upload seconds."""
+def _record_files(plan, writer, folder, target, hashed, gpg=None):
+    """Enter every file into the set: hashed in place (local), or uploaded (remote) or encrypted (``gpg``) while hashed;
+    returns upload seconds. The sha256 recorded is that of the stored bytes: what a restore checks before it decrypts."""
     if plan.options.format == "plain":
         writer.add_file_entry("%s/backup_manifest" % DATA_DIR, "backup-manifest", "json", compression="none")
         return None
@@ -806,7 +848,11 @@ def _record_files(plan, writer, folder, target, hashed):
     for name in sorted(os.listdir(folder)):
         fmt, comp = file_compression(name)
         path = os.path.join(folder, name)
-        if plan.repo.kind == "local":
+        if gpg:
+            # gpg reads the staged file and its output streams into the set: no second copy on disk
+            with writer.open_file(name + encryption.SUFFIX["gpg"], file_role(name), fmt, compression=comp, encryption="gpg") as out:
+                run_pipeline([gpg.encrypt_argv() + [path]], sink=out.write)
+        elif plan.in_place:
             size, digest = hashed.get(name) or hash_file(path)
             writer.add_file_entry(name, file_role(name), fmt, compression=comp, size=size, sha256=digest)
         else:
@@ -816,7 +862,7 @@ def _record_files(plan, writer, folder, target, hashed):
                     if not chunk:
                         break
                     out.write(chunk)
-    return None if plan.repo.kind == "local" else round(time.monotonic() - started, 3)
+    return None if plan.in_place else round(time.monotonic() - started, 3)
 
 
 def failure_record(fields, error):
@@ -832,7 +878,29 @@ def _mark_failed(writer, fields, error):
 # --- re-verifying a stored set ----------------------------------------------------------
 
 
-def reverify(repo, cluster, backup_id, pg_bin_dir, work_dir):
+def copy_out(repo, key, entry, path, gpg, what):
+    """One stored file to ``path``, decrypted with ``gpg`` when the entry says it is encrypted (one line for a wrong passphrase)."""
+    if encryption.method_of(entry) == "none":
+        with repo.open_reader(key) as reader, open(path, "wb") as out:
+            shutil.copyfileobj(reader, out, CHUNK)
+        return
+    if gpg is None:
+        raise PgdrError("%s is encrypted (gpg): give encryption.passphrase, the one it was encrypted with" % what)
+    with repo.open_reader(key) as reader:
+        try:
+            run_pipeline([gpg.decrypt_argv()], stdin_reader=reader, stdout_path=path)
+        except PgdrError as exc:
+            raise encryption.wrong_passphrase(exc, "encryption.passphrase") from None
+
+
+def plain_name(entry):
+    """The name pg_basebackup gave a stored file (``base.tar.gpg`` was ``base.tar``)."""
+    path = entry["path"]
+    suffix = encryption.SUFFIX[encryption.method_of(entry)]
+    return path[: -len(suffix)] if suffix and path.endswith(suffix) else path
+
+
+def reverify(repo, cluster, backup_id, pg_bin_dir, work_dir, passphrase=None):
     """pg_verifybackup (and the set's sha256 sums) over a complete base set; on a verdict manifest.json is removed.
 
     Returns {verify_seconds, verified_with}. A remote tar set is downloaded to ``work_dir`` first. Only a verdict
@@ -843,8 +911,13 @@ def reverify(repo, cluster, backup_id, pg_bin_dir, work_dir):
     if manifest["kind"] != "base":
         raise PgdrError("set %s/%s is a %s set; action verify checks base backups" % (cluster, backup_id, manifest["kind"]))
     physical = manifest["physical"]
+    encrypted = any(encryption.method_of(entry) != "none" for entry in manifest["files"])
+    if encrypted and not passphrase:
+        raise PgdrError("backup set %s/%s is encrypted (gpg): give encryption.passphrase to verify it" % (cluster, backup_id))
     os.makedirs(work_dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="pgdr-basebackup-", dir=work_dir)
+    os.chmod(scratch, 0o700)
+    sealed = encryption.gpg_session(passphrase) if encrypted else contextlib.nullcontext()
     try:
         try:
             backup_set.check_files(repo, manifest, cluster)
@@ -852,17 +925,16 @@ def reverify(repo, cluster, backup_id, pg_bin_dir, work_dir):
             if not exc.details.get("bad_files"):
                 raise
             _reject(repo, manifest, cluster, backup_id, exc)
-        if repo.kind == "local":
+        if repo.kind == "local" and not encrypted:
             folder = repo.location(backup_set.set_key(cluster, backup_id))
         else:
             folder = os.path.join(scratch, "backup")
             os.makedirs(folder)
-            for entry in manifest["files"]:
-                with (
-                    repo.open_reader(backup_set.set_key(cluster, backup_id, entry["path"])) as reader,
-                    open(os.path.join(folder, entry["path"]), "wb") as out,
-                ):
-                    shutil.copyfileobj(reader, out, CHUNK)
+            with sealed as gpg:
+                for entry in manifest["files"]:
+                    # a file that does not decrypt is a wrong passphrase (its sha256 was checked above), not a bad set
+                    where = "backup set %s/%s" % (cluster, backup_id)
+                    copy_out(repo, backup_set.set_key(cluster, backup_id, entry["path"]), entry, os.path.join(folder, plain_name(entry)), gpg, where)
         target = os.path.join(folder, physical["data_dir"]) if physical["format"] == "plain" else folder
         try:
             seconds, how = verify_backup(target, physical["format"], physical["wal_method"], manifest["source"]["major"], pg_bin_dir, scratch)

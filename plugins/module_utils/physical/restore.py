@@ -28,6 +28,8 @@ import dataclasses
 import datetime
 import grp
 import hashlib
+import io
+import json
 import os
 import pwd
 import re
@@ -36,6 +38,7 @@ import tempfile
 import time
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
+from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary, tool_version
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, run_pipeline
 from ansible_collections.pgdr.backup.plugins.module_utils.core.compression import decompress_argv
@@ -86,12 +89,20 @@ class PhysicalRestoreOptions(RecoveryTargetOptions, ServiceOptions):
 
 
 @dataclasses.dataclass(frozen=True)
+class DecryptionOptions:
+    """restore_cluster's ``encryption`` option: the passphrase an encrypted (gpg) set was encrypted with."""
+
+    passphrase: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
 class BaseSetRestoreOptions(PhysicalRestoreOptions):
     """A restore of a base backup set (pg_basebackup's) from a repository."""
 
     cluster: str  # the set's cluster name in the repository layout
     verify: bool
     archive: Optional[ArchiveOptions]
+    encryption: Optional[DecryptionOptions]
 
 
 class Setting(NamedTuple):
@@ -442,28 +453,56 @@ class _HashingReader:
         return data
 
 
-def _extract(repo, cluster_name, manifest, entry, dest):
-    """Stream one tar from the repository through sha256 into tar -x; refuses a file whose digest differs."""
+PASSPHRASE_OPTION = "encryption.passphrase"
+
+
+def _decrypt_stage(entry, gpg, what):
+    """[gpg --decrypt] for an encrypted file (none for a plain one); PgdrError when there is no passphrase."""
+    if encryption.method_of(entry) == "none":
+        return []
+    if gpg is None:
+        raise PgdrError("%s is encrypted (gpg): give %s, the one it was encrypted with" % (what, PASSPHRASE_OPTION))
+    return [gpg.decrypt_argv()]
+
+
+def _extract(repo, cluster_name, manifest, entry, dest, gpg=None):
+    """Stream one tar from the repository through sha256 (and gpg) into tar -x; refuses a file whose digest differs."""
     key = backup_set.set_key(cluster_name, manifest["backup_id"], entry["path"])
     os.makedirs(dest, mode=0o700, exist_ok=True)
-    stages = []
+    stages = _decrypt_stage(entry, gpg, "backup set %s/%s" % (cluster_name, manifest["backup_id"]))
     method = (entry.get("compression") or {}).get("method", "none")
     if decompress_argv(method):
         stages.append(decompress_argv(method))
     stages.append(["tar", "-x", "-f", "-", "-C", dest])
     with repo.open_reader(key) as raw:
         reader = _HashingReader(raw)
-        run_pipeline(stages, stdin_reader=reader)
-        while reader.read(1024 * 1024):  # tar stops at its end marker; the rest still counts for the digest
-            pass
+        try:
+            run_pipeline(stages, stdin_reader=reader)
+        except PgdrError as exc:
+            if (exc.details.get("cmd") or [""])[0] != "gpg":
+                raise
+            _drain(reader)
+            if reader.size != entry["size"] or reader.sha.hexdigest() != entry["sha256"]:
+                raise _corrupt(entry, cluster_name, manifest) from None  # damaged bytes make gpg fail too: name the real cause
+            raise encryption.wrong_passphrase(exc, PASSPHRASE_OPTION) from None
+        _drain(reader)  # tar stops at its end marker; the rest still counts for the digest
     if reader.size != entry["size"] or reader.sha.hexdigest() != entry["sha256"]:
-        raise PgdrError(
+        raise _corrupt(entry, cluster_name, manifest)
+
+
+def _drain(reader):
+    while reader.read(1024 * 1024):
+        pass
+
+
+def _corrupt(entry, cluster_name, manifest):
+    return PgdrError(
             "file %s of backup set %s/%s does not match its manifest (sha256 or size differs); the set is corrupt, "
             "nothing was changed on the target; restore another backup" % (entry["path"], cluster_name, manifest["backup_id"])
-        )
+    )
 
 
-def _fetch_file(repo, cluster_name, manifest, entry, path):
+def _checked_bytes(repo, cluster_name, manifest, entry):
     key = backup_set.set_key(cluster_name, manifest["backup_id"], entry["path"])
     data = repo.get_bytes(key)
     if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
@@ -471,11 +510,49 @@ def _fetch_file(repo, cluster_name, manifest, entry, path):
             "file %s of backup set %s/%s does not match its manifest; the set is corrupt, nothing was changed on the target"
             % (entry["path"], cluster_name, manifest["backup_id"])
         )
-    with open(path, "wb") as out:
-        out.write(data)
+    return data
 
 
-def deploy_one(repo, cluster_name, manifest, dest, tablespace_dirs):
+def _fetch_file(repo, cluster_name, manifest, entry, path, gpg=None):
+    data = _checked_bytes(repo, cluster_name, manifest, entry)
+    stages = _decrypt_stage(entry, gpg, "backup set %s/%s" % (cluster_name, manifest["backup_id"]))
+    if not stages:
+        with open(path, "wb") as out:
+            out.write(data)
+        return
+    try:
+        run_pipeline(stages, stdin_reader=io.BytesIO(data), stdout_path=path)
+    except PgdrError as exc:
+        raise encryption.wrong_passphrase(exc, PASSPHRASE_OPTION) from None
+
+
+def check_decryption(repo, cluster_name, chain, gpg):
+    """Decrypt each set's backup_manifest (small) in memory: a missing or wrong passphrase fails here, in one line,
+    before anything is written; the sha256 of the stored bytes is checked first, so damage is not taken for a wrong key."""
+    for manifest in chain:
+        for entry in manifest["files"]:
+            if entry["role"] != "backup-manifest" or encryption.method_of(entry) == "none":
+                continue
+            data = _checked_bytes(repo, cluster_name, manifest, entry)
+            stages = _decrypt_stage(entry, gpg, "backup set %s/%s" % (cluster_name, manifest["backup_id"]))
+            try:
+                result = run_pipeline(stages, stdin_reader=io.BytesIO(data))
+            except PgdrError as exc:
+                raise encryption.wrong_passphrase(exc, PASSPHRASE_OPTION) from None
+            try:
+                json.loads(result.stdout)
+            except ValueError:
+                raise PgdrError(
+                    "the backup_manifest of backup set %s/%s decrypts to something that is not JSON; the set is damaged, nothing was changed"
+                    % (cluster_name, manifest["backup_id"])
+                ) from None
+
+
+def is_encrypted(chain):
+    return any(encryption.method_of(entry) != "none" for manifest in chain for entry in manifest.get("files") or [])
+
+
+def deploy_one(repo, cluster_name, manifest, dest, tablespace_dirs, gpg=None):
     """Put one set's data directory at ``dest`` (and its tablespaces where ``tablespace_dirs`` says)."""
     physical = manifest["physical"]
     if physical["format"] == "plain":
@@ -498,15 +575,15 @@ def deploy_one(repo, cluster_name, manifest, dest, tablespace_dirs):
     for entry in manifest["files"]:
         role = entry["role"]
         if role == "base":
-            _extract(repo, cluster_name, manifest, entry, dest)
+            _extract(repo, cluster_name, manifest, entry, dest, gpg)
         elif role == "wal":
-            _extract(repo, cluster_name, manifest, entry, os.path.join(dest, "pg_wal"))
+            _extract(repo, cluster_name, manifest, entry, os.path.join(dest, "pg_wal"), gpg)
         elif role == "tablespace":
             oid = entry["path"].split(".")[0]
-            _extract(repo, cluster_name, manifest, entry, tablespace_dirs[oid])
+            _extract(repo, cluster_name, manifest, entry, tablespace_dirs[oid], gpg)
     for entry in manifest["files"]:
         if entry["role"] == "backup-manifest":
-            _fetch_file(repo, cluster_name, manifest, entry, os.path.join(dest, "backup_manifest"))
+            _fetch_file(repo, cluster_name, manifest, entry, os.path.join(dest, "backup_manifest"), gpg)
 
 
 def tablespace_dirs(manifest, mapping):
@@ -540,18 +617,18 @@ def drop_tablespace_map(data_dir):
         os.unlink(os.path.join(data_dir, "tablespace_map"))
 
 
-def deploy(repo, cluster_name, chain, new_dir, tools, os_user, mapping):
-    """Deploy a full backup or an incremental chain into ``new_dir``."""
+def deploy(repo, cluster_name, chain, new_dir, tools, os_user, mapping, gpg=None):
+    """Deploy a full backup or an incremental chain into ``new_dir`` (decrypting with ``gpg`` what is encrypted)."""
     check_chain_supported(chain)
     dirs = tablespace_dirs(chain[-1], mapping)
     if len(chain) == 1:
-        deploy_one(repo, cluster_name, chain[0], new_dir, dirs)
+        deploy_one(repo, cluster_name, chain[0], new_dir, dirs, gpg)
     else:
         with tempfile.TemporaryDirectory(prefix="pgdr-chain-", dir=os.path.dirname(new_dir)) as work:
             parts = []
             for manifest in chain:
                 part = os.path.join(work, manifest["backup_id"])
-                deploy_one(repo, cluster_name, manifest, part, {})
+                deploy_one(repo, cluster_name, manifest, part, {}, gpg)
                 parts.append(part)
             argv = [tools["pg_combinebackup"], "-o", new_dir]
             for location, target in sorted((mapping or {}).items()):
@@ -1040,9 +1117,22 @@ class BaseSetRestore(PhysicalRestore):
     def chain(self):
         return load_chain(self.repo, self.cluster_name, self.manifest)
 
+    def _decryption(self):
+        passphrase = self.options.encryption.passphrase if self.options.encryption else None
+        return encryption.gpg_session(passphrase) if passphrase else contextlib.nullcontext()
+
+    def plan(self):
+        found = super().plan()
+        if is_encrypted(found.chain):
+            with self._decryption() as gpg:
+                check_decryption(self.repo, self.cluster_name, found.chain, gpg)
+            found.description["encrypted"] = True
+        return found
+
     def prepare(self, plan, timings):
         started = time.monotonic()
-        deploy(self.repo, self.cluster_name, plan.chain, self.new_dir, self.tools, self.options.os_user, self.options.tablespace_mapping)
+        with self._decryption() as gpg:
+            deploy(self.repo, self.cluster_name, plan.chain, self.new_dir, self.tools, self.options.os_user, self.options.tablespace_mapping, gpg)
         timings["deploy_seconds"] = round(time.monotonic() - started, 3)
         if self.options.verify:
             mark = time.monotonic()
