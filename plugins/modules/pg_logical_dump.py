@@ -206,6 +206,14 @@ options:
     type: str
     choices: [fail, skip]
     default: fail
+  session_role:
+    description:
+      - Role to switch to after connecting (SET ROLE); the login user must be a member. Objects are read with
+        this role's privileges.
+      - C(pg_dump --role) and C(pg_dumpall --role), and C(SET ROLE) in the sessions that take the snapshot, the
+        fingerprints and the COPYs. A role that does not exist, or that the login user may not switch to, fails
+        in one line before anything is written.
+    type: str
   pg_bin_dir:
     description:
       - Folder with C(pg_dump) and C(pg_dumpall). Vendor builds (EDB Postgres Advanced Server, PPAS) must use
@@ -384,6 +392,7 @@ def argument_spec():
         copy_format=dict(type="str", default="csv", choices=list(table_copy.COPY_FORMATS)),
         if_running=dict(type="str", default="fail", choices=["fail", "skip"]),
         pg_bin_dir=dict(type="path"),
+        session_role=dict(type="str"),
     )
     return spec
 
@@ -476,6 +485,7 @@ def run(module):
 def backup(module, options, conn_params, admin, repo, compression_spec, database):
     """The set of this run: written, or already complete (changed false), or in check mode what would be dumped."""
     version = server_version(admin)
+    logical_dump.check_session_role(admin, options.session_role)
     cluster_name = options.cluster or default_cluster_name(conn_params)
     backup_set.validate_cluster_name(cluster_name)
     backup_id = options.backup_id or backup_set.new_backup_id()

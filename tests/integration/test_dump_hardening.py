@@ -142,3 +142,35 @@ def test_an_owned_option_in_extra_args_fails_in_one_line_before_anything_is_writ
     assert msg.startswith("extra_args may not contain %s " % written) and "use the module option %s" % module_option in msg, msg
     assert "\n" not in msg.strip() and "Traceback" not in msg
     assert host.run(["ls", "-A", scratch.path]).stdout.strip() == ""
+
+
+def test_session_role_reads_with_the_roles_privileges_and_bad_roles_fail_in_one_line(ansible, host, scratch):
+    reader, login, stranger = scratch.role, "h2_login_" + scratch.suffix, "h2_stranger_" + scratch.suffix
+    password = "Login-" + scratch.suffix
+    scratch.roles += [login, stranger]
+    scratch.sql("GRANT pg_read_all_data TO %s; CREATE ROLE %s LOGIN NOINHERIT PASSWORD %s; GRANT %s TO %s; CREATE ROLE %s NOLOGIN"
+                % (ident(reader), ident(login), literal(password), ident(reader), ident(login), ident(stranger)), db="postgres")
+    scratch.sql("CREATE TABLE public.h2_secret (id int, note text); INSERT INTO public.h2_secret SELECT g, 'n' || g FROM generate_series(1, 25) g; "
+                "REVOKE ALL ON SCHEMA public FROM PUBLIC")
+    as_login = dict(database=scratch.db, cluster=scratch.cluster, repository=scratch.repository,
+                    login_host="127.0.0.1", login_user=login, login_password=password)
+
+    # the login user alone reads nothing: the role's privileges are what makes the dump work
+    alone = ansible.module(host.name, DUMP, as_login, become_postgres=False)
+    assert alone["_status"] == "failed", alone
+
+    dumped = assert_ok(ansible.module(host.name, DUMP, dict(as_login, session_role=reader), become_postgres=False))
+    manifest = assert_valid_manifest(dumped["manifest"])
+    assert "--role=%s" % reader in manifest["tool"]["argv"] and manifest["options"]["session_role"] == reader
+    assert {(t["table"], t["rows"]) for t in dumped["tables"]} == {("h2_secret", 25)}
+
+    table = assert_ok(ansible.module(host.name, DUMP, dict(as_login, session_role=reader, mode="table", tables=["public.h2_secret"],
+                                                          backup_id="table1"), become_postgres=False))
+    assert [(t["table"], t["rows"]) for t in table["tables"]] == [("h2_secret", 25)]
+
+    for role, expected in ((stranger, "login user %s may not SET ROLE %s" % (login, stranger)),
+                           ("h2_nobody_" + scratch.suffix, "session_role h2_nobody_%s does not exist" % scratch.suffix)):
+        refused = ansible.module(host.name, DUMP, dict(as_login, session_role=role, backup_id="refused"), become_postgres=False)
+        assert refused["_status"] == "failed" and refused["msg"].startswith(expected), refused.get("msg")
+        assert "\n" not in refused["msg"].strip()
+    assert host.run(["ls", "-A", "%s/%s" % (scratch.path, scratch.cluster)]).stdout.split() == sorted([dumped["backup_id"], "table1"])

@@ -61,7 +61,7 @@ OWNED_OPTIONS = {
 }
 # the options that shape what pg_dump writes, recorded as given in a database or cluster set's manifest
 PG_DUMP_OPTIONS = ("format", "jobs", "schemas", "exclude_schemas", "tables", "exclude_tables", "data_only", "schema_only",
-                   "create", "clean", "if_exists", "no_owner", "no_privileges", "extra_args")
+                   "create", "clean", "if_exists", "no_owner", "no_privileges", "extra_args", "session_role")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +107,7 @@ class LogicalDumpOptions:
     copy_format: str
     if_running: str
     pg_bin_dir: Optional[str]
+    session_role: Optional[str]
 
     def pg_dump_options(self):
         """{option: value} of PG_DUMP_OPTIONS, for the manifest."""
@@ -138,6 +139,8 @@ def pg_dump_argv(pg_dump, pg_dump_major, options, snapshot, compression_spec, ou
     """pg_dump's argv for one database, from LogicalDumpOptions (pure: unit-tested)."""
     fmt = options.format
     argv = [pg_dump, "--format=%s" % fmt, "--no-password"]
+    if options.session_role:
+        argv.append("--role=%s" % options.session_role)
     if snapshot:
         argv.append("--snapshot=%s" % snapshot)
     for schema in options.schemas or []:
@@ -177,12 +180,27 @@ def check_extra_args(extra_args):
                 item.written, where, item.name, OWNED_OPTIONS[item.name]))
 
 
+def check_session_role(conn, role):
+    """PgdrError (one line) unless ``role`` exists and the login user may SET ROLE to it (pg_dump --role would fail late)."""
+    if not role:
+        return
+    row = conn.execute("SELECT session_user, EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s)", [role]).fetchone()
+    if not row[1]:
+        raise PgdrError("session_role %s does not exist on the server; create the role or fix session_role" % role)
+    # 'SET' (PostgreSQL 16+) is what SET ROLE needs; 15 knows only MEMBER, which is the same there
+    privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+    if not conn.execute("SELECT pg_catalog.pg_has_role(session_user, %s, '" + privilege + "')", [role]).fetchone()[0]:
+        raise PgdrError("login user %s may not SET ROLE %s (not a member%s); GRANT %s TO %s, or fix session_role" % (
+            row[0], role, " with SET" if privilege == "SET" else "", role, row[0]))
+
+
 class Snapshot:
     """A REPEATABLE READ, READ ONLY transaction that exports its snapshot and stays open for the dump."""
 
-    def __init__(self, conn_params, database):
+    def __init__(self, conn_params, database, role=None):
         self.conn = conn_params.connect(database, autocommit=True)
         try:
+            table_copy.set_role(self.conn, role)
             fingerprint.begin_snapshot(self.conn)
             self.id = fingerprint.export_snapshot(self.conn)
         except BaseException:
@@ -229,7 +247,7 @@ def dump_database(ctx, database):
     """One database into the set: its dump file(s) and, when asked, its table fingerprints."""
     options, stages, writer = ctx.options, ctx.stages, ctx.writer
     fmt = options.format
-    snapshot = Snapshot(ctx.conn_params, database)
+    snapshot = Snapshot(ctx.conn_params, database, options.session_role)
     tables = []
     try:
         info = database_info(snapshot.conn, database)
@@ -338,6 +356,8 @@ class FingerprintThread:
 def dump_globals(ctx, superuser):
     """Roles and tablespaces via pg_dumpall --globals-only, as a plain SQL file; returns the argv run."""
     argv = [ctx.pg_dumpall, "--globals-only", "--no-password"]
+    if ctx.options.session_role:
+        argv.append("--role=%s" % ctx.options.session_role)
     if not superuser:
         argv.append("--no-role-passwords")  # pg_authid is superuser-only
     name = "globals.sql%s%s" % (compression.SUFFIX[ctx.stages.compression["method"]], encryption.SUFFIX[ctx.stages.encryption_method])
@@ -391,7 +411,7 @@ def run_table_backup(ctx, database):
     options = ctx.options
     parallel = max(1, options.parallel)
     started = time.monotonic()
-    snapshot = Snapshot(ctx.conn_params, database)
+    snapshot = Snapshot(ctx.conn_params, database, options.session_role)
     try:
         info = database_info(snapshot.conn, database)
         info["extensions"] = [list(r) for r in snapshot.conn.execute(

@@ -196,6 +196,12 @@ def copy_out(conn, statement, writer, relpath, stages, entry):
         return cur.rowcount
 
 
+def set_role(conn, role):
+    """SET ROLE on a session the module reads with (session_role), as pg_dump --role does for its own."""
+    if role:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+
+
 class TableJob:
     def __init__(self, schema=None, table=None, query=None, name=None):
         self.schema, self.table, self.query, self.name = schema, table, query, name
@@ -206,6 +212,7 @@ def copy_job(ctx, snapshot_id, database, job, copy_format, want_fingerprint):
     conn = ctx.conn_params.connect(database, autocommit=True)
     stages = ctx.stages
     try:
+        set_role(conn, ctx.options.session_role)  # as the exporting session did, and pg_dump --role
         fingerprint.begin_snapshot(conn, snapshot_id)
         entry = dict(role="table" if job.query is None else "query", format=copy_format,
                      compression=stages.manifest_compression(), encryption=stages.manifest_encryption(), database=database)
@@ -239,6 +246,8 @@ def copy_job(ctx, snapshot_id, database, job, copy_format, want_fingerprint):
 def dump_schema(ctx, env, snapshot_id, objects):
     """schema.sql: pg_dump --schema-only of the tables and their partition ancestors, on the snapshot; returns (name, argv run)."""
     argv = [ctx.pg_dump, "--format=plain", "--schema-only", "--no-password", "--snapshot=%s" % snapshot_id]
+    if ctx.options.session_role:
+        argv.append("--role=%s" % ctx.options.session_role)
     argv += ["--table=%s" % pattern(schema, table) for schema, table in objects]
     name = "schema.sql%s%s" % (compression.SUFFIX[ctx.stages.compression["method"]], encryption.SUFFIX[ctx.stages.encryption_method])
     with ctx.writer.open_file(name, role="schema", format="plain", compression=ctx.stages.manifest_compression(),
