@@ -217,8 +217,11 @@ options:
   pg_bin_dir:
     description:
       - Folder with C(pg_dump) and C(pg_dumpall). Vendor builds (EDB Postgres Advanced Server, PPAS) must use
-        their own binaries. Default - C(/usr/lib/postgresql/<major>/bin), then C(PATH), matching the server's
-        major version.
+        their own binaries. Default - C(/usr/lib/postgresql/<major>/bin), then C(PATH), of the server's major
+        version; if there is none, the nearest newer C(/usr/lib/postgresql/<newer>/bin) (a newer pg_dump reads
+        an older server, as PostgreSQL recommends).
+      - A pg_dump older than the server is refused, here too, in one line before anything is written. A restore
+        of the set then needs a C(pg_restore) at least as new as the pg_dump recorded in the manifest.
     type: path
 notes:
   - A role granted the C(logical) profile of M(pgdr.backup.role_grants) can run this module.
@@ -486,6 +489,7 @@ def backup(module, options, conn_params, admin, repo, compression_spec, database
     """The set of this run: written, or already complete (changed false), or in check mode what would be dumped."""
     version = server_version(admin)
     logical_dump.check_session_role(admin, options.session_role)
+    logical_dump.client_binaries(version["major"], options.pg_bin_dir)  # a client that cannot dump this server fails here, in check mode too
     cluster_name = options.cluster or default_cluster_name(conn_params)
     backup_set.validate_cluster_name(cluster_name)
     backup_id = options.backup_id or backup_set.new_backup_id()

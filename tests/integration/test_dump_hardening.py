@@ -174,3 +174,23 @@ def test_session_role_reads_with_the_roles_privileges_and_bad_roles_fail_in_one_
         assert refused["_status"] == "failed" and refused["msg"].startswith(expected), refused.get("msg")
         assert "\n" not in refused["msg"].strip()
     assert host.run(["ls", "-A", "%s/%s" % (scratch.path, scratch.cluster)]).stdout.split() == sorted([dumped["backup_id"], "table1"])
+
+
+def test_an_older_pg_dump_in_pg_bin_dir_is_refused_and_a_newer_one_dumps_an_older_server(ansible, lab):
+    newer, older = Scratch(lab.host("primary18")), Scratch(lab.host("primary15"))
+    try:
+        refused = ansible.module(newer.host.name, DUMP, dict(database=newer.db, cluster=newer.cluster, repository=newer.repository,
+                                                            pg_bin_dir="/usr/lib/postgresql/15/bin"))
+        assert refused["_status"] == "failed"
+        assert re.match(r"^pg_dump in pg_bin_dir /usr/lib/postgresql/15/bin is version 15\.\d+ but the server is PostgreSQL 18, "
+                        r"which needs pg_dump 18 or newer; point pg_bin_dir to such a client", refused["msg"]), refused["msg"]
+        assert "\n" not in refused["msg"].strip() and newer.host.run(["ls", "-A", newer.path]).stdout.strip() == ""
+
+        dumped = assert_ok(ansible.module(older.host.name, DUMP, dict(database=older.db, cluster=older.cluster, repository=older.repository,
+                                                                     pg_bin_dir="/usr/lib/postgresql/18/bin")))
+        manifest = assert_valid_manifest(dumped["manifest"])
+        assert manifest["tool"]["version"].startswith("18.") and manifest["source"]["major"] == 15
+        assert manifest["tool"]["argv"][0] == "/usr/lib/postgresql/18/bin/pg_dump"
+    finally:
+        newer.cleanup()
+        older.cleanup()

@@ -61,6 +61,67 @@ def test_matching_major_on_path_is_used(tmp_path, monkeypatch):
     assert binaries.find_binary("pg_fakedump", 99) == (str(tmp_path / "pg_fakedump"), (99, 1))
 
 
+def debian_layout(tmp_path, monkeypatch, tools):
+    """A fake /usr/lib/postgresql/<major>/bin per {major: version line}, and an empty PATH."""
+    for major, line in tools.items():
+        folder = tmp_path / str(major) / "bin"
+        folder.mkdir(parents=True)
+        fake_tool(folder, "pg_dump", line.replace("TOOL", "pg_dump"))
+        fake_tool(folder, "pg_basebackup", line.replace("TOOL", "pg_basebackup"))
+    monkeypatch.setattr(binaries, "DEBIAN_BIN_DIR", str(tmp_path) + "/%d/bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+
+
+def test_the_same_major_is_preferred_to_a_newer_one(tmp_path, monkeypatch):
+    debian_layout(tmp_path, monkeypatch, {15: "TOOL (PostgreSQL) 15.8", 18: "TOOL (PostgreSQL) 18.1"})
+    assert binaries.find_binary("pg_dump", 15) == (str(tmp_path / "15/bin/pg_dump"), (15, 8))
+
+
+def test_a_newer_pg_dump_is_used_when_the_servers_major_has_none(tmp_path, monkeypatch):
+    debian_layout(tmp_path, monkeypatch, {17: "TOOL (PostgreSQL) 17.6", 18: "TOOL (PostgreSQL) 18.1", 14: "TOOL (PostgreSQL) 14.9"})
+    assert binaries.find_binary("pg_dump", 15) == (str(tmp_path / "17/bin/pg_dump"), (17, 6))  # the nearest newer one
+
+
+def test_an_older_pg_dump_is_never_found_automatically(tmp_path, monkeypatch):
+    debian_layout(tmp_path, monkeypatch, {14: "TOOL (PostgreSQL) 14.9"})
+    with pytest.raises(PgdrError) as err:
+        binaries.find_binary("pg_dump", 15)
+    assert err.value.msg.startswith("no pg_dump for PostgreSQL 15 found") and "it needs pg_dump 15 or newer" in err.value.msg
+
+
+def test_min_major_asks_for_a_client_that_also_reads_a_newer_archive(tmp_path, monkeypatch):
+    debian_layout(tmp_path, monkeypatch, {15: "TOOL (PostgreSQL) 15.8", 18: "TOOL (PostgreSQL) 18.1"})
+    assert binaries.find_binary("pg_dump", 15, min_major=18) == (str(tmp_path / "18/bin/pg_dump"), (18, 1))
+    with pytest.raises(PgdrError, match="it needs pg_dump 19 or newer.*install the PostgreSQL 19 client"):
+        binaries.find_binary("pg_dump", 15, min_major=19)
+
+
+def test_pg_basebackup_must_be_of_the_servers_major(tmp_path, monkeypatch):
+    debian_layout(tmp_path, monkeypatch, {18: "TOOL (PostgreSQL) 18.1"})
+    with pytest.raises(PgdrError) as err:
+        binaries.find_binary("pg_basebackup", 15)
+    assert "it needs pg_basebackup 15)" in err.value.msg
+
+
+def test_an_older_pg_dump_in_pg_bin_dir_is_refused_in_one_line(tmp_path):
+    fake_tool(tmp_path, "pg_dump", "pg_dump (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)")
+    with pytest.raises(PgdrError) as err:
+        binaries.find_binary("pg_dump", 18, str(tmp_path))
+    assert err.value.msg == ("pg_dump in pg_bin_dir %s is version 15.8 but the server is PostgreSQL 18, which needs pg_dump 18 or newer; "
+                             "point pg_bin_dir to such a client, or leave it unset to find one" % tmp_path)
+
+
+def test_a_newer_pg_dump_in_pg_bin_dir_is_used(tmp_path):
+    fake_tool(tmp_path, "pg_dump", "pg_dump (PostgreSQL) 18.1")
+    assert binaries.find_binary("pg_dump", 15, str(tmp_path)) == (str(tmp_path / "pg_dump"), (18, 1))
+
+
+def test_pg_bin_dir_of_another_major_is_refused_for_tools_that_must_match(tmp_path):
+    fake_tool(tmp_path, "pg_receivewal", "pg_receivewal (PostgreSQL) 18.1")
+    with pytest.raises(PgdrError, match="which needs pg_receivewal 15;"):
+        binaries.find_binary("pg_receivewal", 15, str(tmp_path))
+
+
 def test_missing_bin_dir_binary_fails_clearly(tmp_path):
     with pytest.raises(PgdrError) as err:
         binaries.find_binary("pg_dump", 15, str(tmp_path))

@@ -368,6 +368,11 @@ def dump_globals(ctx, superuser):
     return argv
 
 
+def client_binaries(major, pg_bin_dir):
+    """((pg_dump, its version), pg_dumpall) for a server of ``major``: its own major, else a newer one; never an older one."""
+    return find_binary("pg_dump", major, pg_bin_dir), find_binary("pg_dumpall", major, pg_bin_dir)[0]
+
+
 class DumpContext:
     """What one run needs everywhere: connection settings, binaries, options (LogicalDumpOptions), the set being written."""
 
@@ -377,9 +382,8 @@ class DumpContext:
         self.writer = writer
         self.stages = stages
         self.fingerprint = options.fingerprint
-        self.pg_dump, version = find_binary("pg_dump", major, options.pg_bin_dir)
+        (self.pg_dump, version), self.pg_dumpall = client_binaries(major, options.pg_bin_dir)
         self.pg_dump_major = version[0] if version else major
-        self.pg_dumpall = find_binary("pg_dumpall", major, options.pg_bin_dir)[0]
         self.tool_version = "%d.%d" % version if version else "unknown"
 
 
