@@ -12,8 +12,9 @@ description:
     functions of the server's version, and USAGE/SELECT on schemas, tables and sequences with default
     privileges for future tables.
   - A preflight (O(check_access) or O(state=check)) lists every schema, table, view and sequence the role
-    cannot read, and every table whose row-level security would stop C(pg_dump), each with the statement that
-    fixes it. This is the check that prevents C(permission denied for relation) half way through a dump.
+    cannot read, every table whose row-level security would stop C(pg_dump), and the large objects it cannot
+    read, each with the statement that fixes it. This is the check that prevents C(permission denied for
+    relation) or C(permission denied for large object) half way through a dump.
   - Idempotent - compares explicit grants to the role (ACL entries, memberships, attributes) and reports
     RV(ignore:changed) only when it ran a statement. All statements of one database run in one transaction.
   - After granting, the module reads the catalog again and fails if anything asked for is still missing
@@ -146,7 +147,9 @@ notes:
   - The login role needs to be a superuser, or to hold ADMIN OPTION on the roles it grants, own the schemas
     and objects (or hold their privileges WITH GRANT OPTION), and be a member of the roles in
     O(default_privileges_for). A refusal names the privilege that is missing.
-  - C(pg_read_all_data) does not cover large objects; dumps with large objects need their owner or superuser.
+  - C(pg_read_all_data) does not cover large objects, and this module does not grant them; the preflight finds the
+    ones the role cannot read (unless C(lo_compat_privileges) is on) and gives the C(GRANT SELECT ON LARGE OBJECT)
+    that their owner or a superuser can run, or dump without them (C(pg_dump --no-large-objects), C(-B)).
   - Non-superuser C(pg_dumpall --globals-only) needs C(--no-role-passwords).
 seealso:
   - name: Predefined roles
@@ -221,6 +224,9 @@ databases:
 missing:
   description:
     - What the role cannot read, one item per schema, relation or row-security table, each with the fix.
+    - Large objects are one item per database (kind C(large objects)) with C(count), their C(owners), the first
+      100 C(oids), a C(fix) that grants SELECT on them (the oids listed, or a C(DO) loop over every large object
+      when there are more than 100) and an C(alternative) (leave them out of the dump).
     - Only when the preflight ran; empty when the role can read everything.
   returned: when check_access or state=check
   type: list
@@ -376,12 +382,19 @@ def grant_and_check(module, options, check, conn_params, connections):
         result["missing"], result["checked_as"] = preflight(check, conn_params, connections, request.user, databases)
         if check.fail_on_missing and result["missing"]:
             first = result["missing"][0]
+            large = [m for m in result["missing"] if m["kind"] == "large objects"]
             result["msg"] = (
-                'role "%s" cannot read %d object(s) in %d database(s), first %s %s; run the statements in "missing" '
-                "(fix) or grant profile logical" % (
-                    request.user, len(result["missing"]), len({m["database"] for m in result["missing"]}),
-                    first["kind"], _object_name(first))
+                'role "%s" cannot read %d object(s) in %d database(s), first %s; run the statements in "missing" '
+                "(fix)%s" % (
+                    request.user, sum(m.get("count", 1) for m in result["missing"]), len({m["database"] for m in result["missing"]}),
+                    _object_name(first),
+                    # pg_read_all_data does not cover large objects: the profile alone would not fix them
+                    " or grant profile logical" if len(large) < len(result["missing"]) else "")
             )
+            if large:
+                fix = large[0]["fix"] if len(large[0]["fix"]) <= 200 else "the fix in missing"
+                result["msg"] += "; the large objects (owned by %s) need %s, run by their owner or a superuser, %s" % (
+                    ", ".join(large[0]["owners"]), fix, large[0]["alternative"])
             module.fail_json(**result)
     return result
 
@@ -416,10 +429,12 @@ def preflight(check, conn_params, connections, user, databases):
 
 def _object_name(finding):
     if finding["kind"] == "database":
-        return '"%s"' % finding["database"]
+        return 'database "%s"' % finding["database"]
+    if finding["kind"] == "large objects":
+        return '%d large object(s) in database "%s"' % (finding["count"], finding["database"])
     if finding["name"] is None:
-        return '"%s" in database "%s"' % (finding["schema"], finding["database"])
-    return '"%s"."%s" in database "%s"' % (finding["schema"], finding["name"], finding["database"])
+        return '%s "%s" in database "%s"' % (finding["kind"], finding["schema"], finding["database"])
+    return '%s "%s"."%s" in database "%s"' % (finding["kind"], finding["schema"], finding["name"], finding["database"])
 
 
 def main():

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from ansible_collections.pgdr.backup.plugins.module_utils.access import grants
 from tests.sql_text import ident, literal
 
 # the preflight connects to every database of a cluster; others' databases come and go
@@ -81,12 +82,12 @@ def can(box, db, exporter, check):
     return box.sql("SELECT %s" % check.format(user=literal(exporter)), db=db) == "t"
 
 
-def pg_dump_as(lab, host, db, user, password):
+def pg_dump_as(lab, host, db, user, password, *options):
     """A real pg_dump from the backup host over the network, logged in as ``user``."""
     backup = lab.host("backup1")
     env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10")
     return backup.run(
-        [os.path.join(host.pg_bin_dir, "pg_dump"), "-h", host.address, "-U", user, "-d", db, "-f", "/dev/null"],
+        [os.path.join(host.pg_bin_dir, "pg_dump"), "-h", host.address, "-U", user, "-d", db, "-f", "/dev/null", *options],
         env=env, check=False,
     )
 
@@ -211,6 +212,57 @@ def test_preflight_flags_row_security_and_missing_connect(ansible, lab, host, sc
     dump = pg_dump_as(lab, host, db, exporter, scratch.password)
     assert dump.returncode != 0 and "row-level security" in dump.stderr
     ansible.module(host.name, MODULE, dict(name=exporter, bypassrls=True))
+    assert pg_dump_as(lab, host, db, exporter, scratch.password).returncode == 0
+
+
+def test_preflight_finds_large_objects_the_role_cannot_read_and_their_fix_lets_the_dump_run(ansible, lab, host, scratch):
+    """Issue 11 item 12: pg_read_all_data does not cover large objects; the preflight passed and pg_dump then failed."""
+    s = scratch.suffix
+    db = scratch.database("h3lo_" + s)
+    owner, exporter = scratch.role("h3_lo_owner_" + s), scratch.role("h3_lo_exporter_" + s, login=True)
+    scratch.sql("GRANT CREATE ON SCHEMA public TO %s" % ident(owner), db=db)
+    made = scratch.sql("SET ROLE %s; CREATE TABLE public.docs (id int, body oid); "
+                       "INSERT INTO public.docs SELECT g, lo_from_bytea(0, convert_to('payload ' || g, 'UTF8')) FROM generate_series(1, 3) AS g; "
+                       "SELECT lo_from_bytea(0, 'everyone may read this')" % ident(owner), db=db).split()
+    shared = int(made[-1])
+    scratch.sql("GRANT SELECT ON LARGE OBJECT %d TO PUBLIC" % shared, db=db)  # readable: not a finding
+    oids = sorted(int(o) for o in scratch.sql("SELECT body FROM public.docs", db=db).split())
+    args = dict(name=exporter, profile=["logical"], databases=[db], check_access=True, fail_on_missing=True)
+
+    granted = ansible.module(host.name, MODULE, args)
+    assert granted["_status"] == "failed"
+    listed = "GRANT SELECT ON LARGE OBJECT %s TO %s" % (", ".join(map(str, oids)), ident(exporter))
+    assert granted["missing"] == [dict(database=db, kind="large objects", schema=None, name=None, missing="SELECT", count=3,
+                                       owners=[owner], oids=oids, fix=listed,
+                                       alternative="or dump without large objects: pg_dump -B (--no-large-objects; --no-blobs before 16)")]
+    assert granted["msg"] == (
+        'role "%s" cannot read 3 object(s) in 1 database(s), first 3 large object(s) in database "%s"; run the statements in '
+        '"missing" (fix); the large objects (owned by %s) need %s, run by their owner or a superuser, or dump without large '
+        "objects: pg_dump -B (--no-large-objects; --no-blobs before 16)" % (exporter, db, owner, listed))
+    dump = pg_dump_as(lab, host, db, exporter, scratch.password)  # what the preflight foresaw
+    assert dump.returncode != 0 and "permission denied for large object" in dump.stderr
+    assert pg_dump_as(lab, host, db, exporter, scratch.password, "-B").returncode == 0
+
+    # logged in as the role itself, the same finding
+    as_user = ansible.module(host.name, MODULE, dict(name=exporter, state="check", databases=[db], check_password=scratch.password))
+    assert as_user["checked_as"] == "login" and [(m["kind"], m["fix"]) for m in as_user["missing"]] == [("large objects", listed)]
+
+    # lo_compat_privileges on: every large object is readable, nothing to report
+    scratch.sql("ALTER DATABASE %s SET lo_compat_privileges = on" % ident(db))
+    assert ansible.module(host.name, MODULE, dict(args, state="check"))["missing"] == []
+    scratch.sql("ALTER DATABASE %s RESET lo_compat_privileges" % ident(db))
+
+    # the fix as given, run by a superuser, and the dump works
+    scratch.sql(listed, db=db)
+    clean = ansible.module(host.name, MODULE, args)
+    assert clean["_status"] == "ok" and clean["missing"] == []
+    assert pg_dump_as(lab, host, db, exporter, scratch.password).returncode == 0
+
+    # the loop form, for databases with more large objects than a statement should list
+    later = int(scratch.sql("SET ROLE %s; SELECT lo_from_bytea(0, 'later')" % ident(owner), db=db).split()[-1])
+    assert [m["oids"] for m in ansible.module(host.name, MODULE, dict(args, state="check"))["missing"]] == [[later]]
+    scratch.sql(grants.large_object_fix(None, exporter), db=db)
+    assert ansible.module(host.name, MODULE, dict(args, state="check"))["missing"] == []
     assert pg_dump_as(lab, host, db, exporter, scratch.password).returncode == 0
 
 

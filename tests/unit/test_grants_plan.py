@@ -165,3 +165,17 @@ def test_fix_statements_quote_names():
     assert grants.fix_statement("sequence", "s", "q", "u") == 'GRANT SELECT ON SEQUENCE "s"."q" TO "u"'
     assert grants.fix_statement("schema", "s", None, "u") == 'GRANT USAGE ON SCHEMA "s" TO "u"'
     assert grants.fix_statement("row security", "s", "t", "u") == 'ALTER ROLE "u" BYPASSRLS'
+
+
+def test_large_object_fix_lists_the_oids_or_loops_over_every_large_object():
+    assert grants.large_object_fix([16401, 16402], 'Exp "q" %s') == 'GRANT SELECT ON LARGE OBJECT 16401, 16402 TO "Exp ""q"" %s"'
+    loop = grants.large_object_fix(None, "ex'p%")
+    # a DO block as one string literal, whose format() string quotes the role (and doubles its % for format)
+    assert loop == ("DO 'DECLARE o oid; BEGIN FOR o IN SELECT l.oid FROM pg_catalog.pg_largeobject_metadata AS l LOOP "
+                    "EXECUTE pg_catalog.format(''GRANT SELECT ON LARGE OBJECT %s TO \"ex''''p%%\"'', o); END LOOP; END'")
+
+
+def test_the_large_object_check_holds_no_role_name_and_knows_lo_compat_privileges():
+    where = grants.PREFLIGHT_LARGE_OBJECTS_WHERE
+    assert "lo_compat_privileges" in where and where.count("{user}") == 2 and "%" not in where
+    assert "a.grantee = 0" in where  # a grant to PUBLIC makes it readable

@@ -454,6 +454,19 @@ PREFLIGHT_SQL = (
 )
 
 
+# Large objects the role cannot read. pg_read_all_data does not cover them, and pg_dump reads each one
+# (lo_open), so without SELECT on it (or lo_compat_privileges on) the dump fails half way. Without
+# has_largeobject_privilege (17+), the same rule: owner's privileges (superuser included), or a SELECT
+# grant to the role, to a role whose privileges it has, or to PUBLIC (grantee 0).
+PREFLIGHT_LARGE_OBJECTS_WHERE = (
+    "NOT pg_catalog.current_setting('lo_compat_privileges')::boolean "
+    "AND NOT pg_catalog.pg_has_role({user}, l.lomowner, 'USAGE') "
+    "AND NOT EXISTS (SELECT 1 FROM pg_catalog.aclexplode(l.lomacl) AS a WHERE a.privilege_type = 'SELECT' "
+    "  AND (a.grantee = 0 OR pg_catalog.pg_has_role({user}, a.grantee, 'USAGE')))"
+)
+LARGE_OBJECTS_LISTED = 100  # oids a fix names one by one; beyond that it is a loop over them
+
+
 def preflight_database(conn, database, user, as_user):
     """What ``user`` cannot read in the database behind ``conn``, each with the fix.
 
@@ -470,7 +483,45 @@ def preflight_database(conn, database, user, as_user):
     for kind, schema, name, missing in rows:
         findings.append(dict(database=database, kind=kind, schema=schema, name=name, missing=missing,
                              fix=fix_statement(kind, schema, name, user, conn)))
+    large_objects = preflight_large_objects(conn, database, user, role_expr)
+    if large_objects:
+        findings.append(large_objects)
     return findings
+
+
+def preflight_large_objects(conn, database, user, role_expr):
+    """One finding for the large objects ``user`` cannot read in this database (None: it can read them all).
+
+    One finding, not one per object: a database can hold millions. It counts them, names their owners and
+    the first oids, and its fix grants SELECT on exactly those (a DO loop when there are many).
+    """
+    where = PREFLIGHT_LARGE_OBJECTS_WHERE.replace("{user}", role_expr)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_catalog.count(*), pg_catalog.array_agg(DISTINCT pg_catalog.pg_get_userbyid(l.lomowner)) "
+                    "FROM pg_catalog.pg_largeobject_metadata AS l WHERE " + where, {"user": user})
+        count, owners = cur.fetchone()
+        if not count:
+            return None
+        cur.execute("SELECT l.oid FROM pg_catalog.pg_largeobject_metadata AS l WHERE " + where + " ORDER BY l.oid LIMIT %(limit)s",
+                    {"user": user, "limit": LARGE_OBJECTS_LISTED})
+        oids = [row[0] for row in cur.fetchall()]
+    return dict(database=database, kind="large objects", schema=None, name=None, missing="SELECT",
+                count=count, owners=sorted(owners), oids=oids,
+                fix=large_object_fix(oids if count <= LARGE_OBJECTS_LISTED else None, user, conn),
+                alternative="or dump without large objects: pg_dump -B (--no-large-objects; --no-blobs before 16)")
+
+
+def large_object_fix(oids, user, conn=None):
+    """GRANT SELECT on the large objects ``oids`` to ``user``; with ``oids`` None, on every large object of the database
+    (a DO loop, for databases with too many to list). Either runs as their owner or a superuser."""
+    role = sql.Identifier(user)
+    if oids is not None:
+        return sql.SQL("GRANT SELECT ON LARGE OBJECT {} TO {}").format(
+            sql.SQL(", ").join(sql.SQL(str(int(oid))) for oid in oids), role).as_string(conn)
+    grant = "GRANT SELECT ON LARGE OBJECT %s TO " + role.as_string(conn).replace("%", "%%")  # a format() string
+    body = ("DECLARE o oid; BEGIN FOR o IN SELECT l.oid FROM pg_catalog.pg_largeobject_metadata AS l LOOP "
+            "EXECUTE pg_catalog.format(%s, o); END LOOP; END" % sql.Literal(grant).as_string(conn))
+    return sql.SQL("DO {}").format(sql.Literal(body)).as_string(conn)
 
 
 def connect_finding(database, user, reason, conn):
