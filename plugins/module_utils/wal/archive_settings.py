@@ -5,6 +5,12 @@
 Settings are compared with what the configuration files say (``pg_file_settings``, where ALTER SYSTEM
 writes), not only with what the server runs: a change that waits for a restart is not made again on the
 next run, but it is reported as ``restart_required`` until the restart happens.
+
+A setting given on the server's command line (``-c``, pg_settings source ``command line``) outranks every
+configuration file, and ``pg_ctl restart`` starts the server again with the same command line
+(``postmaster.opts``): its configured value is the running one. It is applied when it equals the wanted
+value, never waits for a restart, and a different wanted value fails, since neither ALTER SYSTEM nor a
+restart could change it.
 """
 
 from __future__ import annotations
@@ -97,11 +103,18 @@ def normalize(value, vartype, unit=None):
     return text
 
 
+COMMAND_LINE = "command line"  # pg_settings.source of a -c option: it outranks the configuration files
+
+
 def read_settings(conn, names=MANAGED):
-    """{name: dict(running, configured, vartype, unit, context, pending_restart)} for the settings the server has."""
+    """{name: dict(running, configured, vartype, unit, context, pending_restart, source)} for the settings the server has.
+
+    ``configured`` is what the server will run after a restart: the configuration files' value (ALTER SYSTEM's
+    included), the default when no file sets it, or the running value when the command line sets it.
+    """
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT name, setting, vartype, unit, context, pending_restart, boot_val FROM pg_settings WHERE name = ANY(%s)",
+            "SELECT name, setting, vartype, unit, context, pending_restart, boot_val, source FROM pg_settings WHERE name = ANY(%s)",
             (list(names),),
         )
         rows = cur.fetchall()
@@ -114,14 +127,16 @@ def read_settings(conn, names=MANAGED):
         for name, setting in cur.fetchall():
             in_files[name] = setting  # the last one read wins, as in the server
     found = {}
-    for name, setting, vartype, unit, context, pending, boot_val in rows:
+    for name, setting, vartype, unit, context, pending, boot_val, source in rows:
         found[name] = dict(
             running=setting,
-            configured=in_files.get(name, boot_val),
+            configured=setting if source == COMMAND_LINE else in_files.get(name, boot_val),
             vartype=vartype,
             unit=unit,
             context=context,
-            pending_restart=bool(pending),
+            # a file's value for a command-line setting is never used: it waits for nothing
+            pending_restart=bool(pending) and source != COMMAND_LINE,
+            source=source,
         )
     return found
 
@@ -167,7 +182,11 @@ def desired_settings(options, archive_name):
 
 
 def plan_changes(current, wanted):
-    """[(name, before, after)] for the settings whose configured value differs from the wanted one."""
+    """[(name, before, after)] for the settings whose configured value differs from the wanted one.
+
+    A setting from the server's command line is applied when its value is the wanted one; another wanted value
+    fails (ALTER SYSTEM would write it, but no reload or restart would ever use it).
+    """
     changes = []
     for name, value in wanted.items():
         meta = current.get(name)
@@ -176,14 +195,25 @@ def plan_changes(current, wanted):
                 continue  # resetting a setting this version does not have (archive_library before 15)
             raise PgdrError("this PostgreSQL version has no setting %s; leave that option out" % name)
         if normalize(meta["configured"], meta["vartype"], meta["unit"]) != normalize(value, meta["vartype"], meta["unit"]):
+            if meta.get("source") == COMMAND_LINE:
+                raise PgdrError(
+                    "%s is %r on the server's command line (-c %s=..., reused by every pg_ctl restart), which overrides ALTER SYSTEM, "
+                    "so %r can never take effect; remove -c %s from the server's start command (service unit, pg_ctl -o) and restart it, "
+                    "or ask for %r" % (name, meta["configured"], name, value, name, meta["configured"])
+                )
             changes.append((name, meta["configured"], value))
     return changes
 
 
 def restart_pending(current):
-    """Names of settings that take effect only at a restart and whose configured value is not the running one."""
+    """Names of settings that take effect only at a restart and whose configured value is not the running one.
+
+    Never a setting from the server's command line: a restart starts the server with the same one.
+    """
     pending = []
     for name, meta in current.items():
+        if meta.get("source") == COMMAND_LINE:
+            continue
         if meta["pending_restart"]:
             pending.append(name)
         elif meta["context"] == "postmaster":
