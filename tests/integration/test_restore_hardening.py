@@ -249,3 +249,41 @@ def test_globals_with_a_tablespace_path_missing_on_the_target_apply_nothing_and_
     assert cs.target.psql("SELECT pg_get_userbyid(spcowner) FROM pg_tablespace WHERE spcname = %s" % literal(cs.tablespace)).strip() == cs.role
     assert cs.target.psql("SELECT t.spcname FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.relname = 't'",
                           db=cs.db).strip() == cs.tablespace
+
+
+# --- item 7: every filter the dump accepts gives a set that restores ---------------------------------------------------
+
+FORMATS = ("plain", "custom", "directory", "tar")
+FILTERS = {"public": dict(schemas=["public"]), "other": dict(schemas=["h1 other"]), "tables": dict(tables=["public.t", "h1 other.u"]), "none": {}}
+
+
+def test_every_format_and_filter_dumps_a_set_that_restores_verified(ansible, lab, host, db):
+    db.sql('CREATE SCHEMA "h1 other"; CREATE TABLE "h1 other".u (id int); INSERT INTO "h1 other".u SELECT generate_series(1, 7); '
+           "CREATE TABLE public.w (id int); INSERT INTO public.w VALUES (1)")
+    tasks, cases = [], []
+    for fmt in FORMATS:
+        for name, filt in FILTERS.items():
+            backup_id = "20260101T0000%02dZ" % len(cases)
+            target = "%s_%s_%s" % (db.name, fmt[:3], name)
+            db.drop.add(target)
+            cases.append((fmt, name, target))
+            tasks.append({"name": "dump %s %s" % (fmt, name), "ignore_errors": True, DUMP: dict(
+                database=db.name, cluster=db.cluster, repository=db.repository, format=fmt, backup_id=backup_id, **filt)})
+            tasks.append({"name": "restore %s %s" % (fmt, name), "ignore_errors": True, RESTORE: dict(
+                cluster=db.cluster, repository=db.repository, backup_id=backup_id, database=target)})
+    run = ansible.play(host.name, tasks)
+    failures = []
+    for fmt, name, _target in cases:
+        for step in ("dump", "restore"):
+            result = run.result("%s %s %s" % (step, fmt, name), host.name)
+            if result["_status"] != "ok":
+                failures.append("%s %s %s: %s" % (step, fmt, name, result.get("msg")))
+                break
+        else:
+            verification = result["databases"][0]["verification"]
+            if not verification["verified"] or verification["tables"] != {"public": 2, "other": 1, "tables": 2, "none": 3}[name]:
+                failures.append("restore %s %s: %s" % (fmt, name, verification))
+    # before the fix every "public" case failed: schema "public" already exists
+    assert failures == []
+    assert db.sql("SELECT count(*) FROM public.w", db="%s_dir_public" % db.name) == "1"
+    assert db.sql('SELECT count(*) FROM "h1 other".u', db="%s_tar_tables" % db.name) == "7"

@@ -138,3 +138,16 @@ def test_skipped_tablespaces_load_without_tablespaces():
     tools = dict(pg_restore="pg_restore", psql="psql")
     assert "--no-tablespaces" in logical_restore.load_argv({"format": "custom"}, tools, "d", logical_options(globals_tablespaces="skip"))
     assert "--no-tablespaces" not in logical_restore.load_argv({"format": "custom"}, tools, "d", logical_options())
+
+
+def test_only_a_dump_of_schema_public_creates_it():
+    assert logical_restore.creates_public_schema({"options": {"schemas": ["public", "x"]}})
+    assert not logical_restore.creates_public_schema({"options": {"schemas": ["public"], "data_only": True}})
+    assert not logical_restore.creates_public_schema({"options": {"schemas": ["x"], "tables": ["public.t"]}})
+    assert not logical_restore.creates_public_schema({})  # an older set without recorded options
+
+
+def test_a_dump_of_tables_needs_their_schemas_made_first():
+    assert logical_restore.schemas_for_tables({"options": {"tables": ["public.t", "b.x", "a.y", "b.z"]}}) == ["a", "b"]
+    assert logical_restore.schemas_for_tables({"options": {"tables": ["a.y"], "schemas": ["a"]}}) == []
+    assert logical_restore.schemas_for_tables({"options": {"schemas": ["a"]}}) == []

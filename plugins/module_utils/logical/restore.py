@@ -32,6 +32,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core import compressio
 from ansible_collections.pgdr.backup.plugins.module_utils.core.binaries import find_binary
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run, run_pipeline
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
+from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import split_table
 from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set, fingerprint
 from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import set_key
@@ -160,6 +161,21 @@ def plan_databases(manifest, options, exists):
                                         "changed; drop or rename it, then run again" % (name, why))
             plans.append(DatabasePlan(source, target, options.if_exists))
     return plans
+
+
+def creates_public_schema(manifest):
+    """Whether the set's database dumps hold CREATE SCHEMA public: pg_dump writes it when public is named with -n (schemas)."""
+    options = manifest.get("options") or {}
+    return "public" in (options.get("schemas") or []) and not options.get("data_only")
+
+
+def schemas_for_tables(manifest):
+    """Schemas a fresh database needs before a dump made with tables: [...] loads: pg_dump -t dumps the tables, not their schemas."""
+    options = manifest.get("options") or {}
+    if not options.get("tables") or options.get("data_only"):
+        return []
+    dumped_schemas = set(options.get("schemas") or [])
+    return sorted({split_table(t)[0] for t in options["tables"]} - dumped_schemas - {"public"})
 
 
 def input_stages(entry, gpg):
@@ -489,13 +505,27 @@ class SetLoader:
             finally:
                 self.gpg = None
 
-    def load_database(self, entries, database):
+    def load_database(self, entries, database, fresh=False):
         """Load one database's dump (custom, directory, tar, plain) into the existing ``database``.
+
+        ``fresh``: this run has just created ``database`` from template0. A dump that creates schema public (made with
+        schemas: [public]) would fail there on "schema public already exists", so the empty public schema is dropped
+        first and the dump's own one (with its owner, ACL and comment) takes its place; a dump made with tables: [...]
+        holds no CREATE SCHEMA, so the tables' schemas are created first (owned by the login user).
 
         ``jobs`` > 1 runs pg_restore in parallel: directory dumps are staged anyway,
         a custom dump is fetched (and decrypted) into a 0700 staging folder first
         (pg_restore -j cannot read a pipe).
         """
+        if fresh and (creates_public_schema(self.manifest) or schemas_for_tables(self.manifest)):
+            conn = self.conn_params.connect(database, autocommit=True)
+            try:
+                if creates_public_schema(self.manifest):
+                    conn.execute("DROP SCHEMA public")  # no CASCADE: it is the empty one template0 gave
+                for schema in schemas_for_tables(self.manifest):
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            finally:
+                conn.close()
         with self.conn_params.child_env() as env:
             env["PGDATABASE"] = database
             entry = entries[0]
@@ -631,7 +661,7 @@ class LogicalRestore(SetLoader):
             infos = {info["name"]: info for info in self.manifest.get("databases", [])}
             create_database(self.admin, load_into, infos.get(source), keep_owner=not self.options.no_owner)
         try:
-            self.load_database(self.files_by_database[source], load_into)
+            self.load_database(self.files_by_database[source], load_into, fresh=action != "use")
             verification = verify_database(self.conn_params, load_into, source, self.manifest) if self.options.verify else None
             if verification and not verification["verified"] and action == "replace":
                 raise PgdrError(

@@ -373,7 +373,7 @@ class TableRestore(SetLoader):
                 if manifest["kind"] == "logical-table":
                     self._load_table_set(scratch_conn, scratch, source, plan.tables)
                 else:
-                    self.load_database(self.files_by_database[source], scratch)
+                    self.load_database(self.files_by_database[source], scratch, fresh=True)
                 # 1. prove the copy in scratch before the target is touched
                 pairs = [(s, t) for s, t, _x, _a in plan.tables]
                 method = fingerprint.recorded_method(expected.values())
