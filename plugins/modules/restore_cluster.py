@@ -401,12 +401,19 @@ checked_files:
   returned: for logical and table restores
   type: int
 databases:
-  description: Per database - source name, target name, what happened, seconds taken, and verification (empty for table restores).
+  description:
+    - Per database - source name, target name, what happened, seconds taken, and verification (empty for table restores).
+    - C(database_properties) (databases this run created or replaced) - the source database's properties applied to it from the
+      manifest (C(ALTER DATABASE SET) and C(ALTER ROLE IN DATABASE SET) count, ACL, connection limit, comment), and C(skipped), what
+      could not be applied (a role absent on the target, a setting the target refuses). With O(verify) they are read back; a
+      difference fails the verification (C(settings_mismatches)).
   returned: for logical and table restores
   type: list
   elements: dict
   sample: [{"source": "sales", "target": "sales_check", "action": "created", "seconds": 3.2,
-            "verification": {"verified": true, "tables": 12, "mismatches": []}}]
+            "verification": {"verified": true, "tables": 12, "mismatches": [], "settings_mismatches": []},
+            "database_properties": {"settings": 2, "acl": ["=Tc/app", "app=CTc/app"], "connection_limit": 50, "comment": null,
+                                    "skipped": []}}]
 globals_restored:
   description: Whether the globals of a cluster set were applied.
   returned: for logical and table restores

@@ -178,6 +178,7 @@ class ClusterSet:
         self.lab, self.scratch, self.suffix = lab, scratch, scratch.suffix
         self.target = lab.host("primary18")
         self.role, self.tablespace, self.db = "h1_r_" + self.suffix, "h1_ts_" + self.suffix, "h1_db_" + self.suffix
+        self.grantee = "h1_g_" + self.suffix
         self.cluster = "h1-cluster-" + self.suffix
         self.repository = s3_repository(lab, self.suffix)
         self.mapped = "/var/lib/postgresql/h1-mapped-%s" % self.suffix  # on primary18
@@ -201,6 +202,7 @@ def cluster_set(lab, tmp_path_factory):
     scratch = ScratchCluster(lab)
     made = ClusterSet(lab, scratch, None)
     try:
+        scratch.sql("CREATE ROLE %s" % ident(made.grantee))
         scratch.sql("CREATE ROLE %s LOGIN; CREATE TABLESPACE %s OWNER %s LOCATION %s; CREATE DATABASE %s OWNER %s"
                     % (ident(made.role), ident(made.tablespace), ident(made.role), literal(scratch.ts_folder), ident(made.db), ident(made.role)))
         scratch.sql("CREATE TABLE public.t (id int PRIMARY KEY, v text) TABLESPACE %s; "
@@ -208,9 +210,9 @@ def cluster_set(lab, tmp_path_factory):
         scratch.sql("ALTER DATABASE {db} SET timezone_abbreviations = 'India'; ALTER DATABASE {db} SET bytea_output = 'escape'; "
                     "ALTER DATABASE {db} SET search_path = '$user', public, \"Odd, one\"; "
                     "ALTER ROLE {role} IN DATABASE {db} SET work_mem = '3MB'; "
-                    "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {role} WITH GRANT OPTION; "
+                    "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO {grantee} WITH GRANT OPTION; "
                     "ALTER DATABASE {db} CONNECTION LIMIT 7; COMMENT ON DATABASE {db} IS 'h1''s database'"
-                    .format(db=ident(made.db), role=ident(made.role)))
+                    .format(db=ident(made.db), role=ident(made.role), grantee=ident(made.grantee)))
         ansible = Ansible(lab, tmp_path_factory.mktemp("h1-cluster"))
         made.dumped = ok(ansible.module(scratch.host.name, DUMP, dict(mode="cluster", cluster=made.cluster, repository=made.repository,
                                                                       login_port=SCRATCH_PORT)))
@@ -222,7 +224,7 @@ def cluster_set(lab, tmp_path_factory):
         for name in target.psql("SELECT datname FROM pg_database WHERE datname LIKE %s" % literal(made.db + "%")).split():
             target.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(name))
         target.psql("DROP TABLESPACE IF EXISTS %s" % ident(made.tablespace))
-        target.psql("DROP ROLE IF EXISTS %s" % ident(made.role))
+        target.psql("DROP ROLE IF EXISTS %s; DROP ROLE IF EXISTS %s" % (ident(made.role), ident(made.grantee)))
         target.run(["rm", "-rf", made.mapped])
 
 
@@ -239,7 +241,7 @@ def test_globals_with_a_tablespace_path_missing_on_the_target_apply_nothing_and_
     assert msg.startswith('tablespace "%s" cannot be created at %s: the folder does not exist' % (cs.tablespace, cs.mapped)), msg
     cs.target.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", cs.mapped])
     checked = ok(cs.restore(ansible, check=True, databases=[cs.db], tablespace_mapping={cs.tablespace: cs.mapped}))
-    assert checked["globals"]["roles_created"] == [cs.role] and not cs.role_exists()
+    assert checked["globals"]["roles_created"] == sorted([cs.role, cs.grantee]) and not cs.role_exists()
     restored = ok(cs.restore(ansible, databases=[cs.db], tablespace_mapping={cs.tablespace: cs.mapped}))
     assert restored["globals_restored"] is True
     assert restored["globals"]["tablespaces_created"] == [dict(name=cs.tablespace, location=cs.mapped, source_location=cs.scratch.ts_folder)]
@@ -287,3 +289,33 @@ def test_every_format_and_filter_dumps_a_set_that_restores_verified(ansible, lab
     assert failures == []
     assert db.sql("SELECT count(*) FROM public.w", db="%s_dir_public" % db.name) == "1"
     assert db.sql('SELECT count(*) FROM "h1 other".u', db="%s_tar_tables" % db.name) == "7"
+
+
+# --- item 20: database-level settings of a cluster set come back -------------------------------------------------------
+
+
+def test_database_settings_acl_limit_and_comment_come_back_with_a_cluster_set(ansible, cluster_set):
+    cs = cluster_set
+    cs.target.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", cs.mapped])
+    (info,) = [d for d in cs.dumped["manifest"]["databases"] if d["name"] == cs.db]
+    assert info["connection_limit"] == 7 and len(info["settings"]) == 4  # what the dump captured (pg_logical_dump's side)
+    restored = ok(cs.restore(ansible, databases=[cs.db], if_exists="replace", tablespace_mapping={cs.tablespace: cs.mapped}))
+    (outcome,) = restored["databases"]
+    assert outcome["verification"]["verified"] is True and outcome["verification"]["settings_mismatches"] == []
+    assert outcome["database_properties"]["skipped"] == [] and outcome["database_properties"]["settings"] == 4
+
+    def on_target(query, db="postgres"):
+        return cs.target.psql(query, db=db).strip()
+
+    settings = on_target("SELECT coalesce(r.rolname, '-') || ':' || array_to_string(s.setconfig, '|') FROM pg_db_role_setting s "
+                         "JOIN pg_database d ON d.oid = s.setdatabase LEFT JOIN pg_roles r ON r.oid = s.setrole "
+                         "WHERE d.datname = %s ORDER BY 1" % literal(cs.db)).splitlines()
+    assert settings == ['-:timezone_abbreviations=India|bytea_output=escape|search_path="$user", public, "Odd, one"',
+                        "%s:work_mem=3MB" % cs.role]
+    acl = on_target("SELECT array_to_string(datacl, ',') FROM pg_database WHERE datname = %s" % literal(cs.db))
+    source_acl = cs.scratch.sql("SELECT array_to_string(datacl, ',') FROM pg_database WHERE datname = %s" % literal(cs.db))
+    assert sorted(acl.split(",")) == sorted(source_acl.split(",")) and "%s=c*/%s" % (cs.grantee, cs.role) in acl.split(",")
+    assert not [item for item in acl.split(",") if item.startswith("=")]  # PUBLIC's CONNECT and TEMPORARY stay revoked
+    assert on_target("SELECT datconnlimit, shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba) FROM pg_database "
+                     "WHERE datname = %s" % literal(cs.db)) == "7|h1's database|%s" % cs.role
+    assert on_target("SHOW bytea_output", db=cs.db) == "escape"

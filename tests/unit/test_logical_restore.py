@@ -151,3 +151,43 @@ def test_a_dump_of_tables_needs_their_schemas_made_first():
     assert logical_restore.schemas_for_tables({"options": {"tables": ["public.t", "b.x", "a.y", "b.z"]}}) == ["a", "b"]
     assert logical_restore.schemas_for_tables({"options": {"tables": ["a.y"], "schemas": ["a"]}}) == []
     assert logical_restore.schemas_for_tables({"options": {"schemas": ["a"]}}) == []
+
+
+def test_list_settings_split_as_postgresql_quotes_them():
+    assert logical_restore.split_setting_list('"$user", public, "Odd, one", "a""b"') == ["$user", "public", "Odd, one", 'a"b']
+    assert logical_restore.split_setting_list('""') == [""]
+
+
+def test_aclitems_parse_into_grantee_and_privileges():
+    assert logical_restore.parse_aclitem("=Tc/postgres") == (None, {"TEMPORARY": False, "CONNECT": False})
+    assert logical_restore.parse_aclitem("app=C*c/postgres") == ("app", {"CREATE": True, "CONNECT": False})
+    assert logical_restore.parse_aclitem('"we""ird=x"=c*/postgres') == ('we"ird=x', {"CONNECT": True})
+
+
+def test_properties_of_absent_roles_are_skipped_and_older_sets_expect_only_the_owner():
+    info = {"name": "d", "owner": "app", "encoding": "UTF8", "connection_limit": 7, "comment": None,
+            "settings": [{"role": None, "name": "bytea_output", "value": "escape"}, {"role": "gone", "name": "work_mem", "value": "3MB"}],
+            "acl": ["=T/app", "app=CTc/app", "gone=c/app"]}
+    expected, skipped = logical_restore.expected_properties(info, {"app"}, keep_owner=True, keep_privileges=True)
+    assert expected == {"owner": "app", "settings": [{"role": None, "name": "bytea_output", "value": "escape"}],
+                        "acl": ["=T/app", "app=CTc/app"], "connection_limit": 7, "comment": None}
+    assert skipped == ["work_mem for role gone (no such role)", "privileges of role gone (no such role)"]
+    expected, skipped = logical_restore.expected_properties(info, set(), keep_owner=False, keep_privileges=False)
+    assert "owner" not in expected and "acl" not in expected
+    assert logical_restore.expected_properties({"name": "d", "owner": "app", "encoding": "UTF8"}, {"app"}, True, True) == ({"owner": "app"}, [])
+
+
+def test_a_property_that_differs_is_named():
+    expected = {"owner": "app", "settings": [{"role": None, "name": "bytea_output", "value": "escape"}], "acl": ["app=c/app"],
+                "connection_limit": 7, "comment": "x"}
+    actual = dict(expected, acl=["app=c/postgres"])
+    assert logical_restore.settings_mismatches(expected, actual) == []  # who granted does not matter
+    actual = dict(expected, settings=[], connection_limit=-1)
+    assert logical_restore.settings_mismatches(expected, actual) == [
+        "connection limit is -1, the backup has 7", "setting bytea_output is None, the backup has 'escape'"]
+
+
+def test_a_database_whose_settings_differ_fails_naming_the_setting():
+    databases = [dict(target="d", verification=dict(verified=False, mismatches=[], settings_mismatches=["connection limit is -1, the backup has 7"]))]
+    assert logical_restore.verification_message(databases) == (
+        "verification failed for 1 database(s): in d, connection limit is -1, the backup has 7; the restored database differs from the backup")

@@ -324,19 +324,109 @@ def tablespace_message(name, location, problem):
             "map it with tablespace_mapping: {%s: /an/empty/folder}, or set globals_tablespaces: skip" % (name, location, problem, name))
 
 
+# settings whose list items pg_dump quotes one by one (pg_dump's variable_is_guc_list_quote)
+LIST_QUOTE_SETTINGS = ("local_preload_libraries", "search_path", "session_preload_libraries", "shared_preload_libraries",
+                       "temp_tablespaces", "unix_socket_directories")
+_ACL_PRIVILEGES = {"C": "CREATE", "T": "TEMPORARY", "c": "CONNECT"}
+
+
+def split_setting_list(value):
+    """The items of a list setting as pg_db_role_setting holds it (``"$user", public``): commas outside double quotes
+    separate, double quotes are removed, a doubled one is a quote."""
+    items, item, quoted, i = [], [], False, 0
+    while i < len(value):
+        char = value[i]
+        if quoted:
+            if char == '"' and value[i + 1:i + 2] == '"':
+                item.append('"')
+                i += 1
+            elif char == '"':
+                quoted = False
+            else:
+                item.append(char)
+        elif char == '"':
+            quoted = True
+        elif char == ",":
+            items.append("".join(item).strip())
+            item = []
+        else:
+            item.append(char)
+        i += 1
+    items.append("".join(item).strip())
+    return items
+
+
+def setting_value(name, value):
+    """The value of ``SET name = ...`` that stores ``value`` back as it was read."""
+    if name in LIST_QUOTE_SETTINGS:
+        return sql.SQL(", ").join(sql.Literal(item) for item in split_setting_list(value))
+    return sql.Literal(value)
+
+
+def parse_aclitem(text):
+    """``grantee=privileges/grantor`` (aclitem as text; an empty grantee is PUBLIC) as (grantee or None, {privilege: grantable})."""
+    if text.startswith('"'):
+        end = 1
+        while True:
+            end = text.index('"', end)
+            if text[end + 1:end + 2] == '"':
+                end += 2
+                continue
+            break
+        grantee, rest = text[1:end].replace('""', '"'), text[end + 1:]
+    else:
+        grantee, _eq, rest = text.partition("=")
+        rest = "=" + rest
+    privileges = rest[1:].split("/", 1)[0]
+    granted = {}
+    for i, letter in enumerate(privileges):
+        if letter in _ACL_PRIVILEGES:
+            granted[_ACL_PRIVILEGES[letter]] = privileges[i + 1:i + 2] == "*"
+    return (grantee or None), granted
+
+
+def acl_without_grantors(acl):
+    """An ACL compared as grants, not by who granted them (a restore grants as the database's owner)."""
+    return sorted(item.rsplit("/", 1)[0] for item in acl or [])
+
+
+def settings_mismatches(expected, actual):
+    """['name: what differs'] between the database-level properties expected (from the manifest) and read back."""
+    problems = []
+    for key in ("owner", "connection_limit", "comment"):
+        if key in expected and expected[key] != actual.get(key):
+            problems.append("%s is %r, the backup has %r" % (key.replace("_", " "), actual.get(key), expected[key]))
+    if "acl" in expected and acl_without_grantors(expected["acl"]) != acl_without_grantors(actual.get("acl")):
+        problems.append("privileges are %s, the backup has %s" % (acl_without_grantors(actual.get("acl")), acl_without_grantors(expected["acl"])))
+    want = {(s["role"], s["name"]): s["value"] for s in expected.get("settings", [])}
+    have = {(s["role"], s["name"]): s["value"] for s in actual.get("settings", [])}
+    for key in sorted(set(want) | set(have), key=lambda k: (k[0] or "", k[1])):
+        if want.get(key) != have.get(key):
+            where = "setting %s%s" % (key[1], " for role %s" % key[0] if key[0] else "")
+            problems.append("%s is %r, the backup has %r" % (where, have.get(key), want.get(key)))
+    return problems
+
+
+def first_problem(verification):
+    """The first thing a failed verification found: a table's, or a database-level property's."""
+    if verification["mismatches"]:
+        first = verification["mismatches"][0]
+        return "%s.%s: %s" % (first["schema"], first["table"], first["problem"])
+    return verification["settings_mismatches"][0]
+
+
 def verification_message(databases):
     """The failure message for restored databases whose tables differ from the manifest, or None when all match."""
     failed = [d for d in databases if d.get("verification") and not d["verification"]["verified"]]
     if not failed:
         return None
-    first = failed[0]["verification"]["mismatches"][0]
-    return "verification failed for %d database(s): %s.%s in %s: %s; the restored data differs from the backup" % (
-        len(failed),
-        first["schema"],
-        first["table"],
-        failed[0]["target"],
-        first["problem"],
-    )
+    verification = failed[0]["verification"]
+    if verification["mismatches"]:
+        first = verification["mismatches"][0]
+        return "verification failed for %d database(s): %s.%s in %s: %s; the restored data differs from the backup" % (
+            len(failed), first["schema"], first["table"], failed[0]["target"], first["problem"])
+    return "verification failed for %d database(s): in %s, %s; the restored database differs from the backup" % (
+        len(failed), failed[0]["target"], verification["settings_mismatches"][0])
 
 
 # --- the target server ----------------------------------------------------------------
@@ -454,6 +544,102 @@ def analyze(conn_params, database):
             cur.execute("ANALYZE")
     finally:
         conn.close()
+
+
+def existing_roles(conn, names):
+    with conn.cursor() as cur:
+        cur.execute("SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", [list(names)])
+        return {row[0] for row in cur.fetchall()}
+
+
+def expected_properties(info, roles, keep_owner, keep_privileges):
+    """(expected, skipped): the database-level properties of a manifest ``databases[]`` entry that a restore can apply
+    where ``roles`` exist, and what it cannot (a role absent on the target). Keys an older set lacks are left out."""
+    expected, skipped = {}, []
+    if keep_owner and info.get("owner"):
+        if info["owner"] in roles:
+            expected["owner"] = info["owner"]
+        else:
+            skipped.append("owner %s (no such role)" % info["owner"])
+    if "settings" in info:
+        expected["settings"] = []
+        for item in info["settings"] or []:
+            if item["role"] is None or item["role"] in roles:
+                expected["settings"].append(item)
+            else:
+                skipped.append("%s for role %s (no such role)" % (item["name"], item["role"]))
+    if keep_privileges and info.get("acl") is not None:
+        acl = []
+        for item in info["acl"]:
+            grantee, _granted = parse_aclitem(item)
+            if grantee is None or grantee in roles:
+                acl.append(item)
+            else:
+                skipped.append("privileges of role %s (no such role)" % grantee)
+        expected["acl"] = acl
+    if info.get("connection_limit") is not None:
+        expected["connection_limit"] = info["connection_limit"]
+    if "comment" in info:
+        expected["comment"] = info["comment"]
+    return expected, skipped
+
+
+def apply_properties(conn, database, expected):
+    """ALTER DATABASE / ALTER ROLE IN DATABASE SET, the ACL, connection limit and comment of ``expected`` on ``database``.
+
+    A setting the target refuses (one a newer PostgreSQL removed, say) is left out of ``expected`` and returned as
+    ['name: why']; anything else that fails raises."""
+    db = sql.Identifier(database)
+    refused = []
+    with conn.cursor() as cur:
+        for item in list(expected.get("settings", [])):
+            value = setting_value(item["name"], item["value"])
+            if item["role"] is None:
+                statement = sql.SQL("ALTER DATABASE {} SET {} = {}").format(db, sql.Identifier(item["name"]), value)
+            else:
+                statement = sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                    sql.Identifier(item["role"]), db, sql.Identifier(item["name"]), value)
+            try:
+                cur.execute(statement)
+            except psycopg.Error as exc:
+                expected["settings"].remove(item)
+                refused.append("%s%s (%s)" % (item["name"], " for role %s" % item["role"] if item["role"] else "", first_line(exc)))
+        if "acl" in expected:
+            # from nothing: no grant to PUBLIC or the owner is left but the backup's own
+            cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+            cur.execute("SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_catalog.pg_database WHERE datname = %s", [database])
+            cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(db, sql.Identifier(cur.fetchone()[0])))
+            for item in expected["acl"]:
+                grantee, granted = parse_aclitem(item)
+                to = sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee)
+                for grantable in (False, True):
+                    privileges = [p for p, g in granted.items() if g is grantable]
+                    if privileges:
+                        cur.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                            sql.SQL(", ").join(sql.SQL(p) for p in privileges), db, to,
+                            sql.SQL(" WITH GRANT OPTION") if grantable else sql.SQL("")))
+        if expected.get("connection_limit") is not None:
+            cur.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(db, sql.Literal(int(expected["connection_limit"]))))
+        if expected.get("comment") is not None:
+            cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(db, sql.Literal(expected["comment"])))
+    return refused
+
+
+def read_properties(conn, database):
+    """The database-level properties of ``database`` as the dump's database_info records them."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_catalog.pg_get_userbyid(d.datdba), d.datacl::pg_catalog.text[], d.datconnlimit, "
+                    "pg_catalog.shobj_description(d.oid, 'pg_database') FROM pg_catalog.pg_database AS d WHERE d.datname = %s", [database])
+        owner, acl, limit, comment = cur.fetchone()
+        cur.execute("SELECT r.rolname, s.setconfig FROM pg_catalog.pg_db_role_setting AS s "
+                    "JOIN pg_catalog.pg_database AS d ON d.oid = s.setdatabase LEFT JOIN pg_catalog.pg_roles AS r ON r.oid = s.setrole "
+                    "WHERE d.datname = %s ORDER BY r.rolname NULLS FIRST", [database])
+        settings = []
+        for role, config in cur.fetchall():
+            for entry in config or []:
+                name, _sep, value = entry.partition("=")
+                settings.append({"role": role, "name": name, "value": value})
+    return dict(owner=owner, acl=list(acl) if acl is not None else None, connection_limit=limit, comment=comment, settings=settings)
 
 
 # --- reading a set back into databases ------------------------------------------------
@@ -651,22 +837,45 @@ class LogicalRestore(SetLoader):
                     cur.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(name)))
             raise
 
+    def _apply_properties(self, info, database, verification):
+        """The source database's settings, ACL, connection limit and comment (manifest ``databases[]``) on ``database``,
+        read back and compared when verifying: a difference fails the verification, naming it."""
+        roles = existing_roles(self.admin, {info.get("owner")} | {s["role"] for s in info.get("settings") or [] if s["role"]}
+                               | {parse_aclitem(a)[0] for a in info.get("acl") or []} - {None})
+        expected, skipped = expected_properties(info, roles, not self.options.no_owner, not self.options.no_privileges)
+        try:
+            skipped += apply_properties(self.admin, database, expected)
+        except psycopg.Error as exc:
+            raise PgdrError('applying the settings of database "%s" from the backup failed: %s' % (info.get("name"), first_line(exc))) from None
+        if verification is not None:
+            problems = settings_mismatches(expected, read_properties(self.admin, database))
+            verification["settings_mismatches"] = problems
+            if problems:
+                verification["verified"] = False
+        return dict(settings=len(expected.get("settings", [])), acl=expected.get("acl"), connection_limit=expected.get("connection_limit"),
+                    comment=expected.get("comment"), skipped=skipped)
+
     def _restore_database(self, plan):
         """Restore one database; for replace, into a new name that is swapped in once verified."""
         started = time.monotonic()
         backup_id = self.manifest["backup_id"]
         source, target, action = plan
         load_into, previous = swap_names(target, backup_id) if action == "replace" else (target, None)
+        infos = {info["name"]: info for info in self.manifest.get("databases", [])}
         if action != "use":
-            infos = {info["name"]: info for info in self.manifest.get("databases", [])}
             create_database(self.admin, load_into, infos.get(source), keep_owner=not self.options.no_owner)
+        properties = None
         try:
             self.load_database(self.files_by_database[source], load_into, fresh=action != "use")
             verification = verify_database(self.conn_params, load_into, source, self.manifest) if self.options.verify else None
+            if self.options.analyze:
+                analyze(self.conn_params, load_into)
+            if action != "use":  # on the new copy, so the swap's rename carries them
+                properties = self._apply_properties(infos.get(source) or {}, load_into, verification)
             if verification and not verification["verified"] and action == "replace":
                 raise PgdrError(
                     "restored copy of %s does not match the backup (%s); the existing database was not touched"
-                    % (target, verification["mismatches"][0]["problem"]),
+                    % (target, first_problem(verification)),
                     verification=verification,
                 )
             if action == "replace":
@@ -677,10 +886,11 @@ class LogicalRestore(SetLoader):
             raise
         if action == "replace" and not self.options.keep_previous:
             drop_database(self.admin, previous)
-        if self.options.analyze:
-            analyze(self.conn_params, target)
         if verification:
             verification["database"] = target
+        if properties is not None:
+            return dict(source=source, target=target, action=action if action != "create" else "created",
+                        seconds=round(time.monotonic() - started, 3), verification=verification, database_properties=properties)
         return dict(
             source=source,
             target=target,
