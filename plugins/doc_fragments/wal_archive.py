@@ -121,6 +121,28 @@ options:
       restore_command:
         description: The restore_command to use verbatim with V(command) (use C(%f) and C(%p)).
         type: str
+      encryption:
+        description:
+          - Encryption at rest of the WAL files pgdr-wal archives (V(local), V(sftp), V(s3)), as OpenPGP symmetric AES-256 (C(gpg)).
+            C(pgdr-wal push) encrypts each file into a private temporary file (ciphertext only) and stores it under its own name;
+            it decrypts without this collection with C(gpg --batch --pinentry-mode loopback --passphrase-file FILE --decrypt).
+          - The passphrase is kept only in the helper's config C(/etc/pgdr/wal/<name>.json) (0600, owned by the server's OS user),
+            never in C(archive_command), C(restore_command) or C(postgresql.auto.conf); gpg reads it from a 0600 file in a private folder.
+          - C(pgdr-wal fetch) (C(restore_command), and its read-ahead) tells an encrypted file from a plain one by its first bytes, so
+            an archive encrypted from some segment on, or holding C(pg_receivewal)'s plain files, reads back whole. A file that does
+            not decrypt ends recovery with an error (exit code 126) instead of being taken for the end of the archive; a restore
+            checks the passphrase on the newest archived file before anything changes.
+          - For a restore, give the same O(archive.encryption.passphrase) (O(archive.encryption.method) does not matter there).
+        type: dict
+        suboptions:
+          method:
+            description: V(gpg) encrypts what is archived from now on, V(none) does not.
+            type: str
+            choices: [none, gpg]
+            default: none
+          passphrase:
+            description: The passphrase. Required with V(gpg). Never logged or returned.
+            type: str
 requirements:
   - paramiko on the PostgreSQL host for O(archive.type=sftp), boto3 for O(archive.type=s3)
 """

@@ -367,3 +367,33 @@ def test_damaged_ciphertext_is_named_as_damage_not_as_a_wrong_passphrase(tmp_pat
     with encryption.gpg_session("right") as gpg:
         with pytest.raises(PgdrError, match="does not match its manifest"):
             pr._extract(repo, "db1", manifest, entry, str(tmp_path / "new"), gpg)
+
+
+def test_wal_source_checks_the_newest_archived_file_and_installs_under_the_restore_name(monkeypatch):
+    import contextlib
+
+    from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import NotFound
+
+    asked, installed = [], []
+
+    class Archive:
+        def newest_segment(self):
+            return ("000000010000000000000009", None)
+
+        def check_decryption(self, passphrase, walfile):
+            asked.append((passphrase, walfile))
+            if not walfile.endswith(".partial"):  # only pg_receivewal's .partial is there
+                raise NotFound("missing")
+            return True
+
+    def restore_command(archive, name, os_user, check_mode=False):
+        installed.append((name, check_mode))
+        return "pgdr-wal fetch %f %p"
+
+    monkeypatch.setattr(pr.wal_archive, "open_archive", lambda archive: contextlib.nullcontext(Archive()))
+    monkeypatch.setattr(pr.wal_installer, "restore_command", restore_command)
+    archive = typed(pr.ArchiveOptions, dict(type="local", path="/wal", encryption=dict(method="none", passphrase="p")))
+    source = pr.wal_source(archive, "db1", "postgres")
+    assert asked == [("p", "000000010000000000000009"), ("p", "000000010000000000000009.partial")]
+    source.install()
+    assert installed == [("restore-db1", True), ("restore-db1", False)]

@@ -673,3 +673,127 @@ def test_after_the_end_of_the_archive_the_next_fetch_picks_up_new_segments(resto
     assert wait_for(lambda: "stopped at %s: not in the archive" % seg(9) in restore.log()), restore.log()
     assert restore.spooled() == [seg(7), seg(8)]
     assert len(prefetcher_pids(restore.log())) == 2
+
+
+# --- encryption at rest (gpg) ----------------------------------------------------------------------
+
+PASSPHRASE = "unit wal passphrase"
+
+
+def encrypted_helper(tmp_path, name, passphrase=PASSPHRASE, method="gpg", spool=False):
+    """pgdr-wal installed for a local archive in tmp_path/archive with archive.encryption, run as PostgreSQL runs it."""
+    archive = tmp_path / "archive"
+    archive.mkdir(exist_ok=True)
+    encryption = {"method": method} if passphrase is None else {"method": method, "passphrase": passphrase}
+    spec = archive_options(type="local", path=str(archive), encryption=encryption)
+    dirs = dict(helper_dir=str(tmp_path / "bin"), config_dir=str(tmp_path / "etc"))
+    if spool:
+        installer.restore_command(spec, name, ME, prefetch=3, spool_dir=str(tmp_path / "spool"), **dirs)
+    else:
+        installer.install(spec, name, os_user=ME, **dirs)
+
+    def run(*args):
+        argv = [wal_archive.helper_path(dirs["helper_dir"]), "--config", wal_archive.config_path(name, dirs["config_dir"]), *args]
+        return subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+
+    run.archive, run.spec = archive, spec
+    run.config = wal_archive.config_path(name, dirs["config_dir"])
+    return run
+
+
+def test_an_encrypted_push_stores_gpg_output_and_fetch_gives_the_segment_back(tmp_path):
+    push = encrypted_helper(tmp_path, "enc")
+    segment = content(SEGMENT, MIB)
+    source = write(tmp_path / "seg", segment)
+    done = push("push", source, SEGMENT)
+    assert done.returncode == 0, done.stderr
+    stored = (push.archive / SEGMENT).read_bytes()
+    assert stored[0] in (0x8C, 0x8D, 0x8E, 0xC3) and SEGMENT.encode() not in stored  # ciphertext, not the segment
+    assert stat.S_IMODE((push.archive / SEGMENT).stat().st_mode) == 0o600
+    # the passphrase is in the 0600 config only, never in the command line PostgreSQL runs
+    assert PASSPHRASE in open(push.config).read() and stat.S_IMODE(os.stat(push.config).st_mode) == 0o600
+    assert PASSPHRASE not in wal_archive.archive_command(push.spec, "enc") and PASSPHRASE not in wal_archive.restore_command_string(push.spec, "enc")
+    # a retry after a lost reply: gpg output differs every time, so the copy is compared decrypted
+    again = push("push", source, SEGMENT)
+    assert again.returncode == 0 and again.stderr == "" and (push.archive / SEGMENT).read_bytes() == stored
+    other = push("push", write(tmp_path / "other", content("other", MIB)), SEGMENT)
+    assert other.returncode == 1 and "already exists" in other.stderr and "different content" in other.stderr
+    fetched = push("fetch", SEGMENT, str(tmp_path / "RECOVERYXLOG"))
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "RECOVERYXLOG").read_bytes() == segment
+    # no gpg-agent outlives its private GNUPGHOME (symmetric encryption starts one there; it would linger for a minute)
+    agents = subprocess.run(["pgrep", "-af", "gpg-agent --homedir /tmp/pgdr-gpg-"], capture_output=True, text=True, check=False).stdout
+    homes = [line.split("--homedir ")[1].split()[0] for line in agents.splitlines() if "--homedir " in line]
+    assert [home for home in homes if not os.path.isdir(home)] == [], agents
+
+
+def test_fetch_reads_plain_and_encrypted_files_of_one_archive(tmp_path):
+    helper = encrypted_helper(tmp_path, "mixed")
+    (helper.archive / seg(1)).write_bytes(content(seg(1)))  # archived before encryption was turned on
+    assert helper("push", write(tmp_path / "s2", content(seg(2))), seg(2)).returncode == 0
+    for name in (seg(1), seg(2)):
+        done = helper("fetch", name, str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / name).read_bytes() == content(name)
+
+
+def test_a_wrong_or_missing_passphrase_ends_recovery_in_one_line_without_the_passphrase(tmp_path):
+    helper = encrypted_helper(tmp_path, "right")
+    assert helper("push", write(tmp_path / "s", content(SEGMENT)), SEGMENT).returncode == 0
+    wrong = encrypted_helper(tmp_path, "wrong", passphrase="not it", method="none")
+    done = wrong("fetch", SEGMENT, str(tmp_path / "RECOVERYXLOG"))
+    # above 125: PostgreSQL ends recovery with an error instead of taking the file for the end of the archive
+    assert done.returncode == pgdr_wal.ABORT_RECOVERY == 126
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "check archive.encryption.passphrase" in done.stderr and "not it" not in done.stderr
+    assert not (tmp_path / "RECOVERYXLOG").exists() and [n for n in os.listdir(tmp_path) if "pgdr-tmp" in n] == []
+    none = encrypted_helper(tmp_path, "none", passphrase=None, method="none")
+    missing = none("fetch", SEGMENT, str(tmp_path / "RECOVERYXLOG"))
+    assert missing.returncode == 126 and "is encrypted (gpg): give archive.encryption.passphrase" in missing.stderr
+
+
+def test_the_read_ahead_spools_decrypted_segments(tmp_path, monkeypatch):
+    monkeypatch.setenv(pgdr_wal.IDLE_ENV, str(IDLE))
+    helper = encrypted_helper(tmp_path, "restore-enc", spool=True)
+    for number in range(5, 9):
+        assert helper("push", write(tmp_path / "s", content(seg(number))), seg(number)).returncode == 0
+    done = helper("fetch", "--prefetch", "2", seg(5), str(tmp_path / "RECOVERYXLOG"))
+    assert done.returncode == 0, done.stderr
+    spool = tmp_path / "spool" / "restore-enc"
+    assert wait_for(lambda: sorted(n for n in os.listdir(spool) if wal_archive.SEGMENT_RE.match(n)) == [seg(6), seg(7)])
+    assert (spool / seg(6)).read_bytes() == content(seg(6)) and (spool / seg(7)).read_bytes() == content(seg(7))
+
+
+def test_archive_check_decryption_names_the_problem_before_a_restore(tmp_path):
+    helper = encrypted_helper(tmp_path, "probe")
+    assert helper("push", write(tmp_path / "s", content(SEGMENT)), SEGMENT).returncode == 0
+    (helper.archive / seg(1)).write_bytes(content(seg(1)))
+    with wal_archive.open_archive(helper.spec) as view:
+        assert view.check_decryption(PASSPHRASE, SEGMENT) is True
+        assert view.check_decryption(None, seg(1)) is False
+        with pytest.raises(PgdrError, match="is encrypted \\(gpg\\): give archive.encryption.passphrase"):
+            view.check_decryption(None, SEGMENT)
+        with pytest.raises(PgdrError, match="check archive.encryption.passphrase") as caught:
+            view.check_decryption("wrong one", SEGMENT)
+        assert "wrong one" not in caught.value.msg
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (dict(type="local", path="/a", encryption={"method": "gpg"}), "archive.encryption.method gpg needs archive.encryption.passphrase"),
+        (dict(type="command", archive_command="true", encryption={"method": "gpg", "passphrase": "p"}), "archive.encryption is done by pgdr-wal"),
+        (dict(type="local", path="/a", sse={"mode": "sse-s3"}), "archive.sse is server-side encryption of an S3 store, not of type local"),
+    ],
+)
+def test_encryption_options_are_checked_up_front(given, message):
+    with pytest.raises(PgdrError, match=message.replace("(", "\\(").replace(")", "\\)")):
+        wal_archive.validate(archive_options(**given))
+
+
+def test_an_unencrypted_config_is_unchanged_by_the_encryption_option(tmp_path):
+    # configs written before encryption existed stay byte-identical, so reinstalling is a no-op
+    plain = installer.helper_config(archive_options(type="local", path="/a"), "n")
+    assert b"encryption" not in plain and b"sse" not in plain
+    sealed = json.loads(installer.helper_config(archive_options(type="local", path="/a", encryption={"method": "gpg", "passphrase": "p"}), "n"))
+    assert sealed["store"]["encryption"] == {"method": "gpg", "passphrase": "p"}

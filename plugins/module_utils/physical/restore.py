@@ -46,6 +46,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster, ServiceOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import RecoveryTargetOptions, lsn_to_int, parse_target_time, requested_target
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import NotFound
 from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive as wal_archive
 from ansible_collections.pgdr.backup.plugins.module_utils.wal import installer as wal_installer
 from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import ArchiveOptions
@@ -819,6 +820,14 @@ def wal_source(archive, cluster_name, os_user):
     if archive.type in wal_archive.STORE_TYPES:  # the others (probackup, command) cannot be listed
         with wal_archive.open_archive(archive) as listing:
             newest = listing.newest_segment() or ("", None)
+            if newest[0]:
+                # an encrypted archive must decrypt with the passphrase given: a fetch that fails would end recovery
+                for walfile in (newest[0], newest[0] + ".partial"):
+                    try:
+                        listing.check_decryption(archive.passphrase, walfile)
+                        break
+                    except NotFound:
+                        continue
     return WalSource(restore_command, newest, install=lambda: wal_installer.restore_command(archive, name, os_user))
 
 

@@ -28,6 +28,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository imp
 )
 
 ARCHIVE_TYPES = ["local", "sftp", "s3", "probackup", "command"]
+ENCRYPTION_METHODS = ("none", "gpg")  # as core.encryption.METHODS, which the option spec need not load
 STORE_TYPES = ("local", "sftp", "s3")  # the ones pgdr-wal reads and writes
 HELPER_DIR = "/usr/local/lib/pgdr"
 HELPER_NAME = "pgdr-wal"
@@ -53,9 +54,24 @@ def archive_argument_spec():
                 binary=dict(type="path", default="pg_probackup"),
                 archive_command=dict(type="str"),
                 restore_command=dict(type="str"),
+                encryption=dict(
+                    type="dict",
+                    options=dict(
+                        method=dict(type="str", default="none", choices=list(ENCRYPTION_METHODS)),
+                        passphrase=dict(type="str", no_log=True),
+                    ),
+                ),
             ),
         )
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class WalEncryptionOptions:
+    """``archive.encryption``: gpg (OpenPGP symmetric AES-256) on push; the passphrase also decrypts on fetch."""
+
+    method: Optional[str]
+    passphrase: Optional[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +84,16 @@ class ArchiveOptions(LocationOptions):
     binary: Optional[str]
     archive_command: Optional[str]
     restore_command: Optional[str]
+    encryption: Optional[WalEncryptionOptions]
+
+    @property
+    def encrypts(self):
+        """Whether push encrypts (gpg)."""
+        return bool(self.encryption) and self.encryption.method == "gpg"
+
+    @property
+    def passphrase(self):
+        return self.encryption.passphrase if self.encryption else None
 
 
 # options each type needs (given and not empty)
@@ -94,6 +120,14 @@ def validate(archive):
         raise PgdrError("archive type command needs archive.archive_command and/or archive.restore_command")
     if archive.sse is not None:
         sse_request(archive.sse, kind, "archive")  # S3 only, and the mode's key checked before anything is installed
+    if archive.encryption is not None:
+        method = archive.encryption.method or "none"
+        if method not in ENCRYPTION_METHODS:
+            raise PgdrError("archive.encryption.method must be one of %s, not %r" % (", ".join(ENCRYPTION_METHODS), method))
+        if kind not in STORE_TYPES and (method != "none" or archive.passphrase):
+            raise PgdrError("archive.encryption is done by pgdr-wal, for archive types %s, not %s: drop archive.encryption" % (", ".join(STORE_TYPES), kind))
+        if method == "gpg" and not archive.passphrase:
+            raise PgdrError("archive.encryption.method gpg needs archive.encryption.passphrase")
     return archive
 
 
@@ -214,6 +248,42 @@ class WalArchive:
                 if newest is None or key >= newest[0]:
                     newest = (key, segment, item["mtime"])
         return None if newest is None else (newest[1], newest[2])
+
+    def check_decryption(self, passphrase, walfile):
+        """Whether ``walfile`` is stored encrypted (gpg); raises PgdrError, in one line, when it is and ``passphrase``
+        is missing or does not decrypt it: recovery would otherwise take the failure for the end of the archive."""
+        from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
+
+        with self.repository.open_reader(walfile) as reader:
+            head = reader.read(64 * 1024)
+            if not encryption.looks_encrypted(head):
+                return False
+            what = "%s in the WAL archive %s" % (walfile, self.describe())
+            if not passphrase:
+                raise PgdrError("%s is encrypted (gpg): give archive.encryption.passphrase, the one it was archived with" % what)
+            with encryption.gpg_session(passphrase) as gpg, open(os.devnull, "wb") as sink:
+                try:
+                    encryption.run_gpg(gpg.decrypt_argv(), Prepend(head, reader), sink)
+                except encryption.GpgFailed as exc:
+                    raise PgdrError(
+                        "cannot decrypt %s: gpg says %s; check archive.encryption.passphrase: it must be the one the archive was encrypted with"
+                        % (what, exc)
+                    ) from None
+        return True
+
+
+class Prepend:
+    """A reader that returns ``head`` first, then what ``reader`` yields."""
+
+    def __init__(self, head, reader):
+        self._head = head
+        self._reader = reader
+
+    def read(self, size=-1):
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return self._reader.read(size)
 
 
 def open_archive(archive):

@@ -40,6 +40,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.wal.pgdr_wal import CO
 _PACKAGE = "ansible_collections.pgdr.backup.plugins.module_utils"
 # every module the program imports, dotted below _PACKAGE (test_wal_helper checks the list against its imports)
 _SOURCES = (
+    "core.encryption",
     "core.errors",
     "core.options",
     "storage.base",
@@ -54,9 +55,9 @@ _MAIN = "import sys\nfrom ansible_collections.pgdr.backup.plugins.module_utils.w
 
 # options that make up the store's settings in the helper's config, per type
 _STORE_KEYS = {
-    "local": ("path",),
-    "sftp": ("path", "host", "port", "user", "key_file", "known_hosts"),
-    "s3": ("endpoint_url", "region", "bucket", "prefix", "access_key", "secret_key", "addressing_style", "sse"),
+    "local": ("path", "encryption"),
+    "sftp": ("path", "host", "port", "user", "key_file", "known_hosts", "encryption"),
+    "s3": ("endpoint_url", "region", "bucket", "prefix", "access_key", "secret_key", "addressing_style", "sse", "encryption"),
 }
 
 

@@ -31,9 +31,10 @@ import sys
 import time
 from typing import NamedTuple
 
+from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import NotFound, copy_stream, quietly
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import COPY_CHUNK, NotFound, copy_stream, quietly
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import open_repository
 from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import (
     HELPER_NAME,
@@ -41,6 +42,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import (
     STORE_TYPES,
     WAL_NAME_RE,
     ArchiveOptions,
+    Prepend,
     WalArchive,
     repository_options,
     validate_name,
@@ -55,6 +57,7 @@ IDLE = 15.0  # seconds without a new .served before the prefetcher ends (recover
 IDLE_ENV = "PGDR_WAL_PREFETCH_IDLE"  # tests only: fetch passes it on as prefetch --idle
 PREFETCH_POLL = 0.2  # seconds between looks at .served once the window is full
 LOG_LIMIT = 64 * 1024
+ABORT_RECOVERY = 126  # fetch's exit code for a file that does not decrypt (restore_command: > 125 ends recovery with an error)
 
 
 def spool_path(name, spool_dir=SPOOL_DIR):
@@ -103,15 +106,100 @@ def push(config, source, walfile):
     if archive.type == "local" and not os.path.isdir(archive.path):
         raise PgdrError("archive folder %s does not exist (is the share mounted?)" % archive.path)
     with open_store(config) as repository:
-        return repository.put_if_absent(walfile, source)
+        if not archive.encrypts:
+            return repository.put_if_absent(walfile, source)
+        return _push_encrypted(repository, source, walfile, archive.passphrase)
 
 
-def _write_dest(reader_cm, dest, sync=False):
-    """Copy what ``reader_cm`` opens to ``dest`` through a temporary name, so ``dest`` is whole or absent."""
+def _push_encrypted(repository, source, walfile, passphrase):
+    """Encrypt ``source`` (gpg, to a private temporary file: ciphertext only) and store it unless ``walfile`` is there.
+
+    gpg output differs on every run (a new salt and session key), so an existing copy is compared after decryption.
+    """
+    if repository.exists(walfile):
+        _check_same_plaintext(repository, walfile, source, passphrase)
+        return False
+    with encryption.gpg_session(passphrase) as gpg:
+        sealed = os.path.join(gpg.home, "sealed")
+        with open(sealed, "wb") as out:
+            _gpg(encryption.run_gpg, gpg.encrypt_argv() + [source], None, out, "encrypting %s" % walfile)
+        try:
+            return repository.put_if_absent(walfile, sealed)
+        except PgdrError:
+            if not repository.exists(walfile):
+                raise
+    # stored meanwhile by another push (a retry after a lost reply): fine if it is the same segment
+    _check_same_plaintext(repository, walfile, source, passphrase)
+    return False
+
+
+def _check_same_plaintext(repository, walfile, source, passphrase):
+    with encryption.gpg_session(passphrase) as gpg:
+        plain = os.path.join(gpg.home, "stored")
+        with repository.open_reader(walfile) as reader, open(plain, "wb") as out:
+            copy_plain(reader, out, passphrase)
+        if _digest(plain) == _digest(source):
+            return
+    raise PgdrError(
+        "%s already exists in %s with different content; refusing to overwrite it. Another cluster may be archiving "
+        "into the same place (check the archive name), or the copy is damaged: compare it by hand" % (walfile, repository.describe())
+    )
+
+
+def _digest(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for data in iter(lambda: handle.read(COPY_CHUNK), b""):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+class DecryptionFailed(PgdrError):
+    """An archived file that does not decrypt: fetch must not let recovery take it for the end of the archive."""
+
+
+def _gpg(func, argv, reader, out, what):
+    try:
+        func(argv, reader, out)
+    except encryption.GpgFailed as exc:
+        if "--decrypt" in argv:
+            hint = "check archive.encryption.passphrase: it must be the one the archive was encrypted with"
+            raise DecryptionFailed("%s: gpg says %s; %s" % (what, exc, hint)) from None
+        raise PgdrError("%s: gpg says %s" % (what, exc)) from None
+    except OSError as exc:
+        failure = DecryptionFailed if "--decrypt" in argv else PgdrError  # a file that is there but unreadable is never the end
+        raise failure("%s: cannot run gpg: %s; install gnupg on this host" % (what, exc.strerror or exc)) from None
+
+
+def copy_plain(reader, out, passphrase, what="the archived file"):
+    """Copy a stored WAL file to the binary file ``out``, decrypting it when it is gpg output; the bytes written.
+
+    Encrypted or not is read from the file itself, so an archive that was encrypted from some segment on (or that
+    also holds pg_receivewal's plain files) reads back whole.
+    """
+    head = reader.read(COPY_CHUNK)
+    if not encryption.looks_encrypted(head):
+        out.write(head)
+        return len(head) + copy_stream(reader, out)
+    if not passphrase:
+        raise DecryptionFailed("%s is encrypted (gpg): give archive.encryption.passphrase (the archive's, in the archive option)" % what)
+    out.flush()
+    start = out.tell()
+    with encryption.gpg_session(passphrase) as gpg:
+        _gpg(encryption.run_gpg, gpg.decrypt_argv(), Prepend(head, reader), out, "cannot decrypt %s" % what)
+    end = os.lseek(out.fileno(), 0, os.SEEK_END)  # gpg wrote through the descriptor
+    out.seek(end)
+    return end - start
+
+
+def _write_dest(reader_cm, dest, sync=False, passphrase=None):
+    """Copy what ``reader_cm`` opens to ``dest`` (decrypted) through a temporary name, so ``dest`` is whole or absent."""
     temp = "%s.pgdr-tmp-%d" % (dest, os.getpid())
     try:
         with reader_cm as reader, open(temp, "wb") as out:
-            copy_stream(reader, out)
+            copy_plain(reader, out, passphrase)
             if sync:
                 out.flush()
                 os.fsync(out.fileno())
@@ -121,14 +209,14 @@ def _write_dest(reader_cm, dest, sync=False):
         raise
 
 
-def fetch(repository, walfile, dest):
-    """Copy ``walfile`` (or, for a segment, ``walfile.partial``) to ``dest``; the name copied; raises _Missing."""
+def fetch(repository, walfile, dest, passphrase=None):
+    """Copy ``walfile`` (or, for a segment, ``walfile.partial``) to ``dest``, decrypted; the name copied; raises _Missing."""
     candidates = [walfile]
     if SEGMENT_RE.match(walfile):
         candidates.append(walfile + ".partial")  # pg_receivewal's unfinished last segment
     for candidate in candidates:
         try:
-            _write_dest(repository.open_reader(candidate), dest)  # NotFound comes before the temporary file
+            _write_dest(repository.open_reader(candidate), dest, passphrase=passphrase)  # NotFound comes before the temporary file
         except NotFound:
             continue
         return candidate
@@ -273,7 +361,7 @@ def _log(dir_fd, message):
         os.close(fd)
 
 
-def _spool_one(repository, dir_fd, walfile, segment_size):
+def _spool_one(repository, dir_fd, walfile, segment_size, passphrase=None):
     """Download ``walfile`` into the spool (temp, fsync, rename); False when the archive has no whole copy."""
     with contextlib.ExitStack() as stack:
         try:
@@ -284,7 +372,7 @@ def _spool_one(repository, dir_fd, walfile, segment_size):
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
         try:
             with os.fdopen(fd, "wb") as out:
-                copied = copy_stream(reader, out)
+                copied = copy_plain(reader, out, passphrase, walfile)
                 out.flush()
                 os.fsync(out.fileno())
             if copied != segment_size:  # an upload in progress, or not a segment: never spool it
@@ -347,7 +435,7 @@ def prefetch(config, walfile, segment_size, count, idle=IDLE):
                 time.sleep(PREFETCH_POLL)
                 continue
             repository = repository or open_store(config)
-            if not _spool_one(repository, dir_fd, missing[0], segment_size):
+            if not _spool_one(repository, dir_fd, missing[0], segment_size, config.archive.passphrase):
                 _log(dir_fd, "stopped at %s: not in the archive" % missing[0])
                 return
             spooled.add(missing[0])
@@ -391,7 +479,7 @@ def _fetch_command(args, config):
     else:
         try:
             with open_store(config) as repository:
-                served = fetch(repository, walfile, args.path)
+                served = fetch(repository, walfile, args.path, config.archive.passphrase)
         except _Missing:
             return 1  # the normal end of the archive: PostgreSQL asks for files that do not exist yet
     if spool is not None and served == walfile:  # not after a .partial: that is the end of the archive
@@ -430,7 +518,8 @@ def _list(config, as_json):
 
 
 def main(argv=None):
-    """The pgdr-wal command line; returns the exit code (0 done, 1 failed or not found, 2 usage)."""
+    """The pgdr-wal command line; returns the exit code (0 done, 1 failed or not found, 2 usage, 126 fetch of a file that
+    does not decrypt)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=HELPER_NAME, description="pgdr.backup WAL archive helper")
@@ -467,6 +556,10 @@ def main(argv=None):
         else:
             _list(config, args.json)
         return 0
+    except DecryptionFailed as exc:
+        _complain(args, exc.msg, secret)
+        # an exit code above 125 makes PostgreSQL abort recovery: a file it cannot read is not the end of the archive
+        return ABORT_RECOVERY if args.action == "fetch" else 1
     except PgdrError as exc:
         _complain(args, exc.msg, secret)
     except (OSError, EOFError) as exc:
