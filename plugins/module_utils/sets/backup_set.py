@@ -31,7 +31,7 @@ PHYSICAL_KINDS = ("base", "probackup")
 KINDS = LOGICAL_KINDS + PHYSICAL_KINDS
 
 COMPRESSION_METHODS = ("none", "gzip", "lz4", "zstd")
-FINGERPRINT_METHODS = ("hash64-sum-v1", "md5-sum64-v1")  # fingerprint.METHODS (no psycopg needed here)
+FINGERPRINT_METHODS = ("hash64-sum-v2", "hash64-sum-v1", "md5-sum64-v1")  # fingerprint.METHODS (no psycopg needed here)
 ENCRYPTION_METHODS = ("none", "gpg-symmetric-aes256")
 # Short names other module_utils use for the same methods.
 _ENCRYPTION_ALIASES = {"gpg": "gpg-symmetric-aes256"}

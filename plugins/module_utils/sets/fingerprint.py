@@ -45,7 +45,6 @@ import re
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import qualified
-from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
 try:
     import psycopg
@@ -53,9 +52,8 @@ try:
 except ImportError:  # reported by the module through HAS_PSYCOPG
     psycopg = sql = None
 
-# What new backups record: hash64-sum-v2, once the manifest check (sets.backup_set.FINGERPRINT_METHODS) accepts it;
-# until then v1, so no set is written that its own manifest check would refuse.
-METHOD = "hash64-sum-v2" if "hash64-sum-v2" in backup_set.FINGERPRINT_METHODS else "hash64-sum-v1"
+# What new backups record (sets.backup_set.FINGERPRINT_METHODS lists every method a manifest may name).
+METHOD = "hash64-sum-v2"
 _HASH64 = "pg_catalog.hashtextextended({row} COLLATE \"C\", 0)"
 _MD5_64 = "('x' || pg_catalog.substr(pg_catalog.md5({row}), 1, 16))::bit(64)::bigint"
 # What each method sums over the rows; {row} is the row's text.
