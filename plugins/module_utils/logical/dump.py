@@ -252,17 +252,24 @@ def dump_database(ctx, database):
     try:
         info = database_info(snapshot.conn, database)
         fingerprints = FingerprintThread(snapshot.conn, database, options) if ctx.fingerprint else None
-        with ctx.conn_params.child_env() as env:
-            env["PGDATABASE"] = database
-            if fmt == "directory":
-                argv = dump_directory(ctx, database, snapshot, env)
-            else:
-                argv = pg_dump_argv(ctx.pg_dump, ctx.pg_dump_major, options, snapshot.id, stages.compression)
-                name = dump_file_name(database, fmt, stages.compression, stages.encryption_method)
-                stream_into(writer, name, [argv] + stages.after(compress=fmt in ("plain", "tar")), env, dict(
-                    role="database", database=database, format=fmt,
-                    compression=stages.manifest_compression(),
-                    encryption=stages.manifest_encryption()))
+        try:
+            with ctx.conn_params.child_env() as env:
+                env["PGDATABASE"] = database
+                if fmt == "directory":
+                    argv = dump_directory(ctx, database, snapshot, env)
+                else:
+                    argv = pg_dump_argv(ctx.pg_dump, ctx.pg_dump_major, options, snapshot.id, stages.compression)
+                    name = dump_file_name(database, fmt, stages.compression, stages.encryption_method)
+                    stream_into(writer, name, [argv] + stages.after(compress=fmt in ("plain", "tar")), env, dict(
+                        role="database", database=database, format=fmt,
+                        compression=stages.manifest_compression(),
+                        encryption=stages.manifest_encryption()))
+        except PgdrError:
+            # a failed fingerprint ends the exporting transaction, and pg_dump then only says it "could not import the
+            # requested snapshot": the fingerprint's error (e.g. permission denied for a table) is the cause to report
+            if fingerprints and not fingerprints.thread.is_alive() and fingerprints.error:
+                fingerprints.result()
+            raise
         if fingerprints:
             tables = fingerprints.result()
     finally:
