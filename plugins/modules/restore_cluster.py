@@ -102,6 +102,9 @@ options:
   database:
     description:
       - For a single-database set, the name to restore into. Default - the name it was dumped from.
+      - For a cluster set, the name to restore its one database chosen in O(databases) into; with several databases (or none
+        chosen from a set that holds several) it is refused before anything changes, as each database keeps its own name.
+      - For table restores, the target database.
     type: str
   databases:
     description:
@@ -403,6 +406,8 @@ checked_files:
 databases:
   description:
     - Per database - source name, target name, what happened, seconds taken, and verification (empty for table restores).
+    - C(action) is V(created), V(replace) or V(use); in check mode it is what would happen - V(would_create), V(would_replace) or
+      V(would_use).
     - C(database_properties) (databases this run created or replaced) - the source database's properties applied to it from the
       manifest (C(ALTER DATABASE SET) and C(ALTER ROLE IN DATABASE SET) count, ACL, connection limit, comment), and C(skipped), what
       could not be applied (a role absent on the target, a setting the target refuses). With O(verify) they are read back; a
@@ -439,7 +444,8 @@ tables:
   description:
     - For table restores, per table - source schema and table, target schema and table, action (created, renamed,
       replaced), rows found, rows expected, whether they match the manifest's fingerprint, and the problem if not.
-    - In check mode, the plan (without rows and verification).
+    - In check mode, the plan (without rows and verification), its action what would happen - V(would_create), V(would_rename) or
+      V(would_replace).
   returned: for table restores
   type: list
   elements: dict

@@ -319,3 +319,29 @@ def test_database_settings_acl_limit_and_comment_come_back_with_a_cluster_set(an
     assert on_target("SELECT datconnlimit, shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba) FROM pg_database "
                      "WHERE datname = %s" % literal(cs.db)) == "7|h1's database|%s" % cs.role
     assert on_target("SHOW bytea_output", db=cs.db) == "escape"
+
+
+# --- item 13: results and messages say what really happens ---------------------------------------------------------------
+
+
+def test_check_mode_reports_what_would_happen_not_what_was_done(ansible, lab, host, db):
+    backup_id = dump(ansible, db)["backup_id"]
+    db.sql("DELETE FROM public.t WHERE id > 5")
+    planned = ok(restore(ansible, db, check=True, tables=["public.t"], conflict="replace"))
+    # before the fix: action "replaced", as if it had been done
+    assert [(t["table"], t["action"]) for t in planned["tables"]] == [("t", "would_replace")] and planned["changed"] is True
+    planned = ok(restore(ansible, db, check=True, if_exists="replace"))
+    assert [(d["target"], d["action"]) for d in planned["databases"]] == [(db.name, "would_replace")]
+    assert db.sql("SELECT count(*) FROM public.t") == "5" and db.like("%" + backup_id) == ""
+
+
+def test_a_cluster_set_restores_its_one_chosen_database_under_the_name_given(ansible, cluster_set):
+    cs = cluster_set
+    cs.target.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", cs.mapped])
+    renamed = cs.db + "_as"
+    msg = one_line(cs.restore(ansible, check=True, database=renamed, tablespace_mapping={cs.tablespace: cs.mapped}))
+    assert msg.startswith("database names the one database a restore goes into, but set %s restores" % cs.dumped["backup_id"]), msg
+    restored = ok(cs.restore(ansible, databases=[cs.db], database=renamed, tablespace_mapping={cs.tablespace: cs.mapped}))
+    # before the fix database was ignored: the set's database came back under its own name
+    assert [(d["source"], d["target"], d["action"]) for d in restored["databases"]] == [(cs.db, renamed, "created")]
+    assert cs.target.psql("SELECT count(*) FROM public.t", db=renamed).strip() == "50"

@@ -88,7 +88,7 @@ def test_plan_refuses_a_replace_of_a_database_with_sessions(monkeypatch):
     with pytest.raises(PgdrError, match='database "sales" has 1 open session\\(s\\).*nothing was changed.*terminate_sessions: true'):
         restore.run(check_mode=True)
     _checked, restore = engine(monkeypatch, LogicalRestore, logical_set(), existing={"sales"}, if_exists="replace", terminate_sessions=True)
-    assert restore.run(check_mode=True)["databases"][0]["action"] == "replace"
+    assert restore.run(check_mode=True)["databases"][0]["action"] == "would_replace"
 
 
 GLOBALS = """\\restrict abc

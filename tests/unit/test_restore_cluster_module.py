@@ -131,7 +131,13 @@ def test_database_plans_name_source_target_and_action():
     with pytest.raises(PgdrError, match='database "sales" exists on the target; set if_exists'):
         plan_databases(manifest, logical_options(), exists)
     cluster = logical_set("logical-cluster", databases=("sales", "hr", "new"))
-    assert [p.target for p in plan_databases(cluster, logical_options(databases=["new"], database="ignored"), exists)] == ["new"]
+    assert [p.target for p in plan_databases(cluster, logical_options(databases=["new"], database="renamed"), exists)] == ["renamed"]
+    with pytest.raises(PgdrError, match="database names the one database a restore goes into, but set 20260101T000000Z restores 2 "
+                                        "databases \\(sales, hr\\); choose one with databases: \\[name\\] to restore it as x"):
+        plan_databases(cluster, logical_options(databases=["sales", "hr"], database="x"), exists)
+    with pytest.raises(PgdrError, match='database "hr" exists on the target; set if_exists \\(rename, replace, use\\) '
+                                        "or restore it alone under another name \\(databases: \\[hr\\], database\\); nothing was changed"):
+        plan_databases(cluster, logical_options(databases=["new", "hr"]), exists)
     with pytest.raises(PgdrError, match="has no dump of database\\(s\\) nope; it holds hr, new, sales"):
         plan_databases(cluster, logical_options(databases=["nope"]), exists)
 
@@ -152,7 +158,7 @@ def engine(monkeypatch, cls, manifest, existing=(), **over):
 def test_check_mode_checks_the_files_and_reports_the_plan(monkeypatch):
     checked, restore = engine(monkeypatch, LogicalRestore, logical_set())
     assert restore.run(check_mode=True) == dict(changed=True, backup_id="20260101T000000Z", kind="logical-db", checked_files=1,
-                                                globals_restored=False, databases=[dict(source="sales", target="sales", action="create")])
+                                                globals_restored=False, databases=[dict(source="sales", target="sales", action="would_create")])
     assert checked == ["20260101T000000Z"]
 
 
@@ -179,7 +185,7 @@ def test_a_table_restore_plan_into_a_new_database(monkeypatch):
     _checked, restore = engine(monkeypatch, TableRestore, logical_set(), database="scratch", tables=["public.t"])
     result = restore.run(check_mode=True)
     assert (result["database"], result["database_created"], result["databases"]) == ("scratch", True, [])
-    assert result["tables"] == [dict(schema="public", table="t", target_schema="public", target_table="t", action="created")]
+    assert result["tables"] == [dict(schema="public", table="t", target_schema="public", target_table="t", action="would_create")]
 
 
 def test_tables_of_a_cluster_set_come_from_exactly_one_database():

@@ -136,14 +136,20 @@ def plan_databases(manifest, options, exists):
         unknown = [d for d in sources if d not in by_db]
         if unknown:
             raise PgdrError("set %s has no dump of database(s) %s; it holds %s" % (backup_id, ", ".join(unknown), ", ".join(sorted(by_db))))
+    if options.database and len(sources) != 1:
+        # one name cannot hold several databases: say so rather than restore them under their own names
+        raise PgdrError("database names the one database a restore goes into, but set %s restores %d databases (%s); choose one with "
+                        "databases: [name] to restore it as %s, or leave database out to restore each under its own name"
+                        % (backup_id, len(sources), ", ".join(sources), options.database))
     plans = []
     for source in sources:
-        target = options.database if (options.database and manifest["kind"] == "logical-db") else source
+        target = options.database or source
         check_name_length(target, "the target")
         if not exists(target):
             plans.append(DatabasePlan(source, target, "create"))
         elif options.if_exists == "fail":
-            raise PgdrError('database "%s" exists on the target; set if_exists (rename, replace, use) or database' % target)
+            hint = "database (another name)" if len(sources) == 1 else "restore it alone under another name (databases: [%s], database)" % source
+            raise PgdrError('database "%s" exists on the target; set if_exists (rename, replace, use) or %s; nothing was changed' % (target, hint))
         elif options.if_exists == "rename":
             copy = "%s_restored_%s" % (target, backup_id)
             check_name_length(copy, "if_exists: rename")
@@ -779,7 +785,8 @@ class LogicalRestore(SetLoader):
             if self.manifest["kind"] == "logical-cluster" and self.options.globals and self.globals_file:
                 globals_plan = self._plan_globals(self.globals_file)  # every tablespace location checked before anything changes
                 result["globals"] = globals_plan.report()
-            if check_mode:
+            if check_mode:  # what would happen, not claimed as done
+                result["databases"] = [dict(plan._asdict(), action="would_" + plan.action) for plan in plans]
                 result["changed"] = bool(plans) or bool(globals_plan and (globals_plan.roles_created or globals_plan.tablespaces_created))
                 return result
             if globals_plan:

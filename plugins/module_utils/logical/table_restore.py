@@ -46,6 +46,7 @@ except ImportError:  # reported by the module
     psycopg = sql = None
 
 CONFLICTS = ("error", "rename", "replace")
+CHECK_MODE_ACTIONS = {"created": "would_create", "renamed": "would_rename", "replaced": "would_replace"}
 
 
 class TablePlan(NamedTuple):
@@ -347,7 +348,9 @@ class TableRestore(SetLoader):
             databases=[],
             tables=[dict(schema=t.schema, table=t.table, target_schema=t.schema, target_table=t.target_table, action=t.action) for t in plan.tables],
         )
-        if check_mode:
+        if check_mode:  # what would happen, not claimed as done
+            for table in result["tables"]:
+                table["action"] = CHECK_MODE_ACTIONS[table["action"]]
             result["changed"] = True
             return result
         started = time.monotonic()
