@@ -385,3 +385,27 @@ def test_the_manifest_records_the_encryption_of_an_encrypted_set():
         "2026-11-22T10:21:01Z", "2026-11-22T10:22:00Z", 59.0,
     )
     assert fields["encryption"] == {"method": "gpg-symmetric-aes256"} and "secret" not in repr(fields)
+
+
+def test_copy_out_decrypts_an_encrypted_parent_manifest_and_names_a_wrong_passphrase(tmp_path):
+    """incremental_from and action verify read stored files through copy_out: decrypted when the entry says so."""
+    import subprocess
+
+    from ansible_collections.pgdr.backup.plugins.module_utils.core import encryption
+
+    repo = LocalRepository(str(tmp_path / "repo"))
+    with encryption.gpg_session("right") as gpg:
+        sealed = subprocess.run(gpg.encrypt_argv(), input=b'{"Files": []}', capture_output=True, check=True).stdout
+    repo.put_bytes_atomic("db1/b0/backup_manifest.gpg", sealed)
+    entry = {"path": "backup_manifest.gpg", "role": "backup-manifest", "encryption": {"method": "gpg-symmetric-aes256"}}
+    assert basebackup.plain_name(entry) == "backup_manifest"
+    out = str(tmp_path / "parent_backup_manifest")
+    with pytest.raises(PgdrError, match=r"incremental_from b0 is encrypted \(gpg\): give encryption.passphrase"):
+        basebackup.copy_out(repo, "db1/b0/backup_manifest.gpg", entry, out, None, "incremental_from b0")
+    with encryption.gpg_session("wrong") as gpg:
+        with pytest.raises(PgdrError, match="check encryption.passphrase") as caught:
+            basebackup.copy_out(repo, "db1/b0/backup_manifest.gpg", entry, out, gpg, "incremental_from b0")
+    assert "\n" not in caught.value.msg
+    with encryption.gpg_session("right") as gpg:
+        basebackup.copy_out(repo, "db1/b0/backup_manifest.gpg", entry, out, gpg, "incremental_from b0")
+    assert open(out, "rb").read() == b'{"Files": []}'

@@ -350,7 +350,7 @@ def recorded_requests(repo):
     """Every S3 request the repository makes, as (operation, headers), answered here: nothing reaches a network."""
     seen = []
 
-    def answer(model, params, **_):
+    def answer(model, params, **kwargs):
         seen.append((model.name, {k.lower(): v for k, v in params["headers"].items()}))
         parsed = {"UploadId": "u1", "ETag": '"e"', "ContentLength": 3, "Body": io.BytesIO(b"abc")}
         return _Reply(), parsed
@@ -384,7 +384,7 @@ def test_sse_headers_reach_every_write_and_sse_c_every_read(sse, written, read):
         out.write(b"x" * (repo.part_size + 1))
     repo.exists("c/s/base.tar")
     repo.get_bytes("c/s/manifest.json")
-    names = [name for name, _ in seen]
+    names = [name for name, _headers in seen]
     assert names == ["PutObject", "CreateMultipartUpload", "UploadPart", "UploadPart", "CompleteMultipartUpload", "HeadObject", "GetObject"]
     for name, headers in seen:
         expected = written if name in ("PutObject", "CreateMultipartUpload") else read if name != "CompleteMultipartUpload" else {}
@@ -400,7 +400,7 @@ def test_without_sse_no_encryption_header_is_sent():
     seen = recorded_requests(repo)
     repo.put_bytes_atomic("c/s/manifest.json", b"{}")
     repo.get_bytes("c/s/manifest.json")
-    assert [h for _, headers in seen for h in headers if h.startswith("x-amz-server-side")] == []
+    assert [h for _name, headers in seen for h in headers if h.startswith("x-amz-server-side")] == []
 
 
 def test_sse_c_key_from_a_file_raw_or_base64(tmp_path):
