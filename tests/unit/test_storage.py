@@ -443,3 +443,23 @@ def test_a_message_never_shows_the_sse_c_key():
     repo = open_repository(s3_options({"mode": "sse-c", "customer_key": SSE_KEY_B64}))
     error = repo._scrub(PgdrError("store said: bad key %s" % SSE_KEY_B64))
     assert SSE_KEY_B64 not in error.msg and "********" in error.msg
+
+
+def _client_error(code, message="", operation="HeadObject"):
+    import botocore.exceptions
+
+    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+
+
+def test_s3_errors_about_sse_name_the_option_to_fix():
+    plain = open_repository(s3_options(None))
+    said = "Requests specifying Server Side Encryption with Customer provided keys must provide the customer key."  # SeaweedFS's words
+    msg = plain._error("reading k", _client_error("InvalidArgument", said)).msg
+    assert msg.endswith("the object is encrypted with a customer key (SSE-C): give repository.sse with mode sse-c and that key")
+    assert plain._error("checking k", _client_error("400")).msg.endswith("give repository.sse with mode sse-c and that key (or check repository.region)")
+    keyed = open_repository(s3_options({"mode": "sse-c", "customer_key": SSE_KEY_B64}))
+    msg = keyed._error("reading k", _client_error("AccessDenied", "Access Denied.")).msg
+    assert "repository.sse gives the customer key the object was written with" in msg and SSE_KEY_B64 not in msg
+    sse_s3 = open_repository(s3_options({"mode": "sse-s3"}))
+    msg = sse_s3._error("uploading k", _client_error("InternalError", "We encountered an internal error", "PutObject")).msg
+    assert msg.endswith("check that the store supports repository.sse.mode (and the KMS key id); drop repository.sse if it does not")

@@ -247,6 +247,8 @@ class S3Repository(Repository):
                 hint += ", and that repository.sse gives the customer key the object was written with"
         elif self._sse_problem(code, detail):
             hint = self._sse_hint()
+            if code in ("400", "BadRequest"):  # a bare 400 (HEAD has no body) can also be a request signed for another region
+                hint += " (or check repository.region)"
         elif code == "NoSuchBucket":
             hint = "create the bucket or fix repository.bucket"
         elif code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "301"):
