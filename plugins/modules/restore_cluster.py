@@ -133,6 +133,17 @@ options:
         cluster has started and passed verification (it is always kept until then, and put back on failure).
     type: bool
     default: false
+  session_role:
+    description:
+      - Role to switch to after connecting (SET ROLE); the login user must be a member. Logical and table restores are done with
+        this role's privileges, and what they create is owned by it (unless the dump's owners are kept, which needs the role to
+        be a member of those owners too).
+      - C(SET ROLE) in every session of the restore - the one that creates, renames and drops databases (so the role needs
+        C(CREATEDB)), applies the globals and database settings, verifies and analyzes - and C(-c role=...) in C(PGOPTIONS) for
+        C(pg_restore), C(psql) and C(pg_dump), which load the data. A role that does not exist, or that the login user may not
+        switch to, fails in one line before anything changes.
+      - Not for physical restores.
+    type: str
   terminate_sessions:
     description:
       - With O(if_exists=replace), end the sessions connected to the database being replaced (C(pg_terminate_backend)) just before
@@ -510,7 +521,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner imp
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import service_argument_spec
 from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import recovery_target_argument_spec
-from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import LOGICAL_KINDS, LogicalRestore, LogicalRestoreOptions
+from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import LOGICAL_KINDS, LogicalRestore, LogicalRestoreOptions, with_session_role
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.table_restore import CONFLICTS, TableRestore
 from ansible_collections.pgdr.backup.plugins.module_utils.physical.restore import BaseSetRestore, BaseSetRestoreOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup.restore import ProbackupRestore, ProbackupRestoreOptions, catalog_argument_spec
@@ -524,7 +535,7 @@ ARGUMENT_RELATIONS = dict(
     required_one_of=[["repository", "probackup"]],
     required_by={"repository": ["cluster"]},
 )
-LOGICAL_ONLY = ("database", "databases", "tables", "schemas", "terminate_sessions")
+LOGICAL_ONLY = ("database", "databases", "tables", "schemas", "terminate_sessions", "session_role")
 
 
 def argument_spec():
@@ -539,6 +550,7 @@ def argument_spec():
         if_exists=dict(type="str", default="fail", choices=["fail", "rename", "replace", "use"]),
         keep_previous=dict(type="bool", default=False),
         terminate_sessions=dict(type="bool", default=False),
+        session_role=dict(type="str"),
         verify=dict(type="bool", default=True),
         analyze=dict(type="bool", default=True),
         no_owner=dict(type="bool", default=False),
@@ -589,7 +601,8 @@ def run(module):
         manifest = select_set(repo, options.cluster, options.backup_id)
         engine = logical_engine(manifest, options)
         with contextlib.closing(conn_params.connect(autocommit=True)) as admin:
-            return engine(options, conn_params, repo, manifest, admin).run(check_mode=module.check_mode)
+            params, admin = with_session_role(conn_params, admin, options.session_role)
+            return engine(options, params, repo, manifest, admin).run(check_mode=module.check_mode)
 
 
 def run_physical(module, conn_params, repo):

@@ -345,3 +345,30 @@ def test_a_cluster_set_restores_its_one_chosen_database_under_the_name_given(ans
     # before the fix database was ignored: the set's database came back under its own name
     assert [(d["source"], d["target"], d["action"]) for d in restored["databases"]] == [(cs.db, renamed, "created")]
     assert cs.target.psql("SELECT count(*) FROM public.t", db=renamed).strip() == "50"
+
+
+# --- item 18: session_role ------------------------------------------------------------------------------------------------
+
+
+def test_session_role_creates_and_loads_as_that_role(ansible, lab, host, db):
+    role = "h1_sr_" + db.suffix
+    db.roles.add(role)
+    host.psql("CREATE ROLE %s NOLOGIN CREATEDB" % ident(role))
+    custom = dump(ansible, db)["backup_id"]
+    plain = dump(ansible, db, format="plain", no_owner=True)["backup_id"]
+    missing = one_line(restore(ansible, db, backup_id=custom, database=db.name + "_x", session_role="h1_no_such_role"))
+    assert msg_has(missing, "session_role h1_no_such_role does not exist") and not db.exists(db.name + "_x")
+    keeping_owner = one_line(restore(ansible, db, backup_id=custom, database=db.name + "_x", session_role=role))
+    assert msg_has(keeping_owner, "and membership in its owner postgres, or set no_owner: true") and not db.exists(db.name + "_x")
+    for backup_id, target in ((custom, db.name + "_c"), (plain, db.name + "_p")):
+        db.drop.add(target)
+        restored = ok(restore(ansible, db, backup_id=backup_id, database=target, session_role=role, no_owner=True))
+        assert restored["databases"][0]["verification"]["verified"] is True
+        # created by the role (CREATE DATABASE in the admin session) and loaded by it (pg_restore / psql sessions)
+        assert db.sql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s" % literal(target), db="postgres") == role
+        assert db.sql("SELECT tableowner FROM pg_tables WHERE tablename = 't'", db=target) == role
+
+
+def msg_has(msg, text):
+    assert text in msg, msg
+    return True

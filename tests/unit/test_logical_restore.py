@@ -191,3 +191,26 @@ def test_a_database_whose_settings_differ_fails_naming_the_setting():
     databases = [dict(target="d", verification=dict(verified=False, mismatches=[], settings_mismatches=["connection limit is -1, the backup has 7"]))]
     assert logical_restore.verification_message(databases) == (
         "verification failed for 1 database(s): in d, connection limit is -1, the backup has 7; the restored database differs from the backup")
+
+
+def test_session_role_reaches_child_processes_through_pgoptions():
+    assert logical_restore.pgoptions_role("app") == "-c role=app"
+    assert logical_restore.pgoptions_role("my role\\x", "-c work_mem=1MB") == "-c work_mem=1MB -c role=my\\ role\\\\x"
+
+
+class FakeParams:
+    import contextlib as _contextlib
+
+    def __init__(self):
+        self.settings = {"host": "/run/postgresql"}
+
+    @_contextlib.contextmanager
+    def child_env(self, base_env=None):
+        yield {"PGOPTIONS": "-c statement_timeout=0"}
+
+
+def test_session_role_params_keep_the_rest_of_the_connection():
+    params = logical_restore.SessionRoleParams(FakeParams(), "app")
+    assert params.settings == {"host": "/run/postgresql"}
+    with params.child_env() as env:
+        assert env["PGOPTIONS"] == "-c statement_timeout=0 -c role=app"

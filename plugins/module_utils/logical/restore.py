@@ -34,6 +34,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import r
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import split_table
 from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump as logical_dump
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set, fingerprint
 from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import set_key
 
@@ -80,6 +81,7 @@ class LogicalRestoreOptions:
     terminate_sessions: Optional[bool]
     tablespace_mapping: Optional[dict]
     globals_tablespaces: Optional[str]
+    session_role: Optional[str]
 
 
 class DatabasePlan(NamedTuple):
@@ -475,7 +477,11 @@ def create_database(conn, name, info=None, keep_owner=True):
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner])
             if cur.fetchone():
                 statement = sql.SQL("{} OWNER {}").format(statement, sql.Identifier(owner))
-        cur.execute(statement)
+        try:
+            cur.execute(statement)
+        except psycopg.Error as exc:
+            raise PgdrError('creating database "%s" failed: %s; the user (or session_role) needs CREATEDB%s' % (
+                name, first_line(exc), " and membership in its owner %s, or set no_owner: true" % owner if owner else "")) from None
 
 
 def database_exists(conn, name):
@@ -646,6 +652,52 @@ def read_properties(conn, database):
                 name, _sep, value = entry.partition("=")
                 settings.append({"role": role, "name": name, "value": value})
     return dict(owner=owner, acl=list(acl) if acl is not None else None, connection_limit=limit, comment=comment, settings=settings)
+
+
+def pgoptions_role(role, current=None):
+    """PGOPTIONS with ``-c role=<role>`` added: libpq splits options at spaces, so spaces and backslashes are escaped."""
+    escaped = role.replace("\\", "\\\\").replace(" ", "\\ ")
+    return ("%s -c role=%s" % (current or "", escaped)).strip()
+
+
+class SessionRoleParams:
+    """ConnectionParams whose every session runs as ``role`` (session_role): SET ROLE on psycopg connections, and
+    ``-c role=...`` in PGOPTIONS for pg_restore, psql and pg_dump, so what the restore creates and loads is done with
+    the role's privileges and owned by it."""
+
+    def __init__(self, inner, role):
+        self.inner, self.role = inner, role
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def connect(self, dbname=None, autocommit=False):
+        conn = self.inner.connect(dbname, autocommit=autocommit)
+        set_session_role(conn, self.role)
+        return conn
+
+    @contextlib.contextmanager
+    def child_env(self, base_env=None):
+        with self.inner.child_env(base_env) as env:
+            env["PGOPTIONS"] = pgoptions_role(self.role, env.get("PGOPTIONS"))
+            yield env
+
+
+def set_session_role(conn, role):
+    """SET ROLE, kept for the whole session (committed: a rolled-back transaction would undo it)."""
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+    if not conn.autocommit:
+        conn.commit()
+
+
+def with_session_role(conn_params, admin, role):
+    """(conn_params, admin) acting as ``role``; refused in one line, before anything changes, unless the role exists and the
+    login user may SET ROLE to it. Without a role, as they are."""
+    if not role:
+        return conn_params, admin
+    logical_dump.check_session_role(admin, role)
+    set_session_role(admin, role)
+    return SessionRoleParams(conn_params, role), admin
 
 
 # --- reading a set back into databases ------------------------------------------------
