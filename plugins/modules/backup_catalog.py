@@ -200,7 +200,7 @@ kept:
   returned: with prune
   type: list
   elements: str
-skipped:
+spared:
   description: Sets the prune meant to remove but left, because they changed since they were listed (C(backup_id), C(reason)).
   returned: with prune
   type: list
@@ -365,7 +365,8 @@ def prune(module, options, repo, now):
         deleted, skipped = catalog.delete_sets(repo, options.cluster, doomed, now)
     gone = set(deleted)
     diff = dict(before="".join(_set_line(entry) for entry in entries), after="".join(_set_line(entry) for entry in entries if entry["backup_id"] not in gone))
-    return dict(changed=bool(deleted), sets=sets, deleted=deleted, skipped=skipped,
+    # not "skipped": Ansible reads that key as the task's own status
+    return dict(changed=bool(deleted), sets=sets, deleted=deleted, spared=skipped,
                 kept=[entry["backup_id"] for entry in entries if entry["backup_id"] not in doomed_ids], diff=diff)
 
 

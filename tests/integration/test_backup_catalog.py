@@ -1,0 +1,198 @@
+"""backup_catalog through ansible-playbook on backup1, against a local folder, SFTP (backup1) and S3 (the lab's store).
+
+The sets are written from the controller with the same SetWriter the backups use (``make_set``: a month of sets with
+past times), so the retention verdicts are known exactly; the module reads, pins, prunes and verifies them as a user's
+playbook would. Every repository is this test's own (``/var/backups/pgdr-h6-*``, S3 prefix ``h6-*``), removed afterwards.
+"""
+
+import datetime
+import time
+import uuid
+
+import pytest
+
+from ansible_collections.pgdr.backup.plugins.module_utils.catalog.catalog import PIN_NAME
+from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set as bs
+from tests.integration.test_storage import s3_repository, sftp_repository
+from tests.unit.test_catalog import make_incomplete, make_set
+
+pytestmark = pytest.mark.lab
+
+CATALOG = "pgdr.backup.backup_catalog"
+CLUSTER = "h6db"
+DAY = datetime.timedelta(days=1)
+HOUR = datetime.timedelta(hours=1)
+GRACE_SECONDS = 90
+KINDS = ("local", "sftp", "s3")
+
+
+class Repos:
+    """The three repositories of one test: ``spec(kind)`` as the module takes it, ``writer(kind)`` on the controller."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.backup1 = lab.host("backup1")
+        self.suffix = uuid.uuid4().hex[:8]
+        self.local_path = "/var/backups/pgdr-h6-%s" % self.suffix
+        self.sftp_path = "/var/backups/pgdr-h6-%s-sftp" % self.suffix
+        self.prefix = "h6-%s" % self.suffix
+        self.writers = {
+            # the local repository is written over SFTP as root, then handed to postgres (the module's user)
+            "local": sftp_repository(lab, self.local_path),
+            "sftp": sftp_repository(lab, self.sftp_path),
+            "s3": s3_repository(lab, self.prefix),
+        }
+
+    def spec(self, kind):
+        if kind == "local":
+            return {"type": "local", "path": self.local_path}
+        if kind == "sftp":
+            return self.lab.sftp_repository(self.backup1, self.sftp_path)
+        s3 = self.lab.s3
+        return {"type": "s3", "endpoint_url": s3["endpoint"], "region": s3["region"], "bucket": s3["bucket"], "prefix": self.prefix,
+                "access_key": s3["access_key"], "secret_key": s3["secret_key"]}
+
+    def hand_local_to_postgres(self):
+        self.backup1.run(["chown", "-R", "postgres:postgres", self.local_path])
+
+    def cleanup(self):
+        for repo in self.writers.values():
+            repo.close()
+        self.backup1.run(["rm", "-rf", self.local_path, self.sftp_path])
+        with s3_repository(self.lab, "") as root:
+            root.delete_tree(self.prefix)
+
+
+@pytest.fixture
+def repos(lab):
+    made = Repos(lab)
+    yield made
+    made.cleanup()
+
+
+def task(name, **args):
+    check = args.pop("check_mode", False)
+    diff = args.pop("diff", False)
+    return {"name": name, CATALOG: dict(cluster=CLUSTER, **args), "ignore_errors": True, "check_mode": check, "diff": diff}
+
+
+def ok(run, name):
+    result = run.result(name, "backup1")
+    assert result["_status"] in ("ok", "changed"), (name, result.get("msg"))
+    return result
+
+
+def one_line_failure(run, name):
+    result = run.result(name, "backup1")
+    assert result["_status"] == "failed", (name, result)
+    assert result["msg"] and "\n" not in result["msg"].strip() and "Traceback" not in result["msg"], result["msg"]
+    return result
+
+
+def write_month(repo, now):
+    """12 nightly dumps, 3 base sets, 1 logical-cluster set; times an hour inside each day so no verdict sits on a boundary."""
+    dumps = {d: make_set(repo, CLUSTER, now - d * DAY + HOUR) for d in range(1, 13)}
+    bases = {d: make_set(repo, CLUSTER, now - d * DAY + 2 * HOUR, kind="base") for d in (2, 6, 10)}
+    cluster_dump = make_set(repo, CLUSTER, now - 11 * DAY + 3 * HOUR, kind="logical-cluster")
+    return dumps, bases, cluster_dump
+
+
+def test_list_pin_prune_verify_a_month_on_local_sftp_and_s3(ansible, lab, repos):
+    started = time.monotonic()
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    stale = {kind: make_incomplete(repos.writers[kind], CLUSTER, "stale-%s" % kind) for kind in KINDS}
+    stale_written = time.monotonic()
+    month = {kind: write_month(repos.writers[kind], now) for kind in KINDS}
+    repos.hand_local_to_postgres()
+    dumps = {kind: month[kind][0] for kind in KINDS}
+
+    # list and pin: check mode changes nothing, a second identical pin changes nothing
+    tasks = []
+    for kind in KINDS:
+        repo = repos.spec(kind)
+        tasks += [
+            task("list %s" % kind, repository=repo),
+            task("newest before %s" % kind, repository=repo, kind=["logical-db"], newest_before="3d"),
+            task("since %s" % kind, repository=repo, kind=["base"], since="7d"),
+            task("pin check %s" % kind, repository=repo, action="pin", backup_id=dumps[kind][9], pin_expires="30d", check_mode=True),
+            task("pin %s" % kind, repository=repo, action="pin", backup_id=dumps[kind][9], pin_expires="30d"),
+            task("pin again %s" % kind, repository=repo, action="pin", backup_id=dumps[kind][9], pin_expires="30d"),
+            task("pin missing %s" % kind, repository=repo, action="pin", backup_id="nope"),
+            task("pin 8 %s" % kind, repository=repo, action="pin", backup_id=dumps[kind][8]),
+            task("unpin 8 %s" % kind, repository=repo, action="unpin", backup_id=dumps[kind][8]),
+        ]
+    first = ansible.play("backup1", tasks)
+    for kind in KINDS:
+        listed = ok(first, "list %s" % kind)
+        assert listed["changed"] is False
+        sets = {entry["backup_id"]: entry for entry in listed["sets"]}
+        assert len(sets) == 12 + 3 + 1 + 1
+        assert sets["stale-%s" % kind]["status"] == "incomplete"
+        dump = sets[dumps[kind][1]]
+        assert (dump["kind"], dump["status"], dump["tool"], dump["size"], dump["files"], dump["pinned"]) == ("logical-db", "complete", "pg_dump 15.8", 205, 1, False)
+        base = sets[month[kind][1][2]]
+        assert (base["kind"], base["start_lsn"], base["stop_lsn"], base["timeline"]) == ("base", "0/3000028", "0/3000100", 1)
+        assert ok(first, "newest before %s" % kind)["selected"]["backup_id"] == dumps[kind][4]
+        assert [entry["backup_id"] for entry in ok(first, "since %s" % kind)["sets"]] == [month[kind][1][6], month[kind][1][2]]
+        assert ok(first, "pin check %s" % kind)["changed"] is True
+        pinned = ok(first, "pin %s" % kind)
+        assert pinned["changed"] is True and pinned["pin"]["requested"] == "30d"
+        assert ok(first, "pin again %s" % kind)["changed"] is False
+        assert "does not exist" in one_line_failure(first, "pin missing %s" % kind)["msg"]
+        assert ok(first, "unpin 8 %s" % kind)["changed"] is True
+        writer = repos.writers[kind]
+        assert writer.exists(bs.set_key(CLUSTER, dumps[kind][9], PIN_NAME))
+        assert not writer.exists(bs.set_key(CLUSTER, dumps[kind][8], PIN_NAME))
+
+    # the stale incomplete sets are older than the grace now; fresh ones (a backup "in progress") are not
+    time.sleep(max(0.0, GRACE_SECONDS + 5 - (time.monotonic() - stale_written)))
+    fresh = {kind: make_incomplete(repos.writers[kind], CLUSTER, "fresh-%s" % kind) for kind in KINDS}
+    repos.hand_local_to_postgres()
+    # damage one kept set on S3: verify must name it there and pass on the others
+    damaged = dumps["s3"][2]
+    with repos.writers["s3"].open_writer(bs.set_key(CLUSTER, damaged, "db.dump")) as out:
+        out.write(b"not the dump")
+
+    rules = dict(keep_last=2, keep_within="5d", incomplete_grace="%ds" % GRACE_SECONDS)
+    tasks = []
+    for kind in KINDS:
+        repo = repos.spec(kind)
+        tasks += [
+            task("prune check %s" % kind, repository=repo, action="prune", check_mode=True, diff=True, **rules),
+            task("prune %s" % kind, repository=repo, action="prune", **rules),
+            task("prune again %s" % kind, repository=repo, action="prune", **rules),
+            task("verify %s" % kind, repository=repo, action="verify", max_age="2d"),
+            task("verify stale %s" % kind, repository=repo, action="verify", kind=["logical-db"], max_age="12h"),
+        ]
+    second = ansible.play("backup1", tasks)
+    for kind in KINDS:
+        days, bases, cluster_dump = month[kind]
+        # dumps: nights 1..5 in the window (keep_last 2 is within them), night 9 pinned; base: the two newest;
+        # the one logical-cluster set; the fresh incomplete set
+        survivors = {days[d] for d in (1, 2, 3, 4, 5, 9)} | {bases[2], bases[6], cluster_dump, fresh[kind]}
+        doomed = [days[d] for d in (12, 11, 10)] + [bases[10]] + [days[d] for d in (8, 7, 6)]
+        checked = ok(second, "prune check %s" % kind)
+        assert checked["changed"] is True
+        assert set(checked["deleted"]) == set(doomed) | {stale[kind]}
+        assert checked["deleted"][:4] == doomed[:4]  # oldest first
+        assert set(checked["kept"]) == survivors
+        assert "%s incomplete" % stale[kind] in checked["diff"]["before"] and stale[kind] not in checked["diff"]["after"]
+        pruned = ok(second, "prune %s" % kind)
+        assert pruned["changed"] is True and pruned["deleted"] == checked["deleted"] and pruned["spared"] == []
+        again = ok(second, "prune again %s" % kind)
+        assert again["changed"] is False and again["deleted"] == []
+        left = {item["backup_id"] for item in bs.list_sets(repos.writers[kind], CLUSTER)}
+        assert left == survivors, kind
+        stale_msg = one_line_failure(second, "verify stale %s" % kind)["msg"]
+        if kind == "s3":
+            failed = one_line_failure(second, "verify %s" % kind)
+            assert failed["msg"].startswith("backup set %s/%s failed verification: 1 of 1 files missing or damaged (first: db.dump)" % (CLUSTER, damaged))
+            bad = [item for item in failed["verified"] if not item["ok"]]
+            assert [(item["backup_id"], item["damaged"]) for item in bad] == [(damaged, [{"path": "db.dump", "problem": "size differs"}])]
+            assert "failed verification" in stale_msg
+        else:
+            verified = ok(second, "verify %s" % kind)
+            assert verified["changed"] is False and len(verified["verified"]) == len(survivors) - 1 and all(v["ok"] for v in verified["verified"])
+            assert verified["newest_good"] == days[1]
+            assert "older than max_age 12h: backups are not running" in stale_msg
+    print("catalog month on 3 backends: %.0f s" % (time.monotonic() - started))
