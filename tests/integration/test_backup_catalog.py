@@ -129,7 +129,8 @@ def test_list_pin_prune_verify_a_month_on_local_sftp_and_s3(ansible, lab, repos)
         assert len(sets) == 12 + 3 + 1 + 1
         assert sets["stale-%s" % kind]["status"] == "incomplete"
         dump = sets[dumps[kind][1]]
-        assert (dump["kind"], dump["status"], dump["tool"], dump["size"], dump["files"], dump["pinned"]) == ("logical-db", "complete", "pg_dump 15.8", 205, 1, False)
+        assert (dump["kind"], dump["status"], dump["tool"]) == ("logical-db", "complete", "pg_dump 15.8")
+        assert (dump["size"], dump["files"], dump["pinned"]) == (205, 1, False)
         base = sets[month[kind][1][2]]
         assert (base["kind"], base["start_lsn"], base["stop_lsn"], base["timeline"]) == ("base", "0/3000028", "0/3000100", 1)
         assert ok(first, "newest before %s" % kind)["selected"]["backup_id"] == dumps[kind][4]
