@@ -274,6 +274,7 @@ def argument_spec():
 _ONLY_WITH = {
     "since": ("list",), "until": ("list",), "newest_before": ("list",), "pin_expires": ("pin",),
     "keep_last": ("prune",), "keep_within": ("prune",), "max_age": ("verify",), "backup_id": ("list", "pin", "unpin", "verify"),
+    "kind": ("list", "prune", "verify"),
 }
 
 

@@ -305,6 +305,7 @@ def options(**given):
     (dict(action="prune", keep_last=3, backup_id="x"), "^option backup_id has no meaning with action prune"),
     (dict(action="verify", since="2d"), "^option since has no meaning with action verify"),
     (dict(action="pin"), "^action pin needs backup_id"),
+    (dict(action="unpin", backup_id="x", kind=["base"]), "^option kind has no meaning with action unpin .only with list, prune, verify.: drop it"),
     (dict(action="list", backup_id="../x"), "^backup_id '../x' cannot be used"),
 ])
 def test_option_refusals_are_one_line(given, message):
