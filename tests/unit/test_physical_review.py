@@ -316,6 +316,9 @@ class FakeArchive:
     def newest_segment(self):
         return ("000000010000000000000009", None)
 
+    def check_decryption(self, passphrase, walfile):  # a clear archive: nothing to decrypt
+        return False
+
 
 class FakeConnParams:
     def connect(self, autocommit=False):
