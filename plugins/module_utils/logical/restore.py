@@ -899,8 +899,8 @@ class LogicalRestore(SetLoader):
     def _apply_properties(self, info, database, verification):
         """The source database's settings, ACL, connection limit and comment (manifest ``databases[]``) on ``database``,
         read back and compared when verifying: a difference fails the verification, naming it."""
-        roles = existing_roles(self.admin, {info.get("owner")} | {s["role"] for s in info.get("settings") or [] if s["role"]}
-                               | {parse_aclitem(a)[0] for a in info.get("acl") or []} - {None})
+        named = ({info.get("owner")} | {s["role"] for s in info.get("settings") or []} | {parse_aclitem(a)[0] for a in info.get("acl") or []})
+        roles = existing_roles(self.admin, named - {None})
         expected, skipped = expected_properties(info, roles, not self.options.no_owner, not self.options.no_privileges)
         try:
             skipped += apply_properties(self.admin, database, expected)
