@@ -391,7 +391,8 @@ def verify(options, repo, now):
 
 
 def main():
-    run_module(argument_spec(), run, required_if=[("action", "pin", ("backup_id",)), ("action", "unpin", ("backup_id",))])
+    run_module(argument_spec(), run, needs_psycopg=False,  # reads the repository only, never a server
+               required_if=[("action", "pin", ("backup_id",)), ("action", "unpin", ("backup_id",))])
 
 
 if __name__ == "__main__":

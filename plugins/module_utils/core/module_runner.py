@@ -10,8 +10,10 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 
 
-def run_module(argument_spec, run, **relations):
+def run_module(argument_spec, run, needs_psycopg=True, **relations):
     """``run(module)`` returns the result dict; a PgdrError becomes one clear failure, never a traceback.
+
+    ``needs_psycopg=False`` for a module that never connects to PostgreSQL (backup_catalog runs on backup hosts).
 
     ``relations``: AnsibleModule's mutually_exclusive, required_if, required_one_of, required_together,
     required_by, declared so that ansible-doc shows them and Ansible checks them before ``run``.
@@ -21,7 +23,7 @@ def run_module(argument_spec, run, **relations):
     if empty:
         module.fail_json(msg=empty_message(empty))
     null_means_default(argument_spec, module.params)
-    if not HAS_PSYCOPG:
+    if needs_psycopg and not HAS_PSYCOPG:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=str(PSYCOPG_IMPORT_ERROR))
     try:
         result = run(module)
