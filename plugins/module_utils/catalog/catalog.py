@@ -24,7 +24,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.catalog.timespec impor
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 
-PIN_NAME = "pin.json"
+PIN_NAME = backup_set.PIN_NAME
 PIN_FORMAT = 1
 
 

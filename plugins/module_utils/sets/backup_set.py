@@ -25,6 +25,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+PIN_NAME = "pin.json"  # backup_catalog's pin, written beside a finished set (no writer names a file so)
 
 LOGICAL_KINDS = ("logical-db", "logical-cluster", "logical-table")
 PHYSICAL_KINDS = ("base", "probackup")
