@@ -62,7 +62,7 @@ def test_cluster_set_records_database_settings_acl_limit_and_comment(ansible, ho
                 "REVOKE CONNECT ON DATABASE %s FROM PUBLIC; ALTER DATABASE %s CONNECTION LIMIT 7; "
                 "COMMENT ON DATABASE %s IS 'h2 scratch; it''s commented'" % (db, db, role, db, db, role, db, db, db), db="postgres")
     dumped = assert_ok(ansible.module(host.name, DUMP, dict(mode="cluster", cluster=scratch.cluster, repository=scratch.repository,
-                                                           fingerprint=False)))
+                                                            fingerprint=False)))
     manifest = assert_valid_manifest(dumped["manifest"])
     (info,) = [d for d in manifest["databases"] if d["name"] == scratch.db]
     assert info["settings"] == [
@@ -92,7 +92,7 @@ def test_cluster_set_records_database_settings_acl_limit_and_comment(ansible, ho
 def test_database_and_table_sets_record_argv_snapshot_and_sub_second_times(ansible, host, scratch):
     scratch.sql("CREATE TABLE public.h2_t (id int PRIMARY KEY); INSERT INTO public.h2_t SELECT generate_series(1, 10)")
     dumped = assert_ok(ansible.module(host.name, DUMP, dict(database=scratch.db, cluster=scratch.cluster, repository=scratch.repository,
-                                                           extra_args=["--no-comments"])))
+                                                            extra_args=["--no-comments"])))
     manifest = assert_valid_manifest(dumped["manifest"])
     argv, consistency = manifest["tool"]["argv"], manifest["consistency"]
     assert argv[0].endswith("/pg_dump") and "--format=custom" in argv and argv[-1] == "--no-comments"
@@ -102,7 +102,7 @@ def test_database_and_table_sets_record_argv_snapshot_and_sub_second_times(ansib
     assert SUB_SECOND.match(manifest["started_at"]) and SUB_SECOND.match(manifest["finished_at"]), manifest
 
     table = assert_ok(ansible.module(host.name, DUMP, dict(mode="table", database=scratch.db, cluster=scratch.cluster,
-                                                          repository=scratch.repository, tables=["public.h2_t"])))
+                                                           repository=scratch.repository, tables=["public.h2_t"])))
     manifest = assert_valid_manifest(table["manifest"])
     consistency = manifest["consistency"]
     assert consistency["snapshot"] and consistency["snapshots"] == {scratch.db: consistency["snapshot"]}
@@ -136,7 +136,7 @@ def test_base_set_times_have_sub_second_precision(ansible, lab, source):
 ])
 def test_an_owned_option_in_extra_args_fails_in_one_line_before_anything_is_written(ansible, host, scratch, extra_args, written, module_option):
     result = ansible.module(host.name, DUMP, dict(database=scratch.db, cluster=scratch.cluster, repository=scratch.repository,
-                                                 extra_args=extra_args))
+                                                  extra_args=extra_args))
     assert result["_status"] == "failed"
     msg = result["msg"]
     assert msg.startswith("extra_args may not contain %s " % written) and "use the module option %s" % module_option in msg, msg
@@ -165,7 +165,7 @@ def test_session_role_reads_with_the_roles_privileges_and_bad_roles_fail_in_one_
     assert {(t["table"], t["rows"]) for t in dumped["tables"]} == {("h2_secret", 25)}
 
     table = assert_ok(ansible.module(host.name, DUMP, dict(as_login, session_role=reader, mode="table", tables=["public.h2_secret"],
-                                                          backup_id="table1"), become_postgres=False))
+                                                           backup_id="table1"), become_postgres=False))
     assert [(t["table"], t["rows"]) for t in table["tables"]] == [("h2_secret", 25)]
 
     for role, expected in ((stranger, "login user %s may not SET ROLE %s" % (login, stranger)),
@@ -180,14 +180,14 @@ def test_an_older_pg_dump_in_pg_bin_dir_is_refused_and_a_newer_one_dumps_an_olde
     newer, older = Scratch(lab.host("primary18")), Scratch(lab.host("primary15"))
     try:
         refused = ansible.module(newer.host.name, DUMP, dict(database=newer.db, cluster=newer.cluster, repository=newer.repository,
-                                                            pg_bin_dir="/usr/lib/postgresql/15/bin"))
+                                                             pg_bin_dir="/usr/lib/postgresql/15/bin"))
         assert refused["_status"] == "failed"
         assert re.match(r"^pg_dump in pg_bin_dir /usr/lib/postgresql/15/bin is version 15\.\d+ but the server is PostgreSQL 18, "
                         r"which needs pg_dump 18 or newer; point pg_bin_dir to such a client", refused["msg"]), refused["msg"]
         assert "\n" not in refused["msg"].strip() and newer.host.run(["ls", "-A", newer.path]).stdout.strip() == ""
 
         dumped = assert_ok(ansible.module(older.host.name, DUMP, dict(database=older.db, cluster=older.cluster, repository=older.repository,
-                                                                     pg_bin_dir="/usr/lib/postgresql/18/bin")))
+                                                                      pg_bin_dir="/usr/lib/postgresql/18/bin")))
         manifest = assert_valid_manifest(dumped["manifest"])
         assert manifest["tool"]["version"].startswith("18.") and manifest["source"]["major"] == 15
         assert manifest["tool"]["argv"][0] == "/usr/lib/postgresql/18/bin/pg_dump"

@@ -39,11 +39,11 @@ def _fill(value, repo):
 def test_an_empty_option_fails_in_one_line_in_every_module_and_nothing_is_written(ansible, host):
     repo = "/var/backups/pgdr-empty-%s" % uuid.uuid4().hex[:8]
     tasks = []
-    for name, module, args, _ in CASES:
+    for name, module, args, _option in CASES:
         target = repo + "-pb" if module.endswith("probackup_instance") else repo
         tasks.append({"name": name, module: _fill(args, target), "ignore_errors": True})
     run = ansible.play(host.name, tasks)
-    for name, _, _, option in CASES:
+    for name, _module, _args, option in CASES:
         msg = one_line(run.result(name, host.name))
         assert msg.startswith("option %s is empty" % option), (name, msg)
         assert "default(omit)" in msg, msg

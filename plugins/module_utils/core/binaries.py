@@ -90,9 +90,9 @@ def find_binary(name, major, pg_bin_dir=None, min_major=None):
         version = tool_version(path)
         if version is None or fits(name, major, version, min_major):  # None: a vendor's own version text, taken on trust
             return path, version
+        needs = rule(name, major, min_major)
         raise PgdrError("%s in pg_bin_dir %s is version %d.%d but the server is PostgreSQL %d, which needs %s; point pg_bin_dir "
-                        "to such a client, or leave it unset to find one" % (name, pg_bin_dir, version[0], version[1], major,
-                                                                              rule(name, major, min_major)))
+                        "to such a client, or leave it unset to find one" % (name, pg_bin_dir, version[0], version[1], major, needs))
     tried, found = [], []
     for path in candidate_paths(name, major):
         if not _usable(path):

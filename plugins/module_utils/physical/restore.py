@@ -498,8 +498,8 @@ def _drain(reader):
 
 def _corrupt(entry, cluster_name, manifest):
     return PgdrError(
-            "file %s of backup set %s/%s does not match its manifest (sha256 or size differs); the set is corrupt, "
-            "nothing was changed on the target; restore another backup" % (entry["path"], cluster_name, manifest["backup_id"])
+        "file %s of backup set %s/%s does not match its manifest (sha256 or size differs); the set is corrupt, "
+        "nothing was changed on the target; restore another backup" % (entry["path"], cluster_name, manifest["backup_id"])
     )
 
 
