@@ -191,6 +191,24 @@ def test_an_older_pg_dump_in_pg_bin_dir_is_refused_and_a_newer_one_dumps_an_olde
         manifest = assert_valid_manifest(dumped["manifest"])
         assert manifest["tool"]["version"].startswith("18.") and manifest["source"]["major"] == 15
         assert manifest["tool"]["argv"][0] == "/usr/lib/postgresql/18/bin/pg_dump"
+
+        # pg_dump 18's output does not load into PostgreSQL 15 (pg_restore 18 sets transaction_timeout): refused before
+        # anything is created; into PostgreSQL 18 it restores, with pg_restore 18 (pg_restore 15 cannot read the archive)
+        back = older.db + "_back"
+        refused = ansible.module(older.host.name, "pgdr.backup.restore_cluster", dict(
+            cluster=older.cluster, repository=older.repository, backup_id=manifest["backup_id"], database=back))
+        assert refused["_status"] == "failed" and "\n" not in refused["msg"].strip()
+        assert refused["msg"].startswith("backup set %s was written by pg_dump 18, whose output PostgreSQL 15 cannot load"
+                                         % manifest["backup_id"]), refused["msg"]
+        assert older.sql("SELECT count(*) FROM pg_database WHERE datname = %s" % literal(back)) == "0"
+        sftp = lab.sftp_repository("backup1", "/var/backups/h2-test-%s-cross" % older.suffix)
+        copied = assert_ok(ansible.module(older.host.name, DUMP, dict(database=older.db, cluster=older.cluster, repository=sftp,
+                                                                      pg_bin_dir="/usr/lib/postgresql/18/bin")))
+        restored = assert_ok(ansible.module(newer.host.name, "pgdr.backup.restore_cluster", dict(
+            cluster=older.cluster, repository=sftp, backup_id=copied["backup_id"], database=back)))
+        assert restored["databases"][0]["verification"]["verified"] is True
     finally:
+        newer.host.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % ident(older.db + "_back"))
+        lab.host("backup1").run(["rm", "-rf", "/var/backups/h2-test-%s-cross" % older.suffix])
         newer.cleanup()
         older.cleanup()

@@ -119,7 +119,7 @@ def test_single_table_from_a_custom_database_set_error_rename_replace(ansible, l
 
     plan_args = dict(cluster=source.cluster, repository=repository, tables=[WEIRD], conflict="rename")
     planned = assert_ok(ansible.module(host.name, RESTORE, plan_args, check=True))
-    assert [(t["target_table"], t["action"]) for t in planned["tables"]] == [("%s_restored_%s" % (WEIRD_TABLE, backup_id), "renamed")]
+    assert [(t["target_table"], t["action"]) for t in planned["tables"]] == [("%s_restored_%s" % (WEIRD_TABLE, backup_id), "would_rename")]
     assert source.sql(r"SELECT count(*) FROM pg_class WHERE relname LIKE '%\_restored\_%'") == "0"
 
     renamed = assert_ok(restore(ansible, host, source, repository, tables=[WEIRD, "public.events_2025"], conflict="rename"))

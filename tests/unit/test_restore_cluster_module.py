@@ -164,13 +164,14 @@ def test_check_mode_checks_the_files_and_reports_the_plan(monkeypatch):
 
 def test_a_database_that_differs_from_the_manifest_fails_with_the_whole_result(monkeypatch):
     _checked, restore = engine(monkeypatch, LogicalRestore, logical_set())
-    mismatch = dict(schema="public", table="t", problem="rows differ")
+    mismatches = [dict(database="sales", schema="public", table="t%d" % n, problem="rows differ") for n in range(5)]
     monkeypatch.setattr(LogicalRestore, "_restore_database", lambda self, plan: dict(
-        source=plan.source, target=plan.target, action="created", seconds=0.1, verification=dict(verified=False, mismatches=[mismatch])))
+        source=plan.source, target=plan.target, action="created", seconds=0.1, verification=dict(verified=False, mismatches=mismatches)))
     with pytest.raises(PgdrError) as failed:
         restore.run()
     result = failed.value.fail_json_kwargs()
-    assert result["msg"] == ("verification failed for 1 database(s): public.t in sales: rows differ; the restored data differs from the backup")
+    assert result["msg"] == ("verification failed for 1 database(s): in sales, 5 tables do not match: public.t0 (rows differ), "
+                             "public.t1 (rows differ), public.t2 (rows differ) and 2 more; the restored data differs from the backup")
     assert result["changed"] is True and result["databases"][0]["verification"]["verified"] is False
 
 

@@ -418,8 +418,7 @@ def settings_mismatches(expected, actual):
 def first_problem(verification):
     """The first thing a failed verification found: a table's, or a database-level property's."""
     if verification["mismatches"]:
-        first = verification["mismatches"][0]
-        return "%s.%s: %s" % (first["schema"], first["table"], first["problem"])
+        return fingerprint.describe_mismatches(verification["mismatches"])
     return verification["settings_mismatches"][0]
 
 
@@ -430,9 +429,8 @@ def verification_message(databases):
         return None
     verification = failed[0]["verification"]
     if verification["mismatches"]:
-        first = verification["mismatches"][0]
-        return "verification failed for %d database(s): %s.%s in %s: %s; the restored data differs from the backup" % (
-            len(failed), first["schema"], first["table"], failed[0]["target"], first["problem"])
+        return "verification failed for %d database(s): in %s, %s; the restored data differs from the backup" % (
+            len(failed), failed[0]["target"], fingerprint.describe_mismatches(verification["mismatches"]))
     return "verification failed for %d database(s): in %s, %s; the restored database differs from the backup" % (
         len(failed), failed[0]["target"], verification["settings_mismatches"][0])
 
@@ -453,10 +451,37 @@ def feed(repo, key, argvs, env, sink=None, stdout_path=None):
             raise
 
 
-def find_tools(admin, pg_bin_dir):
-    """pg_restore, psql and pg_dump matching the major version of the server ``admin`` is connected to."""
+def find_tools(admin, pg_bin_dir, manifest):
+    """pg_restore, psql and pg_dump for the server ``admin`` is connected to.
+
+    pg_restore must also read the set's archive format: a set pg_dump 18 wrote of a 15 server needs pg_restore
+    18 or newer (pg_restore 15 stops with "unsupported version in file header"), so the set's pg_dump major is a
+    minimum.
+    """
     major = server_version(admin)["major"]
-    return {name: find_binary(name, major, pg_bin_dir)[0] for name in ("pg_restore", "psql", "pg_dump")}
+    tools = {name: find_binary(name, major, pg_bin_dir)[0] for name in ("psql", "pg_dump")}
+    tools["pg_restore"] = find_binary("pg_restore", major, pg_bin_dir, min_major=dumped_with_major(manifest))[0]
+    return tools
+
+
+def check_loadable(manifest, target_major):
+    """Refuse a set written by a pg_dump newer than the target server: PostgreSQL does not promise that a newer pg_dump's
+    output loads into an older server, and pg_dump/pg_restore 17 and later do set transaction_timeout, which 16 and
+    older reject, so such a load fails after the target database was created."""
+    dumped_with = dumped_with_major(manifest)
+    if dumped_with and dumped_with > target_major:
+        raise PgdrError(
+            "backup set %s was written by pg_dump %d, whose output PostgreSQL %d cannot load (a newer pg_dump's output is "
+            "only promised to load into the same or a newer server); restore it into PostgreSQL %d or newer, or back up "
+            "with pg_dump %d (pg_bin_dir)" % (manifest["backup_id"], dumped_with, target_major, dumped_with, target_major))
+
+
+def dumped_with_major(manifest):
+    """The major of the pg_dump that wrote a logical set (None when the manifest does not say)."""
+    tool = manifest.get("tool") or {}
+    version = str(tool.get("version") or "")
+    head = version.split(".", 1)[0]
+    return int(head) if tool.get("name") in ("pg_dump", "pg_dumpall") and head.isdigit() else None
 
 
 def decryption(options):
@@ -722,7 +747,11 @@ class SetLoader:
         self.gpg = None  # the decryption of an encrypted set, within session()
 
     def check_files(self):
-        """Read every file of the set back against the manifest (size, sha256); raises naming the first bad one."""
+        """Read every file of the set back against the manifest (size, sha256); raises naming the first bad one.
+
+        First, whether this server can load the set at all (a cheap question, so a refusal costs no reading).
+        """
+        check_loadable(self.manifest, server_version(self.admin)["major"])
         backup_set.check_files(self.repo, self.manifest, self.cluster_name)
 
     def result(self, **facts):
@@ -741,7 +770,7 @@ class SetLoader:
 
     @contextlib.contextmanager
     def session(self):
-        self.tools = find_tools(self.admin, self.options.pg_bin_dir)
+        self.tools = find_tools(self.admin, self.options.pg_bin_dir, self.manifest)
         with decryption(self.options.encryption) as gpg:
             self.gpg = gpg
             try:
