@@ -51,9 +51,9 @@ def test_built_collection_carries_the_execution_environment_and_no_build_junk(in
     for name in ("execution-environment.yml", "ee-requirements.txt", "ee-bindep.txt"):
         assert (root / "meta" / name).is_file(), name
     shipped = {str(path.relative_to(root)) for path in root.rglob("*")}
-    junk = [p for p in shipped if p.split(os.sep)[0] in ("requirements.txt", "requirements.in", "Makefile", ".ci", "bench", ".venv", ".lab",
-                                                          ".build", "context", "pyproject.toml", "ansible.cfg")
-            or "__pycache__" in p or p.endswith(".pyc")]
+    top_level_junk = ("requirements.txt", "requirements.in", "Makefile", ".ci", "bench", ".venv", ".lab", ".build", "context",
+                      "pyproject.toml", "ansible.cfg")
+    junk = [p for p in shipped if p.split(os.sep)[0] in top_level_junk or "__pycache__" in p or p.endswith(".pyc")]
     assert junk == []
 
     # what ansible-builder reads when this collection is installed into an execution environment

@@ -24,7 +24,7 @@ PROGRAMS = {"ssh": ("openssh-clients", "openssh-client"), "gpg": ("gnupg2", "gnu
 def third_party_imports():
     """Top-level names imported anywhere under plugins/ that are neither the standard library nor Ansible."""
     names = set()
-    for folder, _, files in os.walk(os.path.join(PROJECT_DIR, "plugins")):
+    for folder, _dirs, files in os.walk(os.path.join(PROJECT_DIR, "plugins")):
         for name in files:
             if name.endswith(".py"):
                 with open(os.path.join(folder, name)) as handle:
@@ -60,7 +60,7 @@ def test_the_plugins_import_only_known_packages():
 def test_the_modules_run_the_programs_listed():
     """Guards PROGRAMS: each program it maps is really run by some module (argv lists name them as strings)."""
     sources = ""
-    for folder, _, files in os.walk(os.path.join(PROJECT_DIR, "plugins")):
+    for folder, _dirs, files in os.walk(os.path.join(PROJECT_DIR, "plugins")):
         for name in files:
             if name.endswith(".py"):
                 with open(os.path.join(folder, name)) as handle:

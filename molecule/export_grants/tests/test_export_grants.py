@@ -103,14 +103,14 @@ def test_check_mode_with_nothing_to_grant_keeps_the_verdict():
 
 
 def test_removed_login_dict_is_refused():
-    rc, output, _ = grants_playbook("-e", json.dumps(dict(export_grants_user="molecule_exporter", export_grants_login={"login_host": "127.0.0.1"})))
+    rc, output, _errors = grants_playbook("-e", json.dumps(dict(export_grants_user="molecule_exporter", export_grants_login={"login_host": "127.0.0.1"})))
     assert rc != 0
     assert "export_grants_login (a dict) was removed: set the flat variables export_grants_login_host" in " ".join(output.split()), output
 
 
 def test_check_mode_with_nothing_to_grant_fails_when_access_is_missing():
     """An empty profile grants nothing, so in check mode the preflight of molecule_fresh is final and fails."""
-    rc, output, _ = grants_playbook("--check", "-e", json.dumps(dict(
+    rc, output, _errors = grants_playbook("--check", "-e", json.dumps(dict(
         export_grants_user="molecule_fresh", export_grants_profile=[], export_grants_databases=["molecule_shop"])))
     assert rc != 0
     # as JSON or YAML, wrapped or not: compare the words, quotes unescaped
