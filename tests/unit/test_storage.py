@@ -463,3 +463,36 @@ def test_s3_errors_about_sse_name_the_option_to_fix():
     sse_s3 = open_repository(s3_options({"mode": "sse-s3"}))
     msg = sse_s3._error("uploading k", _client_error("InternalError", "We encountered an internal error", "PutObject")).msg
     assert msg.endswith("check that the store supports repository.sse.mode (and the KMS key id); drop repository.sse if it does not")
+
+
+def test_delete_removes_one_object_and_nothing_else(repo):
+    for key in ("wal/000000010000000000000001", "wal/000000010000000000000002", "wal/sub/x"):
+        repo.put_bytes_atomic(key, b"w")
+    repo.delete("wal/000000010000000000000001")
+    repo.delete("wal/000000010000000000000001")  # gone already: no error
+    assert repo.list_files("wal") == ["wal/000000010000000000000002", "wal/sub/x"]
+    with pytest.raises(PgdrError, match="deleting wal/sub"):
+        repo.delete("wal/sub")  # a folder is not an object
+    with pytest.raises(PgdrError, match="empty repository key"):
+        repo.delete("")
+    assert repo.delete_many(["wal/000000010000000000000002", "wal/sub/x", "wal/missing"]) == 3
+    assert repo.list_files("") == []
+
+
+def test_s3_delete_many_sends_batches_of_1000_and_delete_one_object():
+    repo = open_repository(s3_options(None))
+    batches = []
+
+    def answer(model, params, **kwargs):
+        if model.name == "DeleteObjects":
+            batches.append(params["body"].count(b"<Key>"))
+        else:
+            batches.append(model.name)
+        return _Reply(), {}
+
+    repo.client.meta.events.register("before-call.s3", answer)
+    assert repo.delete_many("wal/%024X" % number for number in range(2500)) == 2500
+    assert batches == [1000, 1000, 500]
+    repo.delete("wal/000000010000000000000001")
+    assert batches[-1] == "DeleteObject"
+    assert repo.delete_many([]) == 0 and len(batches) == 4

@@ -238,6 +238,17 @@ class Repository:
         """
         raise NotImplementedError
 
+    def delete(self, key):
+        """Remove the one object ``key``; no error if there is none. A folder is not an object: use ``delete_tree``."""
+        raise NotImplementedError
+
+    def delete_many(self, keys):
+        """Remove the objects ``keys`` (one ``delete`` each; S3 sends batches); the number of keys asked for."""
+        keys = list(keys)
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
     def close(self):
         """Release connections (SFTP session, S3 client)."""
 

@@ -218,6 +218,15 @@ class LocalRepository(Repository):
             raise self._fail("listing", key, exc) from exc
         return sorted(found)
 
+    def delete(self, key):
+        key = clean_key(key)
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise self._fail("deleting", key, exc) from exc
+
     def delete_tree(self, key):
         key = self._tree_key(key)
         path = self._path(key)

@@ -407,6 +407,10 @@ class S3Repository(Repository):
         # to listings with a delimiter; deleting the key "<folder>/" removes one (elsewhere it is a no-op or removes
         # a console's marker object). Objects first, then folders deepest first.
         names = [self._object(key)] + objects + folders[::-1]
+        self._delete_names(names, what, "under %s" % key)
+
+    def _delete_names(self, names, what, where):
+        """DeleteObjects in batches of S3_DELETE_BATCH (full object names); a refused key is a PgdrError."""
         for start in range(0, len(names), S3_DELETE_BATCH):
             batch = [{"Key": name} for name in names[start:start + S3_DELETE_BATCH]]
             reply = self._call("delete_objects", what, Delete={"Objects": batch, "Quiet": True})
@@ -414,7 +418,18 @@ class S3Repository(Repository):
             if failed:
                 first = failed[0]
                 raise PgdrError(
-                    "S3 refused to delete %d objects under %s in %s (first: %s %s): check that the credentials may delete there"
-                    % (len(failed), key, self.describe(), first.get("Key"), first.get("Code")),
+                    "S3 refused to delete %d objects %s in %s (first: %s %s): check that the credentials may delete there"
+                    % (len(failed), where, self.describe(), first.get("Key"), first.get("Code")),
                     error_code=first.get("Code"),
                 )
+
+    def delete(self, key):
+        key = clean_key(key)
+        # DeleteObject answers a missing key with success, as the interface wants
+        self._call("delete_object", "deleting %s" % key, missing=None, Key=self._object(key))
+
+    def delete_many(self, keys):
+        keys = [clean_key(key) for key in keys]
+        if keys:
+            self._delete_names([self._object(key) for key in keys], "deleting %d objects" % len(keys), "(of %d)" % len(keys))
+        return len(keys)

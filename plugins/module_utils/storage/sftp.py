@@ -391,6 +391,14 @@ class SftpRepository(Repository):
             walk(key)
         return sorted(found)
 
+    def delete(self, key):
+        key = clean_key(key)
+        with self._translated("deleting", key):
+            try:
+                self._session.remove(self._path(key))
+            except FileNotFoundError:
+                pass
+
     def delete_tree(self, key):
         key = self._tree_key(key)
 
