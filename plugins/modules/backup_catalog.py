@@ -18,11 +18,18 @@ description:
     O(incomplete_grace). Each set's manifest goes first, then its files, so a half-deleted set is never offered for restore.
   - O(action=verify) re-hashes every file of the chosen sets against the manifest (streamed, nothing copied to the host),
     names missing, damaged and extra files, and fails when a set is bad or the newest good set is older than O(max_age).
-  - Not yet - the WAL a base set needs is not shown or checked, and WAL segments are not pruned (the sets are).
+  - For base sets, C(wal) in RV(sets) is the WAL range the set needs (its first segment from C(start_lsn) and C(timeline)).
+    With O(archive), O(action=verify) also checks that the WAL archive holds every segment of the set's timeline from that
+    first segment to the newest one archived (at least to C(stop_lsn)), and the timeline's C(.history) file above timeline 1;
+    a gap is named by its first and last missing segment.
+  - With O(archive), O(action=prune) also removes, after the sets, the WAL files (segments, C(.partial) and C(.backup)
+    files, on any timeline) below the first segment the oldest kept base set needs. C(.history) files always stay.
+    With no kept base set, no WAL is pruned at all (RV(wal_pruned) says why).
 author:
   - pgdr.backup developers (@pgdr)
 extends_documentation_fragment:
   - pgdr.backup.storage
+  - pgdr.backup.wal_archive
 attributes:
   check_mode:
     support: full
@@ -91,6 +98,10 @@ options:
         daily backup), or when no set verified good - a stale-backup alarm.
     type: str
 notes:
+  - O(archive) is read here (listed, and with O(action=prune) deleted from), never configured; only types V(local), V(sftp)
+    and V(s3) can be read. The module lists it from where it runs, like the repository. Encryption options are not needed.
+  - The WAL segment size is the one a set's manifest records (C(physical.wal_segment_size)), else PostgreSQL's default 16 MiB.
+    Later timelines (after a promotion) are not followed by O(action=verify).
   - Retention rules apply per kind - a logical-db set never pushes a base set out. A set is kept if any rule keeps it
     (O(keep_last) or O(keep_within)), and a pinned set always. The newest complete set of each kind is never pruned,
     even if the rules would remove it. A kept incremental base set keeps every set of its chain.
@@ -140,6 +151,23 @@ EXAMPLES = r"""
     keep_within: 14d
     repository: {type: sftp, host: vault.example.com, path: /srv/pgdr}
 
+- name: Keep the last 2 base sets, and the WAL archive from the first segment the older one needs
+  pgdr.backup.backup_catalog:
+    action: prune
+    cluster: db1
+    kind: [base]
+    keep_last: 2
+    repository: {type: local, path: /var/backups/pgdr}
+    archive: {type: local, path: /var/backups/pgdr-wal/db1}
+
+- name: Every base set's files, and the archive holds all WAL from each set's start on
+  pgdr.backup.backup_catalog:
+    action: verify
+    cluster: db1
+    kind: [base]
+    repository: {type: local, path: /var/backups/pgdr}
+    archive: {type: local, path: /var/backups/pgdr-wal/db1}
+
 - name: Re-hash every set; fail if the newest good one is older than 26 hours
   pgdr.backup.backup_catalog:
     action: verify
@@ -156,6 +184,8 @@ sets:
     - C(size) is the bytes of the set's files (for an incomplete set - what is stored); C(files) their number.
     - C(start_lsn), C(stop_lsn), C(timeline) and C(chain) (an incremental chain, oldest first) are set for base backups.
     - C(last_activity) is the newest write into an incomplete set. With V(prune), C(keep) and C(reasons) say what happens and why.
+    - C(wal) (base sets, else null) is the WAL the set needs - C(first) and C(last) segment (of C(start_lsn) and C(stop_lsn)),
+      C(timeline), C(history) (the timeline's history file, null on timeline 1), C(segment_size).
   returned: with list and prune
   type: list
   elements: dict
@@ -180,6 +210,7 @@ sets:
       pin_expires: "2027-02-19T09:12:00Z"
       last_activity: null
       problem: null
+      wal: {first: "000000010000000000000002", last: "000000010000000000000002", timeline: 1, history: null, segment_size: 16777216}
       location: /var/backups/pgdr/db1/20261121T020000Z
 selected:
   description: The set O(newest_before) picked (an element of RV(sets), ignoring O(since) and O(until)).
@@ -210,9 +241,20 @@ verified:
     - One result per set checked - C(backup_id), C(kind), C(finished_at), C(ok), C(files_checked), C(bytes_checked),
       C(missing) (paths), C(damaged) (C(path), C(problem) - size or sha256 differs), C(extra) (files not in the manifest),
       C(problem) (one line, null when ok), C(seconds).
+    - With O(archive), base sets also have C(wal) - C(ok), C(first) (the first segment needed), C(newest) (the newest segment
+      archived on the set's timeline), C(checked) (segments looked for), C(gaps) (C(first), C(last), C(count) of each run of
+      missing segments), C(history_missing), C(problem).
   returned: with verify
   type: list
   elements: dict
+wal_pruned:
+  description:
+    - What the prune removed from O(archive) (in check mode - would remove) - C(boundary) (the first segment the oldest kept
+      base set needs; everything below it goes), C(count), C(first) and C(last) (names of the files removed, in name order),
+      C(reason) (why nothing was removed, e.g. no kept base set; else null).
+  returned: with prune and archive
+  type: dict
+  sample: {boundary: "000000010000000000000009", count: 6, first: "000000010000000000000003", last: "000000010000000000000008", reason: null}
 newest_good:
   description: The backup id of the newest set that verified good (null if none).
   returned: with verify
@@ -233,6 +275,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner imp
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import RepositoryOptions, open_repository, storage_argument_spec
+from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import ArchiveOptions, archive_argument_spec, open_archive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,10 +292,12 @@ class CatalogOptions:
     keep_within: Optional[str]
     incomplete_grace: str
     max_age: Optional[str]
+    archive: Optional[ArchiveOptions]
 
 
 def argument_spec():
     spec = storage_argument_spec()
+    spec.update(archive_argument_spec())
     spec.update(
         action=dict(type="str", default="list", choices=["list", "pin", "unpin", "prune", "verify"]),
         cluster=dict(type="str", required=True),
@@ -274,7 +319,7 @@ def argument_spec():
 _ONLY_WITH = {
     "since": ("list",), "until": ("list",), "newest_before": ("list",), "pin_expires": ("pin",),
     "keep_last": ("prune",), "keep_within": ("prune",), "max_age": ("verify",), "backup_id": ("list", "pin", "unpin", "verify"),
-    "kind": ("list", "prune", "verify"),
+    "kind": ("list", "prune", "verify"), "archive": ("prune", "verify"),
 }
 
 
@@ -311,6 +356,32 @@ def run(module):
         return verify(options, repo, now)
     finally:
         repo.close()
+
+
+def archive_names(options):
+    """The names in the WAL archive (one listing), or None without ``archive``."""
+    if options.archive is None:
+        return None
+    with open_archive(options.archive) as archive:
+        return [item["name"] for item in archive.list()]
+
+
+def prune_wal(options, kept_entries, names, check_mode):
+    """Remove the WAL below what the oldest kept base set needs; the ``wal_pruned`` result."""
+    plan = catalog.plan_wal_prune(kept_entries, names)
+    files = plan["files"]
+    if files and not check_mode:
+        with open_archive(options.archive) as archive:
+            archive.repository.delete_many(files)
+    return dict(boundary=plan["boundary"], count=len(files), first=files[0] if files else None, last=files[-1] if files else None,
+                reason=plan["reason"])
+
+
+def _wal_line(wal_pruned):
+    if not wal_pruned["count"]:
+        return "WAL: nothing removed (%s)\n" % (wal_pruned["reason"] or "nothing below %s" % wal_pruned["boundary"])
+    return "WAL: %d files removed, %s .. %s (everything below %s)\n" % (
+        wal_pruned["count"], wal_pruned["first"], wal_pruned["last"], wal_pruned["boundary"])
 
 
 def list_sets(options, repo, now):
@@ -356,6 +427,7 @@ def prune(module, options, repo, now):
         incomplete_grace=parse_positive_duration(options.incomplete_grace, "incomplete_grace"),
     )
     entries = catalog.list_catalog(repo, options.cluster, now)
+    names = archive_names(options)  # listed before anything is deleted: a wrong archive option fails first
     decisions, doomed = catalog.plan_prune(entries, rules, now, options.kind)
     doomed_ids = {entry["backup_id"] for entry in doomed}
     verdicts = {d.backup_id: d for d in decisions}
@@ -366,9 +438,16 @@ def prune(module, options, repo, now):
         deleted, skipped = catalog.delete_sets(repo, options.cluster, doomed, now)
     gone = set(deleted)
     diff = dict(before="".join(_set_line(entry) for entry in entries), after="".join(_set_line(entry) for entry in entries if entry["backup_id"] not in gone))
-    # not "skipped": Ansible reads that key as the task's own status
-    return dict(changed=bool(deleted), sets=sets, deleted=deleted, spared=skipped,
-                kept=[entry["backup_id"] for entry in entries if entry["backup_id"] not in doomed_ids], diff=diff)
+    # "spared", not "skipped": Ansible reads that key as the task's own status
+    result = dict(changed=bool(deleted), sets=sets, deleted=deleted, spared=skipped,
+                  kept=[entry["backup_id"] for entry in entries if entry["backup_id"] not in doomed_ids], diff=diff)
+    if names is not None:
+        # after the sets: a set whose deletion failed or was spared is still kept, and its WAL with it
+        wal_pruned = prune_wal(options, [entry for entry in entries if entry["backup_id"] not in gone], names, module.check_mode)
+        result.update(wal_pruned=wal_pruned, changed=result["changed"] or bool(wal_pruned["count"]))
+        diff["before"] += "WAL: %d files\n" % len(names)
+        diff["after"] += _wal_line(wal_pruned)
+    return result
 
 
 def verify(options, repo, now):
@@ -381,7 +460,7 @@ def verify(options, repo, now):
     if options.backup_id is not None and not chosen[0]["complete"]:
         raise PgdrError("backup set %s/%s is incomplete (no manifest.json): there is nothing to verify it against; it is never restored, prune removes it"
                         % (options.cluster, options.backup_id))
-    results, newest, message = catalog.verify(repo, options.cluster, chosen, now, max_age)
+    results, newest, message = catalog.verify(repo, options.cluster, chosen, now, max_age, archive_names(options))
     result = dict(changed=False, verified=results, newest_good=newest["backup_id"] if newest else None)
     if newest is not None:
         result["newest_good_age_seconds"] = int((now - catalog.entry_time(newest)).total_seconds())

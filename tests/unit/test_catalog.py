@@ -22,7 +22,7 @@ DAY = datetime.timedelta(days=1)
 CLUSTER = "pg1"
 
 
-def make_set(repo, cluster, finished, kind="logical-db", backup_id=None, files=None, chain=None, plain=False):
+def make_set(repo, cluster, finished, kind="logical-db", backup_id=None, files=None, chain=None, plain=False, lsns=("0/3000028", "0/3000100"), timeline=1):
     """A complete set of ``kind`` that finished at ``finished`` (an aware datetime), id from its start unless given."""
     started = finished - datetime.timedelta(minutes=5)
     backup_id = backup_id or bs.new_backup_id(started)
@@ -37,7 +37,7 @@ def make_set(repo, cluster, finished, kind="logical-db", backup_id=None, files=N
     if kind in bs.LOGICAL_KINDS:
         fields["tables"] = []
     else:
-        fields.update(source=dict(source, database=None), start_lsn="0/3000028", stop_lsn="0/3000100", timeline=1,
+        fields.update(source=dict(source, database=None), start_lsn=lsns[0], stop_lsn=lsns[1], timeline=timeline,
                       tool={"name": "pg_basebackup", "version": "15.8", "argv": ["pg_basebackup"]}, options={},
                       physical={"format": "plain" if plain else "tar", "chain": chain or [backup_id], "data_dir": "data" if plain else None})
     with bs.SetWriter(repo, cluster, backup_id) as writer:

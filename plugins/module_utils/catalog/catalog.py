@@ -19,7 +19,7 @@ import json
 import time
 from typing import List, Optional
 
-from ansible_collections.pgdr.backup.plugins.module_utils.catalog import retention
+from ansible_collections.pgdr.backup.plugins.module_utils.catalog import retention, walrange
 from ansible_collections.pgdr.backup.plugins.module_utils.catalog.timespec import backup_id_time, iso, parse_moment, show_duration
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
@@ -130,7 +130,7 @@ def describe_set(repo, cluster, backup_id, complete, now):
         backup_id=backup_id, kind=None, status=retention.INCOMPLETE, complete=False, started_at=None, finished_at=None,
         duration_seconds=None, start_lsn=None, stop_lsn=None, timeline=None, size=None, files=None, tool=None,
         database=None, format=None, chain=None, pinned=False, pin_expires=None, last_activity=None, problem=None,
-        location=repo.location(prefix),
+        wal=None, location=repo.location(prefix),
     )
     pin_found = read_pin(repo, cluster, backup_id)
     entry["pinned"] = pin_active(pin_found, now)
@@ -160,7 +160,18 @@ def describe_set(repo, cluster, backup_id, complete, now):
         database=manifest["source"].get("database"), format=physical.get("format") or options.get("format"),
         chain=physical.get("chain") if physical.get("chain") else None,
     )
+    entry["wal"] = wal_needed(entry, physical)
     return entry
+
+
+def wal_needed(entry, physical):
+    """The WAL range a base set needs (walrange.needed_range), None for other kinds or a set without LSNs."""
+    if entry["kind"] != "base" or not entry["start_lsn"] or not isinstance(entry["timeline"], int):
+        return None
+    try:
+        return walrange.needed_range(entry["start_lsn"], entry["stop_lsn"], entry["timeline"], walrange.set_segment_size(physical))
+    except PgdrError:
+        return None  # LSNs a restore would refuse too: verify says so through the manifest checks
 
 
 def list_catalog(repo, cluster, now):
@@ -298,7 +309,20 @@ def verify_set(repo, cluster, entry):
     return result
 
 
-def verify(repo, cluster, entries, now, max_age=None):
+def verify_wal(result, entry, archive_names):
+    """Add the WAL coverage of a base set to its verify ``result`` (a gap makes the set bad)."""
+    if entry["kind"] != "base":
+        return
+    if entry["wal"] is None:
+        result.update(ok=False, problem=result["problem"] or "the manifest records no start_lsn/timeline: the WAL it needs is unknown")
+        return
+    coverage = walrange.check_coverage(entry["wal"], archive_names)
+    result["wal"] = coverage
+    if not coverage["ok"]:
+        result.update(ok=False, problem="%s; %s" % (result["problem"], coverage["problem"]) if result["problem"] else coverage["problem"])
+
+
+def verify(repo, cluster, entries, now, max_age=None, archive_names=None):
     """Verify ``entries`` (complete ones; incomplete ones are never restored and are not checked).
 
     Returns (results, newest_good entry or None, failure message or None): a failure names the first bad set,
@@ -310,6 +334,8 @@ def verify(repo, cluster, entries, now, max_age=None):
         if not entry["complete"]:
             continue
         outcome = verify_set(repo, cluster, entry)
+        if archive_names is not None:
+            verify_wal(outcome, entry, archive_names)
         results.append(outcome)
         if outcome["ok"] and (newest is None or entry_time(entry) > entry_time(newest)):
             newest = entry
@@ -325,3 +351,23 @@ def verify(repo, cluster, entries, now, max_age=None):
             message = "the newest verified backup set %s/%s finished %s, %s ago, older than max_age %s: backups are not running, look at the schedule" % (
                 cluster, newest["backup_id"], newest["finished_at"], show_duration(now - entry_time(newest)), show_duration(max_age))
     return results, newest, message
+
+
+# --- WAL pruning ------------------------------------------------------------------------
+
+
+def plan_wal_prune(kept_entries, archive_names):
+    """What a prune removes from the WAL archive, given the sets that stay: dict boundary (the first segment the oldest
+    kept base set needs, or None), files (names to delete, sorted), reason (why nothing goes, or None)."""
+    if any(entry["status"] == retention.UNREADABLE for entry in kept_entries):
+        return dict(boundary=None, files=[], reason="a kept set has an unreadable manifest: it may be a base set, so no WAL is pruned")
+    kept_base = [dict(backup_id=entry["backup_id"], start_lsn=entry["start_lsn"], timeline=entry["timeline"],
+                      segment_size=(entry["wal"] or {}).get("segment_size"))
+                 for entry in kept_entries if entry["status"] == retention.COMPLETE and entry["kind"] == "base"]
+    if not kept_base:
+        return dict(boundary=None, files=[], reason="no base set is kept: no WAL is pruned (a WAL archive without a base set is kept whole)")
+    try:
+        boundary = walrange.prune_boundary(kept_base)
+    except PgdrError as exc:
+        return dict(boundary=None, files=[], reason=exc.msg)
+    return dict(boundary=boundary[1], files=walrange.prunable(archive_names, boundary), reason=None)
