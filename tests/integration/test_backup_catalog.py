@@ -238,3 +238,130 @@ def test_real_pg_logical_dump_sets_are_listed_verified_and_pruned(ansible, lab):
     finally:
         host.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % database)
         host.run(["rm", "-rf", path])
+
+
+# --- WAL coverage and WAL pruning, with a real base backup and a real WAL archive -------------------------------
+
+WAL_CONFIG = "pgdr.backup.wal_archive_config"
+BASEBACKUP = "pgdr.backup.pg_basebackup"
+RESTORE = "pgdr.backup.restore_cluster"
+H9_PORT = 5491  # h9's throwaway source, and later its restored copy (the source is stopped by then)
+
+
+class WalSource:
+    """A throwaway PostgreSQL 15 cluster on replica15 (its own folder and port; no lab server is restarted) archiving
+    through pgdr-wal into a local archive, with a local repository beside it."""
+
+    def __init__(self, lab):
+        self.host = lab.host("replica15")
+        self.suffix = uuid.uuid4().hex[:6]
+        self.name = "h9-%s" % self.suffix
+        self.data = "/var/lib/postgresql/h9-src-%s" % self.suffix
+        self.scratch = "/var/lib/postgresql/h9-scratch-%s" % self.suffix
+        self.top = "/var/backups/pgdr-h9-%s" % self.suffix
+        self.repository = {"type": "local", "path": self.top + "/sets"}
+        self.archive = {"type": "local", "path": self.top + "/wal"}
+        self.cluster = "h9db"
+
+    def pg(self, tool, *args):
+        return self.host.run([self.host.pg_bin_dir + "/" + tool] + list(args), user="postgres")
+
+    def sql(self, text):
+        return self.pg("psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-h", "/run/postgresql", "-p", str(H9_PORT), "-U", "postgres",
+                       "-d", "postgres", "-c", text).stdout.strip()
+
+    def start(self):
+        self.pg("initdb", "-D", self.data, "-U", "postgres", "--auth=trust")
+        settings = "port = %d\nlisten_addresses = ''\nunix_socket_directories = '/run/postgresql'\nwal_level = replica\n" % H9_PORT
+        self.host.run(["sh", "-c", 'printf "%s" "$1" >> "$2/postgresql.conf"', "sh", settings, self.data], user="postgres")
+        self.pg("pg_ctl", "-D", self.data, "-l", self.data + ".log", "-w", "-t", "60", "start")
+
+    def stop(self, folder):
+        self.host.run([self.host.pg_bin_dir + "/pg_ctl", "-D", folder, "-m", "immediate", "-w", "stop"], user="postgres", check=False)
+
+    def switch(self, row):
+        """Write a row, switch to a new segment, wait until the old one is archived; its name."""
+        self.sql("INSERT INTO t VALUES (%d)" % row)
+        switched = self.sql("SELECT pg_walfile_name(pg_switch_wal())")
+        deadline = time.monotonic() + 60
+        while self.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < switched and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert self.sql("SELECT last_archived_wal FROM pg_stat_archiver") >= switched
+        return switched
+
+    def archived(self):
+        return sorted(self.host.run(["ls", "-A", self.archive["path"]]).stdout.split())
+
+    def cleanup(self):
+        self.stop(self.scratch)
+        self.stop(self.data)
+        self.host.run(["rm", "-rf", self.data, self.data + ".log", self.scratch, self.scratch + ".pgdr-new", self.top,
+                       "/etc/pgdr/wal/%s.json" % self.name, "/var/spool/pgdr/%s" % self.name,
+                       "/etc/pgdr/wal/restore-%s.json" % self.cluster, "/var/spool/pgdr/restore-%s" % self.cluster])
+
+
+@pytest.fixture
+def wal_source(lab):
+    made = WalSource(lab)
+    yield made
+    made.cleanup()
+
+
+def module_ok(result):
+    assert result["_status"] == "ok", (result.get("msg"), (result.get("server_log") or "")[-2000:])
+    return result
+
+
+def test_wal_range_prune_keeps_what_the_kept_base_set_needs_and_verify_names_a_gap(ansible, wal_source):
+    src, host = wal_source, wal_source.host.name
+    local = dict(login_host="/run/postgresql", login_port=H9_PORT, login_user="postgres")
+    catalog_args = dict(cluster=src.cluster, repository=src.repository, archive=src.archive)
+    src.start()
+    module_ok(ansible.module(host, WAL_CONFIG, dict(local, archive_mode="on", archive=src.archive, archive_name=src.name, restart=True,
+                                                    verify=True, pg_data=src.data, service_manager="pg_ctl"), become_postgres=False))
+    src.sql("CREATE TABLE t (n int)")
+    backup = dict(cluster=src.cluster, repository=src.repository, checkpoint="fast", format="tar", wal_method="none", **local)
+    old = module_ok(ansible.module(host, BASEBACKUP, backup, become_postgres=False))["manifest"]
+    for row in (1, 2, 3):  # segments the older set needs and the newer one does not
+        src.switch(row)
+    new = module_ok(ansible.module(host, BASEBACKUP, backup, become_postgres=False))["manifest"]
+    src.sql("INSERT INTO t VALUES (4)")
+    src.sql("SELECT pg_create_restore_point('h9_target')")
+    middle = src.switch(5)
+    newest = src.switch(6)
+    first_needed = src.sql("SELECT pg_walfile_name('%s')" % new["start_lsn"])
+    assert first_needed < middle < newest
+
+    listed = module_ok(ansible.module(host, CATALOG, dict(cluster=src.cluster, repository=src.repository), become_postgres=False))
+    wal = {entry["backup_id"]: entry["wal"] for entry in listed["sets"]}
+    assert wal[new["backup_id"]]["first"] == first_needed and wal[new["backup_id"]]["timeline"] == 1
+    assert wal[old["backup_id"]]["first"] == src.sql("SELECT pg_walfile_name('%s')" % old["start_lsn"])
+    good = module_ok(ansible.module(host, CATALOG, dict(catalog_args, action="verify"), become_postgres=False))
+    assert [item["wal"]["newest"] for item in good["verified"]] == [newest, newest]
+
+    before = src.archived()
+    below = [name for name in before if name[:24] < first_needed and not name.endswith(".history")]
+    assert len(below) >= 4 and any(name.endswith(".backup") for name in below)  # the older set's segments and its label file
+    prune = dict(catalog_args, action="prune", keep_last=1)
+    checked = module_ok(ansible.module(host, CATALOG, prune, become_postgres=False, check=True, diff=True))
+    assert checked["deleted"] == [old["backup_id"]] and src.archived() == before
+    assert checked["wal_pruned"] == dict(boundary=first_needed, count=len(below), first=below[0], last=below[-1], reason=None)
+    done = module_ok(ansible.module(host, CATALOG, prune, become_postgres=False))
+    assert done["changed"] and done["deleted"] == [old["backup_id"]] and done["wal_pruned"] == checked["wal_pruned"]
+    assert src.archived() == [name for name in before if name not in below]
+    assert first_needed in src.archived() and any(name.startswith(first_needed) and name.endswith(".backup") for name in src.archived())
+
+    # the kept set still restores to a point after it, replaying the archive that is left
+    src.stop(src.data)
+    restore = dict(cluster=src.cluster, repository=src.repository, pg_data=src.scratch, pg_bin_dir=src.host.pg_bin_dir, archive=src.archive,
+                   recovery_target_name="h9_target", server_settings={"port": H9_PORT}, **local)
+    restored = module_ok(ansible.module(host, RESTORE, restore, become_postgres=False))
+    assert restored["state"] == "promoted" and restored["backup_id"] == new["backup_id"]
+    assert src.sql("SELECT string_agg(n::text, ',' ORDER BY n) FROM t") == "1,2,3,4"
+    src.stop(src.scratch)
+
+    src.host.run(["rm", "-f", "%s/%s" % (src.archive["path"], middle)])
+    gap = ansible.module(host, CATALOG, dict(catalog_args, action="verify", kind=["base"]), become_postgres=False)
+    assert gap["_status"] == "failed" and "\n" not in gap["msg"].strip(), gap.get("msg")
+    assert "first gap: %s to %s, 1 segments" % (middle, middle) in gap["msg"], gap["msg"]
+    assert gap["verified"][0]["wal"]["gaps"] == [dict(first=middle, last=middle, count=1)]
