@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from ansible_collections.pgdr.backup.plugins.module_utils.catalog import walrange
 from ansible_collections.pgdr.backup.plugins.module_utils.catalog.catalog import PIN_NAME
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set as bs
 from tests.integration.test_storage import s3_repository, sftp_repository
@@ -365,3 +366,60 @@ def test_wal_range_prune_keeps_what_the_kept_base_set_needs_and_verify_names_a_g
     assert gap["_status"] == "failed" and "\n" not in gap["msg"].strip(), gap.get("msg")
     assert "first gap: %s to %s, 1 segments" % (middle, middle) in gap["msg"], gap["msg"]
     assert gap["verified"][0]["wal"]["gaps"] == [dict(first=middle, last=middle, count=1)]
+
+
+def test_wal_prune_and_gaps_on_local_sftp_and_s3(ansible, lab, repos):
+    """WAL files written beside the sets on each backend: prune removes exactly those below the kept base set's first
+    segment (on S3 more than one DeleteObjects batch of 1000), and verify names a segment deleted afterwards."""
+    wal_root = {"local": repos.local_path + "-wal", "sftp": repos.sftp_path + "-wal", "s3": repos.prefix + "-wal"}
+    wal_writers = {"local": sftp_repository(lab, wal_root["local"]), "sftp": sftp_repository(lab, wal_root["sftp"]),
+                   "s3": s3_repository(lab, wal_root["s3"])}
+    boundary = 1010  # the kept set starts in segment 1010 (0x3F2): LSN 3/F2000028
+    seg = walrange.segment_name
+    lowest = {"local": 1004, "sftp": 1004, "s3": 1}
+    try:
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        archives, kept_set = {}, {}
+        for kind in KINDS:
+            make_set(repos.writers[kind], CLUSTER, now - 2 * DAY, kind="base", lsns=("0/1000028", "0/1000100"))
+            kept_set[kind] = make_set(repos.writers[kind], CLUSTER, now - DAY, kind="base", lsns=("3/F2000028", "3/F3000100"))
+            names = [seg(1, n) for n in range(lowest[kind], 1013)] + [seg(1, boundary) + ".00000028.backup", "00000002.history"]
+            for name in names:
+                wal_writers[kind].put_bytes_atomic(name, b"w")
+            spec = dict(repos.spec(kind))
+            if kind == "s3":
+                spec["prefix"] = wal_root["s3"]
+            else:
+                spec["path"] = wal_root[kind]
+            archives[kind] = (spec, sorted(names))
+        repos.hand_local_to_postgres()
+        lab.host("backup1").run(["chown", "-R", "postgres:postgres", wal_root["local"]])
+
+        tasks = []
+        for kind in KINDS:
+            prune = dict(repository=repos.spec(kind), archive=archives[kind][0], action="prune", keep_last=1)
+            tasks += [task("prune check %s" % kind, check_mode=True, diff=True, **prune), task("prune %s" % kind, **prune),
+                      task("verify %s" % kind, repository=repos.spec(kind), archive=archives[kind][0], action="verify")]
+        run = ansible.play("backup1", tasks)
+        for kind in KINDS:
+            below = [name for name in archives[kind][1] if name[:24] < seg(1, boundary) and not name.endswith(".history")]
+            expected = dict(boundary=seg(1, boundary), count=len(below), first=below[0], last=below[-1], reason=None)
+            assert ok(run, "prune check %s" % kind)["wal_pruned"] == expected
+            assert ok(run, "prune %s" % kind)["wal_pruned"] == expected
+            assert sorted(wal_writers[kind].list_files("")) == [name for name in archives[kind][1] if name not in below]
+            assert ok(run, "verify %s" % kind)["verified"][0]["wal"]["ok"] is True
+            wal_writers[kind].delete(seg(1, 1011))
+
+        run = ansible.play("backup1", [task("gap %s" % kind, repository=repos.spec(kind), archive=archives[kind][0], action="verify")
+                                       for kind in KINDS])
+        for kind in KINDS:
+            failed = one_line_failure(run, "gap %s" % kind)
+            assert "first gap: %s to %s, 1 segments" % (seg(1, 1011), seg(1, 1011)) in failed["msg"], failed["msg"]
+            assert failed["verified"][0]["backup_id"] == kept_set[kind]
+    finally:
+        for kind in ("local", "sftp"):
+            wal_writers[kind].close()
+        lab.host("backup1").run(["rm", "-rf", wal_root["local"], wal_root["sftp"]])
+        wal_writers["s3"].close()
+        with s3_repository(lab, "") as root:
+            root.delete_tree(wal_root["s3"])
