@@ -6,6 +6,8 @@ playbook would. Every repository is this test's own (``/var/backups/pgdr-h6-*``,
 """
 
 import datetime
+import os
+import subprocess
 import time
 import uuid
 
@@ -423,3 +425,38 @@ def test_wal_prune_and_gaps_on_local_sftp_and_s3(ansible, lab, repos):
         wal_writers["s3"].close()
         with s3_repository(lab, "") as root:
             root.delete_tree(wal_root["s3"])
+
+
+def test_the_catalog_playbook_prunes_in_check_mode_and_fails_verify_on_a_gap(lab, tmp_path):
+    """playbooks/catalog.yml as a user (or AWX) runs it: flat variables, check mode changes nothing, a gap fails the job in one line."""
+    from tests.integration.conftest import PLAYBOOK_BIN, PROJECT_DIR
+
+    top = "/var/backups/pgdr-h9-pb-%s" % uuid.uuid4().hex[:6]
+    sets, wal = sftp_repository(lab, top + "/sets"), sftp_repository(lab, top + "/wal")
+    seg = walrange.segment_name
+    try:
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        old = make_set(sets, CLUSTER, now - 2 * DAY, kind="base", lsns=("0/2000028", "0/2000100"))
+        make_set(sets, CLUSTER, now - DAY, kind="base", lsns=("0/5000028", "0/5000100"))
+        for number in range(1, 9):
+            wal.put_bytes_atomic(seg(1, number), b"w")
+        wal.delete(seg(1, 7))
+
+        def play(*args):
+            extra = ["-e", "target_hosts=backup1", "-e", "catalog_cluster=%s" % CLUSTER, "-e", "catalog_repository=local",
+                     "-e", "catalog_path=%s/sets" % top, "-e", "catalog_archive_path=%s/wal" % top]
+            env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT_DIR, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+            argv = [PLAYBOOK_BIN, "-i", str(lab.inventory_path), os.path.join(PROJECT_DIR, "playbooks", "catalog.yml")] + extra + list(args)
+            return subprocess.run(argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+        checked = play("-e", "catalog_action=prune", "-e", "catalog_keep_last=1", "--check")
+        assert checked.returncode == 0, checked.stdout[-2000:]
+        assert '"boundary": "%s", "count": 4, "first": "%s", "last": "%s"' % (seg(1, 5), seg(1, 1), seg(1, 4)) in checked.stdout, checked.stdout[-2000:]
+        assert sets.exists(bs.set_key(CLUSTER, old, bs.MANIFEST_NAME)) and len(wal.list_files("")) == 7
+        gap = play("-e", "catalog_action=verify")
+        assert gap.returncode != 0
+        assert "first gap: %s to %s, 1 segments" % (seg(1, 7), seg(1, 7)) in gap.stdout + gap.stderr, (gap.stdout + gap.stderr)[-2000:]
+    finally:
+        sets.close()
+        wal.close()
+        lab.host("backup1").run(["rm", "-rf", top])
