@@ -179,6 +179,7 @@ def test_wal_method_none_tar_local(ansible, lab, repo):
     manifest = assert_valid_manifest(done["manifest"])
     assert [f["path"] for f in manifest["files"]] == ["backup_manifest", "base.tar"]
     assert manifest["physical"]["wal_included"] is False and manifest["physical"]["wal_method"] == "none"
+    assert manifest["physical"]["wal_segment_size"] == 16 * 1024 * 1024  # the lab's clusters use the default
     assert done["verified"] is True and "pg_waldump" not in done["verified_with"]
     assert "--wal-method=none" in done["cmd"]
     # the sums hashed while pg_basebackup wrote are those of the files as they are on disk

@@ -307,8 +307,12 @@ def file_role(name):
     return {"base": "base", "pg_wal": "wal"}.get(stem, "tablespace")
 
 
-def physical_facts(options, compression_spec, label, ranges, tablespaces, chain, verified, verify_seconds, start_time, stop_time):
-    """The manifest's ``physical`` object (pure: unit-tested)."""
+def physical_facts(options, compression_spec, label, ranges, tablespaces, chain, verified, verify_seconds, start_time, stop_time,
+                   wal_segment_size=None):
+    """The manifest's ``physical`` object (pure: unit-tested).
+
+    ``wal_segment_size`` (bytes) names the WAL files the set needs: backup_catalog derives them from the LSNs.
+    """
     return dict(
         format=options.format,
         wal_method=options.wal_method,
@@ -327,11 +331,13 @@ def physical_facts(options, compression_spec, label, ranges, tablespaces, chain,
         verify_seconds=verify_seconds,
         manifest_checksums=options.manifest_checksums,
         data_dir=DATA_DIR if options.format == "plain" else None,
+        wal_segment_size=wal_segment_size,
     )
 
 
 def manifest_fields(
-    options, compression_spec, source, tool, label, ranges, tablespaces, chain, verified, verify_seconds, started_at, finished_at, duration, stop_time=None
+    options, compression_spec, source, tool, label, ranges, tablespaces, chain, verified, verify_seconds, started_at, finished_at, duration, stop_time=None,
+    wal_segment_size=None,
 ):
     """Everything of manifest.json but format_version/backup_id/cluster/files, which SetWriter adds.
 
@@ -363,6 +369,7 @@ def manifest_fields(
             verify_seconds,
             label_time_utc(label.get("start_time")) or started_at,
             stop_time or finished_at,
+            wal_segment_size=wal_segment_size,
         ),
     )
 
@@ -621,7 +628,9 @@ def server_facts(conn):
         row = cur.fetchone()
         cur.execute("SELECT slot_name, slot_type, active FROM pg_catalog.pg_replication_slots")
         slots = {r[0]: dict(type=r[1], active=r[2]) for r in cur.fetchall()}
-    return dict(tablespaces=tablespaces, summarize_wal=row[0] if row else None, slots=slots)
+        cur.execute("SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'")  # bytes (unit B)
+        segment = cur.fetchone()
+    return dict(tablespaces=tablespaces, summarize_wal=row[0] if row else None, slots=slots, wal_segment_size=segment[0] if segment else None)
 
 
 def display_argv(argv):
@@ -805,6 +814,7 @@ def _run_backup(plan, writer, system_identifier, gpg):
             finished_at,
             time.monotonic() - started,
             stop_time=stopped_at,
+            wal_segment_size=plan.facts.get("wal_segment_size"),
         )
         if verify_error is not None:
             _mark_failed(writer, fields, verify_error)
