@@ -350,14 +350,7 @@ def argument_spec():
         work_dir=dict(type="path", default="/var/tmp"),
         if_running=dict(type="str", default="fail", choices=["fail", "skip"]),
         pg_bin_dir=dict(type="path"),
-        encryption=dict(
-            type="dict",
-            options=dict(
-                method=dict(type="str", default="none", choices=list(encryption.METHODS)),
-                passphrase=dict(type="str", no_log=True),
-            ),
-            required_if=[("method", "gpg", ("passphrase",))],
-        ),
+        encryption=encryption.encryption_argument_spec(),
     )
     return spec
 

@@ -373,10 +373,7 @@ def argument_spec():
             method=dict(type="str", default="gzip", choices=list(compression.METHODS)),
             level=dict(type="int"),
         )),
-        encryption=dict(type="dict", options=dict(
-            method=dict(type="str", default="none", choices=list(encryption.METHODS)),
-            passphrase=dict(type="str", no_log=True),
-        ), required_if=[("method", "gpg", ("passphrase",))]),
+        encryption=encryption.encryption_argument_spec(),
         schemas=dict(type="list", elements="str"),
         exclude_schemas=dict(type="list", elements="str"),
         tables=dict(type="list", elements="str"),

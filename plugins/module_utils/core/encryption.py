@@ -28,6 +28,18 @@ MANIFEST_NAME = {"none": "none", "gpg": "gpg-symmetric-aes256"}
 OPENPGP_FIRST_BYTES = (0x8C, 0x8D, 0x8E, 0xC3)
 
 
+def encryption_argument_spec():
+    """The ``encryption`` option of the modules that write sets (pg_logical_dump, pg_basebackup)."""
+    return dict(
+        type="dict",
+        options=dict(
+            method=dict(type="str", default="none", choices=list(METHODS)),
+            passphrase=dict(type="str", no_log=True),
+        ),
+        required_if=[("method", "gpg", ("passphrase",))],
+    )
+
+
 def looks_encrypted(head):
     """Whether bytes read from the start of a file are gpg --symmetric output."""
     return bool(head) and head[0] in OPENPGP_FIRST_BYTES

@@ -254,6 +254,12 @@ class GlobalsPlan(NamedTuple):
         return {k: v for k, v in self._asdict().items() if k != "sql"}
 
 
+def _append_once(names, name):
+    """A role or tablespace has several statements in the globals; the report names it once."""
+    if name not in names:
+        names.append(name)
+
+
 def plan_globals(text, existing_roles, existing_tablespaces, mapping=None, tablespaces="create"):
     """A GlobalsPlan for pg_dumpall --globals-only ``text``.
 
@@ -269,8 +275,7 @@ def plan_globals(text, existing_roles, existing_tablespaces, mapping=None, table
         if role:
             name = _unquote(role.group(2))
             if name in existing_roles:
-                if name not in roles_existing:
-                    roles_existing.append(name)
+                _append_once(roles_existing, name)
                 continue
             if role.group(1) == "CREATE":
                 roles_created.append(name)
@@ -278,12 +283,10 @@ def plan_globals(text, existing_roles, existing_tablespaces, mapping=None, table
         if tablespace:
             name = _unquote(tablespace.group(1))
             if name in existing_tablespaces:
-                if name not in existing:
-                    existing.append(name)
+                _append_once(existing, name)
                 continue
             if tablespaces == "skip":
-                if name not in skipped:
-                    skipped.append(name)
+                _append_once(skipped, name)
                 continue
             create = _CREATE_TABLESPACE.match(line)
             if create:
