@@ -333,7 +333,7 @@ def test_a_folder_made_by_a_concurrent_run_is_not_an_error(tmp_path, monkeypatch
     real_isdir = os.path.isdir
     monkeypatch.setattr(os.path, "isdir", lambda path: False if path == str(folder) else real_isdir(path))
     folder.mkdir()
-    assert installer._ensure_dir(str(folder), 0o755, os.getuid(), os.getgid(), check_mode=False) is False
+    assert installer.zipapp.ensure_dir(str(folder), 0o755, os.getuid(), os.getgid(), check_mode=False) is False
 
 
 # --- read-ahead: fetch --prefetch N -----------------------------------------------------------------

@@ -11,17 +11,12 @@ OS user: it may hold S3 keys). The program (``wal/pgdr_wal.py``) never imports t
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import io
 import json
 import os
 import shutil
-import stat
-import sys
-import zipfile
 
+from ansible_collections.pgdr.backup.plugins.module_utils.core import zipapp
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import quietly
 from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import (
     CONFIG_DIR,
     HELPER_DIR,
@@ -37,8 +32,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import (
 # imported (not only named in _SOURCES) so that AnsiballZ, which follows import statements, ships the program
 from ansible_collections.pgdr.backup.plugins.module_utils.wal.pgdr_wal import CONFIG_FORMAT, SPOOL_DIR, spool_path
 
-_PACKAGE = "ansible_collections.pgdr.backup.plugins.module_utils"
-# every module the program imports, dotted below _PACKAGE (test_wal_helper checks the list against its imports)
+# every module the program imports, dotted below zipapp.PACKAGE (test_wal_helper checks the list against its imports)
 _SOURCES = (
     "core.encryption",
     "core.errors",
@@ -75,51 +69,9 @@ def restore_command(options, name, os_user, check_mode=False, helper_dir=HELPER_
 # --- building the zipapp --------------------------------------------------------------------------
 
 
-def _source(module_name):
-    """Source text of one of our module_utils, from wherever it is (a plain file or AnsiballZ's zip), without importing it.
-
-    Not importing matters for the backends: reading storage/s3.py must not load boto3 into the module.
-    """
-    full = "%s.%s" % (_PACKAGE, module_name)
-    spec = importlib.util.find_spec(full)
-    if spec is None:
-        raise PgdrError("cannot build pgdr-wal: %s is not importable here" % full)
-    text = None
-    if spec.loader is not None and hasattr(spec.loader, "get_source"):
-        try:
-            text = spec.loader.get_source(full)
-        except (ImportError, OSError):
-            text = None
-    if text is None:
-        with open(spec.origin, encoding="utf-8") as handle:
-            text = handle.read()
-    return text
-
-
 def build_zipapp(python=None):
     """The pgdr-wal zipapp as bytes; the same sources give the same bytes (so reinstalling is a no-op)."""
-    python = python or sys.executable or "/usr/bin/python3"
-    buf = io.BytesIO()
-    # -I: ignore PYTHON* variables and the user's site-packages; the archiver's environment is not ours to trust
-    buf.write(("#!%s -I\n" % python).encode())
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-
-        def add(name, text):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, text)
-
-        add("__main__.py", _MAIN)
-        packages = set()
-        for module_name in _SOURCES:
-            parts = ("%s.%s" % (_PACKAGE, module_name)).split(".")
-            packages.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
-        for package in sorted(packages):
-            add(package + "/__init__.py", "")
-        for module_name in _SOURCES:
-            add("%s.py" % ("%s.%s" % (_PACKAGE, module_name)).replace(".", "/"), _source(module_name))
-    return buf.getvalue()
+    return zipapp.build(_SOURCES, _MAIN, python)
 
 
 def _plain(value):
@@ -145,79 +97,6 @@ def helper_config(options, name, spool_dir=SPOOL_DIR):
 # --- installing -----------------------------------------------------------------------------------
 
 
-def _owner_ids(user):
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise PgdrError("OS user %s does not exist on this host; set os_user to the user that runs PostgreSQL" % user) from None
-    return entry.pw_uid, entry.pw_gid
-
-
-def _readable_by(path, uid, gid):
-    """Whether ``uid`` can read ``path`` (mode bits; root can read anything)."""
-    if uid == 0:
-        return True
-    try:
-        found = os.stat(path)
-    except OSError:
-        return False
-    mode = found.st_mode
-    if found.st_uid == uid:
-        return bool(mode & stat.S_IRUSR)
-    if found.st_gid == gid:
-        return bool(mode & stat.S_IRGRP)
-    return bool(mode & stat.S_IROTH)
-
-
-def _ensure_dir(path, mode, uid, gid, check_mode):
-    if os.path.isdir(path):
-        return False
-    if not check_mode:
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent):
-            _ensure_dir(parent, 0o755, 0, 0, check_mode)
-        try:
-            os.mkdir(path, mode)
-        except FileExistsError:
-            return False  # another run (a second task on this host) made it just now
-        os.chmod(path, mode)
-        if os.geteuid() == 0:
-            os.chown(path, uid, gid)
-    return True
-
-
-def _install_file(path, data, mode, uid, gid, check_mode):
-    """Write ``data`` atomically unless the file already holds it with this mode and owner; True if it changed."""
-    try:
-        found = os.stat(path)
-        with open(path, "rb") as handle:
-            same = handle.read() == data
-        owner_ok = os.geteuid() != 0 or (found.st_uid, found.st_gid) == (uid, gid)
-        if same and stat.S_IMODE(found.st_mode) == mode and owner_ok:
-            return False
-    except FileNotFoundError:
-        pass
-    if check_mode:
-        return True
-    temp = "%s.tmp-%d" % (path, os.getpid())
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if os.geteuid() == 0:
-            os.chown(temp, uid, gid)
-        os.chmod(temp, mode)
-        os.rename(temp, path)
-    except BaseException:
-        quietly(os.unlink, temp)
-        raise
-    return True
-
-
 def install(options, name, os_user="postgres", check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, spool_dir=SPOOL_DIR):
     """Install pgdr-wal and the config for the ArchiveOptions ``options`` on this host; dict(helper=, config=, changed=).
 
@@ -228,11 +107,11 @@ def install(options, name, os_user="postgres", check_mode=False, helper_dir=HELP
     name = validate_name(name)
     if options.type not in STORE_TYPES:
         return dict(helper=None, config=None, changed=False)
-    uid, gid = _owner_ids(os_user)
+    uid, gid = zipapp.owner_ids(os_user)
     readable = [(option, getattr(options, option) if options.type == "sftp" else None) for option in ("key_file", "known_hosts")]
     readable.append(("sse.customer_key_file", options.sse.customer_key_file if options.sse else None))
     for option, path in readable:
-        if path and not _readable_by(path, uid, gid):
+        if path and not zipapp.readable_by(path, uid, gid):
             raise PgdrError(
                 "archive.%s %s must be a file the %s user can read: pgdr-wal runs as %s from archive_command/restore_command "
                 "(for example install -o %s -m 0600 the key into ~%s/.ssh/)" % (option, path, os_user, os_user, os_user, os_user)
@@ -243,13 +122,13 @@ def install(options, name, os_user="postgres", check_mode=False, helper_dir=HELP
     helper, config = helper_path(helper_dir), config_path(name, config_dir)
     changed = False
     try:
-        changed |= _ensure_dir(helper_dir, 0o755, 0, 0, check_mode)
-        changed |= _ensure_dir(config_dir, 0o755, 0, 0, check_mode)
-        changed |= _install_file(helper, build_zipapp(), 0o755, 0, 0, check_mode)
-        changed |= _install_file(config, helper_config(options, name, spool_dir), 0o600, uid, gid, check_mode)
+        changed |= zipapp.ensure_dir(helper_dir, 0o755, 0, 0, check_mode)
+        changed |= zipapp.ensure_dir(config_dir, 0o755, 0, 0, check_mode)
+        changed |= zipapp.install_file(helper, build_zipapp(), 0o755, 0, 0, check_mode)
+        changed |= zipapp.install_file(config, helper_config(options, name, spool_dir), 0o600, uid, gid, check_mode)
         if options.type == "local":
             # the folder the archiver writes to; a mounted share that is missing is not created by the helper itself
-            changed |= _ensure_dir(options.path, 0o700, uid, gid, check_mode)
+            changed |= zipapp.ensure_dir(options.path, 0o700, uid, gid, check_mode)
     except OSError as exc:
         raise PgdrError("installing pgdr-wal (%s, %s) failed: %s" % (helper, config, exc.strerror or exc)) from None
     return dict(helper=helper, config=config, changed=changed)
@@ -262,15 +141,15 @@ def prepare_spool(name, os_user="postgres", spool_dir=SPOOL_DIR):
     be served. The old folder is renamed away, not emptied in place, so a prefetcher still writing into it (it works
     through a handle on that folder) cannot refill the new one.
     """
-    uid, gid = _owner_ids(os_user)
+    uid, gid = zipapp.owner_ids(os_user)
     path = spool_path(name, spool_dir)
     try:
-        _ensure_dir(spool_dir, 0o755, 0, 0, False)
+        zipapp.ensure_dir(spool_dir, 0o755, 0, 0, False)
         if os.path.lexists(path):
             old = os.path.join(spool_dir, ".%s.old-%d" % (name, os.getpid()))
             os.rename(path, old)
             shutil.rmtree(old, ignore_errors=True)
-        _ensure_dir(path, 0o700, uid, gid, False)
+        zipapp.ensure_dir(path, 0o700, uid, gid, False)
     except OSError as exc:
         raise PgdrError("preparing the WAL spool %s failed: %s" % (path, exc.strerror or exc)) from None
     return path
