@@ -9,12 +9,12 @@ import os
 
 import pytest
 
+from ansible_collections.pgdr.backup.plugins.module_utils.catalog import actions as module
 from ansible_collections.pgdr.backup.plugins.module_utils.catalog import catalog, retention
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set as bs
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import LocalRepository
-from ansible_collections.pgdr.backup.plugins.modules import backup_catalog as module
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC)
@@ -320,17 +320,12 @@ def test_good_options_pass():
     module.check_options(options(action="list", kind=["base"], since="7d", newest_before="2026-12-01"))
 
 
-class FakeModule:
-    def __init__(self, check_mode):
-        self.check_mode = check_mode
-
-
 def test_module_prune_in_check_mode_lists_exactly_what_a_real_run_deletes(repo, monkeypatch):
     dumps, bases, stale, fresh = month_repo(repo)
     monkeypatch.setattr(catalog, "utc_now", lambda: NOW)
     given = options(action="prune", keep_last=2, keep_within="5d")
     before = bs.list_sets(repo, CLUSTER)
-    checked = module.prune(FakeModule(True), given, repo, NOW)
+    checked = module.prune(given, repo, NOW, check_mode=True)
     assert bs.list_sets(repo, CLUSTER) == before
     assert checked["changed"] is True and len(checked["deleted"]) == 16
     assert checked["diff"]["before"].count("\n") == len(before) and checked["diff"]["after"].count("\n") == len(before) - 16
@@ -338,10 +333,10 @@ def test_module_prune_in_check_mode_lists_exactly_what_a_real_run_deletes(repo, 
     assert "%s logical-db 2026-12-01T03:00:00Z\n" % dumps[6] not in checked["diff"]["after"]
     verdicts = by_id(checked["sets"])
     assert verdicts[dumps[15]]["keep"] and verdicts[dumps[15]]["reasons"] == ["pinned"]
-    done = module.prune(FakeModule(False), given, repo, NOW)
+    done = module.prune(given, repo, NOW, check_mode=False)
     assert done["deleted"] == checked["deleted"] and done["kept"] == checked["kept"]
     assert sorted(item["backup_id"] for item in bs.list_sets(repo, CLUSTER)) == sorted(checked["kept"])
-    again = module.prune(FakeModule(False), given, repo, NOW)
+    again = module.prune(given, repo, NOW, check_mode=False)
     assert again["changed"] is False and again["deleted"] == []
 
 

@@ -4,12 +4,12 @@ import os
 
 import pytest
 
+from ansible_collections.pgdr.backup.plugins.module_utils.catalog import actions as module
 from ansible_collections.pgdr.backup.plugins.module_utils.catalog import catalog, walrange
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set as bs
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import LocalRepository
-from ansible_collections.pgdr.backup.plugins.modules import backup_catalog as module
-from tests.unit.test_catalog import CLUSTER, DAY, NOW, FakeModule, make_set, options
+from tests.unit.test_catalog import CLUSTER, DAY, NOW, make_set, options
 
 
 def seg(number, timeline=1):
@@ -67,23 +67,23 @@ def test_prune_with_an_archive_removes_exactly_the_wal_below_the_oldest_kept_bas
     old, new = two_base_sets(repo)
     given = options(action="prune", keep_last=1, archive={"type": "local", "path": wal})
     before = archived(wal)
-    checked = module.prune(FakeModule(True), given, repo, NOW)
+    checked = module.prune(given, repo, NOW, check_mode=True)
     assert archived(wal) == before
     assert checked["deleted"] == [old]
     assert checked["wal_pruned"] == dict(boundary=seg(6), count=6, first=seg(1), last=seg(5), reason=None)
     assert "WAL: 6 files removed, %s .. %s (everything below %s)\n" % (seg(1), seg(5), seg(6)) in checked["diff"]["after"]
-    done = module.prune(FakeModule(False), given, repo, NOW)
+    done = module.prune(given, repo, NOW, check_mode=False)
     assert done["wal_pruned"] == checked["wal_pruned"] and done["changed"]
     assert archived(wal) == sorted(["00000002.history"] + [seg(n) for n in range(6, 13)] + [seg(6) + ".00000028.backup"])
     assert [item["backup_id"] for item in bs.list_sets(repo, CLUSTER)] == [new]
-    again = module.prune(FakeModule(False), given, repo, NOW)
+    again = module.prune(given, repo, NOW, check_mode=False)
     assert again["changed"] is False and again["wal_pruned"]["count"] == 0
 
 
 def test_no_kept_base_set_prunes_no_wal(repo, wal):
     make_set(repo, CLUSTER, NOW - 3 * DAY)
     make_set(repo, CLUSTER, NOW - DAY)
-    done = module.prune(FakeModule(False), options(action="prune", keep_last=1, archive={"type": "local", "path": wal}), repo, NOW)
+    done = module.prune(options(action="prune", keep_last=1, archive={"type": "local", "path": wal}), repo, NOW, check_mode=False)
     assert done["wal_pruned"]["count"] == 0 and done["wal_pruned"]["reason"].startswith("no base set is kept: no WAL is pruned")
     assert len(archived(wal)) == 15
 
@@ -91,7 +91,7 @@ def test_no_kept_base_set_prunes_no_wal(repo, wal):
 def test_a_pinned_older_base_set_keeps_its_wal(repo, wal):
     old, new = two_base_sets(repo)
     catalog.pin(repo, CLUSTER, old, None, NOW, False)
-    done = module.prune(FakeModule(False), options(action="prune", keep_last=1, archive={"type": "local", "path": wal}), repo, NOW)
+    done = module.prune(options(action="prune", keep_last=1, archive={"type": "local", "path": wal}), repo, NOW, check_mode=False)
     assert done["deleted"] == [] and done["wal_pruned"]["boundary"] == seg(2)
     assert done["wal_pruned"]["first"] == seg(1) and done["wal_pruned"]["count"] == 1
     assert seg(2) in archived(wal) and seg(1) not in archived(wal)

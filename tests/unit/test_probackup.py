@@ -551,10 +551,6 @@ def test_wal_purge_ranges_of_the_real_tools_runs():
     assert pb.wal_purge_ranges(sample("30-delete-expired-dry-run.stderr.txt")) == []  # "There is no WAL to purge"
 
 
-class _CheckModule:
-    check_mode = True
-
-
 def _standin_catalog(catalog):
     from ansible_collections.pgdr.backup.plugins.module_utils.core import commands
 
@@ -565,18 +561,18 @@ def _standin_catalog(catalog):
 
 @pytest.mark.parametrize("old_wal, changed", [(True, True), (False, False)], ids=["wal-to-purge", "nothing-to-purge"])
 def test_delete_wal_in_check_mode_reports_changed_when_the_dry_run_would_purge(catalog, old_wal, changed):
-    from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
+    from ansible_collections.pgdr.backup.plugins.module_utils.probackup import instance as probackup_instance
 
     wal = catalog / "wal" / "main"
     # TOUSU2 (the only backup, kept) starts in segment 9: segments 5-8 are older than any backup needs
     for number in range(5 if old_wal else 9, 11):
         (wal / ("0000000100000000000000%02X" % number)).write_bytes(b"\0" * 1024)
     before = sorted(os.listdir(wal))
-    options = probackup_instance.task_options(
+    options = probackup_instance.options_from(
         dict(backup_path=str(catalog), instance="main", backup_id=None, delete_expired=False, status=None, dry_run=False, delete_wal=True, merge_expired=False)
     )
     result = dict(changed=False, would_run=[])
-    probackup_instance.delete_backups(_CheckModule(), _standin_catalog(catalog), options, result)
+    probackup_instance.delete_backups(_standin_catalog(catalog), options, result, check_mode=True)
     assert result["changed"] is changed
     assert result["would_delete"] == [] and result["deleted"] == [] and result["wal_purged"] == 0
     if old_wal:
@@ -594,7 +590,7 @@ def _validated(args):
     """Ansible's own argument checks of probackup_instance (spec and declared relations) on ``args``."""
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-    from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
+    from ansible_collections.pgdr.backup.plugins.module_utils.probackup import instance as probackup_instance
 
     return ArgumentSpecValidator(probackup_instance.argument_spec(), **probackup_instance.ARGUMENT_RELATIONS).validate(args)
 
@@ -733,12 +729,13 @@ def test_recovery_target_refusals(options, message):
 
 
 def test_two_recovery_targets_are_refused_before_the_tool_runs(catalog):
+    from ansible_collections.pgdr.backup.plugins.module_utils.probackup import instance
     from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
 
     two = dict(recovery_target_time="2026-11-21 13:14:44+00", recovery_target_lsn="0/70000B8")
     module = _TaskModule(dict(binary="/nonexistent/pg_probackup", backup_path=str(catalog), instance="main", action="validate", **two))
     with pytest.raises(PgdrError, match="give one recovery target"):
-        probackup_instance.validate_backups(module, _standin_catalog(catalog), probackup_instance.task_options(module.params), dict(would_run=[]))
+        instance.validate_backups(_standin_catalog(catalog), instance.options_from(module.params), dict(would_run=[]), module.check_mode)
     malformed = _TaskModule(dict(binary="/nonexistent/pg_probackup", backup_path=str(catalog), action="show", recovery_target=dict(kind="soon")))
     with pytest.raises(PgdrError, match="recovery_target kind 'soon'"):
         probackup_instance.run(malformed)  # refused as its suboptions refused it, before the binary is looked for
