@@ -8,15 +8,12 @@ from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.physical import base_set
 from ansible_collections.pgdr.backup.plugins.module_utils.physical.basebackup import BaseBackupOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.local import LocalRepository
 from ansible_collections.pgdr.backup.plugins.modules import pg_basebackup as module_code
 from tests.unit.test_basebackup import stored_base_set
-
-
-class FakeModule:
-    check_mode = False
 
 
 class FakeConnParams:
@@ -48,13 +45,13 @@ def test_a_set_completed_by_another_run_while_waiting_for_the_lock_is_kept(tmp_p
     def must_not_run(*args):
         raise AssertionError("a second pg_basebackup ran over a complete set")
 
-    monkeypatch.setattr(module_code, "server_version", lambda conn: {"major": 18, "num": 180001, "text": "18.1"})
-    monkeypatch.setattr(module_code.basebackup, "Plan", FakePlan)
-    monkeypatch.setattr(module_code.basebackup, "identify_system", lambda conn_params: ("7710939028678239692", 1))
-    monkeypatch.setattr(module_code.basebackup, "run_backup", must_not_run)
-    monkeypatch.setattr(module_code.locks, "exclusive", lock_after_the_other_run_finished)
+    monkeypatch.setattr(base_set, "server_version", lambda conn: {"major": 18, "num": 180001, "text": "18.1"})
+    monkeypatch.setattr(base_set.basebackup, "Plan", FakePlan)
+    monkeypatch.setattr(base_set.basebackup, "identify_system", lambda conn_params: ("7710939028678239692", 1))
+    monkeypatch.setattr(base_set.basebackup, "run_backup", must_not_run)
+    monkeypatch.setattr(base_set.locks, "exclusive", lock_after_the_other_run_finished)
     options = typed(BaseBackupOptions, dict(cluster="db1", backup_id="b1", if_running="fail"))
-    result = module_code.backup(FakeModule(), options, FakeConnParams(), repo)
+    result = base_set.backup(options, FakeConnParams(), repo, check_mode=False)
     assert result["changed"] is False and result["manifest"]["backup_id"] == "b1"
     assert backup_set.set_status(repo, "db1", "b1") == "complete"
 
@@ -69,6 +66,6 @@ def run_main(monkeypatch, capsys, args):
 
 
 def test_action_verify_requires_cluster_and_backup_id_before_anything_runs(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(module_code, "open_repository", lambda options: pytest.fail("the repository was opened"))
+    monkeypatch.setattr(base_set, "open_repository", lambda options: pytest.fail("the repository was opened"))
     result = run_main(monkeypatch, capsys, dict(action="verify", cluster="db1", repository=dict(type="local", path=str(tmp_path))))
     assert result["failed"] is True and result["msg"] == "action is verify but all of the following are missing: backup_id"

@@ -5,12 +5,12 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
+from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump_set
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import restore as logical_restore
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_copy as tc
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import table_restore as tr
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.dump import LogicalDumpOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
-from ansible_collections.pgdr.backup.plugins.modules import pg_logical_dump
 
 
 def entry(table, schema="public", database="sales", rows=3, fingerprint="42"):
@@ -101,7 +101,7 @@ def test_copy_files_are_decompressed_as_whole_streams():
 
 
 def test_mode_table_needs_something_to_export_before_the_module_runs():
-    validator = ArgumentSpecValidator(pg_logical_dump.argument_spec(), **pg_logical_dump.ARGUMENT_RELATIONS)
+    validator = ArgumentSpecValidator(dump_set.argument_spec(), **dump_set.ARGUMENT_RELATIONS)
     repository = {"type": "local", "path": "/b"}
 
     def errors(**params):
@@ -113,7 +113,7 @@ def test_mode_table_needs_something_to_export_before_the_module_runs():
     # an empty list or passphrase counts as given for Ansible: the module's own checks refuse them
     params = validator.validate(dict(mode="table", tables=[], repository=repository)).validated_parameters
     with pytest.raises(PgdrError, match="mode table needs tables"):
-        pg_logical_dump.validate(typed(LogicalDumpOptions, params))
+        dump_set.validate(typed(LogicalDumpOptions, params))
     params = validator.validate(dict(encryption={"method": "gpg", "passphrase": ""}, repository=repository)).validated_parameters
     with pytest.raises(PgdrError, match="encryption.passphrase is required with encryption.method gpg"):
-        pg_logical_dump.validate(typed(LogicalDumpOptions, params))
+        dump_set.validate(typed(LogicalDumpOptions, params))

@@ -17,8 +17,6 @@ import socket
 import tempfile
 from typing import Optional
 
-from ansible.module_utils.basic import env_fallback
-
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 
 try:
@@ -49,6 +47,9 @@ _LIBPQ = {
 
 def connection_argument_spec():
     """The connection options every module accepts."""
+    # imported here, not at the top: pgdr-backup imports this file on hosts without Ansible and never needs the spec
+    from ansible.module_utils.basic import env_fallback
+
     return dict(
         login_host=dict(type="str", fallback=(env_fallback, ["PGHOST"])),
         login_port=dict(type="int", fallback=(env_fallback, ["PGPORT"])),
