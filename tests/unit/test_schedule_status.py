@@ -208,11 +208,11 @@ def full_status():
 def test_textfile_parses_and_holds_every_metric():
     families = parse_exposition(st.textfile(full_status()))
     assert set(families) == {name for name, _type, _help in st.METRICS}
-    labels = {"job": "nightly", "cluster": "main15", "kind": "logical-db", "repository": "local:/var/backups/pgdr"}
+    labels = {"backup_job": "nightly", "cluster": "main15", "kind": "logical-db", "repository": "local:/var/backups/pgdr"}
 
     def value(name, **extra):
         found = [v for lbls, v in families[name]["samples"] if lbls == (dict(labels, **extra) if name.startswith("pgdr_backup_") else
-                                                                        dict(job="nightly", cluster="main15", **extra))]
+                                                                        dict(backup_job="nightly", cluster="main15", **extra))]
         assert len(found) == 1, (name, families[name])
         return found[0]
 

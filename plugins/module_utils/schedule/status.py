@@ -111,7 +111,7 @@ def next_status(previous, outcome):
         last_reason=outcome.reason or "",
         last_run_started_at=outcome.started_at,
         last_run_finished_at=outcome.finished_at,
-        last_run_duration_seconds=max(0.0, outcome.finished_at - outcome.started_at),
+        last_run_duration_seconds=round(max(0.0, outcome.finished_at - outcome.started_at), 3),
         runs_total=runs,
         # what this run removed (a prune may have run before a later step failed: it still happened)
         last_pruned=list(outcome.pruned),
@@ -180,9 +180,12 @@ METRICS = (
     ("pgdr_wal_archive_failures_total", "counter", "Failed WAL archive attempts since the server's statistics were reset (pg_stat_archiver)."),
     ("pgdr_wal_archive_archived_total", "counter", "WAL files archived since the server's statistics were reset (pg_stat_archiver)."),
 )
-BACKUP_LABELS = ("job", "cluster", "kind", "repository")
+# (label, status key). The job's name is the label backup_job, not job: Prometheus gives every scraped series the
+# target labels job and instance (job is the scrape job, e.g. "node"), and renames an exposed job label to
+# exported_job, so a label job would never be found under that name.
+BACKUP_LABELS = (("backup_job", "job"), ("cluster", "cluster"), ("kind", "kind"), ("repository", "repository"))
 # the WAL archive belongs to the cluster, not to the job's kind or repository: those labels would mislead
-WAL_LABELS = ("job", "cluster")
+WAL_LABELS = (("backup_job", "job"), ("cluster", "cluster"))
 
 
 def escape_label_value(value):
@@ -255,7 +258,7 @@ def textfile(status):
         if not samples[name]:
             continue
         keys = WAL_LABELS if name.startswith("pgdr_wal_") else BACKUP_LABELS
-        base = [(key, status.get(key) or "") for key in keys]
+        base = [(label, status.get(key) or "") for label, key in keys]
         lines.append("# HELP %s %s" % (name, _escape_help(text)))
         lines.append("# TYPE %s %s" % (name, kind))
         for extra, value in samples[name]:
