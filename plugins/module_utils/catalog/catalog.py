@@ -225,6 +225,7 @@ def facts_of(entry, now):
         backup_id=entry["backup_id"], kind=entry["kind"], status=entry["status"], time=entry_time(entry), pinned=entry["pinned"],
         pin_expires=backup_set.parse_iso_utc(expires) if entry["pinned"] and expires else None,
         chain=tuple(entry["chain"] or ()),
+        database=entry["database"],
     )
 
 

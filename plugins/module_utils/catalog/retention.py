@@ -2,13 +2,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Which backup sets a prune keeps: a pure function of the sets, the rules and the time (unit-tested over a month of sets).
 
-The rules, per kind (a logical-db set never pushes a base set out):
+The rules, per series: the sets of one kind, and for logical-db and logical-table sets of one database (a logical-db
+set never pushes a base set out, nor a dump of database A the only dump of database B filed in the same cluster):
 
-- ``keep_last`` N: the N newest complete sets of each kind.
+- ``keep_last`` N: the N newest complete sets of each series.
 - ``keep_within`` W: every complete set that finished within W before now.
 - A set is kept if any rule keeps it; a pinned set (pin not expired) is always kept.
-- The newest complete set of each kind is always kept, even if no rule would keep it: a prune must never
-  leave a kind with nothing to restore.
+- The newest complete set of each series is always kept, even if no rule would keep it: a prune must never
+  leave a database or a kind with nothing to restore.
 - A kept incremental base set keeps every set of its chain (``physical.chain``): it cannot be restored without them.
 - An incomplete set (no manifest) is removed once its last activity is older than ``incomplete_grace``; a younger
   one may be a backup still running and is never touched, nor one whose age cannot be told.
@@ -37,6 +38,7 @@ class SetFacts(NamedTuple):
     pinned: bool = False  # pinned and not expired
     pin_expires: Optional[datetime.datetime] = None
     chain: Tuple[str, ...] = ()  # the incremental chain of a base set, oldest first, ending with itself
+    database: Optional[str] = None  # logical-db and logical-table sets: the database dumped (part of the series)
 
 
 class Rules(NamedTuple):
@@ -57,6 +59,13 @@ def _rank(item):
     return (item.time, item.backup_id)
 
 
+def series(item):
+    """What a set competes with for keep_last: its kind, and for a one-database logical set also its database."""
+    if item.kind in ("logical-db", "logical-table") and item.database:
+        return "%s %s" % (item.kind, item.database)
+    return item.kind
+
+
 def decide(sets, rules, now):
     """A Decision for every set, in the order given; ``now`` is an aware datetime."""
     reasons = {item.backup_id: [] for item in sets}
@@ -64,7 +73,7 @@ def decide(sets, rules, now):
     by_kind = {}
     for item in sets:
         if item.status == COMPLETE:
-            by_kind.setdefault(item.kind, []).append(item)
+            by_kind.setdefault(series(item), []).append(item)
         elif item.status == INCOMPLETE:
             if item.time is None:
                 reasons[item.backup_id].append("incomplete, age unknown: left alone")
