@@ -132,7 +132,7 @@ def on_calendar(schedule):
 
 
 def timer_kind(requested, booted_path=SD_BOOTED):
-    """"systemd" or "cron": what ``timer`` (auto | systemd | cron) means on this host."""
+    """What ``timer`` (auto | systemd | cron) means on this host: "systemd" or "cron"."""
     if requested not in TIMER_KINDS:
         raise PgdrError("timer must be one of %s; got %r" % (", ".join(TIMER_KINDS), requested))
     if requested == "auto":
