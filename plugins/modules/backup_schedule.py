@@ -8,7 +8,7 @@ short_description: Install a backup job that runs on the host, on a schedule, wi
 version_added: 0.1.0
 description:
   - Installs the C(pgdr-backup) program (a Python zipapp built from this collection, in C(/usr/local/lib/pgdr/)), a
-    job file C(/etc/pgdr/backup/<name>.json) (0600, owned by O(os_user): it holds the backup's secrets), and, with
+    job file C(/etc/pgdr/backup/<name>.json) (0600, owned by O(os_user), as it holds the backup's secrets), and, with
     O(schedule), what starts it - a systemd service and timer (C(pgdr-backup-<name>.service), C(.timer)) where systemd is
     PID 1, else C(/etc/cron.d/pgdr-backup-<name>).
   - "A run: wait the random delay (cron), take the job's lock (a run that finds the previous one still running is

@@ -28,6 +28,7 @@ Like pgdr-wal it must stay importable without Ansible, and is packed into a zipa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -45,7 +46,8 @@ from ansible_collections.pgdr.backup.plugins.module_utils.probackup import insta
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup.catalog import parse_tool_time
 from ansible_collections.pgdr.backup.plugins.module_utils.schedule import status as run_status
 from ansible_collections.pgdr.backup.plugins.module_utils.schedule.job import PROGRAM_NAME, load_job
-from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import parse_iso_utc
+from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import new_backup_id, parse_iso_utc, set_status
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository import open_repository
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_JOB = 0, 1, 2
 PROBACKUP_GOOD = ("OK", "DONE")
@@ -92,13 +94,31 @@ def wrong_role(run_on, in_recovery):
 # --- the steps -------------------------------------------------------------------------------------
 
 
+def fresh_backup_id(job, repository, sleep=time.sleep):
+    """A backup id no set of the job's cluster has yet. Ids have one-second resolution, and a module given the id of a
+    complete set returns that set unchanged: two runs within a second would otherwise report one set twice."""
+    repo = open_repository(repository)
+    try:
+        for _attempt in range(5):
+            backup_id = new_backup_id()
+            if set_status(repo, job.backup["cluster"], backup_id) == "absent":
+                return backup_id
+            sleep(1.0)
+    finally:
+        repo.close()
+    raise PgdrError("no free backup id in %s after 5 seconds: is another program writing sets of cluster %s every second?"
+                    % (repository_label(job), job.backup["cluster"]))
+
+
 def take_backup(job):
-    """Run the job's backup; dict(backup_id, size_bytes, kind, repository, result) of the new set."""
+    """Run the job's backup; dict(backup_id, size_bytes) of the new set."""
     if job.kind == "logical":
         options, connection, repository = dump_set.options_from(job.backup)
+        options = dataclasses.replace(options, backup_id=fresh_backup_id(job, repository))
         result = dump_set.run(options, connection, repository, check_mode=False)
     elif job.kind == "base":
         options, connection, repository = base_set.options_from(job.backup)
+        options = dataclasses.replace(options, backup_id=fresh_backup_id(job, repository))
         result = base_set.run(options, connection, repository, check_mode=False)
     else:
         options = probackup_instance.options_from(dict(job.backup, action="backup"))
