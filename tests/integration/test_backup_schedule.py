@@ -208,20 +208,27 @@ def test_check_mode_writes_nothing_and_absent_removes_the_job(job15):
     assert job.host.run(["test", "-e", "%s/%s.json" % (job.state_dir, job.name)], check=False).returncode == 0  # the record stays
 
 
-@pytest.mark.parametrize("case, overrides, message", [
+BAD_INPUT = [
     ("backup option", dict(backup=dict(databse="x", repository=dict(type="local", path="/var/backups/x"))), "databse"),
     ("backup_id", dict(backup=dict(database="x", backup_id="20260101T000000Z", repository=dict(type="local", path="/var/backups/x"))),
      "backup_id"),
     ("prune rule", dict(prune=dict(keep_last=0)), "keep_last 0 keeps nothing"),
+    ("prune option", dict(prune=dict(keep_last=2, cluster="other")), "prune.cluster"),
     ("weekday", dict(schedule=dict(weekdays=["moon"], time="02:30")), "moon"),
     ("zone on cron", dict(schedule=dict(weekdays=["mon"], time="02:30", timezone="Asia/Tokyo")), "cron runs jobs in the host's time zone"),
     ("systemd here", dict(timer="systemd"), "systemd is not running on this host"),
-])
-def test_bad_input_fails_in_one_line_before_anything_is_written(job15, case, overrides, message):
+    ("probackup prune", dict(kind="probackup", backup=dict(backup_path="/var/backups/x", instance="i")), "tool's own retention"),
+]
+
+
+def test_bad_input_fails_in_one_line_before_anything_is_written(job15):
     job = job15
-    failed = job.install(**overrides)
-    assert failed["_status"] == "failed" and message in failed["msg"], (case, failed)
-    assert "\n" not in failed["msg"] and "Traceback" not in str(failed)
+    tasks = [{"name": case, SCHEDULE: job.args(**overrides), "ignore_errors": True} for case, overrides, _message in BAD_INPUT]
+    run = job.ansible.play(job.host.name, tasks, become_postgres=False)
+    for case, _overrides, message in BAD_INPUT:
+        failed = run.result(case, job.host.name)
+        assert failed["_status"] == "failed" and message in failed["msg"], (case, failed)
+        assert "\n" not in failed["msg"] and "Traceback" not in str(failed), case
     assert job.host.run(["test", "-e", "/etc/pgdr/backup/%s.json" % job.name], check=False).returncode == 1
 
 
@@ -251,3 +258,17 @@ def test_job_folders_are_the_job_users(job15):
         assert owner == "postgres", folder
     program = job.host.run(["stat", "-c", "%a %U", "/usr/local/lib/pgdr/pgdr-backup"]).stdout.split()
     assert program == ["755", "root"]
+
+
+def test_a_base_job_verifies_each_set_and_keeps_the_newest(job15, lab):
+    job = job15
+    backup = dict(login_host=job.host.address, login_user="postgres", login_password=lab.pg_password, checkpoint="fast", cluster="sch",
+                  pg_bin_dir=job.host.pg_bin_dir, repository=job.repository)
+    first = job.install(kind="base", backup=backup, prune=dict(keep_last=1), run_now=True)
+    assert first["status"]["result"] == "success", first
+    job.run_cron_command()
+    status = job.status()
+    assert status["kind"] == "base" and status["verify"] == "ok" and status["runs_total"]["success"] == 2
+    assert job.sets() == [status["last_backup_id"]] and status["last_pruned"] == [first["status"]["backup_id"]]
+    manifest = json.loads(job.host.run(["cat", "%s/sch/%s/manifest.json" % (job.repository["path"], status["last_backup_id"])]).stdout)
+    assert manifest["kind"] == "base" and manifest["physical"]["verified"]
