@@ -3,7 +3,9 @@ of the run the first converge made, the set in the repository - and then the cro
 exactly as cron runs it, after which keep_last 2 has left two sets."""
 
 import json
+import os
 import shlex
+import subprocess
 import time
 
 import pytest
@@ -111,3 +113,36 @@ def test_three_runs_of_the_cron_command_leave_two_sets(host, three_more_runs):
     # the third set was the first over keep_last 2: the third and the fourth run each pruned the oldest one
     assert done["sets_kept"] == 2 and len(done["last_pruned"]) == 1 and done["pruned_sets_total"] == 2
     assert done["last_pruned"][0] < kept[0]
+
+
+PROJECT_DIR = os.environ.get("MOLECULE_PROJECT_DIRECTORY") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+def test_backup_playbook_in_check_mode_as_awx_runs_it(host):
+    """playbooks/backup.yml through the collection with survey-style answers (strings, blanks) and the AWX S3
+    credential's pgdr_s3_* variables: it plans an S3 job and publishes pgdr_backup; nothing is written, no key is shown."""
+    lab = host.ansible.get_variables()
+    secret = lab["lab_s3_secret_key"]
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT_DIR, "ansible.cfg"), ANSIBLE_SHOW_CUSTOM_STATS="1",
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env.pop("ANSIBLE_ROLES_PATH", None)  # the role must come from the collection, not molecule's roles_path
+    answers = dict(target_hosts="primary15", backup_name=NAME + "-awx", backup_kind="logical", backup_database="rb_molecule_shop",
+                   backup_repository_type="s3", backup_s3_bucket=lab["lab_s3_bucket"], backup_repository_prefix="rb-molecule-awx",
+                   backup_schedule_weekdays="tue, thu", backup_schedule_time="04:05", backup_keep_last="3", backup_run_now="",
+                   backup_login_port=None, backup_install_packages="false",
+                   pgdr_s3_access_key=lab["lab_s3_access_key"], pgdr_s3_secret_key=secret, pgdr_s3_endpoint_url=lab["lab_s3_endpoint"],
+                   pgdr_s3_region=lab["lab_s3_region"])  # fmt: skip
+    proc = subprocess.run([os.path.join(PROJECT_DIR, ".venv", "bin", "ansible-playbook"), "-i", os.path.join(PROJECT_DIR, ".lab", "inventory.yml"),
+                           os.path.join(PROJECT_DIR, "playbooks", "backup.yml"), "--check", "-e", json.dumps(answers)],
+                          env=env, capture_output=True, text=True, check=False, cwd=PROJECT_DIR)  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    stats = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("\tRUN: "):
+            stats = json.loads(line[len("\tRUN: "):])
+    planned = stats["pgdr_backup"]["primary15"][NAME + "-awx"]
+    assert (planned["kind"], planned["timer"], planned["schedule"], planned["result"]) == ("logical", "cron", "tue,thu 04:05", "not run")
+    assert planned["changed"] is True and planned["check_mode"] is True and planned["run_now"] is False
+    assert secret not in output
+    assert not host.file("/etc/pgdr/backup/%s-awx.json" % NAME).exists
