@@ -214,3 +214,33 @@ def test_probackup_settings_are_what_probackup_instance_takes():
 def test_probackup_job_names_fit_a_job_name():
     jobs = render("probackup", "{{ __probackup_jobs }}", probackup_instance="Main.15")
     assert jobs == {"full": "probackup-main-15-full", "incremental": "probackup-main-15-incr"}
+
+
+DOCS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+
+
+def documented_role_uses():
+    """(doc, role, vars) of every use of the two roles in the YAML examples of the guides."""
+    found = []
+    for doc in ("scheduled-backups.md", "probackup.md"):
+        with open(os.path.join(DOCS_DIR, doc)) as f:
+            blocks = re.findall(r"```yaml\n(.*?)```", f.read(), re.S)
+        for block in blocks:
+            for play in yaml.safe_load(block) or ():
+                for entry in play.get("roles", ()):
+                    found.append((doc, entry["role"], entry.get("vars", {})))
+                for task in play.get("tasks", ()):
+                    if "ansible.builtin.include_role" in task:
+                        found.append((doc, task["ansible.builtin.include_role"]["name"], task.get("vars", {})))
+    return [(doc, role.rsplit(".", 1)[-1], given) for doc, role, given in found if role.rsplit(".", 1)[-1] in ROLES]
+
+
+def test_the_guides_examples_use_declared_variables_and_choices():
+    uses = documented_role_uses()
+    assert {role for _doc, role, _given in uses} == set(ROLES)
+    for doc, role, given in uses:
+        options = spec(role)
+        assert sorted(set(given) - set(options)) == [], doc
+        for name, value in given.items():
+            if "choices" in options[name]:
+                assert value in options[name]["choices"], (doc, name, value)

@@ -3,7 +3,9 @@ took (status success, in the catalog), the cron files of the FULL and DELTA jobs
 as cron runs it: a DELTA on top of that FULL."""
 
 import json
+import os
 import shlex
+import subprocess
 
 import pytest
 
@@ -89,3 +91,36 @@ def test_the_delta_cron_line_takes_a_delta_on_the_full(host):
     newest, *older = backups(host)
     assert (newest["id"], newest["backup-mode"], newest["status"]) == (done["last_backup_id"], "DELTA", "OK")
     assert newest["parent-backup-id"] == status(host, FULL)["last_backup_id"] and len(older) == 1
+
+
+PROJECT_DIR = os.environ.get("MOLECULE_PROJECT_DIRECTORY") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+def test_probackup_playbook_in_check_mode_on_a_new_catalog(host):
+    """playbooks/probackup.yml through the collection, --check, survey-style answers, a catalog that does not exist:
+    it plans the catalog, the instance and a FULL now, publishes pgdr_probackup, and creates nothing."""
+    plan = CATALOG + "-plan"
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT_DIR, "ansible.cfg"), ANSIBLE_SHOW_CUSTOM_STATS="1",
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env.pop("ANSIBLE_ROLES_PATH", None)  # the roles must come from the collection, not molecule's roles_path
+    answers = dict(target_hosts="primary15", ansible_become_method="ansible.builtin.su", probackup_binary=BINARY,
+                   probackup_backup_path=plan, probackup_instance="plan", probackup_pg_data=BASE + "/data", probackup_pghost=BASE,
+                   probackup_pgport="5473", probackup_full_weekdays="sat", probackup_incremental_weekdays="mon, thu",
+                   probackup_incremental_mode="PAGE", probackup_job_prefix="rp-molecule-plan", probackup_run_now="true",
+                   probackup_install_packages="false")  # fmt: skip
+    proc = subprocess.run([os.path.join(PROJECT_DIR, ".venv", "bin", "ansible-playbook"), "-i", os.path.join(PROJECT_DIR, ".lab", "inventory.yml"),
+                           os.path.join(PROJECT_DIR, "playbooks", "probackup.yml"), "--check", "-e", json.dumps(answers)],
+                          env=env, capture_output=True, text=True, check=False, cwd=PROJECT_DIR)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    stats = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("\tRUN: "):
+            stats = json.loads(line[len("\tRUN: "):])
+    planned = stats["pgdr_probackup"]["primary15"]
+    assert planned["check_mode"] is True and planned["catalog_created"] is True and planned["instance_added"] is True
+    full, incremental = planned["full_job"], planned["incremental_job"]
+    assert (full["name"], full["schedule"], full["run_now"], full["result"]) == ("rp-molecule-plan-full", "sat 02:30", True, "not run")
+    assert (incremental["name"], incremental["schedule"], incremental["run_now"]) == ("rp-molecule-plan-incr", "mon,thu 02:30", False)
+    assert sorted(stats["pgdr_backup"]["primary15"]) == ["rp-molecule-plan-full", "rp-molecule-plan-incr"]
+    assert not host.file(plan).exists
+    assert not host.file("/etc/pgdr/backup/rp-molecule-plan-full.json").exists
