@@ -55,7 +55,7 @@ def test_instance_settings(host):
     assert shown.rc == 0, shown.stderr
     config = json.loads(shown.stdout)
     assert config["pgdata"] == BASE + "/data"
-    assert (config["pghost"], str(config["pgport"])) == (BASE, "5473")
+    assert (config["pghost"], str(config["pgport"])) == (BASE, "5476")
     assert str(config["retention-redundancy"]) == "2" and config["compress-algorithm"] == "zlib"
     assert host.file(CATALOG).mode == 0o700 and host.file(CATALOG).user == "postgres"
 
@@ -105,7 +105,7 @@ def test_probackup_playbook_in_check_mode_on_a_new_catalog(host):
     env.pop("ANSIBLE_ROLES_PATH", None)  # the roles must come from the collection, not molecule's roles_path
     answers = dict(target_hosts="primary15", ansible_become_method="ansible.builtin.su", probackup_binary=BINARY,
                    probackup_backup_path=plan, probackup_instance="plan", probackup_pg_data=BASE + "/data", probackup_pghost=BASE,
-                   probackup_pgport="5473", probackup_full_weekdays="sat", probackup_incremental_weekdays="mon, thu",
+                   probackup_pgport="5476", probackup_full_weekdays="sat", probackup_incremental_weekdays="mon, thu",
                    probackup_incremental_mode="PAGE", probackup_job_prefix="rp-molecule-plan", probackup_run_now="true",
                    probackup_install_packages="false")  # fmt: skip
     proc = subprocess.run([os.path.join(PROJECT_DIR, ".venv", "bin", "ansible-playbook"), "-i", os.path.join(PROJECT_DIR, ".lab", "inventory.yml"),
