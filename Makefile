@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 COLLECTION_LINK := .collections/ansible_collections/pgdr/backup
 SANITY_ROOT := .build/sanity/ansible_collections/pgdr/backup
 PROBACKUP_BUILD := .build/probackup
-APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl procps git gnupg zstd lz4 postgresql-15 postgresql-client-15 python3-psycopg python3-paramiko python3-boto3
+APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl procps git gnupg zstd lz4 postgresql-15 postgresql-client-15 python3-psycopg python3-paramiko python3-boto3 systemd cron
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -87,19 +87,18 @@ integration: probackup-real lab-up
 	else echo "probackup tests against the real pg_probackup: $$bin"; fi
 
 molecule: lab-up
-	@# molecule ends with a recap that hides which task failed and why: on failure, repeat Ansible's
-	@# failure lines last, where a CI log's tail shows them
+	@# Two scenarios at a time (each works on objects of its own: its database, job names, throwaway clusters on their
+	@# own ports), each into its own log; the log of a scenario that failed is cut to Ansible's failure lines and
+	@# printed last, where a CI log's tail shows them (molecule's recap hides which task failed and why).
 	@# molecule keeps a scenario's state ("prepared") in ~/.ansible/tmp under a name taken from this folder's
 	@# basename, so another checkout named alike (CI's clone) would skip prepare: one fresh state per run, here
 	@mkdir -p .build
-	for scenario in $$(ls molecule); do \
-	  rm -rf .build/molecule/$$scenario; \
-	  MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.build/molecule/$$scenario \
-	  $(BIN)/molecule test -s $$scenario 2>&1 | tee .build/molecule-$$scenario.log || { \
-	    echo "molecule $$scenario failed; its failing tasks:"; \
-	    sed 's/\x1b\[[0-9;]*m//g' .build/molecule-$$scenario.log | grep -E -A8 '^(fatal|failed):|FAILED!' | cut -c1-400 | tail -60; \
-	    exit 1; }; \
-	done
+	@ls molecule | xargs -P 2 -I{} bash -c ' \
+	  scenario={}; rm -rf .build/molecule/$$scenario; start=$$(date +%s); \
+	  if MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.build/molecule/$$scenario $(BIN)/molecule test -s $$scenario > .build/molecule-$$scenario.log 2>&1; \
+	  then echo "molecule $$scenario: passed in $$(( $$(date +%s) - start )) s ($$(grep -c "^TASK" .build/molecule-$$scenario.log) tasks)"; \
+	  else echo "molecule $$scenario FAILED after $$(( $$(date +%s) - start )) s; its failing tasks (whole log: .build/molecule-$$scenario.log):"; \
+	    sed "s/\x1b\[[0-9;]*m//g" .build/molecule-$$scenario.log | grep -E -A8 "^(fatal|failed):|FAILED!|ERROR" | cut -c1-400 | tail -60; exit 1; fi'
 
 test: deps lint sanity unit integration molecule
 
