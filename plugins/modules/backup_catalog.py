@@ -14,8 +14,8 @@ description:
     O(backup_id) filter, O(newest_before) picks the set a restore to that time would start from.
   - O(action=pin) and O(action=unpin) record a pin in C(<cluster>/<backup_id>/pin.json) beside the manifest (never in it,
     as the manifest is written once and hashed). A pinned set is never pruned until the pin expires.
-  - O(action=prune) removes sets by O(keep_last) and O(keep_within), per kind, and incomplete sets older than
-    O(incomplete_grace). Each set's manifest goes first, then its files, so a half-deleted set is never offered for restore.
+  - O(action=prune) removes sets by O(keep_last) and O(keep_within), per kind (and per database for one-database dumps),
+    and incomplete sets older than O(incomplete_grace). Each set's manifest goes first, then its files, so a half-deleted set is never offered for restore.
   - O(action=verify) re-hashes every file of the chosen sets against the manifest (streamed, nothing copied to the host),
     names missing, damaged and extra files, and fails when a set is bad or the newest good set is older than O(max_age).
   - For base sets, C(wal) in RV(sets) is the WAL range the set needs (its first segment from C(start_lsn) and C(timeline)).
@@ -81,7 +81,7 @@ options:
         To move an expiry, give another value.
     type: str
   keep_last:
-    description: With V(prune), keep the N newest complete sets of each kind. At least 1.
+    description: With V(prune), keep the N newest complete sets of each kind (of each database, for C(logical-db) and C(logical-table) sets). At least 1.
     type: int
   keep_within:
     description: With V(prune), keep every complete set that finished within this duration before now, e.g. C(14d), C(12h).
@@ -102,8 +102,10 @@ notes:
     and V(s3) can be read. The module lists it from where it runs, like the repository. Encryption options are not needed.
   - The WAL segment size is the one a set's manifest records (C(physical.wal_segment_size)), else PostgreSQL's default 16 MiB.
     Later timelines (after a promotion) are not followed by O(action=verify).
-  - Retention rules apply per kind - a logical-db set never pushes a base set out. A set is kept if any rule keeps it
-    (O(keep_last) or O(keep_within)), and a pinned set always. The newest complete set of each kind is never pruned,
+  - Retention rules apply per kind, and per database for C(logical-db) and C(logical-table) sets - a logical-db set never
+    pushes a base set out, nor the dumps of one database the only dump of another filed under the same cluster. A set is
+    kept if any rule keeps it (O(keep_last) or O(keep_within)), and a pinned set always. The newest complete set of each
+    kind (and database) is never pruned,
     even if the rules would remove it. A kept incremental base set keeps every set of its chain.
   - Sets whose manifest is C(unreadable) are never pruned; they fail O(action=verify).
   - The files of a plain base set's data directory are listed in PostgreSQL's C(backup_manifest), not in the set's
