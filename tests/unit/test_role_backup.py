@@ -2,14 +2,15 @@
 the tasks use is declared, and the options the roles build from flat variables (as an AWX survey sends them) are
 exactly what the modules take - no empty value, no unknown option, the right types."""
 
+import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 
 from ansible_collections.pgdr.backup.plugins.module_utils.catalog import actions as catalog_actions
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump_set
@@ -54,6 +55,13 @@ def tasks_of(role):
     return found
 
 
+# Ansible's templating is controller code: importing it here would change how modules in later tests report their
+# deprecations (tests/unit/test_probackup_instance_entry.py), so the roles' expressions are rendered in a child.
+RENDER = """
+import json, sys, yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
 def trusted(value):
     if isinstance(value, str):
         return trust_as_template(value)
@@ -63,12 +71,34 @@ def trusted(value):
         return [trusted(item) for item in value]
     return value
 
+out = []
+for role_dir, expression, given in json.load(sys.stdin):
+    variables = {}
+    for name in ("defaults", "vars"):
+        with open("%s/%s/main.yml" % (role_dir, name)) as f:
+            variables.update(yaml.safe_load(f))
+    variables = trusted(variables)
+    variables.update(inventory_hostname="db1", **given)
+    out.append(Templar(loader=DataLoader(), variables=variables).template(trust_as_template(expression)))
+json.dump(out, sys.stdout)
+"""
+_RENDERED = {}
+
+
+def render_all(requests):
+    """[(role, expression, given)] templated as each role sees it: its defaults and vars, the play's values on top."""
+    todo = [request for request in requests if json.dumps(request, sort_keys=True) not in _RENDERED]
+    if todo:
+        given = [(os.path.join(ROLES_DIR, role), expression, values) for role, expression, values in todo]
+        child = subprocess.run([sys.executable, "-c", RENDER], input=json.dumps(given), capture_output=True, text=True, check=False)
+        assert child.returncode == 0, child.stderr[-3000:]
+        for request, value in zip(todo, json.loads(child.stdout), strict=True):
+            _RENDERED[json.dumps(request, sort_keys=True)] = value
+    return [_RENDERED[json.dumps(request, sort_keys=True)] for request in requests]
+
 
 def render(role, expression, **given):
-    """``expression`` templated as the role sees it: its defaults and vars, the play's ``given`` values on top."""
-    variables = trusted(dict(load(role, "defaults", "main.yml"), **load(role, "vars", "main.yml")))
-    variables.update(inventory_hostname="db1", **given)
-    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(expression))
+    return render_all([(role, expression, given)])[0]
 
 
 def empties(value, where=""):
@@ -162,16 +192,31 @@ CASES = {
 }
 
 
+OPTIONS, PRUNE = "{{ __backup_options }}", "{{ __backup_prune if __backup_prune_wanted | bool else none }}"
+RUN_NOW_CASES = [([], "", True), ("", None, True), ("mon, wed", "", False), (["sun"], "true", True), ([], "false", False), ([], False, False)]
+SETTINGS = dict(probackup_pg_data="/pg/data", probackup_pgport=None, probackup_pghost="/run/postgresql", probackup_compress_algorithm="zlib",
+                probackup_archive_timeout="120")  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def rendered_at_once():
+    """One child renders what the tests below ask for (each would otherwise start its own)."""
+    render_all([("backup", expression, CASES[case]) for case in CASES for expression in (OPTIONS, PRUNE, "{{ __backup_prune }}")]
+               + [("backup", "{{ __backup_run_now }}", dict(backup_schedule_weekdays=weekdays, backup_run_now=run_now))
+                  for weekdays, run_now, _expected in RUN_NOW_CASES]
+               + [("probackup", "{{ __probackup_settings }}", SETTINGS), ("probackup", "{{ __probackup_settings }}", dict(probackup_pg_data="/pg/data"))])
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_backup_option_is_what_the_module_takes(case):
     given = CASES[case]
     kind = given.get("backup_kind", "logical")
-    backup = render("backup", "{{ __backup_options }}", **given)
+    backup = render("backup", OPTIONS, **given)
     assert empties(backup) == []
     validate(MODULE_SPECS[kind], dict(backup, action="backup") if kind == "probackup" else backup, case)
     if kind != "probackup":
         assert backup["cluster"] == "db1" and backup["repository"]["type"] == given.get("backup_repository_type", "local")
-    prune = render("backup", "{{ __backup_prune if __backup_prune_wanted | bool else none }}", **given)
+    prune = render("backup", PRUNE, **given)
     if prune is None:
         assert not (given.get("backup_keep_last") or given.get("backup_keep_within"))
         return
@@ -180,7 +225,7 @@ def test_the_backup_option_is_what_the_module_takes(case):
 
 
 def test_survey_strings_become_the_modules_types():
-    backup = render("backup", "{{ __backup_options }}", **CASES["logical, as an AWX survey sends it"])
+    backup = render("backup", OPTIONS, **CASES["logical, as an AWX survey sends it"])
     assert backup["tables"] == ["public.orders", "sales.items"] and "schemas" not in backup and "jobs" not in backup
     assert backup["compression"] == {"method": "zstd", "level": 5} and "login_port" not in backup
     assert render("backup", "{{ __backup_prune }}", **CASES["logical, as an AWX survey sends it"]) == {"keep_last": 3}
@@ -188,9 +233,7 @@ def test_survey_strings_become_the_modules_types():
     assert archive == {"type": "sftp", "path": "/srv/wal", "host": "vault1", "port": 22, "user": "pgdr"}
 
 
-@pytest.mark.parametrize("weekdays, run_now, expected", [
-    ([], "", True), ("", None, True), ("mon, wed", "", False), (["sun"], "true", True), ([], "false", False), ([], False, False),
-])  # fmt: skip
+@pytest.mark.parametrize("weekdays, run_now, expected", RUN_NOW_CASES)
 def test_run_now_defaults_to_true_without_a_schedule(weekdays, run_now, expected):
     assert render("backup", "{{ __backup_run_now }}", backup_schedule_weekdays=weekdays, backup_run_now=run_now) is expected
 
@@ -202,8 +245,7 @@ def test_the_schedule_is_what_the_module_takes():
 
 
 def test_probackup_settings_are_what_probackup_instance_takes():
-    settings = render("probackup", "{{ __probackup_settings }}", probackup_pg_data="/pg/data", probackup_pgport=None,
-                      probackup_pghost="/run/postgresql", probackup_compress_algorithm="zlib", probackup_archive_timeout="120")
+    settings = render("probackup", "{{ __probackup_settings }}", **SETTINGS)
     assert empties(settings) == [] and "pgport" not in settings
     assert settings["compress_level"] == 1 and settings["archive_timeout"] == 120 and settings["retention_redundancy"] == 2
     validate(probackup_instance.argument_spec(), dict(settings, backup_path="/b", instance="main"), "settings")
