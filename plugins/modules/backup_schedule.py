@@ -43,9 +43,11 @@ options:
     description:
       - What O(backup) holds - V(logical) the options of M(pgdr.backup.pg_logical_dump), V(base) of M(pgdr.backup.pg_basebackup),
         V(probackup) of M(pgdr.backup.probackup_instance) (its C(action=backup) is implied).
+      - V(wal) is the WAL watcher - no backup; each run reads C(pg_stat_archiver) and writes only the C(pgdr_wal_archive_*) metrics.
+        O(backup) then holds the connection options and C(cluster) only. Give it O(schedule.every_minutes).
       - Required with O(state=present).
     type: str
-    choices: [logical, base, probackup]
+    choices: [logical, base, probackup, wal]
   backup:
     description:
       - The backup's options, exactly as that module takes them (connection and O(backup.repository) included); checked against
@@ -62,7 +64,9 @@ options:
         C(kind), C(archive) (the WAL archive, to prune WAL below the oldest kept base set). Its repository and cluster are the backup's.
     type: dict
   verify:
-    description: After the backup, re-hash the new set against its manifest (and with C(archive) in O(prune), check its WAL coverage).
+    description:
+      - After the backup, re-hash the new set against its manifest (and with C(archive) in O(prune), check its WAL coverage).
+      - V(logical) and V(base) only (pg_probackup validates its own backups).
     type: bool
     default: false
   schedule:
@@ -71,14 +75,17 @@ options:
     type: dict
     suboptions:
       weekdays:
-        description: The days, from V(mon) V(tue) V(wed) V(thu) V(fri) V(sat) V(sun).
+        description: The days, from V(mon) V(tue) V(wed) V(thu) V(fri) V(sat) V(sun). With O(schedule.time).
         type: list
         elements: str
-        required: true
       time:
-        description: The start time, C(HH:MM) (24 hours).
+        description: The start time, C(HH:MM) (24 hours). With O(schedule.weekdays).
         type: str
-        required: true
+      every_minutes:
+        description:
+          - Instead of weekdays and time, every N minutes from the hour; N divides an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60).
+            Meant for the V(wal) watcher. Not persistent, no random delay.
+        type: int
       timezone:
         description:
           - An IANA zone (C(Europe/Paris)); empty - the host's. A cron host accepts only its own zone (cron has no per-job zone).
@@ -134,6 +141,17 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Watch the WAL archiver every 5 minutes (pgdr_wal_archive_* metrics, no backup)
+  pgdr.backup.backup_schedule:
+    name: wal-main
+    kind: wal
+    backup:
+      login_host: /run/postgresql
+      login_user: postgres
+    schedule:
+      every_minutes: 5
+  become: true
+
 - name: Dump the app database Mon/Wed/Fri at 02:30, keep 14 days
   pgdr.backup.backup_schedule:
     name: app-nightly
@@ -250,7 +268,12 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.pgdr.backup.plugins.module_utils.catalog import actions as catalog_actions
 from ansible_collections.pgdr.backup.plugins.module_utils.core import commands
-from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import ConnectionOptions, ConnectionParams, default_cluster_name
+from ansible_collections.pgdr.backup.plugins.module_utils.core.connection import (
+    ConnectionOptions,
+    ConnectionParams,
+    connection_argument_spec,
+    default_cluster_name,
+)
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.core.module_runner import empty_message, empty_options, null_means_default, run_module
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
@@ -263,6 +286,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.schedule.job import FO
 
 # the module whose options ``backup`` holds, per kind: its name (for messages) and its module_utils entry point
 BACKUP_MODULES = {"logical": ("pg_logical_dump", dump_set), "base": ("pg_basebackup", base_set), "probackup": ("probackup_instance", probackup_instance)}
+WATCH_KIND = run_status.WATCH_KIND  # kind wal: no backup, only the WAL archiver's state
 PRUNE_OPTIONS = ("keep_last", "keep_within", "incomplete_grace", "kind", "archive")
 
 
@@ -270,13 +294,14 @@ def argument_spec():
     return dict(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
-        kind=dict(type="str", choices=list(BACKUP_MODULES)),
+        kind=dict(type="str", choices=list(BACKUP_MODULES) + [WATCH_KIND]),
         backup=dict(type="dict", no_log=False),
         prune=dict(type="dict"),
         verify=dict(type="bool", default=False),
         schedule=dict(type="dict", options=dict(
-            weekdays=dict(type="list", elements="str", required=True),
-            time=dict(type="str", required=True),
+            weekdays=dict(type="list", elements="str"),
+            time=dict(type="str"),
+            every_minutes=dict(type="int"),
             timezone=dict(type="str", default=""),
             randomized_delay=dict(type="int", default=0),
             persistent=dict(type="bool", default=True),
@@ -304,7 +329,18 @@ def checked(module, spec, relations, params, what):
     return values
 
 
+def watch_params(module, given):
+    """A WAL watcher's ``backup``: the connection (and the cluster name its metrics carry), nothing else."""
+    spec = dict(connection_argument_spec(), cluster=dict(type="str"))
+    values = checked(module, spec, {}, given, "backup (for kind wal: the connection options and cluster)")
+    if not values.get("cluster"):
+        values["cluster"] = default_cluster_name(ConnectionParams(typed(ConnectionOptions, values)))
+    return values
+
+
 def backup_params(module, kind, given):
+    if kind == WATCH_KIND:
+        return watch_params(module, given)
     name, entry = BACKUP_MODULES[kind]
     if "backup_id" in given:
         raise PgdrError("backup.backup_id: a scheduled job makes a new set every run; leave backup_id out")
@@ -321,6 +357,8 @@ def backup_params(module, kind, given):
 
 
 def prune_params(module, kind, given, backup):
+    if kind == WATCH_KIND:
+        raise PgdrError("prune: a kind wal job takes no backup and has nothing to prune; leave prune out")
     if kind == "probackup":
         raise PgdrError("prune: a probackup job prunes with the tool's own retention; give delete_expired (and merge_expired, delete_wal) "
                         "in backup and the retention in the instance's settings instead")
@@ -335,6 +373,17 @@ def prune_params(module, kind, given, backup):
     return {key: values.get(key) for key in PRUNE_OPTIONS}
 
 
+def parse_schedule(given):
+    """``schedule``: weekdays at a time (backups), or every N minutes (the WAL watcher, or very frequent dumps)."""
+    if given["every_minutes"] is not None:
+        if given["weekdays"] is not None or given["time"] is not None:
+            raise PgdrError("schedule: give every_minutes, or weekdays and time, not both")
+        return timer.parse_interval(given["every_minutes"])
+    if given["weekdays"] is None or given["time"] is None:
+        raise PgdrError("schedule needs weekdays and time (e.g. weekdays: [mon, wed, fri], time: \"02:30\"), or every_minutes")
+    return timer.parse_schedule(given["weekdays"], given["time"], given["timezone"], given["randomized_delay"], given["persistent"])
+
+
 def run(module):
     params = module.params
     name = timer.validate_job_name(params["name"])
@@ -347,10 +396,11 @@ def run(module):
     kind = params["kind"]
     backup = backup_params(module, kind, params["backup"])
     prune = prune_params(module, kind, params["prune"], backup) if params["prune"] is not None else None
+    if params["verify"] and kind in ("probackup", WATCH_KIND):
+        raise PgdrError("verify: a kind %s job has no set of ours to re-hash (pg_probackup validates its own backups); leave verify out" % kind)
     schedule = None
     if params["schedule"] is not None:
-        given = params["schedule"]
-        schedule = timer.parse_schedule(given["weekdays"], given["time"], given["timezone"], given["randomized_delay"], given["persistent"])
+        schedule = parse_schedule(params["schedule"])
     job = JobOptions(format=FORMAT, name=name, kind=kind, backup=backup, prune=prune, verify=params["verify"], run_on=params["run_on"],
                      state_dir=params["state_dir"], textfile_dir=textfile_dir)
     result = installer.install(job, schedule, params["timer"], params["os_user"], module.check_mode)

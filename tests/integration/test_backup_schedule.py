@@ -62,6 +62,14 @@ class Job:
         assert fields[:5] == ["30", "2", "*", "*", "1,4"], lines[0]
         return fields[5], fields[6]
 
+    def cron_line_interval(self):
+        """(user, command) of an every-5-minutes job's cron line."""
+        text = self.host.run(["cat", "/etc/cron.d/pgdr-backup-%s" % self.name]).stdout
+        lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#") and "=" not in line.split()[0]]
+        fields = lines[0].split(None, 6)
+        assert fields[:5] == ["*/5", "*", "*", "*", "*"], lines
+        return fields[5], fields[6]
+
     def run_cron_command(self, check=True):
         user, command = self.cron_line()
         return self.host.run(["runuser", "-u", user, "--", "sh", "-c", command], check=check, timeout=300)
@@ -272,3 +280,25 @@ def test_a_base_job_verifies_each_set_and_keeps_the_newest(job15, lab):
     assert job.sets() == [status["last_backup_id"]] and status["last_pruned"] == [first["status"]["backup_id"]]
     manifest = json.loads(job.host.run(["cat", "%s/sch/%s/manifest.json" % (job.repository["path"], status["last_backup_id"])]).stdout)
     assert manifest["kind"] == "base" and manifest["physical"]["verified"]
+
+
+def test_a_wal_watcher_reports_the_archiver_or_says_archiving_is_off(job15):
+    # the lab's primaries archive once make demo (or a test) turned archiving on, and not on a fresh lab: the watcher
+    # must report either state exactly as the server shows it
+    job = job15
+    archiving = job.host.psql("SHOW archive_mode").strip() != "off"
+    done = job.install(kind="wal", backup=dict(login_host="/run/postgresql", login_user="postgres", cluster="sch"), prune=None,
+                       verify=False, schedule=dict(every_minutes=5), run_now=True)
+    assert done["timer"] == "cron" and done["cluster"] == "sch"
+    user, command = job.cron_line_interval()
+    assert user == "postgres" and shlex.split(command) == done["command"]
+    metrics = job.metrics()
+    assert not [name for name in metrics if name.startswith("pgdr_backup_")]
+    if archiving:
+        assert done["status"]["result"] == "success", done
+        archived = int(job.host.psql("SELECT archived_count FROM pg_stat_archiver").strip())
+        assert metrics["pgdr_wal_archive_archived_total"][0][1] <= archived
+        assert metrics["pgdr_wal_archive_last_check_timestamp_seconds"][0][1] > time.time() - 120
+    else:
+        assert done["_status"] == "failed" and "archive_mode is off" in done["msg"], done
+        assert job.status()["last_result"] == "failed"

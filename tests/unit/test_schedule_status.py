@@ -159,7 +159,7 @@ def test_a_run_that_never_succeeded():
 
 
 def test_verify_and_wal_are_fresh_observations():
-    wal = dict(last_archived_at=T0 - 30, last_failed_at=None, failed_count=0, archived_count=812)
+    wal = dict(last_archived_at=T0 - 30, last_failed_at=None, failed_count=0, archived_count=812, checked_at=T0)
     good = st.next_status(None, outcome(verify="ok", wal=wal))
     assert good["wal"] == wal
     # the verify that fails the run is what the status must show
@@ -170,7 +170,7 @@ def test_verify_and_wal_are_fresh_observations():
     quiet = st.next_status(bad, outcome("skipped", at=T0 + 200))
     assert (quiet["verify"], quiet["wal"]) == ("failed", bad["wal"])
     assert st.next_status(None, outcome(wal={"archived_count": 3}))["wal"] == dict(last_archived_at=None, last_failed_at=None, failed_count=None,
-                                                                                   archived_count=3)
+                                                                                   archived_count=3, checked_at=None)
 
 
 @pytest.mark.parametrize("previous", [None, {}, [], "text", {"format": 99, "runs_total": {"success": 50}}, {"format": 1, "runs_total": "x"},
@@ -200,7 +200,7 @@ def test_summary_is_the_modules_status_return():
 
 
 def full_status():
-    wal = dict(last_archived_at=T0 - 30.25, last_failed_at=T0 - 3600, failed_count=2, archived_count=812)
+    wal = dict(last_archived_at=T0 - 30.25, last_failed_at=T0 - 3600, failed_count=2, archived_count=812, checked_at=T0 - 1)
     first = st.next_status(None, outcome(pruned=("old1",), verify="ok", wal=wal))
     return st.next_status(first, outcome("failed", at=T0 + 86400, verify="failed"))
 
@@ -370,5 +370,15 @@ def test_a_hand_edited_status_does_not_break_the_textfile():
     families = parse_exposition(st.textfile(status))
     assert families["pgdr_backup_last_success_timestamp_seconds"]["samples"][0][1] == 0
     kept = st.next_status({"format": 1, "wal": {"archived_count": 5, "failed_count": "many"}, "verify": "failed", "verify_timestamp": T0}, outcome("failed"))
-    assert kept["wal"] == dict(last_archived_at=None, last_failed_at=None, failed_count=None, archived_count=5)
+    assert kept["wal"] == dict(last_archived_at=None, last_failed_at=None, failed_count=None, archived_count=5, checked_at=None)
     assert (kept["verify"], kept["verify_timestamp"]) == ("failed", T0)
+
+
+def test_a_wal_watcher_writes_only_the_archive_metrics():
+    wal = dict(last_archived_at=T0 - 30, last_failed_at=T0 - 10, failed_count=3, archived_count=812, checked_at=T0)
+    status = st.next_status(None, outcome(kind=st.WATCH_KIND, wal=wal))
+    families = parse_exposition(st.textfile(status))
+    assert set(families) == {name for name, _type, _help in st.METRICS if name.startswith("pgdr_wal_archive_")}
+    assert families["pgdr_wal_archive_last_check_timestamp_seconds"]["samples"][0][1] == T0
+    # a backup job's textfile carries the same archive metrics beside its own
+    assert "pgdr_backup_last_success_timestamp_seconds" in parse_exposition(st.textfile(st.next_status(None, outcome(wal=wal))))

@@ -11,8 +11,15 @@ import pytest
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.schedule import timer
 
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-needs_systemd_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")  # `make deps` installs it (Debian's systemd package): no test skips without it
+
+
+def needs_systemd_analyze(test):
+    return test
+
+
+def test_systemd_analyze_is_installed():
+    assert SYSTEMD_ANALYZE, "systemd-analyze is missing: make apt installs the systemd package"
 
 # words every quoting must survive: spaces, quotes, backslashes, specifiers, variables, separators, control characters
 NASTY = ["plain", "a b", "", "100%", "%n", "$HOME", "${HOME}", "$$", "x\"y", "it's", "back\\slash", ";", "\\;", "a;b", "tab\there",
@@ -379,3 +386,27 @@ def test_cron_timezone_ok():
     assert not timer.cron_timezone_ok(paris, "UTC")
     assert timer.cron_timezone_ok(timer.parse_schedule(["mon"], "01:00", "UTC"), "Etc/UTC")
     assert not timer.cron_timezone_ok(timer.parse_schedule(["mon"], "01:00", "UTC"), "Europe/London")
+
+
+# --- interval schedules (the WAL archive's watcher) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("minutes, event, cron", [(5, "*-*-* *:00/5:00", "*/5 * * * *"), (60, "*-*-* *:00:00", "0 * * * *"),
+                                                  (1, "*-*-* *:00/1:00", "*/1 * * * *")])
+def test_an_interval_runs_every_n_minutes_in_systemd_and_cron(tmp_path, minutes, event, cron):
+    schedule = timer.parse_interval(minutes)
+    assert timer.on_calendar(schedule) == event and not schedule.persistent
+    done = subprocess.run([SYSTEMD_ANALYZE, "calendar", "--iterations=3", event], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    entry = cron_entry(timer.cron_file("watch", schedule, ARGV, "postgres"))
+    assert " ".join(entry[:5]) == cron and entry[5:] == ["postgres", timer.command_line(ARGV)]
+    units = timer.systemd_units("pgdrt-watch", schedule, ["/bin/true"], "postgres", "pgdr watch")
+    service, timer_unit = timer.unit_names("pgdrt-watch")
+    assert analyze_verify(str(tmp_path), {service: units["service"], timer_unit: units["timer"]}) == (0, [])
+
+
+@pytest.mark.parametrize("minutes", [0, 7, 45, 90, True, "5"])
+def test_an_interval_that_does_not_divide_the_hour_is_refused(minutes):
+    with pytest.raises(PgdrError) as failed:
+        timer.parse_interval(minutes)
+    assert "divide an hour evenly" in failed.value.msg

@@ -1,6 +1,7 @@
 """Verifier: the throwaway cluster archives through pgdr-wal into its folder, encrypted, and a segment switched
 now reaches the archive (the role's own check switched one too; this one proves archiving still works)."""
 
+import json
 import time
 
 testinfra_hosts = ["replica15"]
@@ -55,3 +56,20 @@ def test_a_switched_segment_reaches_the_archive_encrypted(host):
         assert host.file(fetched).size == 16 * 1024 * 1024
     finally:
         host.run("rm -f %s", fetched)
+
+
+def test_the_wal_watcher_runs_from_its_cron_line_and_writes_the_archive_metrics(host):
+    cron = host.file("/etc/cron.d/pgdr-backup-wal-%s" % NAME)
+    assert cron.exists and cron.user == "root"
+    line = [entry for entry in cron.content_string.splitlines() if entry and not entry.startswith("#") and "=" not in entry.split()[0]]
+    assert len(line) == 1
+    fields = line[0].split(None, 6)
+    assert fields[:6] == ["*/5", "*", "*", "*", "*", "postgres"]
+    ran = host.run("runuser -u %s -- sh -c %s", fields[5], fields[6])  # as cron runs it
+    assert ran.rc == 0 and "success (archived " in ran.stdout, ran.stdout + ran.stderr
+    status = json.loads(host.file("%s/watch/wal-%s.json" % (BASE, NAME)).content_string)
+    assert status["kind"] == "wal" and status["last_result"] == "success" and status["wal"]["archived_count"] >= 1
+    assert status["runs_total"]["success"] >= 2  # the role's first run, and this one
+    metrics = host.file("%s/watch/metrics/pgdr_backup_wal-%s.prom" % (BASE, NAME)).content_string
+    assert 'pgdr_wal_archive_archived_total{backup_job="wal-%s",cluster="%s"}' % (NAME, NAME) in metrics
+    assert "pgdr_backup_" not in metrics  # a watcher takes no backup

@@ -26,7 +26,7 @@ JOB_DIR = "/etc/pgdr/backup"
 STATE_DIR = "/var/lib/pgdr/backup"  # status <name>.json
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # Debian's prometheus-node-exporter reads *.prom here
 PROGRAM_NAME = "pgdr-backup"
-KINDS = ("logical", "base", "probackup")
+KINDS = ("logical", "base", "probackup", "wal")  # wal: the WAL watcher, no backup (status.WATCH_KIND)
 RUN_ON = ("primary", "standby", "any")
 
 
@@ -66,8 +66,8 @@ def check(options):
         raise PgdrError("job %s: run_on %r is not one of %s" % (options.name, options.run_on, ", ".join(RUN_ON)))
     if not isinstance(options.backup, dict):
         raise PgdrError("job %s has no backup options: reinstall it with pgdr.backup.backup_schedule" % options.name)
-    if options.prune is not None and options.kind == "probackup":
-        raise PgdrError("job %s: a probackup job prunes with the tool's own retention (delete_expired), not prune" % options.name)
+    if options.prune is not None and options.kind in ("probackup", "wal"):
+        raise PgdrError("job %s: a %s job has no prune" % (options.name, options.kind))
 
 
 def load_job(path):

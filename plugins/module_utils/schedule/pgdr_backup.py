@@ -78,7 +78,7 @@ def server_facts(job):
         conn.close()
     in_recovery, archive_mode, last_archived, last_failed, failed, archived = row
     wal = None if archive_mode == "off" else dict(last_archived_at=last_archived, last_failed_at=last_failed, failed_count=failed,
-                                                  archived_count=archived)
+                                                  archived_count=archived, checked_at=time.time())
     return in_recovery, wal
 
 
@@ -132,7 +132,7 @@ def take_backup(job):
 
 
 def set_kind(job):
-    """The kind of set the job makes (the metrics' ``kind`` label: one per job, whatever a run did)."""
+    """The kind of set the job makes (the metrics' ``kind`` label: one per job, whatever a run did); ``wal`` for the watcher."""
     if job.kind == "logical":
         return {"cluster": "logical-cluster", "table": "logical-table"}.get(job.backup.get("mode"), "logical-db")
     return job.kind
@@ -143,6 +143,8 @@ def repository_label(job):
     and no connection to an SFTP server or S3 just to name it)."""
     if job.kind == "probackup":
         return "probackup:%s#%s" % (job.backup["backup_path"], job.backup["instance"])
+    if job.kind == run_status.WATCH_KIND:
+        return ""  # watches the server's archiver, whatever the archive is
     repo = job.backup["repository"]
     if repo["type"] == "s3":
         return "s3://%s/%s" % (repo["bucket"], repo.get("prefix") or "")
@@ -211,7 +213,7 @@ def run_job(job, job_file, random_delay=0, sleep=time.sleep):
     """Run the job once and write its status; the exit code."""
     if random_delay > 0:
         sleep(random.uniform(0, random_delay))
-    outcome = dict(job=job.name, kind=set_kind(job), cluster=job.backup.get("cluster") or job.backup["instance"], repository=repository_label(job),
+    outcome = dict(job=job.name, kind=set_kind(job), cluster=job.backup.get("cluster") or job.backup.get("instance"), repository=repository_label(job),
                    started_at=time.time())
     with locks.exclusive("%s job %s" % (PROGRAM_NAME, job.name), os.path.realpath(job_file)) as (taken, holder):
         if not taken:
@@ -222,6 +224,11 @@ def run_job(job, job_file, random_delay=0, sleep=time.sleep):
             reason = wrong_role(job.run_on, in_recovery)
             if reason:
                 raise Skipped(reason)
+            if job.kind == run_status.WATCH_KIND:
+                if wal is None:
+                    raise PgdrError("archive_mode is off on %s: there is no WAL archiving to watch; turn it on (wal_archiving role) "
+                                    "or remove this job" % connection_of(job).describe())
+                return finish(job, outcome, "success", "")
             backup = take_backup(job)
             outcome.update(backup)
             if job.verify and job.kind != "probackup":  # pg_probackup validates its own backups unless no_validate
@@ -257,7 +264,8 @@ def finish(job, outcome, result, reason):
         print("%s %s: %s" % (PROGRAM_NAME, job.name, reason), file=sys.stderr)
         return EXIT_FAILED
     print("%s %s: %s%s" % (PROGRAM_NAME, job.name, result, ": " + reason if reason else
-                           " (set %s, %s pruned)" % (outcome.get("backup_id"), len(outcome.get("pruned") or ()))))
+                           " (set %s, %s pruned)" % (outcome.get("backup_id"), len(outcome.get("pruned") or ())) if job.kind != run_status.WATCH_KIND
+                           else " (archived %s, failed %s)" % (outcome["wal"]["archived_count"], outcome["wal"]["failed_count"])))
     return EXIT_OK
 
 

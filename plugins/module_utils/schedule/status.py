@@ -25,7 +25,8 @@ RESULTS = ("success", "failed", "skipped")
 VERIFY_RESULTS = (None, "ok", "failed")
 STATE_DIR = "/var/lib/pgdr/backup"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
-WAL_KEYS = ("last_archived_at", "last_failed_at", "failed_count", "archived_count")
+WAL_KEYS = ("last_archived_at", "last_failed_at", "failed_count", "archived_count", "checked_at")
+WATCH_KIND = "wal"  # a job that takes no backup and only reads the WAL archiver's state (backup_schedule kind wal)
 
 
 class RunOutcome(NamedTuple):
@@ -179,6 +180,7 @@ METRICS = (
     ("pgdr_wal_archive_last_failed_timestamp_seconds", "gauge", "When archiving a WAL file last failed (pg_stat_archiver; 0: never)."),
     ("pgdr_wal_archive_failures_total", "counter", "Failed WAL archive attempts since the server's statistics were reset (pg_stat_archiver)."),
     ("pgdr_wal_archive_archived_total", "counter", "WAL files archived since the server's statistics were reset (pg_stat_archiver)."),
+    ("pgdr_wal_archive_last_check_timestamp_seconds", "gauge", "When pg_stat_archiver was last read (by a backup run or the WAL watcher job)."),
 )
 # (label, status key). The job's name is the label backup_job, not job: Prometheus gives every scraped series the
 # target labels job and instance (job is the scrape job, e.g. "node"), and renames an exposed job label to
@@ -246,6 +248,10 @@ def _samples(status):
         put("pgdr_wal_archive_last_failed_timestamp_seconds", wal.get("last_failed_at") or 0)
         put("pgdr_wal_archive_failures_total", wal.get("failed_count"))
         put("pgdr_wal_archive_archived_total", wal.get("archived_count"))
+        put("pgdr_wal_archive_last_check_timestamp_seconds", wal.get("checked_at"))
+    if status.get("kind") == WATCH_KIND:
+        # a WAL watcher takes no backup: backup metrics of it would only feed the backup alerts with a job that has none
+        out = {name: values if name.startswith("pgdr_wal_") else [] for name, values in out.items()}
     return out
 
 

@@ -45,6 +45,11 @@ class Schedule(NamedTuple):
     timezone: str  # a tzdata name; '' is the host's zone
     randomized_delay: int  # seconds, 0 for none
     persistent: bool  # systemd Persistent=: a run missed while the host was down runs at boot
+    every_minutes: int = 0  # an interval schedule instead (weekdays and time unused): every N minutes, from the hour
+
+
+# the intervals an hour divides into evenly, so "every N minutes" is the same in systemd and cron (both restart at :00)
+INTERVALS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
 
 
 # --- names --------------------------------------------------------------------------------------------------
@@ -121,8 +126,18 @@ def parse_schedule(weekdays, time, timezone="", randomized_delay=0, persistent=T
     return Schedule(ordered, time, timezone, randomized_delay, persistent)
 
 
+def parse_interval(every_minutes):
+    """The Schedule of a job that runs every ``every_minutes`` minutes (a watcher such as the WAL archive's status)."""
+    if isinstance(every_minutes, bool) or every_minutes not in INTERVALS:
+        raise PgdrError("schedule.every_minutes must divide an hour evenly (%s); got %r" % (", ".join(map(str, INTERVALS)), every_minutes))
+    # not persistent: a check missed while the host was down means nothing at boot, the next one comes minutes later
+    return Schedule(WEEKDAYS, "", "", 0, False, every_minutes)
+
+
 def on_calendar(schedule):
-    """The systemd calendar event (systemd.time(7)): ``Mon,Wed,Fri *-*-* 02:30:00 Europe/Paris``."""
+    """The systemd calendar event (systemd.time(7)): ``Mon,Wed,Fri *-*-* 02:30:00 Europe/Paris``, or ``*-*-* *:00/5:00``."""
+    if schedule.every_minutes:
+        return "*-*-* *:00:00" if schedule.every_minutes == 60 else "*-*-* *:00/%d:00" % schedule.every_minutes
     days = "" if len(schedule.weekdays) == len(WEEKDAYS) else ",".join(day.capitalize() for day in schedule.weekdays) + " "
     text = "%s*-*-* %s:00" % (days, schedule.time)
     return text + " " + schedule.timezone if schedule.timezone else text
@@ -293,13 +308,19 @@ def cron_file(name, schedule, argv, os_user):
     # in a way that leaves the command equal to command_line(argv), so they are refused
     if "%" in line or "\n" in line or "\r" in line:
         raise PgdrError("the job's command %r holds '%%' or a line break, which cron cannot run as written; use paths and names without them" % (line,))
-    hour, minute = schedule.time.split(":")
-    days = "*" if len(schedule.weekdays) == len(WEEKDAYS) else ",".join(str(day) for day in sorted(_CRON_DAYS[d] for d in schedule.weekdays))
+    if schedule.every_minutes:
+        when = ("0 * * * *" if schedule.every_minutes == 60 else "*/%d * * * *" % schedule.every_minutes)
+        says = "every %d minutes" % schedule.every_minutes
+    else:
+        hour, minute = schedule.time.split(":")
+        days = "*" if len(schedule.weekdays) == len(WEEKDAYS) else ",".join(str(day) for day in sorted(_CRON_DAYS[d] for d in schedule.weekdays))
+        when = "%d %d * * %s" % (int(minute), int(hour), days)
+        says = "%s at %s, host time" % (",".join(schedule.weekdays), schedule.time)
     return "\n".join([
         "# pgdr.backup: backup job %s (written by pgdr.backup.backup_schedule; edits are overwritten)" % name,
-        "# runs %s at %s, host time" % (",".join(schedule.weekdays), schedule.time),
+        "# runs %s" % says,
         "SHELL=/bin/sh",
         "PATH=%s" % CRON_PATH_ENV,
-        "%d %d * * %s %s %s" % (int(minute), int(hour), days, _check_user(os_user), line),
+        "%s %s %s" % (when, _check_user(os_user), line),
         "",  # cron ignores a last line without a newline
     ])
