@@ -27,6 +27,7 @@ attributes:
     description: Reports which files it would write or remove; writes nothing, runs nothing.
   diff_mode:
     support: none
+    description: Reports the files it writes or removes in RV(changed_files) and RV(removed_files), not as a diff.
 options:
   name:
     description: The job's name, C([a-z0-9][a-z0-9_-]*), at most 63 characters; unique on the host.
@@ -50,7 +51,7 @@ options:
     choices: [logical, base, probackup, wal]
   backup:
     description:
-      - The backup's options, exactly as that module takes them (connection and O(backup.repository) included); checked against
+      - The backup's options, exactly as that module takes them (connection options and C(repository) included); checked against
         that module's argument spec when the job is installed, so a wrong option fails here, not at 02:30.
       - C(backup_id) cannot be given (every run makes a new set). When C(cluster) is not given it is fixed now to the name the
         module would file the sets under, so backups and the prune always agree.

@@ -121,7 +121,7 @@ def test_the_cron_line_run_as_written_backs_up_prunes_and_reports(job):
     again = job.install()
     assert again["changed"] is False, again  # a second install writes nothing
 
-    outputs = [job.run_cron_command().stdout.strip() for _ in range(3)]
+    outputs = [job.run_cron_command().stdout.strip() for _run in range(3)]
     assert all(" success (set " in line for line in outputs), outputs
     sets = job.sets()
     assert len(sets) == 2, sets  # keep_last 2: the first run's set went on the third run

@@ -96,8 +96,8 @@ def test_rules_apply_per_kind():
 
 def test_dumps_of_two_databases_in_one_cluster_are_counted_apart():
     # two scheduled jobs file their dumps under one cluster: app's daily dumps must not push out billing's weekly one
-    sets = [complete(days, 1, "logical-db", database="app") for days in range(1, 8)] + [complete(6, 3, "logical-db", database="billing"),
-                                                                                       complete(13, 3, "logical-db", database="billing")]
+    app = [complete(days, 1, "logical-db", database="app") for days in range(1, 8)]
+    sets = app + [complete(6, 3, "logical-db", database="billing"), complete(13, 3, "logical-db", database="billing")]
     decisions = rt.decide(sets, rt.Rules(keep_last=2, keep_within=None, incomplete_grace=DAY), NOW)
     assert kept_ids(decisions) == {bid(1, 1), bid(2, 1), bid(6, 3), bid(13, 3)}
     assert rt.series(sets[0]) == "logical-db app" and rt.series(complete(1, 2, "base")) == "base"

@@ -104,4 +104,3 @@ def test_the_installed_program_runs_without_ansible_and_names_a_missing_job(tmp_
     done = subprocess.run([str(path), "--job", str(tmp_path / "nope.json"), "run"], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and done.stderr.strip() == "pgdr-backup: cannot read job file %s: No such file or directory" % (tmp_path / "nope.json")
     assert installer.build_program(SYSTEM_PYTHON) == path.read_bytes()  # same sources, same bytes: a reinstall changes nothing
-

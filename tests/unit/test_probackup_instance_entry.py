@@ -13,7 +13,7 @@ import pytest
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup import instance
 from ansible_collections.pgdr.backup.plugins.modules import probackup_instance
-from tests.unit.test_probackup import catalog, standin_binary  # noqa: F401 (fixtures)
+from tests.unit.test_probackup import catalog, standin_binary  # noqa: F401 pylint: disable=unused-import
 
 PROJECT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 

@@ -21,6 +21,7 @@ def needs_systemd_analyze(test):
 def test_systemd_analyze_is_installed():
     assert SYSTEMD_ANALYZE, "systemd-analyze is missing: make apt installs the systemd package"
 
+
 # words every quoting must survive: spaces, quotes, backslashes, specifiers, variables, separators, control characters
 NASTY = ["plain", "a b", "", "100%", "%n", "$HOME", "${HOME}", "$$", "x\"y", "it's", "back\\slash", ";", "\\;", "a;b", "tab\there",
          "new\nline", "*", "~", "é", "-", "--opt=v a l", "#hash", "`cmd`", "@at"]

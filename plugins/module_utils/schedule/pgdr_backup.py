@@ -42,6 +42,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 from ansible_collections.pgdr.backup.plugins.module_utils.core.options import typed
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump_set
 from ansible_collections.pgdr.backup.plugins.module_utils.physical import base_set
+from ansible_collections.pgdr.backup.plugins.module_utils.probackup import catalog as probackup_catalog
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup import instance as probackup_instance
 from ansible_collections.pgdr.backup.plugins.module_utils.probackup.catalog import parse_tool_time
 from ansible_collections.pgdr.backup.plugins.module_utils.schedule import status as run_status
@@ -58,11 +59,18 @@ PROBACKUP_GOOD = ("OK", "DONE")
 
 def connection_of(job):
     """How the runner reaches the server for the role check and the archiver's figures: the backup's own connection;
-    for pg_probackup its pg* options (libpq defaults, as the tool uses them, where not given)."""
+    for pg_probackup the server the tool backs up - the instance's pghost, pgport, pguser, pgdatabase settings in
+    the catalog (libpq defaults where the instance has none, as the tool itself does)."""
     backup = job.backup
     if job.kind == "probackup":
-        backup = dict(login_host=backup.get("pghost"), login_port=backup.get("pgport"), login_user=backup.get("pguser"),
-                      login_db=backup.get("pgdatabase"), connect_timeout=10)
+        tool = probackup_catalog.Probackup.detect(backup["binary"], backup["backup_path"])
+        config = tool.show_config(backup["instance"])
+        if config is None:
+            raise PgdrError("instance %s is not in the catalog %s: add it (pgdr.backup.probackup_instance state present) or remove this job"
+                            % (backup["instance"], backup["backup_path"]))
+        port = config.get("pgport")
+        backup = dict(login_host=config.get("pghost") or None, login_port=int(port) if port else None, login_user=config.get("pguser") or None,
+                      login_db=config.get("pgdatabase") or None, connect_timeout=10)
     return ConnectionParams(typed(ConnectionOptions, backup))
 
 
@@ -258,15 +266,24 @@ def finish(job, outcome, result, reason):
         if job.textfile_dir:
             run_status.write_atomic(run_status.textfile_path(job.textfile_dir, job.name), run_status.textfile(status))
     except PgdrError as exc:
-        print("%s %s: %s; and its status could not be written: %s" % (PROGRAM_NAME, job.name, reason or result, exc.msg), file=sys.stderr)
+        say("%s %s: %s; and its status could not be written: %s" % (PROGRAM_NAME, job.name, reason or result, exc.msg), file=sys.stderr)
         return EXIT_FAILED
     if result == "failed":
-        print("%s %s: %s" % (PROGRAM_NAME, job.name, reason), file=sys.stderr)
+        say("%s %s: %s" % (PROGRAM_NAME, job.name, reason), file=sys.stderr)
         return EXIT_FAILED
-    print("%s %s: %s%s" % (PROGRAM_NAME, job.name, result, ": " + reason if reason else
-                           " (set %s, %s pruned)" % (outcome.get("backup_id"), len(outcome.get("pruned") or ())) if job.kind != run_status.WATCH_KIND
-                           else " (archived %s, failed %s)" % (outcome["wal"]["archived_count"], outcome["wal"]["failed_count"])))
+    if reason:
+        detail = ": " + reason
+    elif job.kind == run_status.WATCH_KIND:
+        detail = " (archived %s, failed %s)" % (outcome["wal"]["archived_count"], outcome["wal"]["failed_count"])
+    else:
+        detail = " (set %s, %s pruned)" % (outcome.get("backup_id"), len(outcome.get("pruned") or ()))
+    say("%s %s: %s%s" % (PROGRAM_NAME, job.name, result, detail))
     return EXIT_OK
+
+
+def say(text, file=None):
+    """One line to stdout (or ``file``): what cron mails and the journal keeps. A program, not a module: no module.log here."""
+    (file or sys.stdout).write(text + "\n")
 
 
 def main(argv):
@@ -280,13 +297,13 @@ def main(argv):
     try:
         job = load_job(args.job)
     except PgdrError as exc:
-        print("%s: %s" % (PROGRAM_NAME, exc.msg), file=sys.stderr)
+        say("%s: %s" % (PROGRAM_NAME, exc.msg), file=sys.stderr)
         return EXIT_BAD_JOB
     if args.command == "status":
         found = run_status.load_status(run_status.status_path(job.state_dir, job.name))
         if found is None:
-            print("%s %s: no status yet (the job has not run)" % (PROGRAM_NAME, job.name), file=sys.stderr)
+            say("%s %s: no status yet (the job has not run)" % (PROGRAM_NAME, job.name), file=sys.stderr)
             return EXIT_FAILED
-        print(json.dumps(found, indent=2, sort_keys=True))
+        say(json.dumps(found, indent=2, sort_keys=True))
         return EXIT_OK
     return run_job(job, args.job, args.random_delay)
