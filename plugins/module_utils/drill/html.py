@@ -220,13 +220,18 @@ def _tick_text(value):
     return ("%.2f" % value).rstrip("0").rstrip(".")
 
 
+def _phase_words(phase):
+    """(``fetch 3 s``, None), or (``fetch 3 s``, ``failed``) for a phase that did not end ok; not escaped."""
+    words = "%s %s" % (phase.get("name"), duration(phase.get("seconds")))
+    return words, None if phase.get("result", "ok") == "ok" else str(phase.get("result"))
+
+
 def phase_bar(drill):
     """A small inline bar of the phases, each as wide as its share of the drill's time."""
     phases = [p for p in _list(drill.get("phases")) if isinstance(p, dict)]
     total = sum(max(_number(p.get("seconds")) or 0.0, 0.0) for p in phases)
     width, height = 160, 10
-    label = "phases: " + ", ".join("%s %s%s" % (p.get("name"), duration(p.get("seconds")), "" if p.get("result", "ok") == "ok" else " " + str(p.get("result")))
-                                   for p in phases) if phases else "no phases recorded"
+    label = "phases: " + ", ".join(" ".join(w for w in _phase_words(phase) if w) for phase in phases) if phases else "no phases recorded"
     out = _svg_open(width, height, label, "Time of each phase of the drill, as a share of its total.", "phases")
     out.append('<rect class="track" x="0" y="0" width="%d" height="%d"/>' % (width, height))
     x = 0.0
@@ -497,9 +502,8 @@ def _verified_cell(drill):
 
 def _phases_cell(drill):
     phases = [p for p in _list(drill.get("phases")) if isinstance(p, dict)]
-    text = " \u00b7 ".join("%s %s%s" % (esc(p.get("name")), esc(duration(p.get("seconds"))),
-                                          "" if p.get("result", "ok") == "ok" else " <strong>%s</strong>" % esc(p.get("result")))
-                           for p in phases)
+    words = [_phase_words(phase) for phase in phases]
+    text = " \u00b7 ".join(esc(done) + (" <strong>%s</strong>" % esc(result) if result else "") for done, result in words)
     return '<td>%s<span class="small">%s</span></td>' % (phase_bar(drill), text or "none recorded")
 
 
