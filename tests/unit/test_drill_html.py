@@ -264,6 +264,10 @@ def test_the_rto_chart_has_a_bar_per_measured_drill_and_an_axis_with_its_unit():
     texts = [t.text for t in chart.findall("text")]
     assert "RTO (s)" in texts and "replica16" in texts and "\u2014 failed" in texts
     assert texts.index("replica16") < texts.index("replica15")  # the host with a failure first
+    unmeasured = report([drill(rto=None)])  # passed, yet no RTO: the chart must not call it failed
+    chart = [svg for svg in svgs(page.render(unmeasured)) if "rto" in svg.get("class").split()][0]
+    texts = [t.text for t in chart.findall("text")]
+    assert "\u2014 not measured" in texts and "\u2014 failed" not in texts
 
 
 def test_no_history_renders_a_sentence_instead_of_the_trend():

@@ -23,6 +23,7 @@ FORMAT = 1
 PHASES = ("select", "fetch", "deploy", "recovery", "verify", "cleanup")
 KINDS = ("logical", "standalone", "pitr", "latest")
 TREND_RUNS = 30  # the trend shows the newest runs only: a year of nightly runs would be a smear
+UNIT_WORDS = {"s": "seconds", "min": "minutes", "h": "hours"}
 DASH = "\u2014"  # what a duration shows when the drill failed before measuring it
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not allowed in XML (SVG text) nor sane in HTML
 
@@ -249,6 +250,13 @@ def phase_bar(drill):
     return "".join(out)
 
 
+def _rto_words(drill):
+    rto = _number(drill.get("rto_seconds"))
+    if rto is None:
+        return "%s %s" % (DASH, "failed" if _failed(drill) else "not measured")
+    return duration(rto) + (" failed" if _failed(drill) else "")
+
+
 def rto_chart(drills):
     """Horizontal bars: one row per drill, grouped under its drill host, length the RTO; a failed drill says so."""
     groups = _hosts(drills)
@@ -259,9 +267,9 @@ def rto_chart(drills):
     rows = sum(len(items) for _host, items in groups)
     height = head * len(groups) + row * rows + axis + 6
     label = "RTO per drill host: " + "; ".join(
-        "%s: %s" % (host, ", ".join("%s %s" % (_drill_name(d).strip(), duration(d.get("rto_seconds"))) for _i, d in items)) for host, items in groups)
+        "%s: %s" % (host, ", ".join("%s %s" % (_drill_name(d).strip(), _rto_words(d)) for _i, d in items)) for host, items in groups)
     out = _svg_open(720, height, label, "Horizontal bars, one per drill, grouped by drill host; length is the RTO in %s. "
-                    "A drill that failed before its RTO was measured has no bar and says failed." % unit, "chart rto")
+                    "A drill that failed before its RTO was measured has no bar and says failed." % UNIT_WORDS[unit], "chart rto")
     y = 4
     bottom = height - axis
     for index in range(int(round(top / step)) + 1):
@@ -278,13 +286,12 @@ def rto_chart(drills):
             rto = _number(drill.get("rto_seconds"))
             state = "fail" if _failed(drill) else "pass"
             if rto is None:
-                out.append('<text class="value fail" x="%d" y="%d">%s failed</text>' % (left + 4, y + 13, DASH))
+                out.append('<text class="value %s" x="%d" y="%d">%s</text>' % (state, left + 4, y + 13, esc(_rto_words(drill))))
             else:
                 length = max(plot * (rto / divisor) / top, 1.0) if rto > 0 else 0.0
                 out.append('<rect class="bar %s" x="%d" y="%d" width="%.1f" height="%d"><title>%s on %s: RTO %s</title></rect>'
                            % (state, left, y + 3, length, row - 6, esc(_drill_name(drill).strip()), esc(host), esc(duration(rto))))
-                out.append('<text class="value %s" x="%.1f" y="%d">%s%s</text>'
-                           % (state, left + length + 4, y + 13, esc(duration(rto)), " failed" if state == "fail" else ""))
+                out.append('<text class="value %s" x="%.1f" y="%d">%s</text>' % (state, left + length + 4, y + 13, esc(_rto_words(drill))))
             y += row
     out.append('<line class="axisline" x1="%d" y1="4" x2="%d" y2="%d"/>' % (left, left, bottom))
     out.append("</svg>")
@@ -321,10 +328,10 @@ def trend_chart(runs, key, name):
         return bottom - plot_h * min(seconds / divisor / top, 1.0)
 
     label = "%s across the last %s, worst per drill kind: %s" % (name, _plural(count, "run"), "; ".join(
-        "%s %s" % (kind, " ".join(duration(v) for v in points)) for kind, points in series.items()))
+        "%s: %s" % (kind, ", ".join(duration(v) for v in points)) for kind, points in series.items()))
     out = _svg_open(width, height, label, "Line chart, one line per drill kind, of the worst %s of that kind in each run, in %s; "
-                    "runs from oldest (left) to this run (right), labelled by their UTC start. A gap is a run where no %s was measured."
-                    % (name, unit, name), "chart trend")
+                    "runs evenly spaced from oldest (left) to this run (right), labelled by their UTC start. "
+                    "A gap is a run where no %s was measured." % (name, UNIT_WORDS[unit], name), "chart trend")
     for index in range(int(round(top / step)) + 1):
         y = bottom - plot_h * index * step / top
         out.append('<line class="grid" x1="%d" y1="%.1f" x2="%d" y2="%.1f"/>' % (left, y, width - right, y))
@@ -393,7 +400,7 @@ th, td { text-align: left; vertical-align: top; padding: .35rem .5rem; border-bo
 thead th { background: var(--soft); font-weight: 600; }
 tbody th { font-weight: 600; }
 td.num { white-space: nowrap; }
-tr.failed { background: color-mix(in srgb, var(--fail) 8%, transparent); }
+tr.failed { background: var(--soft); background: color-mix(in srgb, var(--fail) 8%, transparent); }
 ul.checks { list-style: none; margin: 0; padding: 0; }
 .small { font-size: .85em; color: var(--muted); }
 .legend-row { display: flex; flex-wrap: wrap; gap: .25rem 1rem; font-size: .85em; color: var(--muted); margin: 0 0 .5rem; padding: 0;
