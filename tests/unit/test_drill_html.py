@@ -282,6 +282,7 @@ def test_the_trend_has_a_line_per_drill_kind_with_axis_labels_and_units():
     old = [report([drill("replica15", "logical", rto=8, rpo=3000 + 60 * n), drill("replica15", "standalone", rto=30 + n, rpo=4000)],
                   run_id="r%d" % n, started="2026-12-0%dT08:00:00Z" % (n + 1)) for n in range(5)]
     old[2]["drills"][1].update(result="failed", rto_seconds=None, rpo_seconds=None, reason="x")
+    old[3]["drills"].append(drill("replica16", "logical", result="failed", rto=5000, rpo=90000, reason="verify failed"))  # not a worst
     text = page.render(fleet(), history=old)
     assert "No history yet" not in visible_text(text)
     trends = [svg for svg in svgs(text) if "trend" in svg.get("class").split()]
@@ -298,6 +299,29 @@ def test_the_trend_has_a_line_per_drill_kind_with_axis_labels_and_units():
     assert len(logical) == 1 and len(logical[0].get("points").split()) == 6
     # pitr measured nothing in any run: a legend entry, no line, no dot
     assert not [e for e in rto.iter() if "s2" in (e.get("class") or "") and e.tag != "line"]
+
+
+def entry(run_id, started, drills):
+    """A run as report.history keeps it: id and times at the top, the drills without phases, set or checks."""
+    return {"id": run_id, "started_at": started, "finished_at": started, "summary": {"drills": len(drills)},
+            "drills": [{key: d[key] for key in ("cluster", "drill_host", "drill", "result", "finished_at", "rto_seconds", "rpo_seconds")}
+                       for d in drills]}
+
+
+def test_the_history_as_the_report_folder_returns_it():
+    current = fleet()
+    folder = {"runs": [entry("r0", "2026-12-05T08:00:00.25Z", [drill(rto=6)]), entry("r1", "2026-12-06T08:00:00Z", [drill(rto=7)]),
+                       entry(current["run"]["id"], current["run"]["started_at"], current["drills"])],
+              "skipped": [{"run": "r9", "reason": "<b>corrupt</b> JSON & more"}]}
+    text = page.render(current, folder)
+    parse(text)
+    rto = [svg for svg in svgs(text) if "trend" in svg.get("class").split()][0]
+    assert rto.get("aria-label").startswith("RTO across the last 3 runs")  # this run once, though the folder holds it too
+    assert [t.text for t in rto.findall("text") if t.get("class") == "tick"][-3:] == ["12-05 08:00", "12-06 08:00", "12-07 08:00"]
+    logical = [p for p in rto.findall("polyline") if "s0" in p.get("class")][0]
+    assert len(logical.get("points").split()) == 3
+    assert "Left out of the trend: 1 earlier run that could not be read: r9 (<b>corrupt</b> JSON & more)." in visible_text(text)
+    assert "<b>" not in text
 
 
 def test_the_trend_keeps_the_newest_runs():

@@ -124,6 +124,11 @@ def _list(value):
     return value if isinstance(value, list) else []
 
 
+def _run_of(entry):
+    """A report's ``run`` (id, started_at, ...); a history entry holds those at its top level."""
+    return _dict(entry.get("run")) if isinstance(entry.get("run"), dict) else entry
+
+
 def _drills(report):
     return [drill for drill in _list(report.get("drills")) if isinstance(drill, dict)]
 
@@ -132,12 +137,16 @@ def _failed(drill):
     return drill.get("result") != "passed"
 
 
+def _measured(drills, key):
+    """The values of ``key`` the passed drills measured: the worst RTO or RPO is the worst a restore that worked took."""
+    return [v for v in (_number(d.get(key)) for d in drills if not _failed(d)) if v is not None]
+
+
 def _summary(report):
     """The report's summary; a count it lacks is taken from its drills (a part written by an older run)."""
     drills = _drills(report)
     given = _dict(report.get("summary"))
-    rtos = [v for v in (_number(d.get("rto_seconds")) for d in drills) if v is not None]
-    rpos = [v for v in (_number(d.get("rpo_seconds")) for d in drills) if v is not None]
+    rtos, rpos = _measured(drills, "rto_seconds"), _measured(drills, "rpo_seconds")
     computed = dict(drills=len(drills), passed=sum(1 for d in drills if not _failed(d)), failed=sum(1 for d in drills if _failed(d)),
                     hosts=len({str(d.get("drill_host")) for d in drills}), worst_rto_seconds=max(rtos) if rtos else None,
                     worst_rpo_seconds=max(rpos) if rpos else None)
@@ -305,14 +314,14 @@ def _trend_points(runs, key):
     for kind in kinds:
         points = []
         for run in runs:
-            values = [v for v in (_number(d.get(key)) for d in _drills(run) if str(d.get("drill")) == kind) if v is not None]
+            values = _measured([d for d in _drills(run) if str(d.get("drill")) == kind], key)
             points.append(max(values) if values else None)
         series[kind] = points
     return series
 
 
 def trend_chart(runs, key, name):
-    """Lines per drill kind of the worst ``key`` (RTO or RPO) in each run, oldest left; a gap where none was measured."""
+    """Lines per drill kind of the worst ``key`` (RTO or RPO) of the passed drills in each run, oldest left; a gap where none passed."""
     series = _trend_points(runs, key)
     values = [v for points in series.values() for v in points if v is not None and v > 0]
     divisor, unit, step, top = _ticks(max(values) if values else 60.0)
@@ -327,11 +336,11 @@ def trend_chart(runs, key, name):
     def y_of(seconds):
         return bottom - plot_h * min(seconds / divisor / top, 1.0)
 
-    label = "%s across the last %s, worst per drill kind: %s" % (name, _plural(count, "run"), "; ".join(
+    label = "%s across the last %s, worst of the passed drills per drill kind: %s" % (name, _plural(count, "run"), "; ".join(
         "%s: %s" % (kind, ", ".join(duration(v) for v in points)) for kind, points in series.items()))
     out = _svg_open(width, height, label, "Line chart, one line per drill kind, of the worst %s of that kind in each run, in %s; "
                     "runs evenly spaced from oldest (left) to this run (right), labelled by their UTC start. "
-                    "A gap is a run where no %s was measured." % (name, UNIT_WORDS[unit], name), "chart trend")
+                    "A gap is a run where no drill of that kind passed." % (name, UNIT_WORDS[unit]), "chart trend")
     for index in range(int(round(top / step)) + 1):
         y = bottom - plot_h * index * step / top
         out.append('<line class="grid" x1="%d" y1="%.1f" x2="%d" y2="%.1f"/>' % (left, y, width - right, y))
@@ -341,7 +350,7 @@ def trend_chart(runs, key, name):
     every = max(1, int(math.ceil(count / 6.0)))  # at most about six run labels, or they overlap
     for index, run in enumerate(runs):
         if index % every == 0 or index == count - 1:
-            started = _dict(run.get("run")).get("started_at")
+            started = _run_of(run).get("started_at")
             out.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>' % (x_of(index), bottom + 16, esc(_short_when(started))))
     out.append('<text class="axis" x="%.1f" y="%d" text-anchor="middle">run (UTC start, this run last)</text>' % (left + plot_w / 2, height - 6))
     out.append('<line class="axisline" x1="%d" y1="%d" x2="%d" y2="%d"/>' % (left, bottom, width - right, bottom))
@@ -361,7 +370,7 @@ def trend_chart(runs, key, name):
             segment = []
         for index, value in enumerate(points):
             if value is not None:
-                started = _dict(runs[index].get("run")).get("started_at")
+                started = _run_of(runs[index]).get("started_at")
                 out.append('<circle class="dot %s" cx="%.1f" cy="%.1f" r="3"><title>%s, %s: %s %s</title></circle>'
                            % (css, x_of(index), y_of(value), esc(kind), esc(when(started)), esc(name), esc(duration(value))))
     out.append("</svg>")
@@ -545,20 +554,37 @@ def _legend():
 
 
 def _history_runs(report, history):
-    """The runs the trend shows, oldest first, this run last: history entries of this format (or without one)."""
-    own_id = _dict(report.get("run")).get("id")
+    """(the runs the trend shows, oldest first and this run last; the runs the history skipped, as [{run, reason}]).
+
+    ``history`` is a list of earlier reports or history entries, or what ``report.history`` returns ({"runs",
+    "skipped"}). Entries of another format are left out."""
+    skipped = []
+    if isinstance(history, dict):
+        skipped = [entry for entry in _list(history.get("skipped")) if isinstance(entry, dict)]
+        history = _list(history.get("runs"))
+    own_id = _run_of(report).get("id")
     runs = []
     for entry in history or ():
         if not isinstance(entry, dict) or entry.get("format", FORMAT) != FORMAT:
             continue
-        if own_id is not None and _dict(entry.get("run")).get("id") == own_id:
+        if own_id is not None and _run_of(entry).get("id") == own_id:
             continue  # the history folder may already hold this run: count it once
         runs.append(entry)
-    return runs[-(TREND_RUNS - 1):] + [report]
+    return runs[len(runs) - min(len(runs), TREND_RUNS - 1):] + [report], skipped
+
+
+def _skipped_note(skipped):
+    if not skipped:
+        return []
+    shown = "; ".join("%s (%s)" % (esc(entry.get("run")), esc(entry.get("reason"))) for entry in skipped[:5])
+    more = ", and %d more" % (len(skipped) - 5) if len(skipped) > 5 else ""
+    return ['<p class="note" id="skipped-runs">Left out of the trend: %s that could not be read: %s%s.</p>'
+            % (_plural(len(skipped), "earlier run"), shown, more)]
 
 
 def render(report, history=()):
-    """The HTML page of a drill report (format 1) and the previous runs' reports (oldest first), as text."""
+    """The HTML page of a drill report (format 1), as text. ``history``: the earlier runs, oldest first, as
+    reports or history entries, or ``report.history(folder)`` as it returns them (see _history_runs)."""
     _check(report)
     drills = _drills(report)
     summary = _summary(report)
@@ -573,15 +599,16 @@ def render(report, history=()):
     else:
         out += ['<section id="rto-chart" aria-labelledby="rto-h">', '<h2 id="rto-h">RTO per drill host</h2>',
                 '<p class="note">RTO: from the backup set selected to the restored cluster verified.</p>', rto_chart(drills), "</section>"]
-    runs = _history_runs(report, history)
+    runs, skipped = _history_runs(report, history)
     out += ['<section id="trend" aria-labelledby="trend-h">', '<h2 id="trend-h">RTO and RPO across runs</h2>']
     if len(runs) < 2:
-        out.append('<p class="note" id="no-history">No history yet: this is the first run in the report folder, '
+        out.append('<p class="note" id="no-history">No history yet: the report folder holds no earlier run to compare with, '
                    "so there is no trend to chart. The trend of RTO and RPO appears from the next run on.</p>")
     else:
-        out += ['<p class="note">The worst value per drill kind in each of the last %s (this one last). RPO: from the drill\'s start back to the '
-                "newest transaction the restore recovered.</p>" % _plural(len(runs), "run"),
+        out += ['<p class="note">The worst value per drill kind among the drills that passed, in each of the last %s (this one last). '
+                "RPO: from the drill's start back to the newest transaction the restore recovered.</p>" % _plural(len(runs), "run"),
                 trend_chart(runs, "rto_seconds", "RTO"), trend_chart(runs, "rpo_seconds", "RPO")]
+    out += _skipped_note(skipped)
     out.append("</section>")
     if drills:
         out += ['<section id="hosts" aria-labelledby="hosts-h">', '<h2 id="hosts-h">Drills per host</h2>', _legend()]
