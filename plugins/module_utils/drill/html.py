@@ -167,6 +167,8 @@ def summary_line(report):
 def _check(report):
     if not isinstance(report, dict):
         raise PgdrError("a drill report must be a JSON object, not %s: pass the report the drill run wrote" % type(report).__name__)
+    if "format" not in report:
+        raise PgdrError("this is not a drill report (it has no format): pass the report.json a drill run wrote")
     if report.get("format") != FORMAT:
         raise PgdrError("the drill report is of format %r, this page renders format %d: render it with the collection version that wrote it"
                         % (report.get("format"), FORMAT))
@@ -442,7 +444,7 @@ svg line.line { fill: none; }
   :root { --bg: #ffffff; --fg: #000000; --muted: #444444; --line: #bbbbbb; --soft: #f3f3f3; }
   body { max-width: none; padding: 0; font-size: 11pt; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-  section, table, tr, svg { break-inside: avoid; }
+  section.host, tr, svg, .summary, .failures li { break-inside: avoid; }
   h2, h3 { break-after: avoid; }
   a { text-decoration: none; }
 }
