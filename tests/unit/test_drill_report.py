@@ -5,6 +5,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import stat
 import xml.etree.ElementTree as ET
 
@@ -524,3 +525,29 @@ def test_the_report_is_not_changed_by_its_readers():
     rp.stats(report, {})
     report.to_dict()["drills"][0]["phases"].append("x")
     assert report.to_dict() == before
+
+
+# --- the examples in docs/drill-reports.md are what the code writes -----------------------------------------
+
+
+def doc_blocks():
+    with open(os.path.join(PROJECT, "docs", "drill-reports.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    blocks = {}
+    for language, body in re.findall(r"^```(\w*)\n(.*?)^```$", text, re.M | re.S):
+        blocks.setdefault(language, []).append(body)
+    return blocks
+
+
+def test_the_doc_examples_are_what_the_code_writes():
+    blocks = doc_blocks()
+    report = rp.check_report(json.loads(blocks["json"][0]))
+    assert report.summary["failed"] == 1 and report.summary["hosts"] == 2
+    assert blocks["xml"] == [rp.junit_xml(report)]
+    previous = {("main18", "replica18", "pitr"): rp.epoch_of("2026-12-06T08:01:49.300Z")}
+    assert blocks["text"] == [rp.textfile(report, previous)]
+    parse_exposition(blocks["text"][0])
+    folder = "/var/lib/pgdr/drills/%s/" % report.run_id
+    paths = {"json": folder + "report.json", "junit": folder + "junit.xml", "html": folder + "report.html"}
+    assert json.loads(blocks["json"][1]) == rp.stats(report, paths)
+    jsonschema.Draft202012Validator(schema()).validate(json.loads(blocks["json"][0]))

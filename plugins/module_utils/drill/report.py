@@ -616,10 +616,10 @@ def junit_xml(report):
                                          failures=str(summary["failed"]), errors="0", time=_seconds_text(total_time)))
     for number, host in enumerate(sorted(hosts)):
         drills = hosts[host]
+        first = min((drill.started_at for drill in drills), key=epoch_of)
         suite = ET.SubElement(root, "testsuite", dict(
             name=xml_text(host), id=str(number), tests=str(len(drills)), failures=str(sum(drill.result == "failed" for drill in drills)), errors="0",
-            skipped="0", time=_seconds_text(sum(drill.duration_seconds for drill in drills)), timestamp=min(drill.started_at for drill in drills)[:19],
-            hostname=xml_text(host)))
+            skipped="0", time=_seconds_text(sum(drill.duration_seconds for drill in drills)), timestamp=first[:19], hostname=xml_text(host)))
         for drill in drills:
             case = ET.SubElement(suite, "testcase", dict(classname=xml_text("pgdr.drill.%s" % drill.cluster),
                                                          name=xml_text("%s on %s" % (drill.drill, drill.drill_host)),
