@@ -2,6 +2,7 @@
 Prometheus textfile and set_stats. The textfile is read back by the strict exposition parser of test_schedule_status."""
 
 import copy
+import datetime
 import itertools
 import json
 import os
@@ -75,6 +76,7 @@ def test_run_ids():
     assert rp.new_run_id(T0, token="ab12cd") == "20261207T080000Z-ab12cd"
     first, second = rp.new_run_id(T0), rp.new_run_id(T0)
     assert first != second and first.startswith("20261207T080000Z-") and len(first) == len("20261207T080000Z-ab12cd")
+    assert rp.new_run_id(datetime.datetime(2026, 12, 7, 8, 0, 0, 900000, tzinfo=datetime.timezone.utc), token="x") == "20261207T080000Z-x"
     assert rp.validate_run_id("awx-4711") == "awx-4711"
     for bad in ("", ".", "..", "../etc", "a/b", ".hidden", "-x", "a b", "x" * 101, "run\n", None, 7):
         with pytest.raises(PgdrError, match="not usable as a folder name"):
@@ -360,6 +362,7 @@ def test_history_oldest_first_with_a_limit_and_the_unreadable_runs_said(tmp_path
     (tmp_path / "copied").mkdir()
     (tmp_path / "copied" / "report.json").write_text(reports[0].to_json())
     (tmp_path / "notes.txt").write_text("not a run")
+    (tmp_path / "locked").mkdir(mode=0o000)  # no listing, no reading: skipped too (root reads it anyway: then it is unfinished)
     (tmp_path / ".report.json.x.tmp").mkdir()
     found = rp.history(folder)
     assert [entry["id"] for entry in found["runs"]] == ["run-b", "run-c", "run-a"]
@@ -367,7 +370,9 @@ def test_history_oldest_first_with_a_limit_and_the_unreadable_runs_said(tmp_path
     assert found["runs"][0]["drills"][0] == dict(cluster="db1", drill_host="replica1", drill="logical", result="passed",
                                                  finished_at=rp.utc_text(T0 + 41.25), rto_seconds=11.0, rpo_seconds=100.0)
     skipped = {entry["run"]: entry["reason"] for entry in found["skipped"]}
-    assert sorted(skipped) == ["broken", "copied", "newer", "unfinished"]
+    assert sorted(skipped) == ["broken", "copied", "locked", "newer", "unfinished"]
+    assert skipped["locked"] == ("no report.json: an unfinished run" if os.geteuid() == 0 else
+                                 "cannot read %s: [Errno 13] Permission denied: '%s'" % ((os.path.join(folder, "locked"),) * 2))
     assert skipped["broken"].startswith(os.path.join(folder, "broken", "report.json") + ": not JSON")
     assert "format 2 is newer than this collection reads" in skipped["newer"]
     assert skipped["unfinished"] == "no report.json: an unfinished run"
@@ -394,8 +399,8 @@ def test_junit_xml_parses_back_with_counts_and_reasons():
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("6", "1", "0")
     suites = root.findall("testsuite")
     assert [suite.get("name") for suite in suites] == ["replica1", "replica2", "replica3"]
-    assert [(suite.get("tests"), suite.get("failures"), suite.get("time")) for suite in suites] == [("2", "0", "80.500"), ("2", "1", "80.500"),
-                                                                                                  ("2", "0", "80.500")]
+    counts = [(suite.get("tests"), suite.get("failures"), suite.get("time")) for suite in suites]
+    assert counts == [("2", "0", "80.500"), ("2", "1", "80.500"), ("2", "0", "80.500")]
     cases = root.findall("testsuite/testcase")
     assert [(case.get("classname"), case.get("name"), case.get("time")) for case in cases[:2]] == [
         ("pgdr.drill.db1", "logical on replica1", "40.250"), ("pgdr.drill.db1", "pitr on replica1", "40.250")]

@@ -67,7 +67,8 @@ def epoch_of(text):
 def new_run_id(now, token=None):
     """A run id: the UTC start time and 6 random hex digits ('20261207T080000Z-ab12cd'), so runs sort by time and
     two runs started in the same second differ. ``token`` replaces the random part (tests, or a caller's own)."""
-    run_id = "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(int(now))), token if token is not None else secrets.token_hex(3))
+    epoch = now.timestamp() if hasattr(now, "timestamp") else now  # a datetime (aware) or epoch seconds
+    run_id = "%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(int(epoch))), token if token is not None else secrets.token_hex(3))
     return validate_run_id(run_id)
 
 
@@ -390,7 +391,7 @@ def check_report(data):
                           part.data["index"], part.data["count"])
     summary = _Checker(data["summary"], "summary", tuple(report.summary))
     for key, value in report.summary.items():
-        if summary.data[key] != value or type(summary.data[key]) is bool:
+        if summary.data[key] != value or isinstance(summary.data[key], bool):
             summary.fail(key, "%r as its drills say" % (value,))
     return report
 
@@ -474,7 +475,10 @@ def _write_atomic(path, text):
             os.close(dir_fd)
     finally:
         if temp is not None:
-            os.unlink(temp)
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass  # the error that brought us here is the one to report
 
 
 def write_run(folder, report, files=None):
@@ -526,6 +530,20 @@ def _entry(report):
                         for drill in report.drills])
 
 
+def _run_report(path, name):
+    """The report of the run folder ``path``; PgdrError saying why there is none that can be used."""
+    if not os.path.exists(os.path.join(path, REPORT_NAME)):
+        try:
+            parts = [entry for entry in os.listdir(path) if _PART.fullmatch(entry)]
+        except OSError as exc:
+            raise PgdrError("cannot read %s: %s" % (path, first_line(exc))) from None
+        raise PgdrError("no report.json: %s" % ("%d parts not merged yet" % len(parts) if parts else "an unfinished run"))
+    report = _read_json(os.path.join(path, REPORT_NAME))
+    if report.run_id != name:
+        raise PgdrError("its report.json is of run %s: a copied folder?" % report.run_id)
+    return report
+
+
 def history(folder, limit=DEFAULT_HISTORY):
     """The last ``limit`` runs of a report folder (all when None), oldest first: {"runs": [entry], "skipped":
     [{"run", "reason"}]}. A run folder that cannot be read (corrupt JSON, a report of a newer format, parts never
@@ -542,19 +560,10 @@ def history(folder, limit=DEFAULT_HISTORY):
         path = os.path.join(folder, name)
         if not _RUN_ID.fullmatch(name) or not os.path.isdir(path):
             continue
-        if not os.path.exists(os.path.join(path, REPORT_NAME)):
-            parts = [entry for entry in os.listdir(path) if _PART.fullmatch(entry)]
-            skipped.append(dict(run=name, reason="no report.json: %s" % ("%d parts not merged yet" % len(parts) if parts else "an unfinished run")))
-            continue
         try:
-            report = _read_json(os.path.join(path, REPORT_NAME))
+            runs.append(_entry(_run_report(path, name)))
         except PgdrError as exc:
             skipped.append(dict(run=name, reason=exc.msg))
-            continue
-        if report.run_id != name:
-            skipped.append(dict(run=name, reason="its report.json is of run %s: a copied folder?" % report.run_id))
-            continue
-        runs.append(_entry(report))
     runs.sort(key=lambda entry: (epoch_of(entry["started_at"]), entry["id"]))
     return dict(runs=runs if limit is None else runs[len(runs) - min(limit, len(runs)):], skipped=skipped)
 
