@@ -277,8 +277,8 @@ def test_merge_refusals():
     cases = [
         ([parts[0], other, parts[2]], "^the parts are of different runs \\(awx-4711, awx-4712\\): merge the parts of one run id$"),
         ([parts[0], parts[1], parts[1], parts[2]], "^part 2 of 3 of run awx-4711 is given twice: give each part once$"),
-        ([parts[2], parts[0]], "^part 2 of 3 of run awx-4711 is missing: wait for its slice to finish, or rerun it$"),
-        ([parts[1]], "^parts 1, 3 of 3 of run awx-4711 are missing: wait for their slices to finish, or rerun them$"),
+        ([parts[2], parts[0]], "^part 2 of 3 of run awx-4711 is missing: wait for its slice to finish, or run the sliced job again$"),
+        ([parts[1]], "^parts 1, 3 of 3 of run awx-4711 are missing: wait for their slices to finish, or run the sliced job again$"),
         ([parts[0], parts[1], rp.build_report(parts[2].drills, "awx-4711", T0, T0 + 1, "n", 3, 4)], "disagree on the number of parts \\(3, 4\\)"),
         ([], "^no part to merge"),
         ([parts[0], parts[1], rp.build_report(parts[0].drills, "awx-4711", T0, T0 + 1, "n", 3, 3)],

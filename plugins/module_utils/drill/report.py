@@ -429,9 +429,10 @@ def merge_parts(reports):
         raise PgdrError("part %d of %d of run %s is given twice: give each part once" % (twice[0], count, ids[0]))
     missing = [index for index in range(1, count + 1) if index not in indexes]
     if missing:
-        raise PgdrError("part%s %s of %d of run %s %s missing: wait for %s slice%s to finish, or rerun %s"
-                        % ("s" if len(missing) > 1 else "", ", ".join(map(str, missing)), count, ids[0], "are" if len(missing) > 1 else "is",
-                           "their" if len(missing) > 1 else "its", "s" if len(missing) > 1 else "", "them" if len(missing) > 1 else "it"))
+        # a slice relaunched alone is outside the sliced job's workflow, so it would get another run id: run the job again
+        many = len(missing) > 1
+        raise PgdrError("part%s %s of %d of run %s %s missing: wait for %s to finish, or run the sliced job again"
+                        % ("s" if many else "", ", ".join(map(str, missing)), count, ids[0], "are" if many else "is", "their slices" if many else "its slice"))
     parts.sort(key=lambda part: part.part_index)
     seen = {}
     for part in parts:
