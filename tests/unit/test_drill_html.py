@@ -259,7 +259,7 @@ def test_the_rto_chart_has_a_bar_per_measured_drill_and_an_axis_with_its_unit():
     chart = [svg for svg in svgs(page.render(fleet())) if "rto" in svg.get("class").split()][0]
     bars = chart.findall("rect")
     assert len(bars) == 5  # the failed pitr drill has no RTO, so no bar
-    widths = {bar.find("title").text: float(bar.get("width")) for bar in bars}
+    widths = {rect.find("title").text: float(rect.get("width")) for rect in bars}
     assert widths["standalone db1 on replica15: RTO 41 s"] > widths["logical db1 on replica15: RTO 12 s"] > widths["logical db1 on replica16: RTO 9 s"]
     texts = [t.text for t in chart.findall("text")]
     assert "RTO (s)" in texts and "replica16" in texts and "\u2014 failed" in texts

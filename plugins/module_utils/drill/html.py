@@ -240,8 +240,8 @@ def _phase_words(phase):
 
 def phase_bar(drill):
     """A small inline bar of the phases, each as wide as its share of the drill's time."""
-    phases = [p for p in _list(drill.get("phases")) if isinstance(p, dict)]
-    total = sum(max(_number(p.get("seconds")) or 0.0, 0.0) for p in phases)
+    phases = [phase for phase in _list(drill.get("phases")) if isinstance(phase, dict)]
+    total = sum(max(_number(phase.get("seconds")) or 0.0, 0.0) for phase in phases)
     width, height = 160, 10
     label = "phases: " + ", ".join(" ".join(w for w in _phase_words(phase) if w) for phase in phases) if phases else "no phases recorded"
     out = _svg_open(width, height, label, "Time of each phase of the drill, as a share of its total.", "phases")
