@@ -67,3 +67,18 @@ def _list_element(hint):
         if args and _option_class(args[0]):
             return args[0]
     return None
+
+
+def with_defaults(spec, params):
+    """``params`` completed with the argument spec's defaults, as AnsibleModule would complete them, for code that calls
+    another module's entry point without Ansible (a drill takes a dump with dump_set's options). Suboptions are completed
+    where a dict is given; values are taken as they are (they come from code, not from a user)."""
+    done = {}
+    for name, option in spec.items():
+        value = (params or {}).get(name, option.get("default"))
+        if isinstance(value, dict) and option.get("options"):
+            value = with_defaults(option["options"], value)
+        elif isinstance(value, list) and option.get("options") and option.get("elements") == "dict":
+            value = [with_defaults(option["options"], item) if isinstance(item, dict) else item for item in value]
+        done[name] = value
+    return done
