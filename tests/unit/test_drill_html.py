@@ -396,3 +396,37 @@ def test_durations_read_like_a_person_says_them(seconds, text):
                                          (1536000, "1.5 MiB"), (42 * 1024 ** 3, "42 GiB"), (3 * 1024 ** 5, "3072 TiB")])
 def test_sizes_read_like_a_person_says_them(count, text):
     assert page.size(count) == text
+
+
+# --- layout the browser test found wanting (tests/integration/test_drill_report_browser.py) ----------------------
+
+
+@pytest.mark.parametrize("runs", [2, 3, 7, 10, 11, 30])
+def test_the_trend_always_labels_this_run_and_no_two_run_labels_crowd(runs):
+    old = [report([drill(rto=10 + n)], run_id="r%d" % n, started="2026-11-%02dT08:00:00Z" % (n + 1)) for n in range(runs - 1)]
+    rto = [svg for svg in svgs(page.render(fleet(), history=old)) if "trend" in svg.get("class").split()][0]
+    ticks = [t for t in rto.findall("text") if t.get("class") == "tick" and "-" in (t.text or "")]
+    assert ticks[-1].text == "12-07 08:00"  # this run, at the end
+    spaced = [float(b.get("x")) - float(a.get("x")) for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert all(gap >= 80 for gap in spaced), spaced  # a label "12-07 08:00" is about 65 px wide at 11 px
+    assert float(ticks[-1].get("x")) + 40 <= page.CHART_WIDTH  # half the last label fits in the chart
+
+
+def test_the_trend_writes_this_runs_values_at_the_line_ends_apart():
+    now = report([drill(kind="logical", rto=30, rpo=1.0), drill(kind="pitr", rto=31, rpo=1.2), drill(kind="latest", rto=90, rpo=0.5)])
+    old = [report([drill(kind="logical", rto=20, rpo=2)], run_id="r0", started="2026-12-06T08:00:00Z")]
+    rto, rpo = [svg for svg in svgs(page.render(now, history=old)) if "trend" in svg.get("class").split()]
+    for chart, expected in ((rto, ["30 s", "31 s", "1 min 30 s"]), (rpo, ["1 s", "1.2 s", "0.5 s"])):
+        ends = [t for t in chart.findall("text") if "end" in t.get("class").split()]
+        assert sorted(t.text for t in ends) == sorted(expected)
+        ys = sorted(float(t.get("y")) for t in ends)
+        assert all(b - a >= 13 for a, b in zip(ys, ys[1:], strict=False)), ys  # close values (30 s and 31 s; all RPOs) pushed apart
+        assert all(0 <= y <= 260 for y in ys)
+
+
+def test_every_host_table_has_the_same_column_widths():
+    text = page.render(fleet())
+    groups = re.findall(r"<colgroup>(.*?)</colgroup>", text)
+    assert len(groups) == 3 and len(set(groups)) == 1
+    assert [int(width) for width in re.findall(r"width: (\d+)%", groups[0])] == [share for _name, share in page.COLUMNS]
+    assert sum(share for _name, share in page.COLUMNS) == 100

@@ -22,8 +22,11 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 FORMAT = 1
 PHASES = ("select", "fetch", "deploy", "recovery", "verify", "cleanup")
 KINDS = ("logical", "standalone", "pitr", "latest")
+CHART_WIDTH = 860  # CSS pixels at 100 %: the page's column on a laptop; scaled down (text too) on a narrower page
 TREND_RUNS = 30  # the trend shows the newest runs only: a year of nightly runs would be a smear
 UNIT_WORDS = {"s": "seconds", "min": "minutes", "h": "hours"}
+# (column, share of the table's width): the same in every host's table, so a person reads down a column across hosts
+COLUMNS = (("drill", 12), ("result", 19), ("RTO", 8), ("RPO", 8), ("backup set", 15), ("phases", 17), ("verified", 15), ("cleanup", 6))
 DASH = "\u2014"  # what a duration shows when the drill failed before measuring it
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not allowed in XML (SVG text) nor sane in HTML
 
@@ -274,12 +277,12 @@ def rto_chart(drills):
     values = [v for v in (_number(d.get("rto_seconds")) for d in drills) if v is not None and v > 0]
     divisor, unit, step, top = _ticks(max(values) if values else 60.0)
     left, right, row, head, axis = 200, 90, 18, 22, 34
-    plot = 720 - left - right
+    plot = CHART_WIDTH - left - right
     rows = sum(len(items) for _host, items in groups)
     height = head * len(groups) + row * rows + axis + 6
     label = "RTO per drill host: " + "; ".join(
         "%s: %s" % (host, ", ".join("%s %s" % (_drill_name(d).strip(), _rto_words(d)) for _i, d in items)) for host, items in groups)
-    out = _svg_open(720, height, label, "Horizontal bars, one per drill, grouped by drill host; length is the RTO in %s. "
+    out = _svg_open(CHART_WIDTH, height, label, "Horizontal bars, one per drill, grouped by drill host; length is the RTO in %s. "
                     "A drill that failed before its RTO was measured has no bar and says failed." % UNIT_WORDS[unit], "chart rto")
     y = 4
     bottom = height - axis
@@ -322,12 +325,25 @@ def _trend_points(runs, key):
     return series
 
 
+def _end_labels(lasts, x, y_of, upper, bottom, gap=13.0):
+    """This run's value at the end of each line, in the line's colour; labels of close values pushed apart, not overlapping."""
+    placed = sorted(((y_of(value) + 4, value, css) for value, css in lasts if value is not None), key=lambda item: -item[0])
+    ys = []
+    for y, _value, _css in placed:  # from the bottom up: each at least a line above the one below it
+        ys.append(min(y, ys[-1] - gap) if ys else min(y, bottom + 4))
+    if ys and ys[-1] < upper:  # pushed over the top: shift them all down together
+        ys = [y + upper - ys[-1] for y in ys]
+    return ['<text class="end %s" x="%.1f" y="%.1f">%s</text>' % (placed[number][2], x, y, esc(duration(placed[number][1])))
+            for number, y in enumerate(ys)]
+
+
 def trend_chart(runs, key, name):
     """Lines per drill kind of the worst ``key`` (RTO or RPO) of the passed drills in each run, oldest left; a gap where none passed."""
     series = _trend_points(runs, key)
     values = [v for points in series.values() for v in points if v is not None and v > 0]
     divisor, unit, step, top = _ticks(max(values) if values else 60.0)
-    width, height, left, right, upper, lower = 720, 260, 56, 16, 34, 46
+    # the right margin holds this run's value at the end of each line, and half the last run's date label
+    width, height, left, right, upper, lower = CHART_WIDTH, 260, 56, 88, 34, 46
     plot_w, plot_h = width - left - right, height - upper - lower
     bottom = upper + plot_h
     count = len(runs)
@@ -342,16 +358,17 @@ def trend_chart(runs, key, name):
         "%s: %s" % (kind, ", ".join(duration(v) for v in points)) for kind, points in series.items()))
     out = _svg_open(width, height, label, "Line chart, one line per drill kind, of the worst %s of that kind in each run, in %s; "
                     "runs evenly spaced from oldest (left) to this run (right), labelled by their UTC start. "
-                    "A gap is a run where no drill of that kind passed." % (name, UNIT_WORDS[unit]), "chart trend")
+                    "A gap is a run where no drill of that kind passed; this run's value is written at the end of each line."
+                    % (name, UNIT_WORDS[unit]), "chart trend")
     for index in range(int(round(top / step)) + 1):
         y = bottom - plot_h * index * step / top
         out.append('<line class="grid" x1="%d" y1="%.1f" x2="%d" y2="%.1f"/>' % (left, y, width - right, y))
         out.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (left - 6, y + 4, _tick_text(index * step)))
     out.append('<text class="axis" x="12" y="%.1f" text-anchor="middle" transform="rotate(-90 12 %.1f)">%s (%s)</text>'
                % (upper + plot_h / 2, upper + plot_h / 2, esc(name), unit))
-    every = max(1, int(math.ceil(count / 6.0)))  # at most about six run labels, or they overlap
+    every = max(1, int(math.ceil(count / 7.0)))  # at most about seven run labels, or they overlap
     for index, run in enumerate(runs):
-        if index % every == 0 or index == count - 1:
+        if (count - 1 - index) % every == 0:  # counted from this run, which is always labelled, so none crowd it
             started = _run_of(run).get("started_at")
             out.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>' % (x_of(index), bottom + 16, esc(_short_when(started))))
     out.append('<text class="axis" x="%.1f" y="%d" text-anchor="middle">run (UTC start, this run last)</text>' % (left + plot_w / 2, height - 6))
@@ -375,6 +392,8 @@ def trend_chart(runs, key, name):
                 started = _run_of(runs[index]).get("started_at")
                 out.append('<circle class="dot %s" cx="%.1f" cy="%.1f" r="3"><title>%s, %s: %s %s</title></circle>'
                            % (css, x_of(index), y_of(value), esc(kind), esc(when(started)), esc(name), esc(duration(value))))
+    out += _end_labels([(points[-1], "s%d" % (number % 6)) for number, points in enumerate(series.values())], x_of(count - 1) + 8, y_of,
+                       upper, bottom)
     out.append("</svg>")
     return "".join(out)
 
@@ -410,7 +429,9 @@ table { border-collapse: collapse; width: 100%; margin-bottom: .5rem; }
 th, td { text-align: left; vertical-align: top; padding: .35rem .5rem; border-bottom: 1px solid var(--line); }
 thead th { background: var(--soft); font-weight: 600; }
 tbody th { font-weight: 600; }
-td.num { white-space: nowrap; }
+td.num, .nw { white-space: nowrap; }
+.reason, .id { overflow-wrap: anywhere; }
+.vh { position: absolute; width: 1px; height: 1px; margin: -1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 tr.failed { background: var(--soft); background: color-mix(in srgb, var(--fail) 8%, transparent); }
 ul.checks { list-style: none; margin: 0; padding: 0; }
 .small { font-size: .85em; color: var(--muted); }
@@ -422,6 +443,7 @@ svg.phases { display: block; margin-bottom: .2rem; }
 svg text { fill: var(--fg); font: 12px system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
 svg text.host { font-weight: 700; font-size: 13px; }
 svg text.tick, svg text.legend { fill: var(--muted); font-size: 11px; }
+svg text.end { stroke: none; font-size: 11px; font-weight: 600; }
 svg text.axis { fill: var(--muted); }
 svg text.value.fail { fill: var(--fail); }
 svg .grid { stroke: var(--line); stroke-width: 1; }
@@ -440,15 +462,31 @@ svg rect.failed { fill: var(--fail); }
 .s2 { stroke: #1b998b; fill: #1b998b; stroke-dasharray: 2 3; } .s3 { stroke: #bf3989; fill: #bf3989; stroke-dasharray: 9 3 2 3; }
 .s4 { stroke: #8250df; fill: #8250df; stroke-dasharray: 4 4; } .s5 { stroke: #8c959f; fill: #8c959f; stroke-dasharray: 1 2; }
 svg line.line { fill: none; }
+@media screen and (max-width: 720px) {
+  body { padding: .75rem; font-size: 14px; }
+  section.host table, section.host tbody, section.host tr, section.host th, section.host td { display: block; width: auto; }
+  section.host colgroup { display: none; }
+  section.host thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+  section.host tr { padding: .4rem 0; border-bottom: 2px solid var(--line); }
+  section.host th, section.host td { border: 0; padding: .1rem .25rem; }
+  section.host td::before { font-weight: 600; color: var(--muted); margin-right: .5em; }
+  /* the column names */
+}
 @media print {
   :root { --bg: #ffffff; --fg: #000000; --muted: #444444; --line: #bbbbbb; --soft: #f3f3f3; }
   body { max-width: none; padding: 0; font-size: 11pt; }
+  table { font-size: 9pt; }
+  th, td { padding: .25rem .3rem; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   section.host, tr, svg, .summary, .failures li { break-inside: avoid; }
-  h2, h3 { break-after: avoid; }
+  h2, h3, p.note { break-after: avoid; }
+  #rto-chart, #trend { break-inside: avoid; }  /* a chart's heading and note on the chart's page (a longer one breaks all the same) */
   a { text-decoration: none; }
 }
 """
+# a narrow screen shows each row as a block, its cells named by their column
+CSS = CSS.replace("  /* the column names */", "\n".join('  section.host td:nth-of-type(%d)::before { content: "%s"; }' % (number, name)
+                                                     for number, (name, _share) in enumerate(COLUMNS[1:], 1)))
 
 
 def _head(report, summary):
@@ -492,16 +530,16 @@ def _set_cell(drill):
     backup = _dict(drill.get("set"))
     if not backup:
         return '<td class="small">%s</td>' % DASH
-    lines = ["<code>%s</code>" % esc(backup.get("backup_id") or "?"), esc(backup.get("kind") or "?")]
+    lines = ['<code class="id">%s</code>' % esc(backup.get("backup_id") or "?"), esc(backup.get("kind") or "?")]
     facts = []
     if backup.get("age_seconds") is not None:
         facts.append("age %s" % esc(duration(backup.get("age_seconds"))))
     if backup.get("size_bytes") is not None:
         facts.append(esc(size(backup.get("size_bytes"))))
-    if facts:
-        lines.append(", ".join(facts))
+    if facts:  # "age 4 h 6 min" and "2.4 GiB" each on one line: a number apart from its unit reads wrong
+        lines.append(", ".join('<span class="nw">%s</span>' % fact for fact in facts))
     if backup.get("repository"):
-        lines.append('<span class="small">%s</span>' % esc(backup.get("repository")))
+        lines.append('<span class="small id">%s</span>' % esc(backup.get("repository")))
     return "<td>%s</td>" % "<br>".join(lines)
 
 
@@ -521,7 +559,8 @@ def _verified_cell(drill):
 def _phases_cell(drill):
     phases = [p for p in _list(drill.get("phases")) if isinstance(p, dict)]
     words = [_phase_words(phase) for phase in phases]
-    text = " \u00b7 ".join(esc(done) + (" <strong>%s</strong>" % esc(result) if result else "") for done, result in words)
+    text = " \u00b7 ".join('<span class="nw">%s%s</span>' % (esc(done), " <strong>%s</strong>" % esc(result) if result else "")
+                           for done, result in words)
     return '<td>%s<span class="small">%s</span></td>' % (phase_bar(drill), text or "none recorded")
 
 
@@ -530,22 +569,22 @@ def _host_table(number, host, items):
     out = ['<section class="host" aria-labelledby="host-%d">' % number,
            '<h3 id="host-%d">%s <span class="small">%s%s</span></h3>'
            % (number, esc(host), _plural(len(items), "drill"), ", %d failed" % failed if failed else ", all passed"),
-           "<table>", '<caption class="small">Drills on %s</caption>' % esc(host),
-           "<thead><tr>%s</tr></thead>" % "".join('<th scope="col">%s</th>' % name for name in (
-               "drill", "result", "RTO", "RPO", "backup set", "phases", "verified", "cleanup")),
+           "<table>", '<caption class="vh">Drills on %s</caption>' % esc(host),  # the heading above says it to the eye
+           "<colgroup>%s</colgroup>" % "".join('<col style="width: %d%%">' % share for _name, share in COLUMNS),
+           "<thead><tr>%s</tr></thead>" % "".join('<th scope="col">%s</th>' % name for name, _share in COLUMNS),
            "<tbody>"]
     for index, drill in items:
         bad = _failed(drill)
         result = '<strong>%s</strong>' % esc(drill.get("result") or "?")
         if bad and drill.get("reason"):
-            result += '<br><span class="reason">%s</span>' % esc(drill.get("reason"))
+            result += '<br><span class="reason small">%s</span>' % esc(drill.get("reason"))  # in full under Failures above
         cleanup = drill.get("cleanup") or "?"
-        out.append('<tr id="drill-%d"%s><th scope="row">%s<br><span class="small">%s from %s</span></th><td class="%s">%s</td>'
-                   '<td class="num">%s</td><td class="num">%s</td>%s%s%s<td class="%s">%s</td></tr>'
+        cells = ['<td class="%s">%s</td>' % ("fail" if bad else "pass", result), '<td class="num">%s</td>' % esc(duration(drill.get("rto_seconds"))),
+                 '<td class="num">%s</td>' % esc(duration(drill.get("rpo_seconds"))), _set_cell(drill), _phases_cell(drill), _verified_cell(drill),
+                 '<td class="%s">%s</td>' % ("bad" if cleanup == "failed" else "", esc(cleanup))]
+        out.append('<tr id="drill-%d"%s><th scope="row">%s<br><span class="small"><span class="nw">%s</span> from <span class="nw">%s</span></span></th>%s</tr>'
                    % (index, ' class="failed"' if bad else "", esc(drill.get("drill") or "?"), esc(drill.get("cluster") or "?"),
-                      esc(drill.get("source_host") or "?"), "fail" if bad else "pass", result, esc(duration(drill.get("rto_seconds"))),
-                      esc(duration(drill.get("rpo_seconds"))), _set_cell(drill), _phases_cell(drill), _verified_cell(drill),
-                      "bad" if cleanup == "failed" else "", esc(cleanup)))
+                      esc(drill.get("source_host") or "?"), "".join(cells)))
     out += ["</tbody>", "</table>", "</section>"]
     return out
 
