@@ -11,10 +11,12 @@ COLLECTION_LINK := .collections/ansible_collections/pgdr/backup
 SANITY_ROOT := .build/sanity/ansible_collections/pgdr/backup
 PROBACKUP_BUILD := .build/probackup
 APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl procps git gnupg zstd lz4 postgresql-15 postgresql-client-15 python3-psycopg python3-paramiko python3-boto3 systemd cron
+# headless Chromium for the test that opens the drill report's HTML page, and the font its screenshot is drawn in (tests/browser.py)
+APT_PACKAGES += chromium fonts-dejavu-core
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit probackup-real integration molecule test demo bench build clean
+.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit probackup-real integration molecule test demo bench build clean drill-screenshot
 
 ## deps: system packages, the .venv and the collection link
 deps: apt venv collection
@@ -108,6 +110,11 @@ demo: lab-up
 ## bench: modules through ansible-playbook vs the raw tools, one run (BENCH_SCALE=70, BENCH_REPEAT; see bench/README.md)
 bench: lab-up
 	$(PY) -m bench
+
+## drill-screenshot: docs/images/drill-report.png, the drill report's HTML page as headless Chromium renders it, from a run's
+## report.json and its report folder's history (REPORT=<folder>/<run id>/report.json; without REPORT, the sample fleet)
+drill-screenshot: apt collection
+	$(PY) -m tests.drill_screenshot --out docs/images/drill-report.png $(REPORT)
 
 ## build: the Galaxy tarball, installed into .build/ to prove it works the same
 build: venv
