@@ -501,7 +501,19 @@ class Drill:
             return
         source = self._source()
         proof.remove_markers(source, self.prefix)
-        source.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s AND NOT active", (self.slot,))
+        # the walsender of a receiver that just stopped may hold the slot a moment longer: wait for it, never drop an active one
+        deadline = time.monotonic() + RECEIVER_WAIT
+        while True:
+            row = source.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone()
+            if row is None:
+                return
+            if not row[0]:
+                source.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                return
+            if time.monotonic() > deadline:
+                raise PgdrError("the drill's slot %s on the source is still in use after %d s: another drill of %s from %s is running?"
+                                % (self.slot, RECEIVER_WAIT, self.cluster, self.drill_host))
+            time.sleep(0.2)
 
     def _cleanup(self):
         """'done', 'kept' or 'failed' (with the reason)."""
@@ -515,6 +527,10 @@ class Drill:
         except Exception as exc:  # pylint: disable=broad-exception-caught  # a cleanup failure is reported, never hides the drill's
             return "failed", getattr(exc, "msg", None) or first_line(exc)
 
+    def _drills(self):
+        return {("logical", None): self._logical, ("standalone", None): self._standalone, ("pitr", None): self._pitr,
+                ("latest", "base"): self._latest_base, ("latest", "logical"): self._logical}
+
     def run(self):
         started = time.time()
         reason = None
@@ -523,7 +539,7 @@ class Drill:
             if self.source is not None:
                 self._clean_source()
             self.place.make()
-            getattr(self, "_" + (self.options.drill if self.options.drill != "latest" else "latest_" + self.options.latest_kind))(started)
+            self._drills()[(self.options.drill, self.options.latest_kind if self.options.drill == "latest" else None)](started)
         except DrillFailed as exc:
             reason = str(exc)
         except PgdrError as exc:

@@ -117,7 +117,8 @@ def tables_readable(connect, names):
                 rows += int(counted[0])
         finally:
             conn.close()
-    return check("tables_readable", True, "%s in %s read end to end (%s)" % (plural(tables, "table"), plural(len(names), "database"), plural(rows, "row")), tables=tables, rows=rows)
+    detail = "%s in %s read end to end (%s)" % (plural(tables, "table"), plural(len(names), "database"), plural(rows, "row"))
+    return check("tables_readable", True, detail, tables=tables, rows=rows)
 
 
 def amcheck(bin_dir, connection, heapallindexed, as_owner):
