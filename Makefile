@@ -105,6 +105,7 @@ molecule: lab-up
 test: deps lint sanity unit integration molecule
 
 demo: lab-up
+	@mkdir -p .build  # the drill report's textfile goes there (its folder must exist, as node_exporter's does)
 	$(BIN)/ansible-playbook playbooks/demo.yml
 
 ## bench: modules through ansible-playbook vs the raw tools, one run (BENCH_SCALE=70, BENCH_REPEAT; see bench/README.md)

@@ -347,9 +347,12 @@ class Drill:
             restored = self._restore_logical(repository, set_cluster, manifest)
         self.phases.skip("recovery")
         with self.phases.phase("verify"):
-            tables = sum(int((db.get("verification") or {}).get("tables") or 0) for db in restored["databases"])
-            self._check(proof.check("fingerprints", True, "%d tables in %d databases: row counts and fingerprints equal the manifest's"
-                                    % (tables, len(restored["databases"])), tables=tables))
+            verifications = [db.get("verification") or {} for db in restored["databases"]]
+            if not verifications or not all(item.get("verified") for item in verifications):
+                raise DrillFailed("the restore did not verify every database against the manifest: %s" % restored["databases"])
+            tables = sum(int(item.get("tables") or 0) for item in verifications)
+            self._check(proof.check("fingerprints", True, "%s in %s: row counts and fingerprints equal the manifest's"
+                                    % (proof.plural(tables, "table"), proof.plural(len(restored["databases"]), "database")), tables=tables))
             with contextlib.closing(self._connect_scratch()) as conn:
                 names = proof.databases(conn)
             self._check(proof.tables_readable(self._connect_scratch, names))
@@ -415,8 +418,10 @@ class Drill:
         self._physical(self.options.repository, self.cluster, manifest, self.options.archive, {}, selected)
         with self.phases.phase("verify"):
             expected = (manifest.get("source") or {}).get("system_identifier")
-            if self.source is not None:
-                self._check(proof.identity_check(str(expected), self._source_identifier(), "the source's"))
+            if self.source is not None:  # the set is of this source, not of a cluster that took its name
+                same = str(expected) == self._source_identifier()
+                words = "equals" if same else "differs from"
+                self._check(proof.check("set_of_source", same, "the set's system identifier %s %s the source's" % (expected, words)))
             self._prove_cluster(expected, "the one of the set's source")
         self.rto = round(time.monotonic() - selected, 3)
         self.rpo = rpo(started, self._newest_replayed() or moment(manifest, "finished_at"))
