@@ -47,6 +47,7 @@ attributes:
     description: Checks the options and says which drill would run where; makes nothing, connects nowhere.
   diff_mode:
     support: none
+    description: A drill changes nothing a diff could show (what it makes, it removes).
 options:
   drill:
     description: The drill to run.

@@ -237,6 +237,9 @@ class Drill:
     def _local_repository(self):
         return dict(type="local", path=self.place.sets_dir)
 
+    def _local_repository_options(self):
+        return typed(RepositoryOptions, with_defaults(storage_argument_spec()["repository"]["options"], self._local_repository()))
+
     def _set_cluster(self):
         # the drill's own sets are filed apart from the production ones, as is the restore_command config they use
         return "%s-drill" % self.cluster
@@ -244,16 +247,16 @@ class Drill:
     # --- select ---------------------------------------------------------------------------------------------
 
     def _take_base(self, connection, wal_method):
-        params = with_defaults(base_set.argument_spec(), dict(connection, repository=self._local_repository(), cluster=self._set_cluster(),
-                                                               format="tar", wal_method=wal_method, checkpoint="fast", verify=False,
-                                                               pg_bin_dir=self.options.pg_bin_dir))
+        given = dict(connection, repository=self._local_repository(), cluster=self._set_cluster(), format="tar", wal_method=wal_method,
+                     checkpoint="fast", verify=False, pg_bin_dir=self.options.pg_bin_dir)
+        params = with_defaults(base_set.argument_spec(), given)
         options, conn, repository = base_set.options_from(params)
         return base_set.run(options, conn, repository, check_mode=False)["manifest"]
 
     def _take_dump(self, connection):
-        params = with_defaults(dump_set.argument_spec(), dict(connection, repository=self._local_repository(), cluster=self._set_cluster(),
-                                                               mode="database", database=self.options.database, format="custom",
-                                                               pg_bin_dir=self.options.pg_bin_dir))
+        given = dict(connection, repository=self._local_repository(), cluster=self._set_cluster(), mode="database",
+                     database=self.options.database, format="custom", pg_bin_dir=self.options.pg_bin_dir)
+        params = with_defaults(dump_set.argument_spec(), given)
         options, conn, repository = dump_set.options_from(params)
         return dump_set.run(options, conn, repository, check_mode=False)["manifest"]
 
@@ -332,8 +335,7 @@ class Drill:
         if self.options.drill == "logical":
             with self.phases.phase("select"):
                 manifest = self._take_dump(self._connection_params())
-                repository, set_cluster = typed(RepositoryOptions, with_defaults(storage_argument_spec()["repository"]["options"],
-                                                                                  self._local_repository())), self._set_cluster()
+                repository, set_cluster = self._local_repository_options(), self._set_cluster()
             reference = time.time()
         else:
             with self.phases.phase("select"):
@@ -367,7 +369,7 @@ class Drill:
             proof.write_marker(self._source(), self.drill_id, "before")
             manifest = self._take_base(self._connection_params(), "stream")
             after, _lsn = proof.write_marker(self._source(), self.drill_id, "after")
-        repository = typed(RepositoryOptions, with_defaults(storage_argument_spec()["repository"]["options"], self._local_repository()))
+        repository = self._local_repository_options()
         self.set = set_facts(manifest, repository_text(repository), time.time())
         selected = time.monotonic()
         self.phases.skip("fetch")  # streamed from the repository into the data directory while it is deployed
@@ -394,7 +396,7 @@ class Drill:
             self._wait_flushed(source.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
             stop_receiver(self.place.receiver_pid_file)
             segment = source.execute("SELECT pg_walfile_name(%s::pg_lsn)", (target_lsn,)).fetchone()[0]
-        repository = typed(RepositoryOptions, with_defaults(storage_argument_spec()["repository"]["options"], self._local_repository()))
+        repository = self._local_repository_options()
         self.set = set_facts(manifest, repository_text(repository), time.time())
         partial = os.path.exists(os.path.join(self.place.wal_dir, segment + ".partial"))
         self._check(proof.check("partial_segment", partial, "the target %s (%s) lies in %s.partial, the segment pg_receivewal was still writing%s"

@@ -485,8 +485,9 @@ svg line.line { fill: none; }
 }
 """
 # a narrow screen shows each row as a block, its cells named by their column
-CSS = CSS.replace("  /* the column names */", "\n".join('  section.host td:nth-of-type(%d)::before { content: "%s"; }' % (number, name)
-                                                     for number, (name, _share) in enumerate(COLUMNS[1:], 1)))
+_NAMED_CELLS = "\n".join('  section.host td:nth-of-type(%d)::before { content: "%s"; }' % (number, name)
+                         for number, (name, _share) in enumerate(COLUMNS[1:], 1))
+CSS = CSS.replace("  /* the column names */", _NAMED_CELLS)
 
 
 def _head(report, summary):

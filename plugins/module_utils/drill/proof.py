@@ -93,8 +93,8 @@ def system_identifier(conn):
 
 def identity_check(restored, expected, what):
     ok = expected is not None and restored == str(expected)
-    return check("system_identifier", ok, "system identifier %s %s %s%s" % (restored, "equals" if ok else "differs from", what,
-                                                                              "" if ok else " (%s)" % expected))
+    detail = "system identifier %s %s %s%s" % (restored, "equals" if ok else "differs from", what, "" if ok else " (%s)" % expected)
+    return check("system_identifier", ok, detail)
 
 
 def tables_readable(connect, names):
