@@ -18,7 +18,7 @@ from . import state as _state
 from .hosts import POSTGRES_KNOWN_HOSTS, POSTGRES_SSH_KEY
 from .hosts import nsenter as _nsenter
 from .system import BASE_ENV, ident_alive
-from .topology import FLEET_PRIMARY_GROUP, PG_PORT, PG_SOCKET_DIR, in_postgres_group
+from .topology import DEFAULT_FLEET_PAIRS, FLEET_PAIRS_ENV, FLEET_PRIMARY_GROUP, PG_PORT, PG_SOCKET_DIR, in_postgres_group
 
 __all__ = ["Lab", "Host", "LabNotUp", "HostCommandError"]
 
@@ -134,12 +134,17 @@ class Lab:
             return [h for h in self.hosts.values() if in_postgres_group(h.groups, h.major)]
         return [h for h in self.hosts.values() if group in h.groups]
 
-    def fleet_pairs(self):
+    def fleet_pairs(self, minimum=0):
         """(primary, replica) hosts of each fleet pair in pair order: fleet1 with fleet1r, fleet2 with fleet2r, ...
 
         The replica is the primary's drill host (inventory `restore_drill_host`); [] when the lab runs no fleet.
+        Raises LabNotUp, saying how to grow the lab, when it runs fewer than `minimum` pairs.
         """
-        return [(primary, self.host(primary.drill_host)) for primary in self.hosts_in(FLEET_PRIMARY_GROUP)]
+        pairs = [(primary, self.host(primary.drill_host)) for primary in self.hosts_in(FLEET_PRIMARY_GROUP)]
+        if len(pairs) < minimum:
+            raise LabNotUp("this needs at least %d fleet pairs and the lab runs %d: set %s=%d (or leave it unset: 3) and run `make lab-up`"
+                           % (minimum, len(pairs), FLEET_PAIRS_ENV, max(minimum, DEFAULT_FLEET_PAIRS)))
+        return pairs
 
     def pg_dsn(self, host, dbname="postgres", user=None, password=None):
         """libpq conninfo for a TCP connection from the controller; defaults to the superuser and its password."""

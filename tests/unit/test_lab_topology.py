@@ -6,9 +6,10 @@ import os
 import pytest
 import yaml
 
+from tests.lab import Lab, LabNotUp, objstore, postgres
 from tests.lab import inventory as inv
-from tests.lab import objstore, postgres
 from tests.lab.hosts import holder_script, nsenter, sshd_config
+from tests.lab.state import Paths
 from tests.lab.topology import (
     DEFAULT_FLEET_PAIRS,
     DEFAULT_TOPOLOGY,
@@ -274,3 +275,31 @@ def test_fleet_clusters_are_small():
     assert "shared_buffers" not in normal and "max_connections" not in normal
     # Everything else (listening, socket, WAL for base backups and replication) is the same as on any lab host.
     assert {k: v for k, v in small.items() if k not in ("shared_buffers", "max_connections")} == normal
+
+
+def recorded_lab(tmp_path, pairs):
+    """A Lab read from a state record as `up` writes it (nothing runs: Lab only reads the record)."""
+    plans = plan_hosts(names_for("1234"), topology_for(pairs))
+    hosts = {
+        p.name: {"index": p.index, "address": p.address, "major": p.major, "groups": list(p.groups), "upstream": p.upstream,
+                 "drill_host": p.drill_host, "pg_data": p.pg_data, "pg_bin_dir": p.pg_bin_dir, "dir": str(tmp_path / p.name),
+                 "holder": {"pid": 1}}
+        for p in reversed(plans)  # the record is a dict: Lab orders hosts by index, not by insertion
+    }
+    record = {"lab_id": "1234", "subnet": "10.1.2.0/24", "bridge": "pl1234", "bridge_address": "10.1.2.1", "hosts": hosts,
+              "s3": S3, "objstore": {"address": "10.1.2.2"}, "pg_password": "pw"}
+    return Lab(Paths(tmp_path), record)
+
+
+def test_lab_fleet_pairs_api(tmp_path):
+    lab = recorded_lab(tmp_path, 4)
+    pairs = lab.fleet_pairs(minimum=3)
+    assert [(primary.name, replica.name) for primary, replica in pairs] == [("fleet%d" % n, "fleet%dr" % n) for n in (1, 2, 3, 4)]
+    assert all(primary.drill_host == replica.name and replica.upstream == primary.name for primary, replica in pairs)
+    assert [h.name for h in lab.hosts_in("postgres")] == ["primary15", "replica15", "primary18", "replica18"]
+    assert [h.name for h in lab.hosts_in("fleet_replica")] == ["fleet1r", "fleet2r", "fleet3r", "fleet4r"]
+    assert recorded_lab(tmp_path, 0).fleet_pairs() == []
+    with pytest.raises(LabNotUp) as small:
+        recorded_lab(tmp_path, 1).fleet_pairs(minimum=3)
+    assert str(small.value) == ("this needs at least 3 fleet pairs and the lab runs 1: "
+                                "set PGDR_LAB_FLEET_PAIRS=3 (or leave it unset: 3) and run `make lab-up`")
