@@ -6,9 +6,9 @@ import os
 import pytest
 import yaml
 
-from tests.lab import Lab, LabNotUp, objstore, postgres
+from tests.lab import Lab, LabNotUp, net, objstore, postgres
 from tests.lab import inventory as inv
-from tests.lab.hosts import holder_script, nsenter, sshd_config
+from tests.lab.hosts import etc_hosts, holder_script, nsenter, sshd_config, write_etc_hosts
 from tests.lab.state import Paths
 from tests.lab.topology import (
     DEFAULT_FLEET_PAIRS,
@@ -303,3 +303,26 @@ def test_lab_fleet_pairs_api(tmp_path):
         recorded_lab(tmp_path, 1).fleet_pairs(minimum=3)
     assert str(small.value) == ("this needs at least 3 fleet pairs and the lab runs 1: "
                                 "set PGDR_LAB_FLEET_PAIRS=3 (or leave it unset: 3) and run `make lab-up`")
+
+
+def test_mac_follows_the_address():
+    # A fleet host removed and added again must come back with the MAC the neighbour caches remember.
+    assert net.mac_for("10.114.221.105") == "02:00:0a:72:dd:69"
+    plans = plan_hosts(names_for("1234"), topology_for(MAX_FLEET_PAIRS))
+    macs = [net.mac_for(p.address) for p in plans]
+    assert len(set(macs)) == len(macs)
+    assert all(int(mac.split(":")[0], 16) & 0b11 == 0b10 for mac in macs)  # locally administered, unicast
+
+
+def test_etc_hosts_only_changes_its_tail_when_pairs_come_and_go(tmp_path):
+    names = names_for("1234")
+    three, eight = (etc_hosts(plan_hosts(names, topology_for(n)), names.objstore_address) for n in (3, 8))
+    assert eight.startswith(three) and three.startswith(etc_hosts(plan_hosts(names), names.objstore_address))
+    assert "%s fleet2r\n" % plan_hosts(names, topology_for(2))[-1].address in three
+    assert "%s objstore\n" % names.objstore_address in three
+    # Rewritten in place (the running host has this inode bind-mounted), shrinking as well as growing.
+    path = tmp_path / "etc-hosts"
+    write_etc_hosts(tmp_path, plan_hosts(names, topology_for(8)), names.objstore_address)
+    inode = path.stat().st_ino
+    write_etc_hosts(tmp_path, plan_hosts(names, topology_for(3)), names.objstore_address)
+    assert path.read_text() == three and path.stat().st_ino == inode
