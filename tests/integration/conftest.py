@@ -13,11 +13,13 @@ import uuid
 import pytest
 import yaml
 
-from tests.lab import Lab
+from tests.lab import Lab, LabNotUp
 from tests.phases import one_per_version
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAYBOOK_BIN = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+# Fleet tests drill every pair and make one fail: at least three pairs (the lab's default).
+MIN_FLEET_PAIRS = 3
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +110,19 @@ def pytest_collection_modifyitems(config, items):
 def host(request, lab):
     """Each test that takes ``host`` runs on PostgreSQL 15 and on 18."""
     return lab.host(request.param)
+
+
+@pytest.fixture(scope="session")
+def fleet(lab):
+    """The lab's fleet pairs, [(fleet1, fleet1r), (fleet2, fleet2r), ...], at least MIN_FLEET_PAIRS of them.
+
+    Never skipped: a lab built with fewer pairs fails the test with one line saying how to grow it.
+    """
+    try:
+        return lab.fleet_pairs(minimum=MIN_FLEET_PAIRS)
+    except LabNotUp as exc:
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: no chained traceback around the one line
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 Needs the lab up (`make lab-up`); the fixture brings it up if it is not.
 """
 
+import json
 import os
 import stat
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from tests.lab import Lab, LabNotUp
-from tests.lab.topology import DEFAULT_TOPOLOGY
+from tests.lab.topology import DEFAULT_TOPOLOGY, FLEET_MAJOR
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = pytest.mark.lab
@@ -41,7 +42,9 @@ def ssh(lab, host, *command, known_hosts=None):
 
 
 def test_topology_is_what_the_lab_runs(running_lab):
-    assert list(running_lab.hosts) == HOST_NAMES
+    fleet = [name for primary, replica in running_lab.fleet_pairs() for name in (primary.name, replica.name)]
+    assert list(running_lab.hosts) == HOST_NAMES + fleet
+    assert fleet == [name for n in range(1, len(fleet) // 2 + 1) for name in ("fleet%d" % n, "fleet%dr" % n)]
     assert [h.name for h in running_lab.hosts_in("pg15")] == ["primary15", "replica15"]
     assert [h.name for h in running_lab.hosts_in("primary")] == ["primary15", "primary18"]
     assert [h.name for h in running_lab.hosts_in("postgres")] == PG_HOSTS
@@ -69,7 +72,7 @@ def test_unknown_host_key_is_refused(running_lab, tmp_path):
 
 def test_hostnames_differ_per_host(running_lab):
     names = {name: host.run(["hostname"]).stdout.strip() for name, host in running_lab.hosts.items()}
-    assert names == {name: name for name in HOST_NAMES}
+    assert names == {name: name for name in running_lab.hosts}
     assert os.uname().nodename not in names.values()
 
 
@@ -173,13 +176,20 @@ def test_inventory_file_matches_the_lab(running_lab):
         assert data["hosts"][name]["pg_major"] == host.major
 
 
+def ansible_tool(tool, *args):
+    """Run an Ansible command-line tool of the venv as a user would from the checkout."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT_DIR, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    argv = [os.path.join(os.path.dirname(sys.executable), tool), *args]
+    return subprocess.run(argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
+
+
 def test_ansible_reaches_every_host(running_lab):
     ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT_DIR, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     argv = [ansible, "-i", str(running_lab.inventory_path), "all", "-m", "ansible.builtin.command", "-a", "hostname"]
     done = subprocess.run(argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    for name in HOST_NAMES:
+    for name in running_lab.hosts:
         assert "%s | CHANGED | rc=0 >>\n%s" % (name, name) in done.stdout
     assert "Found both group and host with same name" not in done.stderr
     # As the collection's tests do: become postgres with su, then peer-authenticated psql.
@@ -205,3 +215,54 @@ def test_postgres_user_runs_both_servers_binaries(running_lab):
         for major in (15, 18):
             done = host.run(["/usr/lib/postgresql/%d/bin/postgres" % major, "--version"], user="postgres")
             assert done.stdout.startswith("postgres (PostgreSQL) %d." % major), (host.name, done.stdout)
+
+
+# ---------------------------------------------------------------- the fleet (PGDR_LAB_FLEET_PAIRS pairs, at least 3 here)
+
+
+def test_fleet_is_reached_through_ansible_and_paired_in_its_inventory(lab, fleet):
+    names = [host.name for pair in fleet for host in pair]
+    # One ad-hoc run over the `fleet` group, as fleet_drill.yml reaches it: every host answers, no other host does.
+    done = ansible_tool("ansible", "-i", str(lab.inventory_path), "fleet", "-m", "ansible.builtin.ping", "-o")
+    assert done.returncode == 0, done.stdout + done.stderr
+    answered = sorted(line.split(" | ")[0] for line in done.stdout.splitlines() if " | SUCCESS => " in line and '"ping": "pong"' in line)
+    assert answered == sorted(names), done.stdout
+    # The inventory as Ansible itself reads it: groups, and each primary's restore_drill_host paired with its replica.
+    listed = ansible_tool("ansible-inventory", "-i", str(lab.inventory_path), "--list")
+    assert listed.returncode == 0, listed.stderr
+    inventory = json.loads(listed.stdout)
+    hostvars = inventory["_meta"]["hostvars"]
+    assert inventory["fleet_primary"]["hosts"] == [primary.name for primary, _replica in fleet]
+    assert inventory["fleet_replica"]["hosts"] == [replica.name for _primary, replica in fleet]
+    assert sorted(inventory["fleet"]["hosts"]) == sorted(names)
+    for primary, replica in fleet:
+        assert hostvars[primary.name]["restore_drill_host"] == replica.name
+        assert hostvars[replica.name]["pg_upstream"] == primary.name
+        assert "restore_drill_host" not in hostvars[replica.name]
+        for host in (primary, replica):
+            assert hostvars[host.name]["ansible_host"] == host.address
+            assert (hostvars[host.name]["pg_major"], hostvars[host.name]["pg_data"]) == (FLEET_MAJOR, host.pg_data)
+    # What playbooks, molecule and the other tests target never includes a fleet host.
+    for group in ("primary", "replica", "postgres", "pg15", "pg18", "backup"):
+        assert not set(inventory[group]["hosts"]) & set(names), group
+
+
+def test_fleet_hosts_are_full_lab_hosts_with_small_distinct_clusters(lab, fleet):
+    identifiers = set()
+    for primary, replica in fleet:
+        for host in (primary, replica):
+            assert host.run(["hostname"]).stdout.strip() == host.name
+            version, checksums, buffers, connections, system_id = host.psql(
+                "SHOW server_version_num; SHOW data_checksums; SHOW shared_buffers; SHOW max_connections;"
+                " SELECT system_identifier FROM pg_control_system()").split()
+            assert (int(version) // 10000, checksums, buffers, connections) == (FLEET_MAJOR, "on", "16MB", "20"), host.name
+            identifiers.add(system_id)
+            with psycopg.connect(lab.pg_dsn(host)) as conn:  # scram over TCP from the controller, the lab's password
+                assert conn.execute("SELECT host(inet_server_addr())").fetchone()[0] == host.address
+        # Replication from the lab subnet, by name, from the drill host to its primary, as a base backup connects.
+        conninfo = "host=%s user=postgres replication=true dbname=replication connect_timeout=10" % primary.name
+        identify = replica.run([replica.pg_bin_dir + "/psql", "-X", "-At", "-d", conninfo, "-c", "IDENTIFY_SYSTEM"],
+                               user="postgres", env={"PGPASSWORD": lab.pg_password}).stdout
+        assert identify.split("|")[0] == primary.psql("SELECT system_identifier FROM pg_control_system()").strip()
+    # Each cluster is its own initdb: a drill that restored the wrong primary's backup would show another identifier.
+    assert len(identifiers) == 2 * len(fleet)

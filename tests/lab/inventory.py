@@ -22,6 +22,9 @@ def host_vars(plan):
     }
     if plan.upstream:
         data["pg_upstream"] = plan.upstream
+    if plan.drill_host:
+        # The pairing playbooks/fleet_drill.yml follows: this primary's drills run on that host.
+        data["restore_drill_host"] = plan.drill_host
     return data
 
 

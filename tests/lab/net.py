@@ -45,11 +45,21 @@ def create_netns(netns):
 
 def plug(netns, veth, bridge, address, prefixlen):
     """A veth pair: `veth` on the bridge in the root namespace, its peer `eth0` inside `netns`."""
-    ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "address", mac_for(address), "netns", netns)
     ip("link", "set", veth, "master", bridge)
     ip("link", "set", veth, "up")
     ip("-n", netns, "addr", "add", "%s/%d" % (address, prefixlen), "dev", "eth0")
     ip("-n", netns, "link", "set", "eth0", "up")
+
+
+def mac_for(address):
+    """A locally administered MAC made of the IPv4 address (02:00:a:b:c:d).
+
+    A host removed and added again (a fleet pair, when the lab is reshaped) keeps its MAC, so the
+    neighbour caches of the controller and of the other hosts, which still map its address to the
+    old MAC for a while, stay right: with a random MAC its sshd was unreachable for seconds.
+    """
+    return "02:00:" + ":".join("%02x" % byte for byte in ipaddress.ip_address(address).packed)
 
 
 def delete_netns(netns):

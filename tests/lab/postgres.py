@@ -5,19 +5,22 @@ import pwd
 
 from .hosts import nsenter
 from .system import LabError, proc_ident, run
-from .topology import PG_PORT, PG_SOCKET_DIR
+from .topology import FLEET_SETTINGS, PG_PORT, PG_SOCKET_DIR
 
 CONF_MARK = "# --- pgdr lab ---"
 
 
-def settings():
-    return {
+def settings(small=False):
+    conf = {
         "listen_addresses": "'*'",
         "port": str(PG_PORT),
         "unix_socket_directories": "'%s'" % PG_SOCKET_DIR,
         "wal_level": "replica",
         "max_wal_senders": "10",
     }
+    if small:
+        conf.update(FLEET_SETTINGS)
+    return conf
 
 
 def hba(subnet):
@@ -71,7 +74,7 @@ def create_cluster(holder_pid, host_dir, plan, subnet, password):
     data = major_dir / "main"
     with open(data / "postgresql.conf", "a") as f:
         f.write("\n%s\n" % CONF_MARK)
-        for key, value in settings().items():
+        for key, value in settings(small=plan.small).items():
             f.write("%s = %s\n" % (key, value))
     (data / "pg_hba.conf").write_text(hba(subnet))
 

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 IFNAME_MAX = 15
 LAB_ID_ENV = "PGDR_LAB_ID"
 LAB_ID_RE = re.compile(r"^[0-9a-z]{1,8}$")
+FLEET_PAIRS_ENV = "PGDR_LAB_FLEET_PAIRS"
+# Three pairs by default: the fleet tests need at least three (one of them made to fail).
+DEFAULT_FLEET_PAIRS = 3
+# The bench goes to 8; 32 pairs (64 small clusters) is far beyond any test and still fits the /24.
+MAX_FLEET_PAIRS = 32
 
 PG_PORT = 5432
 SSH_PORT = 22
@@ -33,6 +38,8 @@ class HostSpec:
     major: int | None  # None: no PostgreSQL cluster on this host
     groups: tuple[str, ...]
     upstream: str | None = None  # replicas: the primary they pair with
+    drill_host: str | None = None  # fleet primaries: the host their restore drills run on
+    index: int | None = None  # fixed veth/address index; None: the position in the topology
 
 
 @dataclass(frozen=True)
@@ -57,10 +64,68 @@ DEFAULT_TOPOLOGY = Topology(
     )
 )
 
-# Fixed last octets: the bridge (controller) is .1, the object store .2, hosts .11 and up.
+# Fixed last octets: the bridge (controller) is .1, the object store .2, hosts .11 and up,
+# fleet pairs .101 and up (pair n: primary .99+2n, replica .100+2n), so adding or removing
+# pairs never moves another host.
 BRIDGE_OCTET = 1
 OBJSTORE_OCTET = 2
 FIRST_HOST_OCTET = 11
+FLEET_FIRST_OCTET = 101
+
+# The fleet: N small primary/replica pairs for fleet-wide restore drills. Their groups are their own
+# (never primary, replica, pgNN or postgres), so nothing that targets the four core hosts reaches them.
+FLEET_GROUP = "fleet"
+FLEET_PRIMARY_GROUP = "fleet_primary"
+FLEET_REPLICA_GROUP = "fleet_replica"
+# PostgreSQL 18 (the wheel): initdb and start cost the same as Debian's 15, and it uses less memory (docs/lab.md).
+FLEET_MAJOR = 18
+# Small clusters: 2N of them share the machine with the core hosts (docs/lab.md has the figures).
+FLEET_SETTINGS = {"shared_buffers": "16MB", "max_connections": "20"}
+
+
+def fleet_pairs(environ=None, given=None):
+    """The asked number of fleet pairs: `given` (the --fleet-pairs option) or PGDR_LAB_FLEET_PAIRS, else 3.
+
+    Raises ValueError with one line naming the setting and what it accepts.
+    """
+    environ = os.environ if environ is None else environ
+    if given is not None:
+        source, text = "--fleet-pairs", str(given)
+    else:
+        source, text = FLEET_PAIRS_ENV, environ.get(FLEET_PAIRS_ENV, "")
+        if not text.strip():
+            return DEFAULT_FLEET_PAIRS
+    value = text.strip()
+    if not value.isdigit() or not value.isascii() or int(value) > MAX_FLEET_PAIRS:
+        raise ValueError("%s must be a whole number of pairs from 0 to %d, got %r" % (source, MAX_FLEET_PAIRS, text))
+    return int(value)
+
+
+def fleet_names(pair):
+    """Pair n (from 1): its primary `fleet<n>` and its replica `fleet<n>r`."""
+    return "fleet%d" % pair, "fleet%dr" % pair
+
+
+def fleet_specs(pairs):
+    specs = []
+    for pair in range(1, pairs + 1):
+        primary, replica = fleet_names(pair)
+        first = FLEET_FIRST_OCTET - FIRST_HOST_OCTET + 1 + 2 * (pair - 1)
+        specs.append(HostSpec(primary, FLEET_MAJOR, (FLEET_GROUP, FLEET_PRIMARY_GROUP), drill_host=replica, index=first))
+        specs.append(HostSpec(replica, FLEET_MAJOR, (FLEET_GROUP, FLEET_REPLICA_GROUP), upstream=primary, index=first + 1))
+    return tuple(specs)
+
+
+def topology_for(pairs):
+    """The core hosts plus `pairs` fleet pairs."""
+    if not 0 <= pairs <= MAX_FLEET_PAIRS:
+        raise ValueError("fleet pairs must be from 0 to %d, got %r" % (MAX_FLEET_PAIRS, pairs))
+    return Topology(hosts=DEFAULT_TOPOLOGY.hosts + fleet_specs(pairs))
+
+
+def in_postgres_group(groups, major):
+    """`postgres` is every host with a cluster outside the fleet (what the collection's tests iterate over)."""
+    return major is not None and FLEET_GROUP not in groups
 OBJSTORE_NAME = "objstore"
 OBJSTORE_INDEX = 0  # veth index; hosts count from 1
 
@@ -147,6 +212,12 @@ class HostPlan:
     major: int | None
     groups: tuple[str, ...]
     upstream: str | None
+    drill_host: str | None = None
+
+    @property
+    def small(self):
+        """Fleet hosts run small clusters (FLEET_SETTINGS)."""
+        return FLEET_GROUP in self.groups
 
     @property
     def pg_data(self):
@@ -163,7 +234,8 @@ class HostPlan:
 
 def plan_hosts(names, topology=DEFAULT_TOPOLOGY):
     plans = []
-    for index, spec in enumerate(topology.hosts, start=1):
+    for position, spec in enumerate(topology.hosts, start=1):
+        index = spec.index or position
         plans.append(
             HostPlan(
                 name=spec.name,
@@ -174,17 +246,18 @@ def plan_hosts(names, topology=DEFAULT_TOPOLOGY):
                 major=spec.major,
                 groups=spec.groups,
                 upstream=spec.upstream,
+                drill_host=spec.drill_host,
             )
         )
     return plans
 
 
 def group_members(plans):
-    """Inventory groups: the topology's own, plus `postgres` for every host with a cluster."""
+    """Inventory groups: the topology's own, plus `postgres` for every host with a cluster outside the fleet."""
     groups = {}
     for plan in plans:
         for group in plan.groups:
             groups.setdefault(group, []).append(plan.name)
-        if plan.major is not None:
+        if in_postgres_group(plan.groups, plan.major):
             groups.setdefault("postgres", []).append(plan.name)
     return groups
