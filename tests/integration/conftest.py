@@ -60,6 +60,11 @@ class Ansible:
         name = uuid.uuid4().hex[:8]
         playbook = self.tmp_path / ("play-%s.yml" % name)
         playbook.write_text(yaml.safe_dump([play], sort_keys=False))
+        return self.playbook(playbook, check=check, diff=diff, verbosity=verbosity, extra_vars=extra_vars)
+
+    def playbook(self, playbook, check=False, diff=False, verbosity=0, extra_vars=None, forks=None):
+        """Run a playbook file (one of the collection's, or one a test wrote) on the lab."""
+        name = uuid.uuid4().hex[:8]
         results_file = self.tmp_path / ("results-%s.json" % name)
         argv = [PLAYBOOK_BIN, "-i", str(self.lab.inventory_path), str(playbook)]
         if check:
@@ -68,6 +73,8 @@ class Ansible:
             argv.append("--diff")
         if verbosity:
             argv.append("-" + "v" * verbosity)
+        if forks:
+            argv += ["-f", str(forks)]
         if extra_vars:
             extra = self.tmp_path / ("vars-%s.json" % name)
             extra.write_text(json.dumps(extra_vars))
