@@ -1,4 +1,4 @@
-"""A PNG of a drill report's HTML page, as headless Chromium renders it: the picture in docs/drill-report-html.md.
+"""A PNG of a drill report's HTML page, as headless Chromium renders it: the picture in docs/drill-reports.md.
 
     python -m tests.drill_screenshot [--out PNG] [REPORT_JSON]      (or: make drill-screenshot REPORT=REPORT_JSON)
 
