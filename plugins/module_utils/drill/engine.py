@@ -551,6 +551,8 @@ class Drill:
             reason = str(exc)
         except PgdrError as exc:
             reason = exc.msg
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # a lost connection, a driver error: still a drill result
+            reason = "%s: %s" % (type(exc).__name__, first_line(exc))
         finally:
             with self.phases.phase("cleanup") as entry:
                 cleanup, why = self._cleanup()
