@@ -126,6 +126,8 @@ def topology_for(pairs):
 def in_postgres_group(groups, major):
     """`postgres` is every host with a cluster outside the fleet (what the collection's tests iterate over)."""
     return major is not None and FLEET_GROUP not in groups
+
+
 OBJSTORE_NAME = "objstore"
 OBJSTORE_INDEX = 0  # veth index; hosts count from 1
 
