@@ -409,7 +409,11 @@ def run(module):
     if kind != "probackup":
         result["cluster"] = backup["cluster"]
     if params["run_now"] and not module.check_mode:
-        result.update(run_job(now_command(result["command"]), params["os_user"], params["state_dir"], name), changed=True)
+        try:
+            result.update(run_job(now_command(result["command"]), params["os_user"], params["state_dir"], name), changed=True)
+        except PgdrError as exc:
+            # the job is installed all the same: a failed run says so, with what was installed and changed
+            raise PgdrError(exc.msg, **dict(result, changed=True, **exc.details)) from None
     return result
 
 

@@ -25,7 +25,7 @@ CATALOG = "pgdr.backup.backup_catalog"
 CLUSTER = "h6db"
 DAY = datetime.timedelta(days=1)
 HOUR = datetime.timedelta(hours=1)
-GRACE_SECONDS = 45  # long enough that the "fresh" sets stay younger than it while the prune play runs on a loaded CI machine
+GRACE_SECONDS = 75  # long enough that the "fresh" sets stay younger than it while the prune play runs on a loaded CI machine
 KINDS = ("local", "sftp", "s3")
 
 
