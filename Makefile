@@ -108,7 +108,8 @@ demo: lab-up
 	@mkdir -p .build  # the drill report's textfile goes there (its folder must exist, as node_exporter's does)
 	$(BIN)/ansible-playbook playbooks/demo.yml
 
-## bench: modules through ansible-playbook vs the raw tools, one run (BENCH_SCALE=70, BENCH_REPEAT; see bench/README.md)
+## bench: modules through ansible-playbook vs the raw tools, and the fleet drill on 1, 2, 4, 8 pairs (the lab grown to 8 and put
+## back), one run (BENCH_SCALE=70, BENCH_REPEAT, BENCH_ONLY; see bench/README.md)
 bench: lab-up
 	$(PY) -m bench
 

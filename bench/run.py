@@ -4,8 +4,11 @@ Settings (environment):
   BENCH_SCALE   pgbench scale of the source database (default 70, about 1 GB)
   BENCH_REPEAT  rounds; each figure is the median over them (default 1 at scale >= 20, else 3)
   BENCH_HOST    lab host with the source cluster (default primary15)
-  BENCH_ONLY    what to run, from a,b,c,d,fp,phys,prestore (fp: where the fingerprint's time goes; phys: pg_basebackup;
-                prestore: physical restore and WAL replay; default all)
+  BENCH_ONLY    what to run, from a,b,c,d,fp,phys,prestore,fleet (fp: where the fingerprint's time goes; phys: pg_basebackup;
+                prestore: physical restore and WAL replay; fleet: playbooks/fleet_drill.yml on 1..8 fleet pairs; default all)
+  BENCH_FLEET_PAIRS   fleet: pair counts (default 1,2,4,8; the lab grows to the largest and is put back after)
+  BENCH_FLEET_DRILLS  fleet: the drills of each run (default logical,standalone,pitr, the role's default)
+  BENCH_FLEET_LEVERS  fleet: Ansible settings tried at the largest count (default all of bench.fleet.LEVERS; none: none)
   BENCH_OUTPUT  results file (default .build/bench/results.json)
 """
 
@@ -18,14 +21,14 @@ import subprocess
 import sys
 import time
 
-from bench import dataset
+from bench import dataset, fleet
 from bench.logical import LogicalBench
 from bench.physical import PhysicalBench
 from bench.physical_restore import PhysicalRestoreBench
 from bench.playbook import PROJECT_DIR, Playbooks
 from tests.lab import Lab
 
-COMPARISONS = ("a", "b", "c", "d", "fp", "phys", "prestore")
+COMPARISONS = ("a", "b", "c", "d", "fp", "phys", "prestore", "fleet")
 
 
 def log(message):
@@ -41,6 +44,9 @@ def settings():
     if not only or set(only) - set(COMPARISONS):
         raise SystemExit("BENCH_ONLY must list comparisons from %s" % ",".join(COMPARISONS))
     return dict(scale=scale, repeat=repeat, only=sorted(set(only)), host=os.environ.get("BENCH_HOST") or "primary15",
+                fleet_pairs=fleet.parse_counts(os.environ.get("BENCH_FLEET_PAIRS") or ",".join(map(str, fleet.DEFAULT_COUNTS))),
+                fleet_drills=fleet.parse_drills(os.environ.get("BENCH_FLEET_DRILLS") or ",".join(fleet.DEFAULT_DRILLS)),
+                fleet_levers=fleet.parse_levers(os.environ.get("BENCH_FLEET_LEVERS") or ",".join(fleet.LEVERS)),
                 output=os.environ.get("BENCH_OUTPUT") or os.path.join(PROJECT_DIR, ".build", "bench", "results.json"))
 
 
@@ -171,18 +177,12 @@ def describe(host):
                 git_commit=commit or None, plugins_modified_since_commit=bool(dirty))
 
 
-def main():
-    cfg = settings()
-    lab = Lab.load(PROJECT_DIR)
-    host = lab.host(cfg["host"])
-    started_at = datetime.datetime.now(datetime.timezone.utc)
-    load_before = os.getloadavg()
-    log("scale %d, %d round(s), comparisons %s, on %s" % (cfg["scale"], cfg["repeat"], ",".join(cfg["only"]), host.name))
+def run_modules(cfg, lab, host, work_dir):
+    """Comparisons a-d, fp, phys and prestore on the pgbench database; returns (bench, physical parts' samples, problems)."""
     try:
         created_s = dataset.ensure(host, cfg["scale"], log)
         size_pretty, size_bytes = dataset.size(host)
         log("source database %s: %s" % (dataset.DATABASE, size_pretty))
-        work_dir = os.path.join(os.path.dirname(cfg["output"]), "work")
         bench = LogicalBench(lab, host, Playbooks(lab, work_dir), log)
         physical = PhysicalBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "phys" in cfg["only"] else None
         restores = PhysicalRestoreBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "prestore" in cfg["only"] else None
@@ -196,43 +196,87 @@ def main():
             problems = bench.cleanup() + sum((part.cleanup() for part in (physical, restores) if part), [])
     finally:
         dataset.park(host)
-    medians = {name: median(values) for name, values in bench.samples.items()}
+    return bench, dict(database=dataset.DATABASE, size=size_pretty, bytes=size_bytes, created_s=created_s), problems
+
+
+def run_fleet(cfg, lab, work_dir):
+    """The fleet drill on 1, 2, 4, 8 pairs (bench/fleet.py); returns (its results, problems)."""
+    part = fleet.FleetBench(lab, log, work_dir, cfg["fleet_pairs"], cfg["fleet_drills"], cfg["fleet_levers"])
+    log("fleet: fleet_drill.yml on %s pair(s), drills %s, levers %s"
+        % (",".join(map(str, cfg["fleet_pairs"])), ",".join(cfg["fleet_drills"]), ",".join(cfg["fleet_levers"]) or "none"))
+    try:
+        part.grow()
+        for round_no in range(1, cfg["repeat"] + 1):
+            part.run_round(round_no)
+    finally:
+        problems = part.cleanup()
+    medians = part.medians()
+    return dict(summary=part.summary(medians), medians=medians, samples=part.samples), problems
+
+
+def main():
+    cfg = settings()
+    lab = Lab.load(PROJECT_DIR)
+    host = lab.host(cfg["host"])
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    load_before = os.getloadavg()
+    modules = [part for part in cfg["only"] if part != "fleet"]
+    log("scale %d, %d round(s), comparisons %s, on %s" % (cfg["scale"], cfg["repeat"], ",".join(cfg["only"]), host.name))
+    work_dir = os.path.join(os.path.dirname(cfg["output"]), "work")
+    bench, source, problems, fleet_results = None, None, [], None
+    if modules:
+        bench, source, problems = run_modules(cfg, lab, host, work_dir)
+    if "fleet" in cfg["only"]:
+        fleet_results, fleet_problems = run_fleet(cfg, lab, work_dir)
+        problems += fleet_problems
+    samples = bench.samples if bench else {}
+    medians = {name: median(values) for name, values in samples.items()}
     # on a shared machine the fastest of several rounds is the best estimate of the intrinsic cost
-    minimums = {name: min(values) for name, values in bench.samples.items() if values and not isinstance(values[0], dict)}
-    rows = comparisons(medians, cfg["only"])
-    notes = findings(medians, cfg["only"], bench.info)
+    minimums = {name: min(values) for name, values in samples.items() if values and not isinstance(values[0], dict)}
+    rows = comparisons(medians, cfg["only"]) if modules else []
+    notes = findings(medians, cfg["only"], bench.info) if modules else []
 
     result = dict(
         started_at=started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         finished_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         command=" ".join(["%s=%s" % (k, v) for k, v in sorted(os.environ.items()) if k.startswith("BENCH_")]
                          + ["make bench" if os.environ.get("MAKELEVEL") else "python -m bench"]),
-        settings=dict(scale=cfg["scale"], repeat=cfg["repeat"], only=cfg["only"], host=host.name),
+        settings=dict(scale=cfg["scale"], repeat=cfg["repeat"], only=cfg["only"], host=host.name, fleet_pairs=cfg["fleet_pairs"],
+                      fleet_drills=cfg["fleet_drills"], fleet_levers=cfg["fleet_levers"]),
         environment=dict(describe(host), load_average_before=load_before, load_average_after=os.getloadavg()),
-        source=dict(database=dataset.DATABASE, size=size_pretty, bytes=size_bytes, created_s=created_s),
-        info=bench.info,
+        source=source,
+        info=bench.info if bench else {},
         comparisons=rows,
         medians=medians,
         minimums=minimums,
-        samples=dict(bench.samples),
+        samples=dict(samples),
         notes=notes,
+        fleet=fleet_results,
         cleanup_problems=problems,
     )
     os.makedirs(os.path.dirname(cfg["output"]), exist_ok=True)
     with open(cfg["output"], "w") as handle:
         json.dump(result, handle, indent=2)
 
-    print()
-    print("pgdr.backup bench: pgbench scale %d (%s) on %s, %s, %d core(s), median of %d round(s)"
-          % (cfg["scale"], size_pretty, host.name, result["environment"]["server_version"].split(" on ")[0], os.cpu_count() or 0, cfg["repeat"]))
-    print("module s = whole ansible-playbook run; own s = the module's own duration; wall/net/own = ratios with the playbook,")
-    print("with the playbook minus its fixed cost (ping playbook %.2f s), and with the module's own duration\n" % medians["playbook_ping"])
-    print(table(rows))
-    sizes = [(key, label) for key, label in (("raw_pg_dump_bytes", "raw pg_dump"), ("module_dump_local_bytes", "module, fingerprint off"),
-                                             ("module_dump_local_fp_bytes", "module, fingerprint on"), ("module_dump_s3_bytes", "module to S3"))
-             if key in medians]
-    print("\nsizes: " + ", ".join("%s %d B" % (label, medians[key]) for key, label in sizes))
-    for note in notes:
-        print("- " + note)
+    if modules:
+        print()
+        print("pgdr.backup bench: pgbench scale %d (%s) on %s, %s, %d core(s), median of %d round(s)"
+              % (cfg["scale"], source["size"], host.name, result["environment"]["server_version"].split(" on ")[0], os.cpu_count() or 0,
+                 cfg["repeat"]))
+        print("module s = whole ansible-playbook run; own s = the module's own duration; wall/net/own = ratios with the playbook,")
+        print("with the playbook minus its fixed cost (ping playbook %.2f s), and with the module's own duration\n" % medians["playbook_ping"])
+        print(table(rows))
+        sizes = [(key, label) for key, label in (("raw_pg_dump_bytes", "raw pg_dump"), ("module_dump_local_bytes", "module, fingerprint off"),
+                                                 ("module_dump_local_fp_bytes", "module, fingerprint on"), ("module_dump_s3_bytes", "module to S3"))
+                 if key in medians]
+        print("\nsizes: " + ", ".join("%s %d B" % (label, medians[key]) for key, label in sizes))
+        for note in notes:
+            print("- " + note)
+    if fleet_results:
+        print()
+        print("fleet drill: playbooks/fleet_drill.yml, drills %s per pair, %d core(s), median of %d round(s); load average %.2f -> %.2f"
+              % (",".join(cfg["fleet_drills"]), os.cpu_count() or 0, cfg["repeat"], load_before[0], result["environment"]["load_average_after"][0]))
+        print("T(N) = whole ansible-playbook run; raw = the same drills through the module's engine on the same hosts at once, no Ansible\n")
+        print(fleet.table(fleet_results["summary"]))
     print("\nresults: %s" % os.path.relpath(cfg["output"], PROJECT_DIR))
     return 1 if problems else 0
