@@ -650,7 +650,8 @@ METRICS = (
     ("pgdr_drill_last_run_timestamp_seconds", "When the drill last ran on the host, whatever its result."),
     ("pgdr_drill_last_result", "1 if the last run of the drill passed, 0 if it failed."),
     ("pgdr_drill_rto_seconds", "Recovery time of the last run of the drill, backup selected to restored cluster verified (only when it passed)."),
-    ("pgdr_drill_rpo_seconds", "Recovery point of the last run of the drill: its reference time (the start, for latest) minus the newest commit it recovered (only when it passed)."),
+    ("pgdr_drill_rpo_seconds", "Recovery point of the last run of the drill: its reference time (the start, for latest) minus the newest "
+                               "commit it recovered (only when it passed)."),
 )
 
 
