@@ -178,7 +178,7 @@ class FleetBench:
         """fleet_drill.yml on the first `count` pairs; returns the split of its wall time."""
         os.makedirs(self.work_dir, exist_ok=True)
         run_dir = tempfile.mkdtemp(prefix="run-", dir=self.work_dir)
-        primaries = [primary.name for primary, _ in self.pairs[:count]]
+        primaries = [pair[0].name for pair in self.pairs[:count]]
         extra = dict(fleet_primaries=",".join(primaries), fleet_replicas="fleet_replica", restore_drill_drills=",".join(self.drills),
                      restore_drill_login_password=self.lab.pg_password, restore_drill_report_dir=os.path.join(run_dir, "reports"))
         extra_file = os.path.join(run_dir, "vars.json")
@@ -345,8 +345,8 @@ class FleetBench:
 
 
 def table(summary):
-    out = ["%5s %8s %7s %7s %9s %7s %7s %9s %9s %8s %9s %7s" % ("pairs", "T(N) s", "T/T(1)", "head", "drills*", "gaps*", "tail", "overhead",
-                                                               "drill sum", "raw s", "raw/r(1)", "T/raw")]
+    names = ("pairs", "T(N) s", "T/T(1)", "head", "drills*", "gaps*", "tail", "overhead", "drill sum", "raw s", "raw/r(1)", "T/raw")
+    out = ["%5s %8s %7s %7s %9s %7s %7s %9s %9s %8s %9s %7s" % names]
     for r in summary["counts"]:
         out.append("%5d %8.2f %7.2f %7.2f %9.2f %7.2f %7.2f %9.2f %9.2f %8.2f %9.2f %7.2f"
                    % (r["pairs"], r["wall"], r["ratio"], r["head"], r["drill_critical"], r["gaps"], r["tail"], r["overhead"], r["drill_sum"],

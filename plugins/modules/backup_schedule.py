@@ -413,7 +413,10 @@ def run(module):
             result.update(run_job(now_command(result["command"]), params["os_user"], params["state_dir"], name), changed=True)
         except PgdrError as exc:
             # the job is installed all the same: a failed run says so, with what was installed and changed
-            raise PgdrError(exc.msg, **dict(result, changed=True, **exc.details)) from None
+            details = dict(result)
+            details.update(exc.details)
+            details["changed"] = True
+            raise PgdrError(exc.msg, **details) from None
     return result
 
 
