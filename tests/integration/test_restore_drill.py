@@ -184,3 +184,35 @@ def test_bad_input_fails_in_one_line_and_check_mode_makes_nothing(ansible, pair)
     planned = pair.run(ansible, "pitr", check=True)
     assert planned["would"]["drill"] == "pitr" and not planned["changed"]
     assert pair.leftovers() == ([], "0", "0")
+
+
+def test_a_source_whose_configuration_lives_outside_its_data_directory_still_drills(ansible, lab, fleet):
+    """Debian's layout (postgresql.conf, pg_hba.conf, pg_ident.conf in /etc/postgresql/...): a base backup holds none of
+    them, and a server without postgresql.conf does not start. A throwaway cluster of that layout on a fleet primary,
+    drilled from its drill host: the drill writes the missing files empty and says so."""
+    source, drill_host = fleet[-1]
+    suffix = uuid.uuid4().hex[:6]
+    base = "/var/lib/postgresql/dr-deb-%s" % suffix
+    port, drill_dir = 5479, "/var/lib/postgresql/dr-deb-drill-%s" % suffix
+    setup = f"""set -e
+    {source.pg_bin_dir}/initdb -D {base}/data --auth-local=peer --auth-host=scram-sha-256 --pwfile=<(printf '%s\\n' "$PW") >/dev/null
+    mkdir {base}/etc && mv {base}/data/postgresql.conf {base}/data/pg_hba.conf {base}/data/pg_ident.conf {base}/etc/
+    printf "port = {port}\\nlisten_addresses = '*'\\nunix_socket_directories = '{base}'\\nshared_buffers = 16MB\\n" >> {base}/etc/postgresql.conf
+    printf "hba_file = '{base}/etc/pg_hba.conf'\\nident_file = '{base}/etc/pg_ident.conf'\\n" >> {base}/etc/postgresql.conf
+    printf 'host all all 0.0.0.0/0 scram-sha-256\\nhost replication all 0.0.0.0/0 scram-sha-256\\n' >> {base}/etc/pg_hba.conf
+    {source.pg_bin_dir}/pg_ctl -D {base}/data -o "-c config_file={base}/etc/postgresql.conf" -l {base}/log -w start >/dev/null
+    """
+    try:
+        source.run(["bash", "-c", setup], user="postgres", env={"PW": lab.pg_password})
+        result = ansible.module(drill_host.name, DRILL, dict(drill="standalone", cluster="dr-deb-" + suffix, source_host=source.name,
+                                                             drill_host=drill_host.name, login_host=source.address, login_port=port,
+                                                             login_user="postgres", login_password=lab.pg_password, login_db="postgres",
+                                                             drill_dir=drill_dir, port=5478), become_postgres=False)
+        drill = drill_of(result)
+        assert drill["result"] == "passed", drill["reason"]
+        assert checks(drill)["configuration"]["detail"].startswith("postgresql.conf, pg_ident.conf not in the set")
+        assert checks(drill)["markers"]["detail"] == "marker rows before present, after absent"
+    finally:
+        source.run(["bash", "-c", "%s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1; rm -rf %s" % (source.pg_bin_dir, base, base)],
+                   user="postgres", check=False)
+        drill_host.run(["rm", "-rf", drill_dir])

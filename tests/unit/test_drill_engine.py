@@ -91,3 +91,17 @@ def test_bad_options_are_refused_before_anything_is_made(options, words):
     with pytest.raises(PgdrError) as caught:
         engine.check_options(engine.DrillOptions(**values), connection)
     assert words in caught.value.msg
+
+
+def test_a_data_directory_without_its_configuration_gets_empty_files_and_an_existing_one_is_left_alone(tmp_path):
+    import pwd  # pylint: disable=import-outside-toplevel
+
+    from ansible_collections.pgdr.backup.plugins.module_utils.drill.scratch import complete_config
+
+    user = pwd.getpwuid(__import__("os").getuid()).pw_name
+    (tmp_path / "pg_ident.conf").write_text("mymap root postgres\n")
+    assert complete_config(str(tmp_path), user) == ["postgresql.conf"]  # a Debian-layout copy: postgresql.conf was in /etc
+    assert (tmp_path / "pg_ident.conf").read_text() == "mymap root postgres\n"
+    assert (tmp_path / "postgresql.conf").read_text().startswith("# written by pgdr.backup restore_drill")
+    assert oct((tmp_path / "postgresql.conf").stat().st_mode & 0o777) == "0o600"
+    assert complete_config(str(tmp_path), user) == []

@@ -37,7 +37,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.options import ty
 from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
 from ansible_collections.pgdr.backup.plugins.module_utils.drill import proof
 from ansible_collections.pgdr.backup.plugins.module_utils.drill.report import DRILLS, DrillResult, utc_text
-from ansible_collections.pgdr.backup.plugins.module_utils.drill.scratch import Place, stop_receiver
+from ansible_collections.pgdr.backup.plugins.module_utils.drill.scratch import Place, complete_config, stop_receiver
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump_set
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import LogicalRestore, LogicalRestoreOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.physical import base_set
@@ -117,6 +117,17 @@ def check_options(options, connection):
                         % options.port)
     if options.recovery_timeout < 1:
         raise PgdrError("recovery_timeout must be at least 1 second")
+
+
+class ScratchBaseSetRestore(BaseSetRestore):
+    """A base set restored for a drill: the same deploy, checks and recovery as restore_cluster's, plus the configuration
+    files a Debian-layout source kept outside its data directory (without postgresql.conf no server starts)."""
+
+    config_written = ()
+
+    def prepare(self, plan, timings):
+        super().prepare(plan, timings)
+        self.config_written = complete_config(self.new_dir, self.options.os_user)
 
 
 # --- measuring ---------------------------------------------------------------------------------------------
@@ -286,9 +297,14 @@ class Drill:
         values.update(target)
         options = typed(BaseSetRestoreOptions, values)
         with contextlib.closing(open_repository(repository)) as repo:
-            engine = BaseSetRestore.from_options(options, self._scratch_params(), repo, manifest)
+            engine = ScratchBaseSetRestore.from_options(options, self._scratch_params(), repo, manifest)
             self.scratch = engine.server
-            return engine.run(check_mode=False)
+            try:
+                return engine.run(check_mode=False)
+            finally:
+                if engine.config_written:  # said whether the restore passed or not: it explains a server that would not start
+                    self.verified.append(proof.check("configuration", True, "%s not in the set (kept outside the data directory): written "
+                                                     "empty for the scratch server" % ", ".join(engine.config_written)))
 
     def _restore_logical(self, repository, set_cluster, manifest):
         major = manifest["source"]["major"]

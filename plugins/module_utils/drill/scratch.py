@@ -152,6 +152,30 @@ class Place:
         return server
 
 
+# the files a server reads from its data directory unless told otherwise; a source whose configuration lives
+# elsewhere (Debian's /etc/postgresql/<major>/<name>) leaves them out of its base backups
+CONFIG_FILES = ("postgresql.conf", "pg_ident.conf")
+
+
+def complete_config(pg_data, os_user):
+    """Empty configuration files where a restored data directory has none (a copy of a Debian-layout cluster), so the
+    scratch server starts: its settings are in postgresql.auto.conf, its hba file is the drill's own. Returns the names
+    written."""
+    import pwd  # pylint: disable=import-outside-toplevel  # only where files are made
+
+    owner = pwd.getpwnam(os_user)
+    written = []
+    for name in CONFIG_FILES:
+        path = os.path.join(pg_data, name)
+        if os.path.lexists(path):
+            continue
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as handle:
+            handle.write("# written by pgdr.backup restore_drill: the backed-up cluster kept this file outside its data directory\n")
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+        written.append(name)
+    return written
+
+
 def _has_c_utf8():
     # Debian 12's glibc has C.UTF-8 built in; older systems may only have C
     return os.path.isdir("/usr/lib/locale/C.utf8") or os.path.isdir("/usr/lib/locale/C.UTF-8")
