@@ -208,6 +208,7 @@ class Drill:
     def __init__(self, options, connection):
         check_options(options, connection)
         self.options = options
+        self.connection = connection  # the source's login options, passed on as they came to dump_set and base_set
         self.source = ConnectionParams(connection) if connection.login_host else None
         self.cluster = options.cluster or (connection.login_host if connection.login_host else None)
         backup_set.validate_cluster_name(self.cluster)
@@ -225,6 +226,7 @@ class Drill:
         self.slot = slot_name(self.drill_host, self.cluster)
         self.scratch = None  # the Cluster of the scratch server, once it runs
         self.source_conn = None
+        self.started = None  # epoch seconds when run() began: the "now" of a drill of existing sets
 
     # --- the parts each drill shares ------------------------------------------------------------------------
 
@@ -274,12 +276,11 @@ class Drill:
     def _newest_set(self, kinds):
         with contextlib.closing(open_repository(self.options.repository)) as repo:
             entries = [entry for entry in catalog.list_catalog(repo, self.cluster, time.time()) if entry.get("complete")]
-        chosen = catalog.select(entries, kinds=list(kinds))
-        if not chosen:
-            raise DrillFailed("no complete %s set of cluster %s in %s: take one first (pgdr.backup.backup role)"
-                              % (" or ".join(kinds), self.cluster, repository_text(self.options.repository)))
-        newest = max(chosen, key=catalog.entry_time)
-        with contextlib.closing(open_repository(self.options.repository)) as repo:
+            chosen = catalog.select(entries, kinds=list(kinds))
+            if not chosen:
+                raise DrillFailed("no complete %s set of cluster %s in %s: take one first (pgdr.backup.backup role)"
+                                  % (" or ".join(kinds), self.cluster, repository_text(self.options.repository)))
+            newest = max(chosen, key=catalog.entry_time)
             return backup_set.load_manifest(repo, self.cluster, newest["backup_id"])
 
     # --- restore --------------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ class Drill:
 
     # --- the four drills ------------------------------------------------------------------------------------
 
-    def _logical(self, started):
+    def _logical(self):
         if self.options.drill == "logical":
             with self.phases.phase("select"):
                 manifest = self._take_dump(self._connection_params())
@@ -357,8 +358,8 @@ class Drill:
             with self.phases.phase("select"):
                 manifest = self._newest_set(LOGICAL_SET_KINDS)
                 repository, set_cluster = self.options.repository, self.cluster
-            reference = started
-        self.set = set_facts(manifest, repository_text(repository), started)
+            reference = self.started
+        self.set = set_facts(manifest, repository_text(repository), self.started)
         selected = time.monotonic()
         self.phases.skip("fetch")  # read back and checked against the manifest as the restore loads it
         with self.phases.phase("deploy"):
@@ -377,8 +378,7 @@ class Drill:
         self.rto = round(time.monotonic() - selected, 3)
         self.rpo = rpo(reference, moment(manifest, "started_at"))
 
-    def _standalone(self, started):
-        del started
+    def _standalone(self):
         dbname = self._marker_db()
         with self.phases.phase("select"):
             proof.ensure_markers(self._source())
@@ -389,15 +389,14 @@ class Drill:
         self.set = set_facts(manifest, repository_text(repository), time.time())
         selected = time.monotonic()
         self.phases.skip("fetch")  # streamed from the repository into the data directory while it is deployed
-        self._physical(repository, self._set_cluster(), manifest, None, dict(recovery_target="immediate"), selected)
+        self._physical(repository, self._set_cluster(), manifest, None, dict(recovery_target="immediate"))
         with self.phases.phase("verify"):
             present = self._markers(dbname, ["before"], ["after"])
             self._prove_cluster(self._source_identifier(), "the source's")
         self.rto = round(time.monotonic() - selected, 3)
         self.rpo = rpo(after, max(filter(None, [self._newest_replayed(), present.get("before")])))
 
-    def _pitr(self, started):
-        del started
+    def _pitr(self):
         dbname = self._marker_db()
         target_name = "pgdr_drill_%s" % self.token.replace("-", "_")
         with self.phases.phase("select"):
@@ -420,20 +419,20 @@ class Drill:
         archive = typed(ArchiveOptions, with_defaults(archive_argument_spec()["archive"]["options"], dict(type="local", path=self.place.wal_dir)))
         selected = time.monotonic()
         self.phases.skip("fetch")
-        self._physical(repository, self._set_cluster(), manifest, archive, dict(recovery_target_name=target_name), selected)
+        self._physical(repository, self._set_cluster(), manifest, archive, dict(recovery_target_name=target_name))
         with self.phases.phase("verify"):
             self._markers(dbname, ["before"], ["after"])
             self._prove_cluster(self._source_identifier(), "the source's")
         self.rto = round(time.monotonic() - selected, 3)
         self.rpo = rpo(target_time, self._newest_replayed())
 
-    def _latest_base(self, started):
+    def _latest_base(self):
         with self.phases.phase("select"):
             manifest = self._newest_set(("base",))
-        self.set = set_facts(manifest, repository_text(self.options.repository), started)
+        self.set = set_facts(manifest, repository_text(self.options.repository), self.started)
         selected = time.monotonic()
         self.phases.skip("fetch")
-        self._physical(self.options.repository, self.cluster, manifest, self.options.archive, {}, selected)
+        self._physical(self.options.repository, self.cluster, manifest, self.options.archive, {})
         with self.phases.phase("verify"):
             expected = (manifest.get("source") or {}).get("system_identifier")
             if self.source is not None:  # the set is of this source, not of a cluster that took its name
@@ -442,11 +441,10 @@ class Drill:
                 self._check(proof.check("set_of_source", same, "the set's system identifier %s %s the source's" % (expected, words)))
             self._prove_cluster(expected, "the one of the set's source")
         self.rto = round(time.monotonic() - selected, 3)
-        self.rpo = rpo(started, self._newest_replayed() or moment(manifest, "finished_at"))
+        self.rpo = rpo(self.started, self._newest_replayed() or moment(manifest, "finished_at"))
 
-    def _physical(self, repository, set_cluster, manifest, archive, target, selected):
+    def _physical(self, repository, set_cluster, manifest, archive, target):
         """deploy and recovery: the restore engine does both in one call; its own timings split them."""
-        del selected
         with self.phases.phase("deploy") as deploy:
             try:
                 restored = self._restore_base(repository, set_cluster, manifest, archive, target)
@@ -462,11 +460,7 @@ class Drill:
 
     def _connection_params(self):
         """The source's login options, as dump_set and base_set take them."""
-        settings = self.source.settings
-        return dict(login_host=settings.get("host"), login_port=int(settings["port"]) if settings.get("port") else None,
-                    login_user=settings.get("user"), login_password=self.source.password, login_db=settings.get("dbname"),
-                    ssl_mode=settings.get("sslmode"), ssl_rootcert=settings.get("sslrootcert"), ssl_cert=settings.get("sslcert"),
-                    ssl_key=settings.get("sslkey"), connect_timeout=int(settings["connect_timeout"]) if settings.get("connect_timeout") else None)
+        return dataclasses.asdict(self.connection)
 
     def _marker_db(self):
         return self.source.settings.get("dbname") or self.source.settings.get("user") or "postgres"
@@ -555,14 +549,14 @@ class Drill:
                 ("latest", "base"): self._latest_base, ("latest", "logical"): self._logical}
 
     def run(self):
-        started = time.time()
+        started = self.started = time.time()
         reason = None
         try:
             self.place.clear()  # an interrupted earlier drill of this name
             if self.source is not None:
                 self._clean_source()
             self.place.make()
-            self._drills()[(self.options.drill, self.options.latest_kind if self.options.drill == "latest" else None)](started)
+            self._drills()[(self.options.drill, self.options.latest_kind if self.options.drill == "latest" else None)]()
         except DrillFailed as exc:
             reason = str(exc)
         except PgdrError as exc:
