@@ -299,12 +299,16 @@ class PgBackRestBench:
         wall, results = self.playbooks.run(BACKUP_HOST, [{"name": "base", BASE: task}])
         self.samples.add("pgbr_pgdr_backup", wall)
         self.samples.add("pgbr_pgdr_backup_duration", results["base"]["duration"])
+        folder = "%s/%s/%s" % (self.repo_path, self.cluster, backup_id)
+        self.samples.add("pgbr_pgdr_backup_bytes", int(self.backup1.run(["du", "-sb", folder]).stdout.split()[0]))
         self.pgdr_sets.append(backup_id)
 
     def pgbackrest_backup(self, process_max):
         started = time.monotonic()
         self.transport.run(BACKUP_HOST, "--stanza=%s" % STANZA, "--type=full", "--process-max=%d" % process_max, "backup")
         self.samples.add("pgbr_backup_pm%d" % process_max, time.monotonic() - started)
+        newest = "ls -1d %s/backup/%s/*F | tail -1 | xargs du -sb" % (self.transport.path("repo"), STANZA)
+        self.samples.add("pgbr_backup_pm%d_bytes" % process_max, int(self.backup1.run(["sh", "-c", newest]).stdout.split()[0]))
 
     def _clear_target(self):
         self._pg_ctl(self.replica, "stop", "-m", "immediate")
@@ -432,4 +436,3 @@ class PgBackRestBench:
         self._clear_target()
         self.replica.run(["mv", self.saved, self.replica.pg_data])
         self._pg_ctl(self.replica, "start")
-

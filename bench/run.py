@@ -166,13 +166,14 @@ def findings(m, only, info):
             "%.2f s; pgdr wall %.2f). With process-max 2: backup %.2f s, restore files %.2f s + start and recovery %.2f s. WAL push, one "
             "process per segment as the archiver calls archive_command, the same %d segments: pgdr-wal (SFTP, not compressed) %.3f s, "
             "pgbackrest archive-push (TLS, lz4, synchronous) %.3f s per segment (pgdr/pgBackRest %.2f). WAL replay: pgdr %d segments in "
-            "%.2f s of recovery, pgBackRest (archive-async, spool on the replica host) %d in %.2f s."
+            "%.2f s of recovery, pgBackRest (archive-async, spool on the replica host) %d in %.2f s. Sizes: pgdr set %.1f MB, pgBackRest "
+            "backup %.1f MB."
             % (info.get("pgbr_version"), m["pgbr_backup_pm1"], m["pgbr_pgdr_backup"] / m["pgbr_backup_pm1"],
                m["pgbr_pgdr_backup_duration"] / m["pgbr_backup_pm1"], m["pgbr_restore_pm1"], m["pgbr_restore_pm1_files"],
                m["pgbr_restore_pm1_recovery"], m["pgbr_pgdr_restore"] / m["pgbr_restore_pm1"], m["pgbr_backup_pm2"],
                m["pgbr_restore_pm2_files"], m["pgbr_restore_pm2_recovery"], info.get("pgbr_wal_segments_pushed", 0), pgdr_push, push,
                pgdr_push / push, m["pgbr_pgdr_replay_segments"], m["pgbr_pgdr_replay_seconds"], m["pgbr_replay_segments"],
-               m["pgbr_replay_seconds"]))
+               m["pgbr_replay_seconds"], m["pgbr_pgdr_backup_bytes"] / 1e6, m["pgbr_backup_pm2_bytes"] / 1e6))
     notes.append("ansible-playbook fixed cost: start-up alone %.2f s, start-up + SSH + become + a trivial module (ping) %.2f s."
                  % (m["playbook_startup"], m["playbook_ping"]))
     return notes
