@@ -41,6 +41,22 @@ def _fingerprint_module():
     return fingerprint
 
 
+def table_columns(host, schema, table):
+    """The column names a by-name fingerprint method reads, from the module's own query (fingerprint.table_columns over psql)."""
+    from psycopg import sql
+
+    fingerprint = _fingerprint_module()
+    query = fingerprint._COLUMNS % (sql.Literal(schema).as_string(None), sql.Literal(table).as_string(None))
+    return host.psql(query, db=dataset.DATABASE).split()
+
+
+def _query(host, schema, table, method=None):
+    fingerprint = _fingerprint_module()
+    method = method or fingerprint.METHOD
+    columns = table_columns(host, schema, table) if method in fingerprint.BY_NAME else None
+    return fingerprint.fingerprint_query(schema, table, method, columns).as_string(None)
+
+
 def fingerprint_script(host):
     """psql script: the module's fingerprint transaction for every table of the bench database, with \\timing."""
     from psycopg import sql
@@ -53,7 +69,7 @@ def fingerprint_script(host):
         for name, value in fingerprint.SESSION_SETTINGS
     )
     lines = ["\\timing on", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;", "SELECT %s;" % settings]
-    lines += ["%s;" % fingerprint.fingerprint_query(schema, table).as_string(None) for schema, table in tables]
+    lines += ["%s;" % _query(host, schema, table) for schema, table in tables]
     lines.append("COMMIT;")
     return tables, "\n".join(lines) + "\n"
 
@@ -74,8 +90,8 @@ def breakdown_script(host, tables):
         ("scan only: count(*)", "SELECT count(*) FROM ONLY %s AS t" % relation),
         ("+ row as text", "SELECT count(*), sum(length((t.*)::text)) FROM ONLY %s AS t" % relation),
         ("+ md5 of the row text", "SELECT count(*), count(md5((t.*)::text)) FROM ONLY %s AS t" % relation),
-        ("the module's %s (hashtextextended -> numeric sum)" % fingerprint.METHOD, fingerprint.fingerprint_query(schema, table).as_string(None)),
-        ("the older md5-sum64-v1 (md5 -> bit(64) -> numeric sum)", fingerprint.fingerprint_query(schema, table, "md5-sum64-v1").as_string(None)),
+        ("the module's %s (hashtextextended -> numeric sum)" % fingerprint.METHOD, _query(host, schema, table)),
+        ("the older md5-sum64-v1 (md5 -> bit(64) -> numeric sum)", _query(host, schema, table, "md5-sum64-v1")),
         ("for comparison: sum(hash_record_extended(row, 0)::numeric)",
          "SELECT count(*), sum(hash_record_extended(t.*, 0)::numeric) FROM ONLY %s AS t" % relation),
     ]

@@ -4,8 +4,9 @@ Settings (environment):
   BENCH_SCALE   pgbench scale of the source database (default 70, about 1 GB)
   BENCH_REPEAT  rounds; each figure is the median over them (default 1 at scale >= 20, else 3)
   BENCH_HOST    lab host with the source cluster (default primary15)
-  BENCH_ONLY    what to run, from a,b,c,d,fp,phys,prestore,fleet (fp: where the fingerprint's time goes; phys: pg_basebackup;
-                prestore: physical restore and WAL replay; fleet: playbooks/fleet_drill.yml on 1..8 fleet pairs; default all)
+  BENCH_ONLY    what to run, from a,b,c,d,fp,phys,prestore,pgbackrest,fleet (fp: where the fingerprint's time goes; phys: pg_basebackup;
+                prestore: physical restore and WAL replay; pgbackrest: side by side with pgBackRest; fleet: playbooks/fleet_drill.yml
+                on 1..8 fleet pairs; default all)
   BENCH_FLEET_PAIRS   fleet: pair counts (default 1,2,4,8; the lab grows to the largest and is put back after)
   BENCH_FLEET_DRILLS  fleet: the drills of each run (default logical,standalone,pitr, the role's default)
   BENCH_FLEET_LEVERS  fleet: Ansible settings tried at the largest count (default all of bench.fleet.LEVERS; none: none)
@@ -23,12 +24,13 @@ import time
 
 from bench import dataset, fleet
 from bench.logical import LogicalBench
+from bench.pgbackrest import PgBackRestBench
 from bench.physical import PhysicalBench
 from bench.physical_restore import PhysicalRestoreBench
 from bench.playbook import PROJECT_DIR, Playbooks
 from tests.lab import Lab
 
-COMPARISONS = ("a", "b", "c", "d", "fp", "phys", "prestore", "fleet")
+COMPARISONS = ("a", "b", "c", "d", "fp", "phys", "prestore", "pgbackrest", "fleet")
 
 
 def log(message):
@@ -95,6 +97,17 @@ def comparisons(m, only):
                         m["module_physical_restore"], m["raw_physical_restore"], 1.1, own=m["module_physical_restore_total"]))
         rows.append(row("prs", "restore_cluster physical, SFTP (paramiko), verify=false  vs  ssh cat | tar -x + start + recovery",
                         m["module_physical_restore_sftp"], m["raw_physical_restore_ssh"], 1.1, own=m["module_physical_restore_sftp_total"]))
+    if "pgbackrest" in only:
+        rows.append(row("pb", "pg_basebackup module lz4, local repo on backup1  vs  pgbackrest backup full, pmax 2",
+                        m["pgbr_pgdr_backup"], m["pgbr_backup_pm2"], 1.2, own=m["pgbr_pgdr_backup_duration"]))
+        rows.append(row("pbr", "restore_cluster, SFTP from backup1  vs  pgbackrest restore pmax 2 + start + recovery",
+                        m["pgbr_pgdr_restore"], m["pgbr_restore_pm2"], 1.2, own=m["pgbr_pgdr_restore_total"]))
+        # seconds per segment inside recovery: no playbook around either figure, so wall and net are the same ratio
+        replay = row("pbw", "WAL replay s/segment: pgdr-wal restore_command (SFTP)  vs  archive-get async (TLS)",
+                     m["pgbr_pgdr_replay_seconds"] / max(1, m["pgbr_pgdr_replay_segments"]),
+                     m["pgbr_replay_seconds"] / max(1, m["pgbr_replay_segments"]), 1.5)
+        replay.update(ratio_net_of_playbook=replay["ratio_wall"], met_net=replay["met_wall"])
+        rows.append(replay)
     return rows
 
 
@@ -145,6 +158,22 @@ def findings(m, only, info):
                         m["wal_replay_seconds"], m["wal_replay_seconds"] / max(1, m["wal_replay_segments"]),
                         m["wal_replay_segments_no_prefetch"], m["wal_replay_seconds_no_prefetch"],
                         m["wal_replay_seconds_no_prefetch"] / max(1, m["wal_replay_segments_no_prefetch"])))
+    if "pgbackrest" in only:
+        push, pgdr_push = m["pgbr_wal_push_per_segment"], m["pgbr_pgdr_wal_push_per_segment"]
+        notes.append(
+            "pgbackrest: pgBackRest %s over its TLS server, lz4 level 1 on the PostgreSQL host both ways, process-max 2 in the rows. "
+            "With process-max 1: backup %.2f s (pgdr/pgBackRest wall %.2f, own %.2f), restore %.2f s (files %.2f s + start and recovery "
+            "%.2f s; pgdr wall %.2f). With process-max 2: backup %.2f s, restore files %.2f s + start and recovery %.2f s. WAL push, one "
+            "process per segment as the archiver calls archive_command, the same %d segments: pgdr-wal (SFTP, not compressed) %.3f s, "
+            "pgbackrest archive-push (TLS, lz4, synchronous) %.3f s per segment (pgdr/pgBackRest %.2f). WAL replay: pgdr %d segments in "
+            "%.2f s of recovery, pgBackRest (archive-async, spool on the replica host) %d in %.2f s. Sizes: pgdr set %.1f MB, pgBackRest "
+            "backup %.1f MB."
+            % (info.get("pgbr_version"), m["pgbr_backup_pm1"], m["pgbr_pgdr_backup"] / m["pgbr_backup_pm1"],
+               m["pgbr_pgdr_backup_duration"] / m["pgbr_backup_pm1"], m["pgbr_restore_pm1"], m["pgbr_restore_pm1_files"],
+               m["pgbr_restore_pm1_recovery"], m["pgbr_pgdr_restore"] / m["pgbr_restore_pm1"], m["pgbr_backup_pm2"],
+               m["pgbr_restore_pm2_files"], m["pgbr_restore_pm2_recovery"], info.get("pgbr_wal_segments_pushed", 0), pgdr_push, push,
+               pgdr_push / push, m["pgbr_pgdr_replay_segments"], m["pgbr_pgdr_replay_seconds"], m["pgbr_replay_segments"],
+               m["pgbr_replay_seconds"], m["pgbr_pgdr_backup_bytes"] / 1e6, m["pgbr_backup_pm2_bytes"] / 1e6))
     notes.append("ansible-playbook fixed cost: start-up alone %.2f s, start-up + SSH + become + a trivial module (ping) %.2f s."
                  % (m["playbook_startup"], m["playbook_ping"]))
     return notes
@@ -186,14 +215,17 @@ def run_modules(cfg, lab, host, work_dir):
         bench = LogicalBench(lab, host, Playbooks(lab, work_dir), log)
         physical = PhysicalBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "phys" in cfg["only"] else None
         restores = PhysicalRestoreBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "prestore" in cfg["only"] else None
+        peer = PgBackRestBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "pgbackrest" in cfg["only"] else None
         try:
             for round_no in range(1, cfg["repeat"] + 1):
                 bench.run_round(round_no, cfg["only"])
-                for part in (physical, restores):
+                for part in (physical, restores, peer):
                     if part:
                         part.run_round(round_no)
         finally:
-            problems = bench.cleanup() + sum((part.cleanup() for part in (physical, restores) if part), [])
+            problems = bench.cleanup() + sum((part.cleanup() for part in (physical, restores, peer) if part), [])
+        if peer:
+            bench.info.update(peer.info)
     finally:
         dataset.park(host)
     return bench, dict(database=dataset.DATABASE, size=size_pretty, bytes=size_bytes, created_s=created_s), problems
