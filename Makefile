@@ -13,6 +13,8 @@ PROBACKUP_BUILD := .build/probackup
 APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl procps git gnupg zstd lz4 postgresql-15 postgresql-client-15 python3-psycopg python3-paramiko python3-boto3 systemd cron
 # headless Chromium for the test that opens the drill report's HTML page, and the font its screenshot is drawn in (tests/browser.py)
 APT_PACKAGES += chromium fonts-dejavu-core
+# pgBackRest (Debian 12: 2.45), which pgbackrest_stanza drives; its integration tests run the real one on the lab hosts
+APT_PACKAGES += pgbackrest
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
