@@ -69,7 +69,7 @@ def play(ansible, host, tasks, **kwargs):
     """Run [(name, module args)] as one play on ``host``; returns {name: result}."""
     built = [{"name": name, "ignore_errors": True, MODULE: args} for name, args in tasks]
     run = ansible.play(host, built, **kwargs)
-    results = {name: run.result(name, host) for name, _ in tasks}
+    results = {task[0]: run.result(task[0], host) for task in tasks}
     results["_output"] = run.output
     return results
 
@@ -208,7 +208,7 @@ def test_bad_options_fail_in_one_line_and_the_s3_secret_never_shows(ansible, lab
 
 def test_postgresql_18_is_refused_in_one_line_by_pgbackrest_2_45(ansible, scratch18):
     s = scratch18
-    result = play(ansible, "primary18", [("create", dict(stanza=s.name, config_file=s.config, pg_data=s.pgdata, log_path=s.logs,
-                                                        repository=dict(path=s.repo)))])["create"]
+    args = dict(stanza=s.name, config_file=s.config, pg_data=s.pgdata, log_path=s.logs, repository=dict(path=s.repo))
+    result = play(ansible, "primary18", [("create", args)])["create"]
     assert failed(result).startswith("pgBackRest 2.45 does not support PostgreSQL 18 (unexpected control version = 1800"), result["msg"]
     assert cli(s.host, ["ls", "-A", s.repo]).stdout == ""  # nothing written to the repository

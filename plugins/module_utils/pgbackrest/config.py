@@ -42,7 +42,7 @@ def s3_endpoint(endpoint):
         if parts.path not in ("", "/"):
             raise PgdrError("repository.endpoint %s has a path: give the host (and port) only; the folder goes in repository.path" % endpoint)
         return parts.hostname, parts.port
-    host, _, port = endpoint.partition(":")
+    host, port = endpoint.partition(":")[::2]
     if port and not port.isdigit():
         raise PgdrError("repository.endpoint %s: the port %r is not a number" % (endpoint, port))
     return host, (int(port) if port else None)
@@ -124,7 +124,7 @@ def _key_value(line):
     stripped = line.strip()
     if not stripped or stripped.startswith("#") or "=" not in stripped:
         return None, None
-    key, _, value = stripped.partition("=")
+    key, value = stripped.partition("=")[::2]
     return key.strip(), value.strip()
 
 
@@ -144,7 +144,7 @@ def section_settings(text, section):
 def render(text, stanza, desired, owns_repository):
     """The file's new text with ``desired`` in the section ``[stanza]`` (added at the end if missing)."""
     parts = parse(text)
-    names = [name for name, _ in parts]
+    names = [part[0] for part in parts]
     if stanza not in names:
         parts.append((stanza, ["[%s]" % stanza]))
     out, done = [], set()
@@ -154,7 +154,7 @@ def render(text, stanza, desired, owns_repository):
             continue
         kept = [lines[0]]
         for line in lines[1:]:
-            key, _ = _key_value(line)
+            key = _key_value(line)[0]
             if key in desired:
                 if key not in done:
                     kept.append("%s=%s" % (key, desired[key]))

@@ -246,7 +246,7 @@ def converge(tool, options, text, result, check_mode, diff):
     new_text = conf.render(text, stanza.stanza, desired, settings.repository is not None)
     after = conf.section_settings(new_text, stanza.stanza)
     changed_keys = conf.changed_keys(before, after)
-    result.update(config_changes=[key for key in changed_keys], settings=conf.masked(after))
+    result.update(config_changes=list(changed_keys), settings=conf.masked(after))
     if diff:
         result["diff"] = dict(before=conf.masked(before, changed_keys) or {}, after=conf.masked(after, changed_keys))
     if changed_keys:
