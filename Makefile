@@ -13,25 +13,19 @@ PROBACKUP_BUILD := .build/probackup
 APT_PACKAGES := openssh-server openssh-client openssh-sftp-server iproute2 acl procps git gnupg zstd lz4 postgresql-15 postgresql-client-15 python3-psycopg python3-paramiko python3-boto3 systemd cron
 # headless Chromium for the test that opens the drill report's HTML page, and the font its screenshot is drawn in (tests/browser.py)
 APT_PACKAGES += chromium fonts-dejavu-core
-# the bench's peer (bench/pgbackrest.py), installed by `make bench` only: not needed by the collection or its tests
-BENCH_APT_PACKAGES := pgbackrest
+# pgBackRest (Debian 12: 2.45), which pgbackrest_stanza drives (its integration tests run the real one on the lab hosts)
+# and the bench compares against (bench/pgbackrest.py)
+APT_PACKAGES += pgbackrest
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: deps apt apt-install bench-apt venv collection lab-up lab-down lab-status lint sanity unit probackup-real integration molecule test demo bench build clean drill-screenshot
+.PHONY: deps apt venv collection lab-up lab-down lab-status lint sanity unit probackup-real integration molecule test demo bench build clean drill-screenshot
 
 ## deps: system packages, the .venv and the collection link
 deps: apt venv collection
 
 apt:
-	@$(MAKE) --no-print-directory apt-install PACKAGES="$(APT_PACKAGES)"
-
-## bench-apt: the packages only the bench needs (pgBackRest, the peer it compares against)
-bench-apt:
-	@$(MAKE) --no-print-directory apt-install PACKAGES="$(BENCH_APT_PACKAGES)"
-
-apt-install:
-	@missing=""; for p in $(PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt: installing$$missing"; \
 	  apt-get update -qq; \
@@ -119,7 +113,7 @@ demo: lab-up
 
 ## bench: modules through ansible-playbook vs the raw tools, and the fleet drill on 1, 2, 4, 8 pairs (the lab grown to 8 and put
 ## back), one run (BENCH_SCALE=70, BENCH_REPEAT, BENCH_ONLY; see bench/README.md)
-bench: bench-apt lab-up
+bench: lab-up
 	$(PY) -m bench
 
 ## drill-screenshot: docs/images/drill-report.png, the drill report's HTML page as headless Chromium renders it, from a run's
