@@ -53,7 +53,12 @@ def fingerprint_script(host):
         for name, value in fingerprint.SESSION_SETTINGS
     )
     lines = ["\\timing on", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;", "SELECT %s;" % settings]
-    lines += ["%s;" % fingerprint.fingerprint_query(schema, table).as_string(None) for schema, table in tables]
+    for schema, table in tables:
+        columns = None
+        if fingerprint.METHOD in fingerprint.BY_NAME:  # a by-name method lists the columns, as the module does
+            listing = fingerprint._COLUMNS % (sql.Literal(schema).as_string(None), sql.Literal(table).as_string(None))
+            columns = host.psql(listing, db=dataset.DATABASE).splitlines()
+        lines.append("%s;" % fingerprint.fingerprint_query(schema, table, columns=columns).as_string(None))
     lines.append("COMMIT;")
     return tables, "\n".join(lines) + "\n"
 
