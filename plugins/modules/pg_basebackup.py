@@ -258,7 +258,7 @@ duration:
   returned: when a set was written
   type: float
 backup_seconds:
-  description: Seconds pg_basebackup ran.
+  description: Seconds pg_basebackup ran, with (SFTP/S3) the end of the uploads streamed while it wrote.
   returned: when a set was written
   type: float
 upload_seconds:
