@@ -90,8 +90,8 @@ def breakdown_script(host, tables):
         ("scan only: count(*)", "SELECT count(*) FROM ONLY %s AS t" % relation),
         ("+ row as text", "SELECT count(*), sum(length((t.*)::text)) FROM ONLY %s AS t" % relation),
         ("+ md5 of the row text", "SELECT count(*), count(md5((t.*)::text)) FROM ONLY %s AS t" % relation),
-        ("the module's %s (hashtextextended -> numeric sum)" % fingerprint.METHOD, _query(host, schema, table)),
-        ("the older md5-sum64-v1 (md5 -> bit(64) -> numeric sum)", _query(host, schema, table, "md5-sum64-v1")),
+        ("the module's %s (hashtextextended -> exact bigint sum)" % fingerprint.METHOD, _query(host, schema, table)),
+        ("the older md5-sum64-v1 (md5 -> bit(64) -> bigint sum)", _query(host, schema, table, "md5-sum64-v1")),
         ("for comparison: sum(hash_record_extended(row, 0)::numeric)",
          "SELECT count(*), sum(hash_record_extended(t.*, 0)::numeric) FROM ONLY %s AS t" % relation),
     ]

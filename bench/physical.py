@@ -2,7 +2,9 @@
 
 Both run on backup1 (the repository host) against BENCH_HOST over the replication protocol: tar format,
 WAL streamed, fast checkpoint, no compression, into a local folder. The module runs once with
-``verify: false`` (the ratio's target, <= 1.05) and once with ``verify: true`` (verify's added cost).
+``verify: false`` (the ratio's target, <= 1.05) and once with ``verify: true`` (verify's added cost). Then the
+module with ``verify: false`` into the lab's S3 store (the archives streamed while pg_basebackup writes them)
+against the same into the local repository (the ratio's target, <= 1.1).
 """
 
 import time
@@ -23,7 +25,7 @@ class PhysicalBench:
         for folder in (self.repo_path, self.raw_dir):
             self.backup1.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", folder])
 
-    def _args(self, backup_id, verify):
+    def _args(self, backup_id, verify, repository=None):
         return dict(
             login_host=self.host.address,
             login_user="postgres",
@@ -34,7 +36,7 @@ class PhysicalBench:
             wal_method="stream",
             checkpoint="fast",
             verify=verify,
-            repository={"type": "local", "path": self.repo_path},
+            repository=repository or {"type": "local", "path": self.repo_path},
         )
 
     def raw(self, round_no):
@@ -73,11 +75,32 @@ class PhysicalBench:
             self.samples.add("module_basebackup_verify_seconds", result["verify_seconds"])
         self.backup1.run(["rm", "-rf", "%s/%s/%s" % (self.repo_path, self.cluster, backup_id)])
 
+    def s3(self, round_no):
+        """The module with verify: false into S3: the archives streamed while written, pg_wal.tar and backup_manifest after."""
+        s3 = self.lab.s3
+        prefix = "pgdr-bench-phys-%s" % self.suffix
+        repository = {"type": "s3", "endpoint_url": s3["endpoint"], "region": s3["region"], "bucket": s3["bucket"], "prefix": prefix,
+                      "access_key": s3["access_key"], "secret_key": s3["secret_key"]}
+        wall, results = self.playbooks.run(BACKUP_HOST, [{"name": "base", BASE: self._args("r%d-s3" % round_no, False, repository)}])
+        result = results["base"]
+        self.samples.add("module_basebackup_s3", wall)
+        self.samples.add("module_basebackup_s3_duration", result["duration"])
+        self.samples.add("module_basebackup_s3_backup_seconds", result["backup_seconds"])
+        self.samples.add("module_basebackup_s3_upload_seconds", result["upload_seconds"])
+        self._empty_s3(prefix)
+
+    def _empty_s3(self, prefix):
+        client = self.lab.s3_client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.lab.s3["bucket"], Prefix=prefix + "/"):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=self.lab.s3["bucket"], Key=item["Key"])
+
     def run_round(self, round_no):
         for label, step in (
             ("raw pg_basebackup", lambda: self.raw(round_no)),
             ("module pg_basebackup verify=false", lambda: self.module(round_no, False)),
             ("module pg_basebackup verify=true", lambda: self.module(round_no, True)),
+            ("module pg_basebackup verify=false into S3", lambda: self.s3(round_no)),
         ):
             started = time.monotonic()
             step()
@@ -85,6 +108,10 @@ class PhysicalBench:
 
     def cleanup(self):
         problems = []
+        try:
+            self._empty_s3("pgdr-bench-phys-%s" % self.suffix)
+        except Exception as exc:
+            problems.append("emptying the bench's S3 prefix: %s" % exc)
         for folder in (self.repo_path, self.raw_dir):
             try:
                 self.backup1.run(["rm", "-rf", folder])

@@ -92,6 +92,9 @@ def comparisons(m, only):
     if "phys" in only:
         rows.append(row("phys", "pg_basebackup module tar stream, verify=false, local  vs  raw pg_basebackup",
                         m["module_basebackup"], m["raw_pg_basebackup"], 1.05, own=m["module_basebackup_duration"]))
+        rows.append(row("ph3", "pg_basebackup module tar stream, verify=false, to S3 (streamed)  vs  to a local repository",
+                        m["module_basebackup_s3"], m["module_basebackup"], 1.1, own=m["module_basebackup_s3_duration"],
+                        own_raw=m["module_basebackup_duration"], net_raw=m["module_basebackup"] - overhead))
     if "prestore" in only:
         rows.append(row("pr", "restore_cluster physical, local repository, verify=false  vs  tar -x + pg_ctl start + recovery",
                         m["module_physical_restore"], m["raw_physical_restore"], 1.1, own=m["module_physical_restore_total"]))
@@ -146,9 +149,11 @@ def findings(m, only, info):
                      + "; ".join("%s %.2f s" % (label, seconds) for label, seconds in parts.items()))
     if "phys" in only:
         notes.append("phys: module with verify=true %.2f s (own %.2f s), of which pg_verifybackup %.2f s; pg_basebackup inside the module "
-                     "%.2f s vs raw %.2f s (the rest is hashing the files pg_basebackup did not write front to back, and the manifest)."
+                     "%.2f s vs raw %.2f s (the rest is hashing the files pg_basebackup did not write front to back, and the manifest); "
+                     "to S3: pg_basebackup with base.tar streamed %.2f s, then pg_wal.tar and backup_manifest uploaded in %.2f s."
                      % (m["module_basebackup_verify"], m["module_basebackup_verify_duration"], m["module_basebackup_verify_seconds"],
-                        m["module_basebackup_backup_seconds"], m["raw_pg_basebackup"]))
+                        m["module_basebackup_backup_seconds"], m["raw_pg_basebackup"], m["module_basebackup_s3_backup_seconds"],
+                        m["module_basebackup_s3_upload_seconds"]))
     if "prestore" in only:
         notes.append("prestore: restore_cluster with verify=true %.2f s (own %.2f s), of which pg_verifybackup %.2f s; without verify: deploy %.2f s, "
                      "start + recovery %.2f s. WAL replay over SFTP: %d segments of 16 MiB in %.2f s (%.3f s per segment) with read-ahead, "

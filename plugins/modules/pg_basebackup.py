@@ -13,8 +13,10 @@ description:
     C(backup_label) facts, tablespaces, every file with its sha256).
   - O(format=plain) copies the data directory into C(<set>/data/) (local repositories only);
     O(format=tar) writes one archive per tablespace plus C(pg_wal.tar) and C(backup_manifest) - into the
-    set folder for a local repository, or into a staging folder under O(work_dir) that is uploaded (hashed
-    while uploading) to SFTP or S3 and removed afterwards.
+    set folder for a local repository, or into a folder under O(work_dir) for SFTP or S3, from which the
+    archives pg_basebackup writes front to back (C(base.tar), C(<oid>.tar)) are uploaded while they grow
+    (hashed on the way); C(pg_wal.tar) and C(backup_manifest) are uploaded when pg_basebackup exits, and the
+    folder is removed afterwards. A stream that fails (pg_basebackup or the store) stops both and leaves no set.
   - With O(verify=true) (the default) C(pg_verifybackup) checks the backup against PostgreSQL's own
     C(backup_manifest) before C(manifest.json) is written. A failed check fails the task and leaves the set
     incomplete (no C(manifest.json), never restored) with C(verify-failed.json) saying why.
@@ -144,8 +146,9 @@ options:
     default: true
   work_dir:
     description:
-      - Folder for staging (tar sets for SFTP/S3 are written here in full before the upload), the parent's
-        C(backup_manifest) and verification scratch. Removed after the run.
+      - Folder where pg_basebackup writes a tar set for SFTP/S3 (streamed from here while written; the copy is
+        what O(verify) checks, so it needs free space the size of the backup during the run), where an encrypted
+        set is staged, the parent's C(backup_manifest) and verification scratch. Removed after the run.
     type: path
     default: /var/tmp
   encryption:
@@ -255,13 +258,19 @@ duration:
   returned: when a set was written
   type: float
 backup_seconds:
-  description: Seconds pg_basebackup ran.
+  description: Seconds pg_basebackup ran, with (SFTP/S3) the end of the uploads streamed while it wrote.
   returned: when a set was written
   type: float
 upload_seconds:
-  description: Seconds the upload of a staged tar set to SFTP/S3 took.
+  description: Seconds the uploads to SFTP/S3 took after pg_basebackup exited (what was not streamed while written).
   returned: when a set was written to sftp or s3
   type: float
+streamed_files:
+  description: Files of the set uploaded to SFTP/S3 while pg_basebackup wrote them (empty for a local or encrypted set).
+  returned: when a set was written
+  type: list
+  elements: str
+  sample: [base.tar]
 verified:
   description: Whether pg_verifybackup passed (false when O(verify=false)).
   returned: when a set was written or verified

@@ -367,3 +367,105 @@ def test_an_async_task_that_times_out_takes_its_pg_basebackup_with_it(ansible, l
         assert "manifest.json" not in (repo.ls("%s/timeout" % cluster) or [])
     finally:
         repo.backup1.run(["rm", "-rf", work_dir])
+
+
+# --- streamed sets: SFTP and S3 get the archives while pg_basebackup writes them ---------------------------------------
+
+RESTORE = "pgdr.backup.restore_cluster"
+STREAM_PORT = 5441  # the scratch restore of a streamed set, beside the replica's own cluster
+
+
+def stored(lab, repo, kind, key):
+    """(size, sha256) of one stored file, read from the store itself."""
+    if kind == "sftp":
+        path = "%s-sftp/%s" % (repo.path, key)
+        return int(repo.backup1.run(["stat", "-c", "%s", path]).stdout), repo.backup1.run(["sha256sum", path]).stdout.split()[0]
+    body = lab.s3_client().get_object(Bucket=lab.s3["bucket"], Key="bb-%s/%s" % (repo.suffix, key))["Body"].read()
+    return len(body), hashlib.sha256(body).hexdigest()
+
+
+def store_listing(lab, repo, kind, cluster):
+    """Every name under the cluster's folder in the store (temporary files and pending multipart uploads included)."""
+    if kind == "sftp":
+        done = repo.backup1.run(["find", "%s-sftp/%s" % (repo.path, cluster), "-type", "f"], check=False)
+        return sorted(done.stdout.split())
+    s3, prefix = lab.s3_client(), "bb-%s/%s/" % (repo.suffix, cluster)
+    names = [item["Key"] for item in s3.list_objects_v2(Bucket=lab.s3["bucket"], Prefix=prefix).get("Contents", [])]
+    names += ["upload:" + item["Key"] for item in s3.list_multipart_uploads(Bucket=lab.s3["bucket"], Prefix=prefix).get("Uploads", [])]
+    return sorted(names)
+
+
+@pytest.mark.parametrize("source_name,kind", [("primary15", "sftp"), ("primary15", "s3"), ("primary18", "sftp"), ("primary18", "s3")])
+def test_a_streamed_set_is_the_one_pg_basebackup_wrote_and_restores(ansible, lab, repo, source_name, kind):
+    source = lab.host(source_name)
+    replica = lab.host(source_name.replace("primary", "replica"))
+    cluster = "stream%d%s-%s" % (source.major, kind, repo.suffix)
+    marker = "bb_stream_%s" % repo.suffix
+    source.psql("CREATE TABLE %s AS SELECT 42 AS answer" % marker)
+    try:
+        done = assert_ok(base(ansible, lab, source, repo.spec(kind), cluster, backup_id="s1"))
+    finally:
+        source.psql("DROP TABLE %s" % marker)
+    manifest = assert_valid_manifest(done["manifest"])
+    files = {f["path"]: f for f in manifest["files"]}
+    assert set(files) == {"base.tar", "pg_wal.tar", "backup_manifest"}
+    assert done["streamed_files"] == ["base.tar"] and done["verified"] is True
+    for name, entry in files.items():
+        assert stored(lab, repo, kind, "%s/s1/%s" % (cluster, name)) == (entry["size"], entry["sha256"]), name
+    assert staging_leftovers(lab) == []
+
+    scratch = "%s/stream-%s" % (os.path.dirname(replica.pg_data), repo.suffix)
+    task = dict(cluster=cluster, repository=repo.spec(kind), pg_data=scratch, pg_bin_dir=replica.pg_bin_dir, recovery_target="immediate",
+                server_settings={"port": STREAM_PORT}, login_host=replica.address, login_port=STREAM_PORT, login_user="postgres",
+                login_password=lab.pg_password)
+    try:
+        restored = assert_ok(ansible.module(replica.name, RESTORE, task, become_postgres=False))
+        assert restored["backup_id"] == "s1"
+        answer = replica.run([replica.pg_bin_dir + "/psql", "-X", "-At", "-h", "/run/postgresql", "-p", str(STREAM_PORT), "-U", "postgres",
+                              "-c", "SELECT answer FROM %s" % marker], user="postgres").stdout.strip()
+        assert answer == "42"
+    finally:
+        replica.run([replica.pg_bin_dir + "/pg_ctl", "-D", scratch, "-m", "immediate", "-w", "stop"], user="postgres", check=False)
+        replica.run(["rm", "-rf", scratch])
+
+
+def test_a_stream_to_s3_whose_pg_basebackup_is_killed_leaves_nothing_in_the_store(ansible, lab, repo):
+    source = lab.host("primary18")
+    cluster = "skill-" + repo.suffix
+    repository = dict(repo.spec("s3"), part_size_mb=5)
+    args = dict(conn_args(lab, source), cluster=cluster, repository=repository, backup_id="k", max_rate="1M")
+    label = "pgdr.backup %s/k" % cluster
+    holder = {}
+    thread = threading.Thread(target=lambda: holder.update(result=ansible.module("backup1", BASE, args)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not any(name.startswith("upload:") for name in store_listing(lab, repo, "s3", cluster)):  # a part is on its way
+        assert time.monotonic() < deadline and thread.is_alive(), "no multipart upload of base.tar began while pg_basebackup ran: %s" % holder
+        time.sleep(0.2)
+    for pid in basebackup_pids(label):
+        os.kill(pid, signal.SIGKILL)
+    thread.join(60)
+    assert one_line(holder["result"]).startswith("pg_basebackup failed (killed by signal 9)")
+    assert store_listing(lab, repo, "s3", cluster) == [] and staging_leftovers(lab) == []
+    listed = ansible.module("backup1", BASE, dict(action="verify", cluster=cluster, backup_id="k", repository=repository))
+    assert "backup set %s/k" % cluster in one_line(listed)
+
+
+def test_an_sftp_store_that_runs_out_of_space_stops_pg_basebackup_and_leaves_no_set(ansible, lab, repo):
+    source = lab.host("primary15")  # about 100 MB: at 4 MB/s the whole backup would take over 20 s
+    cluster = "sfull-" + repo.suffix
+    store = repo.path + "-sftp"
+    repo.backup1.run(["install", "-d", "-m", "0700", store])
+    repo.backup1.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", store])
+    label = "pgdr.backup %s/full" % cluster
+    try:
+        started = time.monotonic()
+        failed = base(ansible, lab, source, repo.spec("sftp"), cluster, backup_id="full", max_rate="4M")
+        took = time.monotonic() - started
+        msg = one_line(failed)
+        listing = store_listing(lab, repo, "sftp", cluster)
+    finally:
+        repo.backup1.run(["umount", store])
+    assert "%s/full/base.tar" % cluster in msg, msg
+    assert took < 20, "the task ran %.1f s: pg_basebackup was not stopped when the store failed" % took
+    assert listing == [] and basebackup_pids(label) == [] and staging_leftovers(lab) == []

@@ -263,10 +263,10 @@ def test_reverify_of_a_changed_file_takes_the_manifest_away_and_keeps_why(tmp_pa
     assert "base.tar" in json.loads((tmp_path / "repo/db1/b1" / basebackup.FAILED_NAME).read_text())["verify_error"]
 
 
-def test_follow_hasher_hashes_a_growing_archive(tmp_path):
+def test_follower_hashes_a_growing_archive(tmp_path):
     path = tmp_path / "base.tar"
     data = os.urandom(3 * basebackup.CHUNK + 123)
-    hasher = basebackup.FollowHasher(str(tmp_path))
+    hasher = basebackup.Follower(str(tmp_path), basebackup._HashSink)
 
     def write():
         with open(path, "wb", buffering=0) as out:
@@ -282,13 +282,69 @@ def test_follow_hasher_hashes_a_growing_archive(tmp_path):
     assert found == {"base.tar": (len(data), hashlib.sha256(data).hexdigest())}
 
 
-def test_follow_hasher_drops_a_file_rewritten_shorter(tmp_path):
+def test_follower_drops_a_file_rewritten_shorter(tmp_path):
     path = tmp_path / "base.tar"
     path.write_bytes(b"x" * 1000)
-    hasher = basebackup.FollowHasher(str(tmp_path))
+    hasher = basebackup.Follower(str(tmp_path), basebackup._HashSink)
     time.sleep(0.2)
     path.write_bytes(b"y" * 10)  # truncated and rewritten: the followed sum is no longer that of the file
     assert hasher.finish() == {}
+
+
+def _grow(path, data, step=700_000):
+    with open(path, "wb", buffering=0) as out:
+        for start in range(0, len(data), step):
+            out.write(data[start : start + step])
+            time.sleep(0.01)
+
+
+def test_follower_streams_a_growing_archive_into_the_set(tmp_path):
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    repo = LocalRepository(str(tmp_path / "repo"))  # stands in for the store: the same writer interface
+    writer = backup_set.SetWriter(repo, "db1", "b1", compression="none")
+    data = os.urandom(2 * basebackup.CHUNK + 77)
+    follower = basebackup.Follower(str(staged), lambda name: basebackup._UploadSink(writer, name))
+    _grow(staged / "base.tar", data)
+    (staged / "pg_wal.tar").write_bytes(b"left to the caller")
+    found = follower.finish()
+    digest = hashlib.sha256(data).hexdigest()
+    assert found == {"base.tar": (len(data), digest)}
+    assert (tmp_path / "repo/db1/b1/base.tar").read_bytes() == data
+    assert [(f["path"], f["size"], f["sha256"], f["role"]) for f in writer.files] == [("base.tar", len(data), digest, "base")]
+
+
+def test_follower_aborted_leaves_nothing_in_the_set(tmp_path):
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    repo = LocalRepository(str(tmp_path / "repo"))
+    writer = backup_set.SetWriter(repo, "db1", "b1", compression="none")
+    follower = basebackup.Follower(str(staged), lambda name: basebackup._UploadSink(writer, name))
+    _grow(staged / "base.tar", os.urandom(basebackup.CHUNK + 5))
+    follower.abort()  # pg_basebackup failed
+    assert writer.files == [] and repo.list_files("db1/b1") == []
+
+
+def test_follower_reports_a_store_that_fails_and_commits_nothing(tmp_path):
+    class Refusing:
+        def __init__(self, _name):
+            self.aborted = False
+            sinks.append(self)
+
+        def write(self, chunk):
+            raise PgdrError("the store refused the upload")
+
+        def commit(self):
+            raise AssertionError("a failed stream must not be committed")
+
+        def abort(self):
+            self.aborted = True
+
+    sinks = []
+    follower = basebackup.Follower(str(tmp_path), Refusing)
+    (tmp_path / "base.tar").write_bytes(b"x" * 1000)
+    assert follower.finish() == {}
+    assert "refused" in follower.error.msg and [s.aborted for s in sinks] == [True]
 
 
 class FakeConnParams:
@@ -317,6 +373,7 @@ class FakePlan:
         self.chain = ["b1"]
         self.encrypted = False
         self.in_place = True
+        self.streamed = False
 
     def argv(self, target, incremental=None, set_dir=None):
         return ["/usr/lib/postgresql/18/bin/pg_basebackup", "--pgdata=%s" % target]

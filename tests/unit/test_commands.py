@@ -297,3 +297,21 @@ def test_output_larger_than_a_pipe_arrives_whole_in_chunks():
 def test_input_and_output_larger_than_a_pipe_do_not_deadlock():
     text = "0123456789abcdef\n" * 400000  # 6.8 MB each way
     assert commands.run(["cat"], input_text=text, timeout=60).stdout == text
+
+
+def test_cancel_ends_a_run_at_once_and_raises_what_it_returned():
+    started = time.monotonic()
+    asked = []
+
+    def cancel():
+        asked.append(1)
+        return PgdrError("the store refused the upload") if time.monotonic() - started > 0.3 else None
+
+    with pytest.raises(PgdrError) as failed:
+        commands.run_pipeline([["sleep", "30"]], cancel=cancel)
+    assert failed.value.msg == "the store refused the upload" and time.monotonic() - started < 5 and len(asked) >= 2
+
+
+def test_cancel_that_never_fires_leaves_the_result_alone():
+    result = commands.run_pipeline([["sh", "-c", "sleep 0.5; echo done"]], cancel=lambda: None)
+    assert result.stdout == "done\n" and result.returncodes == [0]

@@ -15,7 +15,7 @@ def test_v2_hashes_a_record_of_the_columns_given_in_name_order():
     text = fp.fingerprint_query("Odd \"Schema\"", "t", "hash64-sum-v2", ["a", "t", 'we"ird']).as_string(None)
     assert text == (
         "SELECT pg_catalog.count(*), "
-        "COALESCE(pg_catalog.sum(pg_catalog.hashtextextended(ROW(t.\"a\", t.\"t\", t.\"we\"\"ird\")::text COLLATE \"C\", 0)::numeric), 0)::text "
+        "COALESCE(pg_catalog.sum(pg_catalog.hashtextextended(ROW(t.\"a\", t.\"t\", t.\"we\"\"ird\")::text COLLATE \"C\", 0)), 0)::text "
         'FROM ONLY "Odd ""Schema"""."t" AS t'
     )
     assert "ROW()::text" in fp.fingerprint_query("s", "t", "hash64-sum-v2", []).as_string(None)  # a table without columns
@@ -33,14 +33,14 @@ def test_v1_query_reads_only_the_table_itself_as_whole_rows():
     text = fp.fingerprint_query("Odd \"Schema\"", "t", "hash64-sum-v1").as_string(None)
     assert text == (
         "SELECT pg_catalog.count(*), "
-        "COALESCE(pg_catalog.sum(pg_catalog.hashtextextended((t.*)::text COLLATE \"C\", 0)::numeric), 0)::text "
+        "COALESCE(pg_catalog.sum(pg_catalog.hashtextextended((t.*)::text COLLATE \"C\", 0)), 0)::text "
         'FROM ONLY "Odd ""Schema"""."t" AS t'
     )
 
 
 def test_the_md5_method_is_still_computed_for_manifests_that_recorded_it():
     text = fp.fingerprint_query("s", "t", "md5-sum64-v1").as_string(None)
-    assert "pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5((t.*)::text), 1, 16))::bit(64)::bigint::numeric)" in text
+    assert "pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5((t.*)::text), 1, 16))::bit(64)::bigint)" in text
     with pytest.raises(PgdrError, match="fingerprint method 'sha1-v9' is not known"):
         fp.fingerprint_query("s", "t", "sha1-v9")
 

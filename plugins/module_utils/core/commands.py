@@ -29,6 +29,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 STDERR_TAIL = 4000  # characters of a tool's stderr kept in a result
 CHUNK = 1024 * 1024
 DRAIN_SECONDS = 2.0  # how long output is still read, after a process exited, from what it left behind
+CANCEL_POLL = 0.2  # seconds between two questions to run_pipeline's cancel
 
 
 class Result:
@@ -52,7 +53,7 @@ def run(argv, env=None, cwd=None, input_text=None, check=True, timeout=None):
 
 
 def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdin_reader=None, stdout_path=None, sink=None, check=True,
-                 timeout=None):
+                 timeout=None, cancel=None):
     """Run ``argv1 | argv2 | ...`` and check every exit code.
 
     ``stdin_reader`` (a binary file-like object, such as a repository
@@ -60,7 +61,9 @@ def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdin_reader=None, 
     stdout of the last process goes to ``stdout_path`` (created 0600), or is
     handed to ``sink(chunk)`` as it arrives (streaming to a repository), or
     else is captured. If ``sink`` raises, every process is killed and the
-    exception propagates. Raises PgdrError naming the process that failed for
+    exception propagates. ``cancel``, a callable asked every CANCEL_POLL seconds, ends the run the same way
+    when it returns an exception (which is raised): a consumer of the processes' files that failed.
+    Raises PgdrError naming the process that failed for
     a reason of its own (one killed by SIGPIPE only because a later one died
     is not the cause).
 
@@ -99,7 +102,7 @@ def run_pipeline(argvs, env=None, cwd=None, input_text=None, stdin_reader=None, 
             processes.append(proc)
         if stdin_reader is not None:
             feeder = _Feeder(stdin_reader, processes[0].stdin)
-        _supervise(processes, processes[-1].stdout, sink if sink is not None else collected.append, timeout)
+        _supervise(processes, processes[-1].stdout, sink if sink is not None else collected.append, timeout, cancel)
         returncodes = [proc.returncode for proc in processes]
         if feeder:
             feeder.join(DRAIN_SECONDS)
@@ -217,7 +220,7 @@ class _Feeder:
             raise PgdrError("reading the backup failed: %s" % self.error)
 
 
-def _supervise(processes, out, deliver, timeout):
+def _supervise(processes, out, deliver, timeout, cancel=None):
     """Wait for every process to exit, handing the last one's output (``out``, if a pipe) to ``deliver`` in CHUNK pieces.
 
     An exit is seen without reaping the process (waitid with WNOWAIT), so that its group can still be killed
@@ -232,6 +235,8 @@ def _supervise(processes, out, deliver, timeout):
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)  # readable once the process has exited
     every = None if all(pidfd is not None for pidfd in pidfds) else 0.05  # without pidfds, exits are polled for
+    if cancel is not None:
+        every = min(every or CANCEL_POLL, CANCEL_POLL)
     fd = out.fileno() if out is not None else None
     chunks = _Chunks(deliver)
     if fd is not None:
@@ -262,6 +267,9 @@ def _supervise(processes, out, deliver, timeout):
                     break
             if deadline is not None and now >= deadline:
                 raise PgdrError("%s did not finish within %s seconds" % (os.path.basename(processes[-1].args[0]), timeout))
+            cancelled = cancel() if cancel is not None else None
+            if cancelled is not None:
+                raise cancelled
             # sleep until output, an exit, or the next moment something is due
             due = [at + DRAIN_SECONDS for index, (at, failed) in exited.items() if processes[index].returncode is None]
             due += [moment for moment in (abandon_at, deadline) if moment is not None]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -430,18 +431,60 @@ def hash_file(path):
         return backup_set.hash_stream(handle, CHUNK)
 
 
-class FollowHasher:
-    """Hashes the archives pg_basebackup writes front to back while they grow, so a local set needs no second read.
+class _HashSink:
+    """A followed archive's size and sha256, for a set written in place."""
 
-    Files it does not follow (pg_wal.tar, backup_manifest) are hashed after.
-    A size that differs from the file's final size means something rewrote it:
-    then it is hashed again from the start.
+    def __init__(self, _name):
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk):
+        self.digest.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self):
+        return self.size, self.digest.hexdigest()
+
+    def abort(self):
+        pass
+
+
+class _UploadSink:
+    """A followed archive streamed into the set through SetWriter.open_file (hashed on the way, stored only when committed)."""
+
+    def __init__(self, writer, name):
+        fmt, comp = file_compression(name)
+        self._stack = contextlib.ExitStack()
+        self._out = self._stack.enter_context(writer.open_file(name, file_role(name), fmt, compression=comp))
+
+    def write(self, chunk):
+        self._out.write(chunk)
+
+    def commit(self):
+        self._stack.close()  # the repository writer commits: rename (SFTP) or multipart completion (S3)
+        return self._out.size, self._out.sha256
+
+    def abort(self):
+        # the repository writer removes its temporary file (SFTP) or aborts the multipart upload (S3)
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(PgdrError, PgdrError("stream aborted"), None)
+
+
+class Follower:
+    """Reads the archives pg_basebackup writes front to back while they grow, and hands each chunk to a sink:
+    sha256 for a set written in place, the repository for a streamed one. No file is read twice, and a
+    streamed archive is in the store moments after pg_basebackup closes it.
+
+    Files it does not follow (pg_wal.tar, whose headers are rewritten on close; backup_manifest) are the caller's.
+    A size that differs from the file's final size means something rewrote it: that sink is aborted and the
+    file left out of ``finish()``'s answer. ``error`` is what stopped the follower (a store that failed), if anything.
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, open_sink):
         self.folder = folder
-        self.files = {}
         self.error = None
+        self._open_sink = open_sink
+        self._files = {}  # name: [handle, sink, bytes read]
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -455,8 +498,10 @@ class FollowHasher:
                     return
                 if not progressed:
                     time.sleep(0.05)
-        except Exception as exc:  # handed to finish(), which falls back to hashing after
+        except PgdrError as exc:  # handed to the caller through finish() and error
             self.error = exc
+        except Exception as exc:  # a local read that failed: said in one line, never a traceback
+            self.error = PgdrError("following %s failed: %s" % (self.folder, exc))
 
     def _pass(self):
         progressed = False
@@ -465,26 +510,52 @@ class FollowHasher:
         except FileNotFoundError:
             return False
         for name in names:
-            state = self.files.get(name)
+            state = self._files.get(name)
             if state is None:
-                state = self.files[name] = [open(os.path.join(self.folder, name), "rb", buffering=0), hashlib.sha256(), 0]
+                handle = open(os.path.join(self.folder, name), "rb", buffering=0)
+                try:
+                    state = self._files[name] = [handle, self._open_sink(name), 0]
+                except BaseException:
+                    handle.close()
+                    raise
             chunk = state[0].read(CHUNK)
             if chunk:
-                state[1].update(chunk)
+                state[1].write(chunk)
                 state[2] += len(chunk)
                 progressed = True
         return progressed
 
-    def finish(self):
-        """{name: (size, sha256)} of the files followed whose size matches the file's final size."""
+    def failure(self):
+        """What stopped the follower (a PgdrError of the store), or None: run_pipeline's ``cancel``."""
+        return self.error
+
+    def _stop(self):
         self._done.set()
         self._thread.join()
+
+    def finish(self):
+        """Once pg_basebackup has exited: {name: (size, sha256)} of the files followed to their end, each committed."""
+        self._stop()
         result = {}
-        for name, (handle, digest, size) in self.files.items():
-            handle.close()
-            if self.error is None and os.path.getsize(os.path.join(self.folder, name)) == size:
-                result[name] = (size, digest.hexdigest())
+        try:
+            while self._files:
+                name, (handle, sink, size) = self._files.popitem()
+                handle.close()
+                if self.error is None and os.path.getsize(os.path.join(self.folder, name)) == size:
+                    result[name] = sink.commit()
+                else:
+                    sink.abort()
+        finally:
+            self.abort()  # whatever a failed commit left open
         return result
+
+    def abort(self):
+        """pg_basebackup failed (or a commit did): nothing followed is stored."""
+        self._stop()
+        while self._files:
+            _name, (handle, sink, _size) = self._files.popitem()
+            handle.close()
+            sink.abort()
 
 
 # --- verification --------------------------------------------------------------------
@@ -660,6 +731,9 @@ class Plan:
         self.encrypted = options.encryption_method == "gpg"
         # an encrypted set is staged under work_dir like a remote one and written to the set through gpg
         self.in_place = repo.kind == "local" and not self.encrypted
+        # SFTP/S3: the archives pg_basebackup writes front to back are uploaded while written (Follower); pg_wal.tar
+        # and backup_manifest, complete only when it exits, after. An encrypted set is staged, then sent through gpg.
+        self.streamed = repo.kind != "local" and not self.encrypted and options.format == "tar"
         if options.format == "plain" and repo.kind != "local":
             raise PgdrError("format plain writes a data directory; use format: tar for sftp/s3")
         check_options(self.options, min(self.tool_major, self.major))
@@ -759,20 +833,30 @@ def _run_backup(plan, writer, system_identifier, gpg):
         argv = plan.argv(target, incremental, set_dir)
         started_at = backup_set.iso_utc()
         started = time.monotonic()
-        follower = FollowHasher(folder) if local and options.format == "tar" else None
+        follower = None
+        if plan.streamed:
+            follower = Follower(folder, functools.partial(_UploadSink, writer))
+        elif local and options.format == "tar":
+            follower = Follower(folder, _HashSink)
         try:
             with plan.conn_params.child_env() as env:
-                result = run_pipeline([argv], env=env, check=False)
-        finally:
-            hashed = follower.finish() if follower else {}
-        stopped_at = backup_set.iso_utc()  # the backup's end: before verification, which can take long
-        progress = parse_progress(result.stderr)
-        if result.returncodes[0] != 0:
-            try:
-                check_result(result)
-            except PgdrError as exc:
-                exc.details["progress"] = progress
-                raise
+                # a store that fails mid-stream stops pg_basebackup at once rather than after the whole backup
+                result = run_pipeline([argv], env=env, check=False, cancel=follower.failure if plan.streamed else None)
+            stopped_at = backup_set.iso_utc()  # the backup's end: before verification, which can take long
+            progress = parse_progress(result.stderr)
+            if result.returncodes[0] != 0:
+                try:
+                    check_result(result)
+                except PgdrError as exc:
+                    exc.details["progress"] = progress
+                    raise
+            followed = follower.finish() if follower else {}
+        except BaseException:
+            if follower:
+                follower.abort()  # before the set is removed: no upload may outlive it
+            raise
+        if plan.streamed and follower.error is not None:
+            raise follower.error
         backup_seconds = time.monotonic() - started
         label = parse_backup_label(read_label(target, options.format))
         bm_path = os.path.join(target, "backup_manifest")
@@ -824,7 +908,7 @@ def _run_backup(plan, writer, system_identifier, gpg):
                 stderr=verify_error.details.get("stderr"),
                 verify_failed=True,
             )
-        upload_seconds = _record_files(plan, writer, folder, target, hashed, gpg)
+        upload_seconds = _record_files(plan, writer, folder, target, followed, gpg)
         manifest = writer.finish(fields)
         details = dict(
             progress=progress,
@@ -832,6 +916,7 @@ def _run_backup(plan, writer, system_identifier, gpg):
             verify_seconds=verify_seconds,
             verified_with=how,
             upload_seconds=upload_seconds,
+            streamed_files=sorted(followed) if plan.streamed else [],
             cmd=display_argv(argv),
         )
         return manifest, details
@@ -848,9 +933,11 @@ def _tablespace_file(plan, folder, ts, set_dir):
     return "tablespaces/%s" % ts["oid"] if mapped == inside else mapped
 
 
-def _record_files(plan, writer, folder, target, hashed, gpg=None):
+def _record_files(plan, writer, folder, target, followed, gpg=None):
     """Enter every file into the set: hashed in place (local), or uploaded (remote) or encrypted (``gpg``) while hashed;
-    returns upload seconds. The sha256 recorded is that of the stored bytes: what a restore checks before it decrypts."""
+    returns the seconds of uploads after pg_basebackup. ``followed``: {name: (size, sha256)} of the archives the
+    Follower hashed (local) or streamed into the set (remote) while pg_basebackup wrote them.
+    The sha256 recorded is that of the stored bytes: what a restore checks before it decrypts."""
     if plan.options.format == "plain":
         writer.add_file_entry("%s/backup_manifest" % DATA_DIR, "backup-manifest", "json", compression="none")
         return None
@@ -863,8 +950,10 @@ def _record_files(plan, writer, folder, target, hashed, gpg=None):
             with writer.open_file(name + encryption.SUFFIX["gpg"], file_role(name), fmt, compression=comp, encryption="gpg") as out:
                 run_pipeline([gpg.encrypt_argv() + [path]], sink=out.write)
         elif plan.in_place:
-            size, digest = hashed.get(name) or hash_file(path)
+            size, digest = followed.get(name) or hash_file(path)
             writer.add_file_entry(name, file_role(name), fmt, compression=comp, size=size, sha256=digest)
+        elif name in followed:
+            continue  # already in the set, streamed while pg_basebackup wrote it
         else:
             with writer.open_file(name, file_role(name), fmt, compression=comp) as out, open(path, "rb") as src:
                 while True:

@@ -7,8 +7,8 @@ of the table's columns **in the byte order of their names** (``ROW(t.a, t.b,
 ...)::text``, e.g. ``(1,"a b",)``; dropped columns are not columns) is hashed
 with ``hashtextextended(text COLLATE "C", 0)``, PostgreSQL's own 64-bit hash
 of the text's bytes (the one hash partitioning relies on, so it does not change
-between major versions); the fingerprint is the exact (numeric) sum of those
-signed 64-bit integers over the table, written in decimal, next to the row
+between major versions); the fingerprint is the exact sum of those signed
+64-bit integers over the table (``sum(bigint)``, a numeric), written in decimal, next to the row
 count. Name order, because column positions do not survive a dump: pg_dump
 recreates an inheritance child with its inherited columns first (docs/backup-sets.md).
 ``hash64-sum-v1`` (the whole row in column position
@@ -132,8 +132,10 @@ def fingerprint_query(schema, table, method=METHOD, columns=None):
     else:
         row = sql.SQL("(t.*)::text")
     per_row = sql.SQL(METHODS[method]).format(row=row)
+    # sum(bigint) is already exact (a numeric result, accumulated in 128 bits): the same text as summing the values
+    # cast to numeric, at about three quarters of the server's time
     return sql.SQL(
-        "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum({per_row}::numeric), 0)::text FROM ONLY {schema}.{table} AS t"
+        "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum({per_row}), 0)::text FROM ONLY {schema}.{table} AS t"
     ).format(per_row=per_row, schema=sql.Identifier(schema), table=sql.Identifier(table))
 
 
