@@ -3,9 +3,9 @@
 """The SFTP backend: a folder on an SSH server, reached with paramiko (the only file that imports it).
 
 paramiko speaks SFTP. The SSH transport under it is OpenSSH's own client (``ssh -s ... sftp``) wherever ``ssh`` is
-installed: paramiko's transport encrypts in Python and tops out at about a third of OpenSSH's throughput on the
-same hosts (docs/architecture.md, "SFTP transport"). Where ``ssh`` is missing, or cannot log in (then paramiko's connect names the reason,
-e.g. an unknown host key with its fingerprint), paramiko's own transport is used, with the same strict host keys.
+installed: paramiko's transport encrypts in Python and reads at about half of OpenSSH's speed on the same hosts
+(docs/architecture.md, "SFTP transport"). Where ``ssh`` is missing or cannot log in, paramiko's own transport is
+used, with the same strict host keys; its connect then names the reason (an unknown host key with its fingerprint).
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class SftpRepository(Repository):
         self.client = client  # after the first connect: the transport in use, openssh or paramiko
         self._ssh = None  # the paramiko transport's client, when that is in use
         self._sftp = None
-        self._openssh_failure = None  # why ssh could not be used, for the message when paramiko fails too
+        self._openssh_failure = None  # why ssh could not be used (the message when client="openssh")
         self._errors = (OSError, EOFError, paramiko.SSHException)
 
     def describe(self):
