@@ -53,7 +53,12 @@ def fingerprint_script(host):
         for name, value in fingerprint.SESSION_SETTINGS
     )
     lines = ["\\timing on", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;", "SELECT %s;" % settings]
-    lines += ["%s;" % fingerprint.fingerprint_query(schema, table).as_string(None) for schema, table in tables]
+
+    def columns(schema, table):  # by-name methods (hash64-sum-v2) need the column names, as table_columns gives them
+        query = fingerprint._COLUMNS % (sql.Literal(schema).as_string(None), sql.Literal(table).as_string(None))
+        return host.psql(query, db=dataset.DATABASE).split()
+
+    lines += ["%s;" % fingerprint.fingerprint_query(schema, table, columns=columns(schema, table)).as_string(None) for schema, table in tables]
     lines.append("COMMIT;")
     return tables, "\n".join(lines) + "\n"
 
