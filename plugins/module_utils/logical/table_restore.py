@@ -21,6 +21,7 @@ The order is what makes it safe:
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from typing import List, NamedTuple
@@ -447,20 +448,21 @@ class TableRestore(SetLoader):
             entry = files[(schema, table)]  # plan() made sure each has one
             stages = input_stages(entry, self.gpg) or [["cat"]]
             damaged = []
-
-            def load(sink, entry=entry, stages=stages, damaged=damaged):
-                try:
-                    self.feed_file(entry, stages, None, sink=sink)
-                except PgdrError as exc:
-                    damaged.append(exc)  # leaving COPY early makes psycopg raise the server's error in its place
-                    raise
-
             try:
-                copy_in(scratch_conn, schema, table, entry["format"], load)
+                copy_in(scratch_conn, schema, table, entry["format"], functools.partial(self._feed_copy, entry, stages, damaged))
             except psycopg.Error as exc:
                 if damaged:
                     raise damaged[0] from None
                 raise PgdrError("loading %s from %s failed: %s" % (qualified(schema, table), entry["path"], first_line(exc))) from None
+
+    def _feed_copy(self, entry, stages, damaged, sink):
+        """One data file into COPY's ``sink``; a damaged file's error is kept in ``damaged``, because leaving COPY early
+        makes psycopg raise the server's error in its place."""
+        try:
+            self.feed_file(entry, stages, None, sink=sink)
+        except PgdrError as exc:
+            damaged.append(exc)
+            raise
 
     def _move(self, scratch, scratch_conn, target, tables, expected, source):
         """The verified tables from scratch into the target as planned; returns per-table results."""
