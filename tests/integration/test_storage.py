@@ -462,3 +462,10 @@ def test_sftp_key_refused_by_ssh_falls_back_to_paramiko(lab, tmp_path):
             sftp_repository(lab, backend.root, key_file=str(key), client="openssh").list_dirs("")
     finally:
         backend.cleanup()
+
+
+def test_sftp_server_not_listening_fails_once_naming_host_and_port(lab):
+    started = time.monotonic()
+    with pytest.raises(PgdrError, match=r"^cannot open an SFTP session to 10\.\S+:2: ssh: .*Connection refused; check repository.host, repository.port"):
+        sftp_repository(lab, "/var/backups", port=2).list_dirs("")
+    assert time.monotonic() - started < 10

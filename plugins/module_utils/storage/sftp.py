@@ -54,6 +54,8 @@ SFTP_TIMEOUT = 300
 SFTP_CHUNK = 32768  # paramiko's largest SFTP read/write request
 SFTP_READ_WINDOW = 8 * MIB  # read-ahead: requests in flight at once, and the most buffered
 SFTP_CLIENTS = ("auto", "openssh", "paramiko")  # the SSH transport under paramiko's SFTP; auto: openssh when it can
+# ssh's words for a server it could not reach at all (not a refused key or host key, which paramiko then explains)
+UNREACHABLE = ("Connection refused", "Connection timed out", "No route to host", "Could not resolve hostname", "Network is unreachable")
 
 
 def openssh_argv(ssh, host, port, user, key_file, known_hosts, home):
@@ -252,8 +254,17 @@ class SftpRepository(Repository):
         return self._sftp
 
     def _connect(self):
+        # the known_hosts files are read as paramiko reads them whatever the transport: one that cannot be read, or has a
+        # broken line, is a clear error before connecting (ssh would skip such a line)
+        self._trust(paramiko.SSHClient())
         if self.client in ("auto", "openssh") and self._connect_openssh():
             return
+        if self._openssh_failure and any(cause in self._openssh_failure for cause in UNREACHABLE):
+            # paramiko would only wait for the same server a second time
+            raise PgdrError(
+                "cannot open an SFTP session to %s:%d: %s; check repository.host, repository.port and that sshd with the sftp subsystem runs there"
+                % (self.host, self.port, self._openssh_failure)
+            )
         if self.client == "openssh":
             raise PgdrError(
                 "cannot open an SFTP session to %s:%d with OpenSSH's client: %s; check ssh, the host key in known_hosts and repository.key_file"
@@ -288,7 +299,7 @@ class SftpRepository(Repository):
         except self._errors as exc:
             why = pipe.failure()
             pipe.close()
-            raise paramiko.SSHException("ssh: %s" % why) from exc
+            raise paramiko.SSHException(why if why.startswith("ssh:") else "ssh: " + why) from exc
         return sftp  # its close() closes the pipe and waits for ssh
 
     def _open_session(self):
