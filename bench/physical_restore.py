@@ -7,7 +7,13 @@ is taken once into a local repository on the replica host itself, and once into 
   pg_ctl -w start, wait until recovery has ended — the seed's hand-run restore; then restore_cluster from the local
   repository with ``verify: false``, and with the default ``verify: true`` (pg_verifybackup's added cost);
 - over SSH: raw `ssh backup1 cat base.tar | tar -x` (OpenSSH) against restore_cluster with an SFTP repository on
-  backup1 (paramiko), ``verify: false``.
+  backup1 (paramiko's SFTP over OpenSSH's client where ssh is installed, as on the lab hosts), ``verify: false``;
+- from S3: the same set, also taken into the lab's object store (staged upload, on backup1), restored with
+  ``verify: false``, against the local repository's restore (target <= 1.2).
+
+SFTP read throughput (once per bench): one file of BENCH_SFTP_MB (default 256) MB on backup1 read to the end from the
+replica host by `ssh cat`, by the SFTP repository as modules open it, and by the repository on paramiko's own
+transport (bench/sftp_read.py, the fastest of three interleaved reads each; target: the repository >= 0.8 x ssh cat).
 
 WAL replay: archiving to a folder on BENCH_HOST is switched on, a base backup without WAL taken, pgbench writes WAL
 for BENCH_WAL_SECONDS (default 20), and restore_cluster replays the whole archive (no target) over SFTP twice: with
@@ -17,6 +23,7 @@ server_settings); the result's recovery time and the number of segments recovery
 The replica's own data directory is put back at the end, and the source's archive settings reset.
 """
 
+import json
 import os
 import sys
 import time
@@ -52,6 +59,7 @@ class PhysicalRestoreBench:
         self.repo_path = "/var/backups/pgdr-bench-restore-%s" % self.suffix  # on backup1, and on the replica host
         self.wal_path = "/var/backups/pgdr-bench-wal-%s" % self.suffix
         self.cluster = "bench-restore-%s" % host.name
+        self.s3_prefix = "pgdr-bench-restore-%s" % self.suffix
         self.saved = self.replica.pg_data + ".bench-saved"
         self.backup_id = None
         for target in (self.backup1, self.replica):
@@ -72,7 +80,17 @@ class PhysicalRestoreBench:
     def _sftp(self, host, path):
         return self.lab.sftp_repository(host, path)
 
-    def _base_backup(self, backup_id, wal_method, on=BACKUP_HOST):
+    def _s3(self):
+        s3 = self.lab.s3
+        return {"type": "s3", "endpoint_url": s3["endpoint"], "region": s3["region"], "bucket": s3["bucket"], "prefix": self.s3_prefix,
+                "access_key": s3["access_key"], "secret_key": s3["secret_key"]}
+
+    def _repository(self, where):
+        if where == "local":
+            return {"type": "local", "path": self.repo_path}
+        return self._s3() if where == "s3" else self._sftp(self.backup1, self.repo_path)
+
+    def _base_backup(self, backup_id, wal_method, on=BACKUP_HOST, where="local"):
         task = dict(
             cluster=self.cluster,
             backup_id=backup_id,
@@ -80,7 +98,7 @@ class PhysicalRestoreBench:
             wal_method=wal_method,
             checkpoint="fast",
             verify=False,
-            repository={"type": "local", "path": self.repo_path},
+            repository=self._repository(where),
             **self._connection(self.host),
         )
         self.playbooks.run(on, [{"name": "base", BASE: task}], become_postgres=False)
@@ -89,13 +107,13 @@ class PhysicalRestoreBench:
         self._pg_ctl(self.replica, "stop", "-m", "immediate")
         self.replica.run(["rm", "-rf", self.replica.pg_data])
 
-    def _restore(self, backup_id, local=False, **args):
+    def _restore(self, backup_id, where="sftp", **args):
         task = dict(
             cluster=self.cluster,
             backup_id=backup_id,
             pg_data=self.replica.pg_data,
             force=True,
-            repository={"type": "local", "path": self.repo_path} if local else self._sftp(self.backup1, self.repo_path),
+            repository=self._repository(where),
             **self._connection(self.replica),
             **args,
         )
@@ -109,6 +127,7 @@ class PhysicalRestoreBench:
         started = time.monotonic()
         self._base_backup(self.backup_id, "stream")
         self._base_backup(self.backup_id, "stream", on=self.replica.name)
+        self._base_backup(self.backup_id, "stream", where="s3")
         self.log("  base backups for the restores (%.1f s)" % (time.monotonic() - started))
 
     def raw(self, local):
@@ -130,9 +149,9 @@ class PhysicalRestoreBench:
         self.samples.add("raw_physical_restore" + ("" if local else "_ssh"), time.monotonic() - started)
         self._clear_target()
 
-    def module(self, verify, local=True):
-        key = "module_physical_restore" + ("_verify" if verify else "") + ("" if local else "_sftp")
-        wall, result = self._restore(self.backup_id, local=local, verify=verify)
+    def module(self, verify, where="local"):
+        key = "module_physical_restore" + ("_verify" if verify else "") + ("" if where == "local" else "_" + where)
+        wall, result = self._restore(self.backup_id, where=where, verify=verify)
         self.samples.add(key, wall)
         self.samples.add(key + "_total", result["timings"]["total_seconds"])
         self.samples.add(key + "_deploy", result["timings"]["deploy_seconds"])
@@ -140,6 +159,27 @@ class PhysicalRestoreBench:
         if verify:
             self.samples.add("module_physical_restore_verify_backup", result["timings"]["verify_backup_seconds"])
         self._clear_target()
+
+    def sftp_read(self):
+        """SFTP read throughput of one file on backup1 (once per bench): ssh cat, the repository as modules open it, paramiko's transport.
+
+        The file is BENCH_SFTP_MB (default 256) MB of random bytes, whatever the scale, so that the SSH handshake each
+        reader pays (about 0.2-0.4 s) does not decide the figure.
+        """
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sftp_read.py")
+        megabytes = int(os.environ.get("BENCH_SFTP_MB", "256"))
+        self.backup1.run(["sh", "-c", 'head -c "$1"M /dev/urandom > "$2"', "sh", str(megabytes), self.repo_path + "/sftp-read.bin"], timeout=600)
+        done = self.replica.run(["/usr/bin/python3", script, self.backup1.address, POSTGRES_SSH_KEY, POSTGRES_KNOWN_HOSTS, self.repo_path,
+                                 "sftp-read.bin"], timeout=1800)
+        self.backup1.run(["rm", "-f", self.repo_path + "/sftp-read.bin"])
+        found = json.loads(done.stdout)
+        megabytes = found["bytes"] / 1e6
+        for label, seconds in found["seconds"].items():
+            self.samples.add("sftp_read_mbs_" + label, megabytes / seconds)
+        self.samples.add("sftp_read_mb", megabytes)
+        self.log("  SFTP read of %.0f MB (best of 3): ssh cat %.0f MB/s, repository (%s) %.0f MB/s, paramiko's transport %.0f MB/s"
+                 % (megabytes, self.samples["sftp_read_mbs_ssh_cat"][-1], found["auto_transport"], self.samples["sftp_read_mbs_auto"][-1],
+                    self.samples["sftp_read_mbs_paramiko"][-1]))
 
     def wal_replay(self):
         """Seconds per WAL segment replayed from an archive (once per bench, not per round)."""
@@ -181,12 +221,14 @@ class PhysicalRestoreBench:
             ("module restore_cluster local, verify=false", lambda: self.module(False)),
             ("module restore_cluster local, verify=true", lambda: self.module(True)),
             ("raw ssh cat | tar -x + start + recovery", lambda: self.raw(False)),
-            ("module restore_cluster SFTP, verify=false", lambda: self.module(False, local=False)),
+            ("module restore_cluster SFTP, verify=false", lambda: self.module(False, where="sftp")),
+            ("module restore_cluster S3, verify=false", lambda: self.module(False, where="s3")),
         ):
             started = time.monotonic()
             step()
             self.log("  round %d: %s (%.1f s)" % (round_no, label, time.monotonic() - started))
         if round_no == 1:
+            self.sftp_read()
             started = time.monotonic()
             self.wal_replay()
             self.log(
@@ -204,6 +246,7 @@ class PhysicalRestoreBench:
             ("put %s's cluster back" % self.replica.name, self._put_back),
             ("remove the repository on %s" % BACKUP_HOST, lambda: self.backup1.run(["rm", "-rf", self.repo_path])),
             ("remove the repository on %s" % self.replica.name, lambda: self.replica.run(["rm", "-rf", self.repo_path])),
+            ("remove the set in S3", self._remove_s3),
             ("remove the archive", lambda: self.host.run(["rm", "-rf", self.wal_path])),
         ]
         for label, step in steps:
@@ -212,6 +255,12 @@ class PhysicalRestoreBench:
             except Exception as exc:  # noqa: BLE001 - every cleanup step runs; problems are reported
                 problems.append("%s: %s" % (label, exc))
         return problems
+
+    def _remove_s3(self):
+        client, bucket = self.lab.s3_client(), self.lab.s3["bucket"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=self.s3_prefix + "/"):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
 
     def _put_back(self):
         self._clear_target()

@@ -11,6 +11,7 @@ Settings (environment):
   BENCH_FLEET_DRILLS  fleet: the drills of each run (default logical,standalone,pitr, the role's default)
   BENCH_FLEET_LEVERS  fleet: Ansible settings tried at the largest count (default all of bench.fleet.LEVERS; none: none)
   BENCH_OUTPUT  results file (default .build/bench/results.json)
+  BENCH_SFTP_MB prestore: size of the file the SFTP read throughput is measured on (default 256)
 """
 
 import datetime
@@ -98,8 +99,11 @@ def comparisons(m, only):
     if "prestore" in only:
         rows.append(row("pr", "restore_cluster physical, local repository, verify=false  vs  tar -x + pg_ctl start + recovery",
                         m["module_physical_restore"], m["raw_physical_restore"], 1.1, own=m["module_physical_restore_total"]))
-        rows.append(row("prs", "restore_cluster physical, SFTP (paramiko), verify=false  vs  ssh cat | tar -x + start + recovery",
-                        m["module_physical_restore_sftp"], m["raw_physical_restore_ssh"], 1.1, own=m["module_physical_restore_sftp_total"]))
+        rows.append(row("prs", "restore_cluster physical, SFTP, verify=false  vs  ssh cat | tar -x + start + recovery",
+                        m["module_physical_restore_sftp"], m["raw_physical_restore_ssh"], 1.3, own=m["module_physical_restore_sftp_total"]))
+        rows.append(row("pr3", "restore_cluster physical, S3, verify=false  vs  the same from a local repository",
+                        m["module_physical_restore_s3"], m["module_physical_restore"], 1.2, own=m["module_physical_restore_s3_total"],
+                        own_raw=m["module_physical_restore_total"], net_raw=m["module_physical_restore"] - overhead))
     if "pgbackrest" in only:
         rows.append(row("pb", "pg_basebackup module lz4, local repo on backup1  vs  pgbackrest backup full, pmax 2",
                         m["pgbr_pgdr_backup"], m["pgbr_backup_pm2"], 1.2, own=m["pgbr_pgdr_backup_duration"]))
@@ -155,6 +159,10 @@ def findings(m, only, info):
                         m["module_basebackup_backup_seconds"], m["raw_pg_basebackup"], m["module_basebackup_s3_backup_seconds"],
                         m["module_basebackup_s3_upload_seconds"]))
     if "prestore" in only:
+        notes.append("sftp read: a %.0f MB file on backup1, best of 3: ssh cat %.0f MB/s, SFTP repository %.0f MB/s (%.2f x ssh cat, target >= 0.8), "
+                     "on paramiko's own transport %.0f MB/s (%.2f x)"
+                     % (m["sftp_read_mb"], m["sftp_read_mbs_ssh_cat"], m["sftp_read_mbs_auto"], m["sftp_read_mbs_auto"] / m["sftp_read_mbs_ssh_cat"],
+                        m["sftp_read_mbs_paramiko"], m["sftp_read_mbs_paramiko"] / m["sftp_read_mbs_ssh_cat"]))
         notes.append("prestore: restore_cluster with verify=true %.2f s (own %.2f s), of which pg_verifybackup %.2f s; without verify: deploy %.2f s, "
                      "start + recovery %.2f s. WAL replay over SFTP: %d segments of 16 MiB in %.2f s (%.3f s per segment) with read-ahead, "
                      "%d in %.2f s (%.3f s per segment) without."

@@ -131,9 +131,14 @@ options:
         type: int
         default: 64
 requirements:
-  - paramiko on the managed host for O(repository.type=sftp) (Debian package C(python3-paramiko))
+  - paramiko on the managed host for O(repository.type=sftp) (Debian package C(python3-paramiko)); the OpenSSH client C(ssh) there too
+    makes SFTP reads and writes about twice as fast (Debian package C(openssh-client))
   - boto3 on the managed host for O(repository.type=s3) (Debian package C(python3-boto3))
 notes:
+  - For O(repository.type=sftp), paramiko speaks SFTP over OpenSSH's client (C(ssh -s sftp), the server's sftp subsystem, no shell needed)
+    when C(ssh) is installed on the managed host, with the same strict host-key check against the same known_hosts files, only
+    O(repository.key_file) when given, no prompt and no C(ssh_config); where C(ssh) is missing or cannot log in (for example a
+    key file with open permissions, which ssh refuses), paramiko's own SSH transport is used, and its error says why a login fails.
   - For O(repository.type=s3), add a bucket lifecycle rule that removes incomplete multipart uploads after a few days, in case an upload
     could not even be aborted (for example when the managed host lost its network).
 """

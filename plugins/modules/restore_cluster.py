@@ -411,7 +411,9 @@ kind:
   returned: always
   type: str
 checked_files:
-  description: Files whose size and sha256 were verified before restoring.
+  description:
+    - Files whose size and sha256 were verified - for a logical restore every file of the set, before restoring; for a table
+      restore the files it read (only those it needs), each checked as it was read into the scratch database.
   returned: for logical and table restores
   type: int
 databases:

@@ -41,10 +41,10 @@ def s3_repository(lab, prefix, **options):
 class SftpBackend:
     kind = "sftp"
 
-    def __init__(self, lab, tag):
+    def __init__(self, lab, tag, client="auto"):
         self.host = lab.host("backup1")
         self.root = "%s/%s" % (SFTP_BASE, tag)
-        self.repo = sftp_repository(lab, self.root)
+        self.repo = sftp_repository(lab, self.root, client=client)
 
     def leftovers(self):
         """Unfinished writes still on the server."""
@@ -91,11 +91,17 @@ class S3Backend:
         assert top == [], "delete_tree left an empty folder behind: %s" % top
 
 
-@pytest.fixture(params=["sftp", "s3"])
+@pytest.fixture(params=["sftp", "sftp-paramiko", "s3"])
 def backend(request, lab):
+    """sftp: the default transport, which is OpenSSH's client here (asserted after each test); sftp-paramiko: paramiko's own."""
     tag = "pgdr-test-%s" % uuid.uuid4().hex[:10]
-    made = SftpBackend(lab, tag) if request.param == "sftp" else S3Backend(lab, tag)
+    if request.param == "s3":
+        made = S3Backend(lab, tag)
+    else:
+        made = SftpBackend(lab, tag, client="paramiko" if request.param == "sftp-paramiko" else "auto")
     yield made
+    if request.param.startswith("sftp"):
+        assert made.repo.client == ("paramiko" if request.param == "sftp-paramiko" else "openssh")
     made.cleanup()
 
 
@@ -305,10 +311,10 @@ class FsyncSpy:
         from paramiko.sftp import CMD_EXTENDED, CMD_STATUS, SFTP_OP_UNSUPPORTED
 
         self.calls = []  # (extended request name, status code)
-        real_new_session = SftpRepository._new_session
+        real_open_session = SftpRepository._open_session
 
-        def new_session(ssh):
-            session = real_new_session(ssh)
+        def open_session(repo):
+            session = real_open_session(repo)
             real_request = session._request
 
             def request(t, *args):
@@ -331,17 +337,18 @@ class FsyncSpy:
             session._request = request
             return session
 
-        monkeypatch.setattr(SftpRepository, "_new_session", staticmethod(new_session))
+        monkeypatch.setattr(SftpRepository, "_open_session", open_session)
 
     def fsyncs(self):
         return [code for name, code in self.calls if name == "fsync@openssh.com"]
 
 
-def test_sftp_write_is_fsynced_on_the_server(lab, monkeypatch):
+@pytest.mark.parametrize("client", ["openssh", "paramiko"])
+def test_sftp_write_is_fsynced_on_the_server(lab, monkeypatch, client):
     from paramiko.sftp import SFTP_OK
 
     spy = FsyncSpy(monkeypatch)
-    backend = SftpBackend(lab, "pgdr-test-%s" % uuid.uuid4().hex[:10])
+    backend = SftpBackend(lab, "pgdr-test-%s" % uuid.uuid4().hex[:10], client=client)
     try:
         data = os.urandom(3 * MIB)
         with backend.repo.open_writer("c1/wal/000000010000000000000001") as writer:
@@ -355,11 +362,12 @@ def test_sftp_write_is_fsynced_on_the_server(lab, monkeypatch):
         backend.cleanup()
 
 
-def test_sftp_server_without_fsync_fails_the_write(lab, monkeypatch):
+@pytest.mark.parametrize("client", ["openssh", "paramiko"])
+def test_sftp_server_without_fsync_fails_the_write(lab, monkeypatch, client):
     from paramiko.sftp import SFTP_OP_UNSUPPORTED
 
     spy = FsyncSpy(monkeypatch, refuse=True)
-    backend = SftpBackend(lab, "pgdr-test-%s" % uuid.uuid4().hex[:10])
+    backend = SftpBackend(lab, "pgdr-test-%s" % uuid.uuid4().hex[:10], client=client)
     try:
         pattern = r"^writing c1/wal/000000010000000000000001 in sftp://.* failed: the SFTP server did not confirm fsync@openssh.com \(Operation unsupported\)"
         with pytest.raises(PgdrError, match=pattern) as failed:
@@ -411,3 +419,53 @@ def test_s3_sse_c_on_every_object_and_no_read_without_the_key(lab):
             assert client.head_object(Bucket=bucket, Key="%s/c/s/sse-s3" % prefix).get("ServerSideEncryption") == "AES256"
     finally:
         repo.delete_tree("c")
+
+
+# SFTP over OpenSSH's client: as strict as paramiko's transport, and paramiko's where ssh cannot be used
+
+
+def test_sftp_openssh_transport_refuses_unknown_and_changed_host_keys(lab, tmp_path):
+    others = tmp_path / "known_hosts"
+    others.write_text("".join(known_hosts_line(lab, name) + "\n" for name in ("primary15", "replica15")))
+    wrong = tmp_path / "known_hosts_wrong"
+    wrong.write_text(" ".join([lab.host("backup1").address, *known_hosts_line(lab, "primary15").split()[1:]]) + "\n")
+    for path in (others, wrong):
+        before = path.read_bytes()
+        with pytest.raises(PgdrError, match="cannot open an SFTP session to .* with OpenSSH's client: ssh: Host key verification failed") as caught:
+            sftp_repository(lab, "/var/backups", known_hosts=str(path), client="openssh").list_dirs("")
+        assert "\n" not in caught.value.msg
+        assert path.read_bytes() == before, "ssh wrote to known_hosts"
+
+
+def test_sftp_without_ssh_uses_paramiko(lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ssh client
+    backend = SftpBackend(lab, "pgdr-test-%s" % uuid.uuid4().hex[:10])
+    try:
+        backend.repo.put_bytes_atomic("c1/b1/manifest.json", b"{}")
+        assert backend.repo.get_bytes("c1/b1/manifest.json") == b"{}"
+        assert backend.repo.client == "paramiko"
+    finally:
+        backend.cleanup()
+
+
+def test_sftp_key_refused_by_ssh_falls_back_to_paramiko(lab, tmp_path):
+    """A key file ssh will not use (readable by others) is one paramiko still reads: the same repository works, as before."""
+    key = tmp_path / "id_lab"
+    key.write_bytes(lab.ssh_key.read_bytes())
+    key.chmod(0o644)
+    backend = SftpBackend(lab, "pgdr-test-%s" % uuid.uuid4().hex[:10])
+    backend.repo = sftp_repository(lab, backend.root, key_file=str(key))
+    try:
+        backend.repo.put_bytes_atomic("c1/b1/manifest.json", b"{}")
+        assert backend.repo.client == "paramiko"
+        with pytest.raises(PgdrError, match="UNPROTECTED PRIVATE KEY|Permission denied|bad permissions"):
+            sftp_repository(lab, backend.root, key_file=str(key), client="openssh").list_dirs("")
+    finally:
+        backend.cleanup()
+
+
+def test_sftp_server_not_listening_fails_once_naming_host_and_port(lab):
+    started = time.monotonic()
+    with pytest.raises(PgdrError, match=r"^cannot open an SFTP session to 10\.\S+:2: ssh: .*Connection refused; check repository.host, repository.port"):
+        sftp_repository(lab, "/var/backups", port=2).list_dirs("")
+    assert time.monotonic() - started < 10

@@ -189,3 +189,28 @@ def test_text_format_parallel_copies_share_one_snapshot(ansible, lab, host, sour
     assert all(t["verified"] for t in restored["tables"])
     assert source.sql("SELECT count(*) FROM public.events", db=target) == source.sql("SELECT count(*) FROM public.events_2026")
     assert literal("x")
+
+
+def test_one_table_reads_only_its_files_and_refuses_a_damaged_one(ansible, lab, host, source):
+    """A table restore reads the files of the tables it restores, each checked as it is read: damage to another table's file does
+    not stop it (a check of the whole set first would have), damage to its own is refused and the target is not touched."""
+    repository = repositories(lab, "local", source.suffix)
+    dumped = assert_ok(table_dump(ansible, host, source, repository, tables=[WEIRD, "public.events"], copy_format="csv"))
+    backup_id = dumped["backup_id"]
+    data = {(f["schema"], f["table"]): f for f in dumped["manifest"]["files"] if f["role"] == "table"}
+    damaged = data[("public", "events_2025")]
+    path = "%s/%s/%s/%s" % (source.local_path, source.cluster, backup_id, damaged["path"])
+    host.run(["python3", "-c", "import os, sys; f = open(sys.argv[1], 'r+b'); at = os.path.getsize(sys.argv[1]) // 2; "
+              "f.seek(at); b = f.read(1); f.seek(at); f.write(bytes([b[0] ^ 1])); f.close()", path])
+
+    restored = assert_ok(restore(ansible, host, source, repository, tables=[WEIRD], conflict="rename"))
+    assert [(t["action"], t["verified"]) for t in restored["tables"]] == [("renamed", True)]
+    assert restored["checked_files"] == 2  # schema.sql and the table's own data file, of the set's 4
+    assert len(dumped["manifest"]["files"]) > 2
+
+    refused = restore(ansible, host, source, repository, tables=["public.events_2025"], conflict="rename")
+    assert refused["_status"] == "failed"
+    assert "%s does not match its manifest" % damaged["path"] in refused["msg"] and "the target was not touched" in refused["msg"], refused["msg"]
+    assert source.sql("SELECT count(*) FROM pg_class WHERE relname = %s" % literal("events_2025_restored_%s" % backup_id)) == "0"
+    assert source.sql("SELECT count(*) FROM public.events") == "366"
+    assert scratch_dbs(source) == "0"

@@ -148,7 +148,10 @@ class FakeAdmin:
 
 def engine(monkeypatch, cls, manifest, existing=(), **over):
     checked = []
-    monkeypatch.setattr(logical_restore.SetLoader, "check_files", lambda self: checked.append(self.manifest["backup_id"]))
+    for loader in (logical_restore.SetLoader, TableRestore):  # a table restore's own check_files asks only whether the set loads
+        monkeypatch.setattr(loader, "check_files", lambda self: checked.append(self.manifest["backup_id"]))
+    # a table restore's stat of the files it will read, recorded as "present:<path>"
+    monkeypatch.setattr(logical_restore.SetLoader, "check_present", lambda self, entries: checked.extend("present:" + e["path"] for e in entries))
     monkeypatch.setattr(logical_restore, "database_exists", lambda conn, name: name in existing)
     monkeypatch.setattr(table_restore, "database_exists", lambda conn, name: name in existing)
     monkeypatch.setattr(logical_restore.SetLoader, "session", lambda self: contextlib.nullcontext())
@@ -183,8 +186,12 @@ def test_table_restores_refuse_database_options_after_checking_the_files(monkeyp
 
 
 def test_a_table_restore_plan_into_a_new_database(monkeypatch):
-    _checked, restore = engine(monkeypatch, TableRestore, logical_set(), database="scratch", tables=["public.t"])
+    manifest = logical_set()
+    checked, restore = engine(monkeypatch, TableRestore, manifest, database="scratch", tables=["public.t"])
     result = restore.run(check_mode=True)
+    # the set is not read back first: the files the restore will read (the source database's dump) are checked for presence
+    assert checked == ["20260101T000000Z"] + ["present:" + f["path"] for f in manifest["files"] if f.get("database") == "sales"]
+    assert len(checked) > 1
     assert (result["database"], result["database_created"], result["databases"]) == ("scratch", True, [])
     assert result["tables"] == [dict(schema="public", table="t", target_schema="public", target_table="t", action="would_create")]
 

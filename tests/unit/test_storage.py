@@ -24,7 +24,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.storage.repository imp
     storage_argument_spec,
 )
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.s3 import S3Repository
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.sftp import SftpRepository
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.sftp import SftpRepository, openssh_argv
 
 COLLECTIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), ".collections")
 
@@ -496,3 +496,30 @@ def test_s3_delete_many_sends_batches_of_1000_and_delete_one_object():
     repo.delete("wal/000000010000000000000001")
     assert batches[-1] == "DeleteObject"
     assert repo.delete_many([]) == 0 and len(batches) == 4
+
+
+def test_openssh_argv_is_as_strict_as_paramiko():
+    argv = openssh_argv("/usr/bin/ssh", "fd00::5", 2222, "pgdr", "/etc/pgdr/id_ed25519", "/etc/pgdr/known_hosts", "/root")
+    options = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-o"]
+    # only the given known_hosts, checked strictly, never written; no prompt, no ssh_config, only the given key
+    for wanted in ("StrictHostKeyChecking=yes", "UpdateHostKeys=no", "BatchMode=yes", "UserKnownHostsFile=/etc/pgdr/known_hosts",
+                   "GlobalKnownHostsFile=/dev/null", "IdentitiesOnly=yes", "IdentityFile=/etc/pgdr/id_ed25519", "ForwardAgent=no"):
+        assert wanted in options
+    assert argv[1:3] == ["-F", "none"]
+    assert argv[-4:] == ["-s", "--", "fd00::5", "sftp"], "the sftp subsystem, no shell; the host cannot be taken for an option"
+    assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-l") + 1] == "pgdr"
+
+
+def test_openssh_argv_defaults_and_paths_it_cannot_hold():
+    argv = openssh_argv("ssh", "backup1", 22, "root", None, None, "/var/lib/postgresql")
+    assert "UserKnownHostsFile=/var/lib/postgresql/.ssh/known_hosts" in argv  # the files paramiko loads without known_hosts
+    assert "GlobalKnownHostsFile=/etc/ssh/ssh_known_hosts" in argv
+    assert not any(arg.startswith(("IdentityFile=", "IdentitiesOnly=")) for arg in argv)  # agent and default keys, as paramiko
+    # ssh_config syntax would split or expand these: paramiko's transport is used instead
+    for path in ("/etc/pgdr/my keys/id", "/etc/pgdr/%h", '/etc/pgdr/"x'):
+        assert openssh_argv("ssh", "backup1", 22, "root", path, None, "/root") is None
+
+
+def test_sftp_client_choice_is_checked():
+    with pytest.raises(ValueError, match="client must be one of auto, openssh, paramiko"):
+        SftpRepository("backup1", "/srv/b", client="scp")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import s
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump as logical_dump
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set, fingerprint
 from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import set_key
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import NotFound
 
 try:
     import psycopg
@@ -441,17 +443,58 @@ def verification_message(databases):
 # --- the target server ----------------------------------------------------------------
 
 
-def feed(repo, key, argvs, env, sink=None, stdout_path=None):
-    """Stream one stored file into the first process of a pipeline."""
+class _CheckedReader:
+    """A repository reader hashed on the way through, checked against the file's manifest entry once read to its end."""
+
+    def __init__(self, inner, entry, key):
+        self.inner, self.entry, self.key = inner, entry, key
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n=-1):
+        data = self.inner.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+    def check(self):
+        """Read what the consumer left (a tool may stop at its end marker) and raise if the file differs from the manifest."""
+        while self.read(1024 * 1024):
+            pass
+        if self.size != self.entry["size"] or self.sha.hexdigest() != self.entry["sha256"]:
+            raise PgdrError(
+                "file %s does not match its manifest (sha256 or size differs); the set is corrupt, the target was not touched; "
+                "restore another backup" % self.key, bad_files=[self.entry["path"]]
+            )
+
+
+def feed(repo, key, argvs, env, sink=None, stdout_path=None, expect=None):
+    """Stream one stored file into the first process of a pipeline.
+
+    With ``expect`` (the file's manifest entry) the bytes are hashed as they stream and checked against its size and
+    sha256 at the end, so the file is read once; damage that makes a tool fail first is still named as damage.
+    """
     with repo.open_reader(key) as reader:
+        checked = _CheckedReader(reader, expect, key) if expect else None
         try:
-            return run_pipeline(argvs, env=env, stdin_reader=reader, sink=sink, stdout_path=stdout_path)
-        except PgdrError as exc:
-            cmd = exc.details.get("cmd") or []
-            if cmd[:1] == ["gpg"] and "--decrypt" in cmd:  # a wrong passphrase is by far the likeliest cause
-                exc.msg += "; check encryption.passphrase: it must be the one the set was encrypted with"
-                exc.args = (exc.msg,)
+            result = run_pipeline(argvs, env=env, stdin_reader=checked or reader, sink=sink, stdout_path=stdout_path)
+        except Exception as exc:
+            if checked is not None:
+                try:
+                    checked.check()
+                except PgdrError as damaged:
+                    raise damaged from None
+                except Exception:  # noqa: BLE001 - the store failed too; the first failure is the one to report
+                    pass
+            if isinstance(exc, PgdrError):
+                cmd = exc.details.get("cmd") or []
+                if cmd[:1] == ["gpg"] and "--decrypt" in cmd:  # a wrong passphrase is by far the likeliest cause
+                    exc.msg += "; check encryption.passphrase: it must be the one the set was encrypted with"
+                    exc.args = (exc.msg,)
             raise
+        if checked is not None:
+            checked.check()
+        return result
 
 
 def find_tools(admin, pg_bin_dir, manifest):
@@ -749,6 +792,10 @@ class SetLoader:
         self.tools = None  # pg_restore, psql, pg_dump of the target's major version, within session()
         self.gpg = None  # the decryption of an encrypted set, within session()
 
+    # True where the set is loaded into a scratch database first (table restores): each file is then checked as it is read,
+    # once, instead of every file of the set being read back before anything starts
+    checks_while_reading = False
+
     def check_files(self):
         """Read every file of the set back against the manifest (size, sha256); raises naming the first bad one.
 
@@ -756,6 +803,23 @@ class SetLoader:
         """
         check_loadable(self.manifest, server_version(self.admin)["major"])
         backup_set.check_files(self.repo, self.manifest, self.cluster_name)
+
+    def check_present(self, entries):
+        """Each of ``entries`` is stored with its manifest size (one stat each, nothing read); raises naming the first that is not."""
+        where = "%s/%s" % (self.cluster_name, self.manifest["backup_id"])
+        for entry in entries:
+            try:
+                size = self.repo.size(self.file_key(entry))
+            except NotFound:
+                raise PgdrError("file %s in set %s is missing; the set is damaged, restore another backup" % (entry["path"], where),
+                                bad_files=[entry["path"]]) from None
+            if size != entry["size"]:
+                raise PgdrError("file %s in set %s is %d bytes but the manifest says %d; the set is corrupt, restore another backup"
+                                % (entry["path"], where, size, entry["size"]), bad_files=[entry["path"]])
+
+    def feed_file(self, entry, argvs, env, **kwargs):
+        """feed() of one file of the set, checked against the manifest on the way when this loader reads before checking."""
+        return feed(self.repo, self.file_key(entry), argvs, env, expect=entry if self.checks_while_reading else None, **kwargs)
 
     def result(self, **facts):
         """The result of a restore of this set: what every logical and table restore reports, then ``facts``."""
@@ -808,20 +872,19 @@ class SetLoader:
             if entry["format"] == "directory":
                 self._load_directory(entries, database, env)
                 return
-            key = self.file_key(entry)
             jobs = self.options.jobs
             if entry["format"] == "custom" and (jobs or 1) > 1:
                 staging = tempfile.mkdtemp(prefix="pgdr-restore-")
                 try:
                     os.chmod(staging, 0o700)
                     path = os.path.join(staging, "dump.custom")
-                    feed(self.repo, key, input_stages(entry, self.gpg) or [["cat"]], None, stdout_path=path)
+                    self.feed_file(entry, input_stages(entry, self.gpg) or [["cat"]], None, stdout_path=path)
                     run_pipeline([load_argv(entry, self.tools, database, self.options, jobs=jobs, path=path)], env=env)
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
                 return
             argv = load_argv(entry, self.tools, database, self.options)
-            feed(self.repo, key, input_stages(entry, self.gpg) + [argv], env)
+            self.feed_file(entry, input_stages(entry, self.gpg) + [argv], env)
 
     def _load_directory(self, entries, database, env):
         """Directory dumps are folders: fetch (and decrypt) them into a 0700 staging folder, then pg_restore -j."""
@@ -835,7 +898,7 @@ class SetLoader:
                 if entry["encryption"]["method"] != "none":
                     name = name[: -len(".gpg")] if name.endswith(".gpg") else name
                 stages = input_stages(entry, self.gpg) or [["cat"]]
-                feed(self.repo, self.file_key(entry), stages, None, stdout_path=os.path.join(folder, name))
+                self.feed_file(entry, stages, None, stdout_path=os.path.join(folder, name))
             jobs = max(1, int(self.options.jobs or self.manifest.get("options", {}).get("jobs") or 1))
             argv = load_argv(entries[0], self.tools, database, self.options, jobs=jobs, path=folder)
             run_pipeline([argv], env=env)

@@ -4,12 +4,14 @@
 
 The order is what makes it safe:
 
-1. ``plan()`` changes nothing: the set's files are read back against the manifest, the tables are chosen from
-   the manifest (each must have a fingerprint), and the target is checked for tables that already exist
+1. ``plan()`` changes nothing: the tables are chosen from the manifest (each must have a fingerprint), the files
+   they need are there with their manifest sizes, and the target is checked for tables that already exist
    (``conflict: error`` stops here, naming them).
 2. The set is loaded into a scratch database created from template0 (a table set's ``schema.sql`` and
-   ``COPY FROM`` of the chosen data files, or pg_restore of the whole dump), and the chosen tables are
-   fingerprinted there and compared with the manifest. Only then is the target database touched.
+   ``COPY FROM`` of the chosen data files, or pg_restore of the source database's dump): only those files are
+   read, once, each hashed as it streams and checked against the manifest's sha256 and size at its end (a
+   file that differs fails the restore here). The chosen tables are then fingerprinted in the scratch database
+   and compared with the manifest. Only then is the target database touched.
 3. Tables that do not exist in the target (and, with ``rename``, renamed copies) move over with
    ``pg_dump -Fc -t`` of the scratch database piped into ``pg_restore --single-transaction``; with ``replace``
    the existing tables are truncated and reloaded in one transaction whose fingerprints are recomputed
@@ -19,6 +21,7 @@ The order is what makes it safe:
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from typing import List, NamedTuple
@@ -26,14 +29,15 @@ from typing import List, NamedTuple
 from ansible_collections.pgdr.backup.plugins.module_utils.core.commands import run_pipeline
 from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import PgdrError, first_line
 from ansible_collections.pgdr.backup.plugins.module_utils.core.identifiers import display_ident, qualified, split_table
+from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import server_version
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.restore import (
     SetLoader,
+    check_loadable,
     conninfo_dbname,
     create_database,
     database_exists,
     database_files,
     drop_database,
-    feed,
     input_stages,
 )
 from ansible_collections.pgdr.backup.plugins.module_utils.logical.table_copy import copy_options, pattern
@@ -316,9 +320,15 @@ def fingerprints_in(conn_params, database, pairs, source_database, method):
 class TableRestore(SetLoader):
     """Chosen tables of a set into one database of the target server, verified in a scratch database before the target is touched."""
 
+    checks_while_reading = True  # loaded into a scratch database first: the files it reads are checked as they are read
+
+    def check_files(self):
+        """Whether this server can load the set; the files are checked as they are read (only those the restore needs)."""
+        check_loadable(self.manifest, server_version(self.admin)["major"])
+
     def plan(self):
         """Every check that changes nothing; returns a TableRestorePlan."""
-        self.check_files()  # before anything touches the target
+        self.check_files()
         options, manifest = self.options, self.manifest
         if options.if_exists != "fail" or options.keep_previous or options.terminate_sessions:
             raise PgdrError("table restores use conflict (error, rename, replace), not if_exists, keep_previous or terminate_sessions")
@@ -337,7 +347,23 @@ class TableRestore(SetLoader):
             finally:
                 conn.close()
         tables = plan_conflicts(selected, existing, options.conflict, manifest["backup_id"])
+        self.check_present(self.files_read(source, tables))  # before anything touches the target
         return TableRestorePlan(source, target, exists, tables)
+
+    def files_read(self, source, tables):
+        """The manifest entries of the files this restore reads: the table set's schema.sql and the chosen tables' data files,
+        or the source database's dump; raises for a chosen table without a data file."""
+        manifest = self.manifest
+        if manifest["kind"] != "logical-table":
+            return list(self.files_by_database[source])
+        files = {(f["schema"], f["table"]): f for f in manifest["files"] if f["role"] == "table"}
+        needed = [f for f in manifest["files"] if f["role"] == "schema"][:1]
+        for schema, table, _target, _action in tables:
+            entry = files.get((schema, table))
+            if entry is None:
+                raise PgdrError("backup set %s has no data file for table %s" % (manifest["backup_id"], qualified(schema, table)))
+            needed.append(entry)
+        return needed
 
     def run(self, check_mode=False):
         """The result dict; a table whose rows differ from the manifest fails the whole restore with that result."""
@@ -353,6 +379,7 @@ class TableRestore(SetLoader):
                 table["action"] = CHECK_MODE_ACTIONS[table["action"]]
             result["changed"] = True
             return result
+        result["checked_files"] = len(self.files_read(plan.source_database, plan.tables))
         started = time.monotonic()
         with self.session():
             result["tables"] = self._restore(plan)
@@ -415,19 +442,27 @@ class TableRestore(SetLoader):
             argv = [self.tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password",
                     "--dbname=" + conninfo_dbname(scratch), "-f", "-"]
             with self.conn_params.child_env() as env:
-                feed(self.repo, self.file_key(entry), input_stages(entry, self.gpg) + [argv], env)
+                self.feed_file(entry, input_stages(entry, self.gpg) + [argv], env)
         files = {(f["schema"], f["table"]): f for f in manifest["files"] if f["role"] == "table"}
         for schema, table, _target, _action in tables:
-            entry = files.get((schema, table))
-            if entry is None:
-                raise PgdrError("backup set %s has no data file for table %s" % (manifest["backup_id"], qualified(schema, table)))
-            key = self.file_key(entry)
+            entry = files[(schema, table)]  # plan() made sure each has one
             stages = input_stages(entry, self.gpg) or [["cat"]]
+            damaged = []
             try:
-                copy_in(scratch_conn, schema, table, entry["format"],
-                        lambda sink, key=key, stages=stages: feed(self.repo, key, stages, None, sink=sink))
+                copy_in(scratch_conn, schema, table, entry["format"], functools.partial(self._feed_copy, entry, stages, damaged))
             except psycopg.Error as exc:
+                if damaged:
+                    raise damaged[0] from None
                 raise PgdrError("loading %s from %s failed: %s" % (qualified(schema, table), entry["path"], first_line(exc))) from None
+
+    def _feed_copy(self, entry, stages, damaged, sink):
+        """One data file into COPY's ``sink``; a damaged file's error is kept in ``damaged``, because leaving COPY early
+        makes psycopg raise the server's error in its place."""
+        try:
+            self.feed_file(entry, stages, None, sink=sink)
+        except PgdrError as exc:
+            damaged.append(exc)
+            raise
 
     def _move(self, scratch, scratch_conn, target, tables, expected, source):
         """The verified tables from scratch into the target as planned; returns per-table results."""

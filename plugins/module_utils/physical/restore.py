@@ -8,9 +8,11 @@ The order is what makes it safe:
    complete, the binaries are of the backup's major version, the recovery target lies after the
    backup's end and not after the newest archived WAL.
 2. The backup is deployed into a sibling folder ``<pg_data>.pgdr-new`` while the current cluster
-   keeps running: tars are streamed from the repository through sha256 into ``tar -x``; plain sets
-   are copied; an incremental chain is combined with pg_combinebackup. pg_verifybackup checks the
-   deployed copy against PostgreSQL's own backup_manifest.
+   keeps running: tars are streamed from the repository through sha256 into ``tar -x``, so each stored
+   byte is read once, and a file whose digest or size differs from the set's manifest (found at its end,
+   or when damage makes tar, the decompressor or gpg fail first) fails the restore and the scratch copy is
+   removed; plain sets are copied; an incremental chain is combined with pg_combinebackup. pg_verifybackup
+   checks the deployed copy against PostgreSQL's own backup_manifest.
 3. Only then is the running server stopped (with ``force``), its data directory renamed to
    ``<pg_data>.pgdr-previous-<backup_id>`` and the new one renamed into place. Whatever ``pg_data`` holds
    (a running or stopped cluster, any other file) is replaced only with ``force``, and kept aside the same way;
@@ -480,12 +482,13 @@ def _extract(repo, cluster_name, manifest, entry, dest, gpg=None):
         try:
             run_pipeline(stages, stdin_reader=reader)
         except PgdrError as exc:
-            if (exc.details.get("cmd") or [""])[0] != "gpg":
-                raise
+            # damaged bytes make gpg, the decompressor or tar fail too: read the rest and name the real cause
             _drain(reader)
             if reader.size != entry["size"] or reader.sha.hexdigest() != entry["sha256"]:
-                raise _corrupt(entry, cluster_name, manifest) from None  # damaged bytes make gpg fail too: name the real cause
-            raise encryption.wrong_passphrase(exc, PASSPHRASE_OPTION) from None
+                raise _corrupt(entry, cluster_name, manifest) from None
+            if (exc.details.get("cmd") or [""])[0] == "gpg":
+                raise encryption.wrong_passphrase(exc, PASSPHRASE_OPTION) from None
+            raise
         _drain(reader)  # tar stops at its end marker; the rest still counts for the digest
     if reader.size != entry["size"] or reader.sha.hexdigest() != entry["sha256"]:
         raise _corrupt(entry, cluster_name, manifest)
