@@ -176,6 +176,10 @@ def test_compressed_segments_are_served_decompressed(helper, tmp_path):  # noqa:
     assert helper("fetch", seg(6), str(tmp_path / "b")).returncode == 0
     got = (tmp_path / "b").read_bytes()
     assert len(got) == MIB and got[: len(started)] == started and got[len(started) :] == bytes(MIB - len(started))
+    # one that holds no whole page header yet (pg_receivewal has not flushed): nothing to replay yet, the end
+    (helper.archive / (seg(8) + ".gz.partial")).write_bytes(gzip.compress(bytes(20))[:-8])
+    empty = helper("fetch", seg(8), str(tmp_path / "d"))
+    assert empty.returncode == 1 and empty.stderr == "" and not (tmp_path / "d").exists()
     # a whole .gz that is cut off is damaged, not the end of the archive
     (helper.archive / (seg(7) + ".gz")).write_bytes(gzip.compress(content(seg(7)))[:-100])
     damaged = helper("fetch", seg(7), str(tmp_path / "c"))

@@ -358,6 +358,12 @@ def fetch(repository, walfile, dest, passphrase=None):
             _write_dest(repository.open_reader(candidate), dest, passphrase=passphrase, stored_name=candidate)
         except NotFound:
             continue
+        except PgdrError as exc:
+            # pg_receivewal flushes a compressed .partial only now and then: until its first page header is in it,
+            # the segment it is writing holds nothing recovery can use yet (recovery reads ahead and asks for it)
+            if candidate.endswith(GZ + ".partial") and not is_transient(exc):
+                continue
+            raise
         return candidate
     raise _Missing(walfile)
 
