@@ -3,6 +3,7 @@ read-ahead's bookkeeping (Window), and pg_receivewal's compressed segments."""
 
 import errno
 import gzip
+import os
 import struct
 import subprocess
 import threading
@@ -214,3 +215,28 @@ def test_the_hot_path_is_a_shell_move_and_its_exit_codes_are_pgdr_wals(restore, 
             out.write(saved)
     assert restore("00000002.history", tmp_path / "h").returncode == 1
     assert subprocess.run(["sh", "-n", "-c", restore.line], check=False).returncode == 0
+
+
+def test_a_fetch_that_outran_the_read_ahead_waits_for_its_download_instead_of_starting_another(restore, tmp_path):  # noqa: F811
+    restore.store(seg(5), seg(7))
+    fifo = restore.archive / seg(6)
+    os.mkfifo(fifo)  # the prefetcher blocks reading it until the test writes
+    writer = None
+    deadline = time.monotonic() + 15
+    assert restore(seg(5), tmp_path / "out").returncode == 0
+    while writer is None:
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # only once the prefetcher has it open
+        except OSError:
+            assert time.monotonic() < deadline, "no prefetcher is reading the next segment"
+            time.sleep(0.05)
+    os.unlink(fifo)  # from now on only the prefetcher's download can give recovery segment 6
+    asking = restore(seg(6), tmp_path / "six", wait=False)
+    time.sleep(1)
+    assert asking.poll() is None  # waiting for the download in progress
+    os.set_blocking(writer, True)
+    os.write(writer, content(seg(6)))
+    os.close(writer)
+    assert asking.wait(timeout=20) == 0, asking.stderr.read()
+    assert (tmp_path / "six").read_bytes() == content(seg(6))
+    assert "came from the store directly" not in restore.log()

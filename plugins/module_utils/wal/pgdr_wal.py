@@ -60,6 +60,9 @@ CONFIG_FORMAT = 1
 LOCK_NAME = ".lock"  # held by the one prefetcher of a spool
 LOG_NAME = ".prefetch.log"
 SERVED_NAME = ".served"  # the segment fetch served last: the prefetcher keeps the next N after it spooled
+END_NAME = ".end"  # the first segment the prefetcher found missing: fetch does not wait for it (or later ones)
+SPOOL_WAIT = 30.0  # seconds fetch waits for a segment the prefetcher is downloading, rather than download it again
+SPOOL_WAIT_START = 3.0  # seconds fetch waits for the prefetcher to start on a segment (its first session may be opening)
 IDLE = 15.0  # seconds without recovery taking a segment before the prefetcher empties the spool and ends
 IDLE_ENV = "PGDR_WAL_PREFETCH_IDLE"  # tests only: fetch passes it on as prefetch --idle
 PREFETCH_POLL = 0.05  # seconds between looks at the spool (what recovery took, .served) once the window is full
@@ -550,6 +553,16 @@ def _spool_one(repository, dir_fd, walfile, segment_size, passphrase=None, suffi
     return None
 
 
+def _write_end(dir_fd, name):
+    temp = ".end.new-%d" % os.getpid()
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        os.write(fd, name.encode())
+    finally:
+        os.close(fd)
+    os.rename(temp, END_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
 def _tidy_spool(dir_fd, keep):
     """Under the lock: drop temporary files of dead prefetchers and segments not in ``keep``."""
     own = ".tmp-%d" % os.getpid()
@@ -701,10 +714,17 @@ def prefetch(config, walfile, segment_size, count, idle=IDLE, parallel=PARALLEL)
                     break
                 if exc is None:
                     window.done(name, suffix, now)
-                    _log(dir_fd, "fetched %s%s" % (name, suffix) if suffix is not None else "%s is not in the archive (yet)" % name)
+                    if suffix is None:
+                        _log(dir_fd, "%s is not in the archive (yet)" % name)
+                        _write_end(dir_fd, window.end[0])
+                    else:
+                        _log(dir_fd, "fetched %s%s" % (name, suffix))
+                        if window.end is None:
+                            quietly(os.unlink, END_NAME, dir_fd=dir_fd)
                     pause = RETRY_FIRST
                 elif isinstance(exc, _NotWhole) or is_transient(exc):
                     window.done(name, None, now)  # asked again later; the direct fetch serves it meanwhile
+                    _write_end(dir_fd, window.end[0])  # so that fetch does not wait for us
                     paused_until, pause = now + pause, min(pause * 2, RETRY_MAX)
                     _log_error(dir_fd, config, exc, "paused")
                 else:
@@ -756,16 +776,56 @@ def _fetch_command(args, config):
     """fetch: the spool's copy when read ahead, else the store's; then keep reading ahead. The exit code."""
     walfile = args.walfile
     spool = _spool_of(config) if args.prefetch and SEGMENT_RE.match(walfile) else None
-    if spool is not None and _take_spooled(spool, walfile, args.path):
-        served = walfile
-    else:
+    served, waited = None, None
+    if spool is not None:
+        if _take_spooled(spool, walfile, args.path):
+            served = walfile
+        else:
+            waited = _wait_spooled(spool, walfile)
+            served = walfile if waited and _take_spooled(spool, walfile, args.path) else None
+    if served is None:
         try:
             served = fetch_with_retries(config, walfile, args.path, args.retry_window)
         except _Missing:
             return NOT_IN_ARCHIVE  # the normal end of the archive: PostgreSQL asks for files that do not exist yet
+        if waited is False:  # the prefetcher runs but did not have it: worth knowing when tuning --prefetch/--parallel
+            quietly(_log_at, spool, "%s came from the store directly: recovery was ahead of the read-ahead" % walfile)
     if spool is not None and served == walfile:  # not after a .partial: that is the end of the archive
         quietly(_read_ahead, args, spool, walfile)
     return 0
+
+
+def _wait_spooled(spool, walfile):
+    """Whether ``walfile`` turned up in the spool while the running prefetcher fetched it (None: no prefetcher runs):
+    recovery outran the read-ahead, and a second download over a new session (an SSH handshake) would only come
+    later than the first."""
+    probe = _try_lock(os.path.join(spool, LOCK_NAME))
+    if probe is not None:
+        os.close(probe)
+        return None
+    try:
+        with open(os.path.join(spool, END_NAME)) as handle:
+            end = handle.read(64).strip()
+    except OSError:
+        end = ""
+    if SEGMENT_RE.match(end) and end[:8] == walfile[:8] and walfile >= end:
+        return False  # the prefetcher found the archive ending before it: fetch asks the store itself
+    started, temp = time.monotonic(), ".%s.tmp-" % walfile
+    while True:
+        if os.path.exists(os.path.join(spool, walfile)):
+            return True
+        waited = time.monotonic() - started
+        if waited > SPOOL_WAIT or (waited > SPOOL_WAIT_START and not any(name.startswith(temp) for name in os.listdir(spool))):
+            return False
+        time.sleep(0.01)
+
+
+def _log_at(spool, message):
+    fd = os.open(spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _log(fd, message)
+    finally:
+        os.close(fd)
 
 
 def _read_ahead(args, spool, walfile):
