@@ -53,7 +53,10 @@ def fingerprint_script(host):
         for name, value in fingerprint.SESSION_SETTINGS
     )
     lines = ["\\timing on", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;", "SELECT %s;" % settings]
-    lines += ["%s;" % fingerprint.fingerprint_query(schema, table).as_string(None) for schema, table in tables]
+    for schema, table in tables:  # the by-name method (the default since hash64-sum-v2) needs the table's column names
+        found = host.psql(fingerprint._COLUMNS % (sql.Literal(schema).as_string(None), sql.Literal(table).as_string(None)),
+                          db=dataset.DATABASE).split()
+        lines.append("%s;" % fingerprint.fingerprint_query(schema, table, columns=found).as_string(None))
     lines.append("COMMIT;")
     return tables, "\n".join(lines) + "\n"
 
