@@ -177,6 +177,7 @@ class WalReplayBench:
             ("remove the archive copies", lambda: [h.run(["rm", "-rf", self.wal_path]) for h in (self.host, self.replica, self.backup1)]),
             ("remove the repository", lambda: self.replica.run(["rm", "-rf", self.repo_path])),
             ("remove the S3 copy", self._remove_s3),
+            ("remove the archiving helper config", lambda: self.host.run(["rm", "-f", "/etc/pgdr/wal/bench-walreplay-%s.json" % self.suffix])),
             ("remove the restore's helper config and spool",
              lambda: self.replica.run(["rm", "-rf", "/etc/pgdr/wal/restore-%s.json" % self.cluster, "/var/spool/pgdr/restore-%s" % self.cluster])),
         ]

@@ -103,7 +103,10 @@ def descendants(pid):
 def archive_locally(ansible, pair):
     archive = {"type": "local", "path": pair.wal_path}
     pair.primary.run(["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", pair.wal_path])
-    settings = dict(archive_mode="on", archive=archive, pg_data=pair.primary.pg_data, **pair.connection(pair.primary))
+    # an archive name of its own: /etc/pgdr/wal is one folder for every lab on the machine, and the default name
+    # (15-main) is every primary15's
+    settings = dict(archive_mode="on", archive=archive, archive_name="wal-fetch-%s" % pair.suffix, pg_data=pair.primary.pg_data,
+                    **pair.connection(pair.primary))
     ok(ansible.module(pair.primary.name, WAL, dict(settings, restart=True, verify=True), become_postgres=False))
     return settings
 
@@ -169,6 +172,7 @@ def test_a_store_down_for_seconds_during_recovery_does_not_end_it_early(ansible,
     finally:
         sshd.remove()
         reset_archiving(pair)
+        pair.primary.run(["rm", "-f", "/etc/pgdr/wal/wal-fetch-%s.json" % pair.suffix])
 
 
 def test_a_compressed_streaming_archive_restores_to_an_exact_target(ansible, wal_pair):
