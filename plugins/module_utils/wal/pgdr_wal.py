@@ -387,9 +387,10 @@ def fetch_with_retries(config, walfile, dest, window):
 
 # --- read-ahead: fetch --prefetch N and its background prefetcher --------------------------------
 #
-# The spool holds only whole segments: the prefetcher writes a temporary name (".<segment>.tmp-<pid>"), fsyncs it
-# and renames it into place, and fetch looks up nothing but the exact segment name. Any spool trouble falls back
-# to the direct fetch; a prefetcher's error only ends the read-ahead (it is logged in <spool>/.prefetch.log).
+# The spool holds only whole segments: the prefetcher writes a temporary name (".<segment>.tmp-<pid>"), fsyncs it,
+# checks its size and renames it into place, and restore_command's shell mv (then fetch) looks up nothing but the
+# exact segment name. Any spool trouble falls back to the direct fetch; a prefetcher's error pauses (transient) or
+# ends (otherwise) the read-ahead, logged in <spool>/.prefetch.log.
 
 
 def valid_segment_size(size):
