@@ -61,6 +61,7 @@ class EndpointConnectionError(Exception):  # botocore's, by name
         (caused_by(AuthenticationException("Authentication failed")), False),
         (PgdrError("S3 refused reading x (AccessDenied)", error_code="AccessDenied"), False),
         (caused_by(OSError(errno.EACCES, "Permission denied")), False),
+        (caused_by(OSError("Socket is closed")), True),
         (pgdr_wal.DecryptionFailed("cannot decrypt"), False),
         (PgdrError("x holds 5 bytes"), False),
     ],
@@ -177,6 +178,13 @@ def test_compressed_segments_are_served_decompressed(helper, tmp_path):  # noqa:
     assert helper("fetch", seg(6), str(tmp_path / "b")).returncode == 0
     got = (tmp_path / "b").read_bytes()
     assert len(got) == MIB and got[: len(started)] == started and got[len(started) :] == bytes(MIB - len(started))
+    # cut inside a deflate block: what decodes is served, the rest is zeros
+    random_tail = started[:40] + os.urandom(200000)  # does not compress: the cut falls inside a block
+    (helper.archive / (seg(9) + ".gz.partial")).write_bytes(gzip.compress(random_tail)[:-3000])
+    served = helper("fetch", seg(9), str(tmp_path / "e"))
+    assert served.returncode == 0, served.stderr
+    got = (tmp_path / "e").read_bytes()
+    assert got[:40] == started[:40] and len(got) == MIB
     # one that holds no whole page header yet (pg_receivewal has not flushed): nothing to replay yet, the end
     (helper.archive / (seg(8) + ".gz.partial")).write_bytes(gzip.compress(bytes(20))[:-8])
     empty = helper("fetch", seg(8), str(tmp_path / "d"))

@@ -142,8 +142,8 @@ def is_transient(exc):
             return False
         if names & _TRANSIENT_NAMES or isinstance(exc, (ConnectionError, TimeoutError, EOFError)):
             return True
-        if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
-            return True
+        if isinstance(exc, OSError) and (exc.errno in _TRANSIENT_ERRNOS or exc.errno is None):
+            return True  # errno None: a socket paramiko found closed ("Socket is closed"), not a file system's answer
         exc = exc.__cause__ or exc.__context__
     return False
 
@@ -291,7 +291,10 @@ class Gunzip:
                 self._ended = True
                 if not self._inflate.eof and not self._cut_ok:
                     raise PgdrError("%s is a cut-off gzip file (the archive copy is damaged)" % self._what)
-                return self._inflate.flush() if not self._inflate.eof else b""
+                try:
+                    return self._inflate.flush() if not self._inflate.eof else b""
+                except self._zlib.error:  # a cut-off stream: what it held whole was returned already
+                    return b""
             try:
                 out = self._inflate.decompress(data)
             except self._zlib.error as exc:
