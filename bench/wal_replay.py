@@ -108,8 +108,7 @@ class WalReplayBench:
             dataset.park(self.host)
         # on a loaded machine the OLTP run writes only a few segments; pgbench -i into a scratch database (COPY, indexes)
         # tops them up to BENCH_WAL_SEGMENTS, so fixed costs do not hide the per-segment pace
-        written = lambda: float(self.host.psql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '%s') / 16777216" % start).strip())  # noqa: E731
-        while written() < self.wal_segments:
+        while float(self.host.psql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '%s') / 16777216" % start).strip()) < self.wal_segments:
             self.host.psql('DROP DATABASE IF EXISTS "%s"' % SCRATCH_DB)
             self.host.psql('CREATE DATABASE "%s"' % SCRATCH_DB)
             self.host.run([self.host.pg_bin_dir + "/pgbench", "-h", "/run/postgresql", "-i", "-q", "-s", "5", SCRATCH_DB], user="postgres", timeout=600)
@@ -128,8 +127,8 @@ class WalReplayBench:
             with open(path, "rb") as handle:
                 client.put_object(Bucket=self.lab.s3["bucket"], Key="%s/%s" % (self.s3_prefix, name), Body=handle)
         self.segments = sum(1 for name in names if len(name) == 24)
-        self.log("  walreplay: %d segments archived by pgbench in %d s, copied to %s, %s and S3" % (self.segments, self.wal_seconds,
-                                                                                                   self.replica.name, BACKUP_HOST))
+        self.log("  walreplay: %d segments archived by pgbench in %d s, copied to %s, %s and S3"
+                 % (self.segments, self.wal_seconds, self.replica.name, BACKUP_HOST))
 
     # ---- one replay ---------------------------------------------------------------------------------------------
 

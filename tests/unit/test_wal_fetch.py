@@ -16,7 +16,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import No
 from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal
 
 # the fixtures helper (pgdr-wal installed for a local archive) and restore (installed as restore_cluster does it)
-from tests.unit.test_wal_helper import MIB, content, helper, restore, seg, wait_for  # noqa: F401
+from tests.unit.test_wal_helper import MIB, content, helper, restore, seg, wait_for  # noqa: F401 pylint: disable=unused-import
 
 
 def caused_by(cause, message="reading x failed"):
@@ -79,6 +79,13 @@ class Clock:
         self.now += seconds
 
 
+def failing(error):
+    def attempt():
+        raise error
+
+    return attempt
+
+
 def test_retrying_backs_off_and_gives_up_after_the_window():
     clock = Clock()
     answers = [ConnectionRefusedError(errno.ECONNREFUSED, "refused")] * 3 + ["done"]
@@ -94,12 +101,12 @@ def test_retrying_backs_off_and_gives_up_after_the_window():
 
     clock = Clock()
     with pytest.raises(pgdr_wal.StoreFailed, match=r"still fails after 10 s of retries .*: refused"):
-        pgdr_wal.retrying(lambda: (_ for _ in ()).throw(caused_by(ConnectionRefusedError(111, "x"), "refused")), 10, clock.sleep, lambda: clock.now)
+        pgdr_wal.retrying(failing(caused_by(ConnectionRefusedError(111, "x"), "refused")), 10, clock.sleep, lambda: clock.now)
     assert sum(clock.pauses) == 10 and max(clock.pauses) <= pgdr_wal.RETRY_MAX
 
     clock = Clock()
     with pytest.raises(NotFound):  # not in the archive: at once, no retry
-        pgdr_wal.retrying(lambda: (_ for _ in ()).throw(NotFound("gone")), 10, clock.sleep, lambda: clock.now)
+        pgdr_wal.retrying(failing(NotFound("gone")), 10, clock.sleep, lambda: clock.now)
     assert clock.pauses == []
 
 

@@ -205,6 +205,8 @@ def _restore_line(name, helper_dir, config_dir, prefetch, parallel, retry_window
     spooled = shlex.quote(spool) + "/%f"
     # %f is a WAL file name and %p a path under pg_wal: PostgreSQL substitutes them unquoted, as everywhere else
     return "test -f %s && mv -f %s %%p || %s" % (spooled, spooled, _helper_invocation(name, action, helper_dir, config_dir))
+
+
 def archive_command(archive, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
     """The archive_command setting for the ArchiveOptions ``archive`` (pure: installs nothing; see installer.install)."""
     return _command(archive, name, "archive", helper_dir, config_dir)
