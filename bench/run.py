@@ -4,9 +4,11 @@ Settings (environment):
   BENCH_SCALE   pgbench scale of the source database (default 70, about 1 GB)
   BENCH_REPEAT  rounds; each figure is the median over them (default 1 at scale >= 20, else 3)
   BENCH_HOST    lab host with the source cluster (default primary15)
-  BENCH_ONLY    what to run, from a,b,c,d,fp,phys,prestore,pgbackrest,fleet (fp: where the fingerprint's time goes; phys: pg_basebackup;
-                prestore: physical restore and WAL replay; pgbackrest: side by side with pgBackRest; fleet: playbooks/fleet_drill.yml
-                on 1..8 fleet pairs; default all)
+  BENCH_ONLY    what to run, from a,b,c,d,fp,phys,prestore,walreplay,pgbackrest,fleet (fp: where the fingerprint's time goes;
+                phys: pg_basebackup; prestore: physical restore and WAL replay; walreplay: WAL replay per segment from local, SFTP, S3
+                and raw cp; pgbackrest: side by side with pgBackRest; fleet: playbooks/fleet_drill.yml on 1..8 fleet pairs; default all)
+  BENCH_WAL_SECONDS  walreplay: seconds pgbench writes the WAL that is replayed (default 20)
+  BENCH_WAL_SEGMENTS walreplay: segments the archive is topped up to with pgbench -i into a scratch database (default 64)
   BENCH_FLEET_PAIRS   fleet: pair counts (default 1,2,4,8; the lab grows to the largest and is put back after)
   BENCH_FLEET_DRILLS  fleet: the drills of each run (default logical,standalone,pitr, the role's default)
   BENCH_FLEET_LEVERS  fleet: Ansible settings tried at the largest count (default all of bench.fleet.LEVERS; none: none)
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from bench import dataset, fleet
+from bench import dataset, fleet, wal_replay
 from bench.logical import LogicalBench
 from bench.pgbackrest import PgBackRestBench
 from bench.physical import PhysicalBench
@@ -31,7 +33,7 @@ from bench.physical_restore import PhysicalRestoreBench
 from bench.playbook import PROJECT_DIR, Playbooks
 from tests.lab import Lab
 
-COMPARISONS = ("a", "b", "c", "d", "fp", "phys", "prestore", "pgbackrest", "fleet")
+COMPARISONS = ("a", "b", "c", "d", "fp", "phys", "prestore", "walreplay", "pgbackrest", "fleet")
 
 
 def log(message):
@@ -171,6 +173,8 @@ def findings(m, only, info):
                         m["wal_replay_seconds"], m["wal_replay_seconds"] / max(1, m["wal_replay_segments"]),
                         m["wal_replay_segments_no_prefetch"], m["wal_replay_seconds_no_prefetch"],
                         m["wal_replay_seconds_no_prefetch"] / max(1, m["wal_replay_segments_no_prefetch"])))
+    if "walreplay" in only:
+        notes.append(wal_replay.note(m))
     if "pgbackrest" in only:
         push, pgdr_push = m["pgbr_wal_push_per_segment"], m["pgbr_pgdr_wal_push_per_segment"]
         notes.append(
@@ -228,15 +232,16 @@ def run_modules(cfg, lab, host, work_dir):
         bench = LogicalBench(lab, host, Playbooks(lab, work_dir), log)
         physical = PhysicalBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "phys" in cfg["only"] else None
         restores = PhysicalRestoreBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "prestore" in cfg["only"] else None
+        replays = wal_replay.WalReplayBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "walreplay" in cfg["only"] else None
         peer = PgBackRestBench(lab, host, Playbooks(lab, work_dir), log, bench.samples) if "pgbackrest" in cfg["only"] else None
         try:
             for round_no in range(1, cfg["repeat"] + 1):
                 bench.run_round(round_no, cfg["only"])
-                for part in (physical, restores, peer):
+                for part in (physical, restores, replays, peer):
                     if part:
                         part.run_round(round_no)
         finally:
-            problems = bench.cleanup() + sum((part.cleanup() for part in (physical, restores, peer) if part), [])
+            problems = bench.cleanup() + sum((part.cleanup() for part in (physical, restores, replays, peer) if part), [])
         if peer:
             bench.info.update(peer.info)
     finally:

@@ -17,9 +17,13 @@ options:
         owned by the server's OS user, because it may hold S3 keys); installing needs root (become).
         C(pgdr-wal push) never replaces an archived file with different content (an identical copy counts as
         success) and, for V(local), fsyncs the file and its folder before it reports success.
-        C(pgdr-wal fetch) falls back to C(<segment>.partial) when a segment is missing. The restore_command a restore
-        writes reads 8 segments ahead in the background into C(/var/spool/pgdr/restore-<cluster>/) (0700, emptied by
-        every restore), so a long replay does not pay a connection per segment.
+        C(pgdr-wal fetch) reads C(pg_receivewal)'s compressed C(<segment>.gz) too, and falls back to C(<segment>.partial)
+        (or C(.gz.partial)) when a segment is missing; it exits 1 only for a file the archive does not have, retries a
+        store that does not answer for 60 seconds, then exits 126 so that recovery stops with an error instead of
+        ending early. The restore_command a restore writes reads 16 segments ahead in the background, 4 at a time,
+        into C(/var/spool/pgdr/restore-<cluster>/) (0700, emptied by every restore), and takes a spooled segment with
+        a shell C(mv) before it runs C(pgdr-wal), so a long replay pays neither a connection nor a Python start per
+        segment.
       - C(pgdr-wal) runs as the server's OS user (usually C(postgres)), so files it needs on this host, such as
         O(archive.key_file) and O(archive.known_hosts), must be readable by that user.
     type: dict

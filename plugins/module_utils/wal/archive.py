@@ -33,7 +33,10 @@ STORE_TYPES = ("local", "sftp", "s3")  # the ones pgdr-wal reads and writes
 HELPER_DIR = "/usr/local/lib/pgdr"
 HELPER_NAME = "pgdr-wal"
 CONFIG_DIR = "/etc/pgdr/wal"
-PREFETCH = 8  # segments restore_command reads ahead; 0 turns read-ahead off
+PREFETCH = 16  # segments restore_command reads ahead (the spool holds at most this many); 0 turns read-ahead off
+PARALLEL = 4  # the read-ahead's download workers, each over its own store session
+RETRY_WINDOW = 60  # seconds fetch retries a store that fails transiently before it ends recovery with an error
+SPOOL_DIR = "/var/spool/pgdr"  # read-ahead segments, per config name; a config's spool_dir key overrides it (tests)
 
 # 24 hex digits (timeline, log, segment) with the suffixes PostgreSQL and pg_receivewal use
 WAL_NAME_RE = re.compile(r"^([0-9A-F]{8}\.history|[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?)(\.gz)?$")
@@ -158,15 +161,19 @@ def _helper_invocation(name, action, helper_dir=HELPER_DIR, config_dir=CONFIG_DI
 _DIRECTIONS = {"archive": ("push %p %f", "archive-push", "archive_command"), "restore": ("fetch %f %p", "archive-get", "restore_command")}
 
 
-def _command(archive, name, direction, helper_dir, config_dir, prefetch=0):
+def _whole(value, what, least=0):
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise PgdrError("%s must be a whole number, %d or more, not %r" % (what, least, value))
+    return value
+
+
+def _command(archive, name, direction, helper_dir, config_dir, fetch=None):
     validate(archive)
     helper_action, probackup_subcommand, own_option = _DIRECTIONS[direction]
     kind = archive.type
-    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
-        raise PgdrError("prefetch must be a whole number of segments, 0 or more, not %r" % (prefetch,))
     if kind in STORE_TYPES:
-        if direction == "restore" and prefetch:
-            helper_action = "fetch --prefetch %d %%f %%p" % prefetch
+        if direction == "restore" and fetch is not None:
+            return _restore_line(name, helper_dir, config_dir, **fetch)
         return _helper_invocation(name, helper_action, helper_dir, config_dir)
     if kind == "probackup":
         argv = [archive.binary, probackup_subcommand, "-B", archive.backup_path, "--instance", archive.instance]
@@ -177,14 +184,40 @@ def _command(archive, name, direction, helper_dir, config_dir, prefetch=0):
     return command
 
 
+def _restore_line(name, helper_dir, config_dir, prefetch, parallel, retry_window, spool_dir):
+    """pgdr-wal fetch, behind a shell test-and-move from the read-ahead spool when it reads ahead.
+
+    PostgreSQL runs restore_command through /bin/sh once per file; a spooled segment is handed over by ``mv`` without
+    starting Python (the prefetcher renames a segment into the spool only once it is whole and its size checked, and
+    only under its own name, so ``%f`` finds nothing but the exact file asked for). Anything else (not spooled, a
+    history file, a failed mv) falls through to pgdr-wal, whose exit code is the command's.
+    """
+    _whole(prefetch, "prefetch")
+    _whole(parallel, "parallel", 1)
+    _whole(retry_window, "retry_window")
+    action = "fetch --retry-window %d" % retry_window
+    if not prefetch:
+        return _helper_invocation(name, action + " %f %p", helper_dir, config_dir)
+    action += " --prefetch %d --parallel %d %%f %%p" % (prefetch, parallel)
+    spool = os.path.join(spool_dir, validate_name(name))
+    if "%" in spool:  # PostgreSQL would read it as a placeholder
+        raise PgdrError("the WAL spool folder %r must not contain '%%'" % spool)
+    spooled = shlex.quote(spool) + "/%f"
+    # %f is a WAL file name and %p a path under pg_wal: PostgreSQL substitutes them unquoted, as everywhere else
+    return "test -f %s && mv -f %s %%p || %s" % (spooled, spooled, _helper_invocation(name, action, helper_dir, config_dir))
+
+
 def archive_command(archive, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR):
     """The archive_command setting for the ArchiveOptions ``archive`` (pure: installs nothing; see installer.install)."""
     return _command(archive, name, "archive", helper_dir, config_dir)
 
 
-def restore_command_string(archive, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, prefetch=PREFETCH):
-    """The restore_command setting for ``archive``, without installing anything; ``prefetch`` segments are read ahead (0: none)."""
-    return _command(archive, name, "restore", helper_dir, config_dir, prefetch)
+def restore_command_string(archive, name, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, prefetch=PREFETCH, parallel=PARALLEL,
+                           retry_window=RETRY_WINDOW, spool_dir=SPOOL_DIR):
+    """The restore_command setting for ``archive``, without installing anything: ``prefetch`` segments are read ahead
+    (0: none) by ``parallel`` workers; a store that fails is retried for ``retry_window`` seconds."""
+    fetch = dict(prefetch=prefetch, parallel=parallel, retry_window=retry_window, spool_dir=spool_dir)
+    return _command(archive, name, "restore", helper_dir, config_dir, fetch)
 
 
 # --- reading an archive (restore prechecks, verify, pgdr-wal list) --------------------------------

@@ -20,7 +20,9 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import (
     CONFIG_DIR,
     HELPER_DIR,
+    PARALLEL,
     PREFETCH,
+    RETRY_WINDOW,
     STORE_TYPES,
     config_path,
     helper_path,
@@ -55,15 +57,17 @@ _STORE_KEYS = {
 }
 
 
-def restore_command(options, name, os_user, check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, spool_dir=SPOOL_DIR, prefetch=PREFETCH):
+def restore_command(options, name, os_user, check_mode=False, helper_dir=HELPER_DIR, config_dir=CONFIG_DIR, spool_dir=SPOOL_DIR, prefetch=PREFETCH,
+                    parallel=PARALLEL, retry_window=RETRY_WINDOW):
     """The restore_command for the ArchiveOptions ``options``; for local/sftp/s3 installs pgdr-wal, its config and
     an empty spool on this host first (check_mode: says what it would install, changes nothing)."""
+    command = restore_command_string(options, name, helper_dir, config_dir, prefetch, parallel, retry_window, spool_dir)
     validate(options)
     if options.type in STORE_TYPES:
         install(options, name, os_user=os_user, check_mode=check_mode, helper_dir=helper_dir, config_dir=config_dir, spool_dir=spool_dir)
         if not check_mode:
             prepare_spool(name, os_user=os_user, spool_dir=spool_dir)
-    return restore_command_string(options, name, helper_dir, config_dir, prefetch)
+    return command
 
 
 # --- building the zipapp --------------------------------------------------------------------------
