@@ -19,6 +19,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import TEMP_MARK
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.s3 import S3Repository
 from ansible_collections.pgdr.backup.plugins.module_utils.storage.sftp import SftpRepository
+from ansible_collections.pgdr.backup.plugins.module_utils.wal import pgdr_wal
 
 pytestmark = pytest.mark.lab
 
@@ -466,6 +467,9 @@ def test_sftp_key_refused_by_ssh_falls_back_to_paramiko(lab, tmp_path):
 
 def test_sftp_server_not_listening_fails_once_naming_host_and_port(lab):
     started = time.monotonic()
-    with pytest.raises(PgdrError, match=r"^cannot open an SFTP session to 10\.\S+:2: ssh: .*Connection refused; check repository.host, repository.port"):
+    refused = r"^cannot open an SFTP session to 10\.\S+:2: ssh: .*Connection refused; check repository.host, repository.port"
+    with pytest.raises(PgdrError, match=refused) as raised:
         sftp_repository(lab, "/var/backups", port=2).list_dirs("")
     assert time.monotonic() - started < 10
+    # a server that did not answer: pgdr-wal fetch retries it instead of ending recovery (exit 126 only after its window)
+    assert pgdr_wal.is_transient(raised.value)

@@ -260,10 +260,12 @@ class SftpRepository(Repository):
         if self.client in ("auto", "openssh") and self._connect_openssh():
             return
         if self._openssh_failure and any(cause in self._openssh_failure for cause in UNREACHABLE):
-            # paramiko would only wait for the same server a second time
+            # paramiko would only wait for the same server a second time; transient: a server that did not answer, which
+            # pgdr-wal fetch retries (wal/pgdr_wal.py is_transient) rather than ending recovery
             raise PgdrError(
                 "cannot open an SFTP session to %s:%d: %s; check repository.host, repository.port and that sshd with the sftp subsystem runs there"
-                % (self.host, self.port, self._openssh_failure)
+                % (self.host, self.port, self._openssh_failure),
+                transient=True,
             )
         if self.client == "openssh":
             raise PgdrError(
