@@ -281,10 +281,12 @@ class PgBackRestBench:
         for stanza in (STANZA, PUSH_STANZA):
             self.transport.run(BACKUP_HOST, "--stanza=%s" % stanza, "stanza-create")
         self.transport.run(BACKUP_HOST, "--stanza=%s" % STANZA, "check")
-        # the replica's own cluster is kept aside for the whole bench and put back by cleanup()
-        self._pg_ctl(self.replica, "stop", "-m", "fast")
-        self.replica.run(["mv", self.replica.pg_data, self.saved])
-        self.moved = True
+        # the replica's own cluster is kept aside for the whole bench and put back by cleanup(); prestore or walreplay,
+        # which run before this part in a round, may have moved it aside already (and put it back themselves)
+        if self.replica.run(["test", "-e", self.replica.pg_data], check=False).returncode == 0:
+            self._pg_ctl(self.replica, "stop", "-m", "fast")
+            self.replica.run(["mv", self.replica.pg_data, self.saved])
+            self.moved = True
         self.info["pgbr_version"] = self.transport.run(BACKUP_HOST, "version").stdout.split()[-1]
         self.info["pgbr_settings"] = "transport tls, compress-type lz4, compress-level 1, process-max 2 (and 1), archive-async y on the restore host"
         self.log("  pgBackRest %s: TLS servers on %s and %s, stanzas created, archiving on (%.1f s)"
