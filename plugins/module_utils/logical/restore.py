@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import re
 import shutil
@@ -38,7 +37,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.versions import s
 from ansible_collections.pgdr.backup.plugins.module_utils.logical import dump as logical_dump
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set, fingerprint
 from ansible_collections.pgdr.backup.plugins.module_utils.sets.backup_set import set_key
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import NotFound
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import HashingReader, NotFound
 
 try:
     import psycopg
@@ -443,25 +442,17 @@ def verification_message(databases):
 # --- the target server ----------------------------------------------------------------
 
 
-class _CheckedReader:
+class _CheckedReader(HashingReader):
     """A repository reader hashed on the way through, checked against the file's manifest entry once read to its end."""
 
     def __init__(self, inner, entry, key):
-        self.inner, self.entry, self.key = inner, entry, key
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n=-1):
-        data = self.inner.read(n)
-        self.sha.update(data)
-        self.size += len(data)
-        return data
+        super().__init__(inner)
+        self.entry, self.key = entry, key
 
     def check(self):
-        """Read what the consumer left (a tool may stop at its end marker) and raise if the file differs from the manifest."""
-        while self.read(1024 * 1024):
-            pass
-        if self.size != self.entry["size"] or self.sha.hexdigest() != self.entry["sha256"]:
+        """Read what the consumer left and raise if the file differs from the manifest."""
+        self.drain()
+        if not self.matches(self.entry["size"], self.entry["sha256"]):
             raise PgdrError(
                 "file %s does not match its manifest (sha256 or size differs); the set is corrupt, the target was not touched; "
                 "restore another backup" % self.key, bad_files=[self.entry["path"]]

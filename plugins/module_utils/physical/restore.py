@@ -48,7 +48,7 @@ from ansible_collections.pgdr.backup.plugins.module_utils.core.errors import Pgd
 from ansible_collections.pgdr.backup.plugins.module_utils.core.pg_service import Cluster, ServiceOptions
 from ansible_collections.pgdr.backup.plugins.module_utils.core.recovery_target import RecoveryTargetOptions, lsn_to_int, parse_target_time, requested_target
 from ansible_collections.pgdr.backup.plugins.module_utils.sets import backup_set
-from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import NotFound
+from ansible_collections.pgdr.backup.plugins.module_utils.storage.base import HashingReader, NotFound
 from ansible_collections.pgdr.backup.plugins.module_utils.wal import archive as wal_archive
 from ansible_collections.pgdr.backup.plugins.module_utils.wal import installer as wal_installer
 from ansible_collections.pgdr.backup.plugins.module_utils.wal.archive import ArchiveOptions
@@ -443,19 +443,6 @@ def check_chain_supported(chain):
 # --- deploying ------------------------------------------------------------------------
 
 
-class _HashingReader:
-    def __init__(self, inner):
-        self.inner = inner
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n=-1):
-        data = self.inner.read(n)
-        self.sha.update(data)
-        self.size += len(data)
-        return data
-
-
 PASSPHRASE_OPTION = "encryption.passphrase"
 
 
@@ -478,25 +465,20 @@ def _extract(repo, cluster_name, manifest, entry, dest, gpg=None):
         stages.append(decompress_argv(method))
     stages.append(["tar", "-x", "-f", "-", "-C", dest])
     with repo.open_reader(key) as raw:
-        reader = _HashingReader(raw)
+        reader = HashingReader(raw)
         try:
             run_pipeline(stages, stdin_reader=reader)
         except PgdrError as exc:
             # damaged bytes make gpg, the decompressor or tar fail too: read the rest and name the real cause
-            _drain(reader)
-            if reader.size != entry["size"] or reader.sha.hexdigest() != entry["sha256"]:
+            reader.drain()
+            if not reader.matches(entry["size"], entry["sha256"]):
                 raise _corrupt(entry, cluster_name, manifest) from None
             if (exc.details.get("cmd") or [""])[0] == "gpg":
                 raise encryption.wrong_passphrase(exc, PASSPHRASE_OPTION) from None
             raise
-        _drain(reader)  # tar stops at its end marker; the rest still counts for the digest
-    if reader.size != entry["size"] or reader.sha.hexdigest() != entry["sha256"]:
+        reader.drain()
+    if not reader.matches(entry["size"], entry["sha256"]):
         raise _corrupt(entry, cluster_name, manifest)
-
-
-def _drain(reader):
-    while reader.read(1024 * 1024):
-        pass
 
 
 def _corrupt(entry, cluster_name, manifest):

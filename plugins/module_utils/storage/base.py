@@ -86,6 +86,30 @@ def copy_stream(reader, writer, chunk=COPY_CHUNK):
         copied += len(data)
 
 
+class HashingReader:
+    """A reader that hashes (sha256) and counts what passes through it, so a restore checks a stored file against its
+    manifest while a tool consumes it and reads it once."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n=-1):
+        data = self.inner.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self):
+        """Read what the consumer left (tar and pg_restore stop at their end markers): the rest counts for the digest."""
+        while self.read(COPY_CHUNK):
+            pass
+
+    def matches(self, size, sha256):
+        return self.size == size and self.sha.hexdigest() == sha256
+
+
 def _sha256(opener):
     digest = hashlib.sha256()
     with opener() as reader:
